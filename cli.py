@@ -1,0 +1,134 @@
+"""The ``tiekd`` command line: parse options, build a stage's config, call its ``run``.
+
+Known errors (:class:`tiekd.pipeline.errors.TiekdError`) become one line on stderr and exit
+status 1; ``tiekd --verbose ...`` also prints the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from pathlib import Path
+
+import click
+
+import tiekd
+from tiekd.pipeline.errors import TiekdError
+from tiekd.stages.runtime import DEVICES, default_workers
+
+existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+def _size(value: str | None, flag: str) -> tuple[int, int] | None:
+    """``"352x704"`` -> (352, 704)."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d+)x(\d+)", value.strip())
+    if not match or 0 in (int(match[1]), int(match[2])):
+        raise click.BadParameter(f"{value!r} is not HEIGHTxWIDTH, e.g. 352x704", param_hint=flag)
+    return int(match[1]), int(match[2])
+
+
+def _shard(value: str) -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4)."""
+    match = re.fullmatch(r"(\d+)/(\d+)", value.strip())
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise click.BadParameter(f"{value!r} is not I/N with 0 <= I < N, e.g. 0/4", param_hint="--shard")
+    return int(match[1]), int(match[2])
+
+
+class TiekdGroup(click.Group):
+    """A group that shows the traceback behind a TiekdError when ``--verbose`` was given."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TiekdError:
+            if ctx.meta.get("tiekd.verbose"):
+                traceback.print_exc()
+            raise
+
+
+@click.group(cls=TiekdGroup)
+@click.version_option(tiekd.__version__, prog_name="tiekd")
+@click.option("--verbose", is_flag=True, help="Show the traceback behind an error.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """TIE-KD for monocular depth: cache a teacher once, distil many students from the cache."""
+    ctx.meta["tiekd.verbose"] = verbose
+
+
+@main.command("sample-data")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--train", "n_train", default=32, show_default=True, help="Training frames.")
+@click.option("--test", "n_test", default=8, show_default=True, help="Test frames.")
+@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed gives identical files.")
+def sample_data(out: Path, n_train: int, n_test: int, seed: int) -> None:
+    """Write a small procedural dataset in the KITTI layout to OUT."""
+    from tiekd.data.sample import write_sample_dataset
+
+    paths = write_sample_dataset(out, n_train=n_train, n_test=n_test, seed=seed)
+    click.echo(f"wrote {n_train} train and {n_test} test frames to {out}")
+    click.echo(f"  --data-root {paths.data_root} --gt-root {paths.gt_root}")
+    click.echo(f"  --split {paths.train_split} | {paths.test_split}   (dense GT: {paths.dense_gt_root})")
+
+
+@main.command("cache-teacher")
+@click.option("--teacher", required=True, help="KIND:TARGET with KIND export, torchscript, python, hf or checkpoint.")
+@click.option("--data-root", required=True, type=click.Path(path_type=Path), help="KITTI raw root.")
+@click.option("--split", required=True, type=click.Path(path_type=Path), help="Split file (RGB GT|None FOCAL a line).")
+@click.option("--out", required=True, help="Store path or fsspec URL.")
+@click.option("--gt-root", type=click.Path(path_type=Path), help="Annotated depth root; checks every GT exists.")
+@click.option("--name", help="Teacher group name in the store [default: from the spec].")
+@click.option("--split-name", help="Split group name in the store [default: the split file's stem].")
+@click.option("--teacher-arg", "teacher_args", multiple=True, metavar="K=V", help="Keyword argument for the teacher (repeatable).")
+@click.option("--teacher-input", metavar="HxW", help="Resize the crop to HxW for the teacher and back.")
+@click.option("--flip-tta/--no-flip-tta", default=True, show_default=True, help="Horizontal-flip test-time augmentation.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--amp", is_flag=True, help="float16 autocast on CUDA.")
+@click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0), help="DataLoader workers.")
+@click.option("--shard", default="0/1", show_default=True, metavar="I/N", help="Fill store shards I, I+N, ... (N processes).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing teacher/split group made differently.")
+def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:
+    """Run a teacher once over a split and store its depth maps (stage one)."""
+    from tiekd.pipeline.teachers import parse_teacher_args
+    from tiekd.stages import cache_teacher as stage
+
+    cfg = stage.CacheTeacherConfig(
+        teacher_args=parse_teacher_args(teacher_args), teacher_input=_size(teacher_input, "--teacher-input"),
+        shard=_shard(shard), **options,
+    )
+    click.echo(stage.report(stage.run(cfg)))
+
+
+@main.group("cache")
+def cache() -> None:
+    """Inspect and check a teacher store."""
+
+
+@cache.command("info")
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cache_info(store: str, as_json: bool) -> None:
+    """Teachers, splits, completion and size of STORE."""
+    from tiekd.stages.cache_info import format_info, info
+
+    summary = info(store)
+    click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
+
+
+@cache.command("verify")
+@click.argument("store")
+def cache_verify(store: str) -> None:
+    """Read every stored map of STORE and check mask, shapes and values."""
+    from tiekd.stages.cache_info import verify
+
+    frames, problems = verify(store)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise TiekdError(f"{store}: {len(problems)} problem(s) in {frames} stored frames; re-run cache-teacher on them")
+    click.echo(f"{store}: {frames} stored frames read, no problems")

@@ -1,0 +1,1 @@
+"""Datasets (KITTI split records, readers, augmentation) and the sample-data generator."""

@@ -1,0 +1,202 @@
+"""KITTI split records, paths and readers.
+
+A split file has one record a line, ``RGB_REL GT_REL|None FOCAL``, e.g.::
+
+    2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png \
+        2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377
+
+Each line is parsed once into a :class:`Record`; every path is derived from the record and a
+root, never by slicing strings at fixed offsets, so the data can live anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tiekd.pipeline.errors import DataError
+
+# The "KB crop" of the KITTI depth benchmark (Uhrig et al. 2017), used by BTS, AdaBins and TIE-KD:
+# the bottom 352 rows and the central 1216 columns of every image, whatever its size.
+KB_HEIGHT = 352
+KB_WIDTH = 1216
+
+# KITTI depth PNGs are uint16 with depth = value / 256 metres and 0 = no measurement
+# (devkit of the KITTI depth benchmark, readme.txt).
+GT_SCALE = 256.0
+
+# Image size (height, width) of the left colour camera per recording date.
+IMAGE_SIZES = {
+    "2011_09_26": (375, 1242),
+    "2011_09_28": (370, 1224),
+    "2011_09_29": (374, 1238),
+    "2011_09_30": (370, 1226),
+    "2011_10_03": (376, 1241),
+}
+
+# The annotated depth maps are downloaded as train/ and val/ folders; users may also merge them.
+GT_SUBFOLDERS = ("", "train", "val")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One line of a split file."""
+
+    rgb: str
+    """RGB image path relative to the KITTI raw root; also the sample id in the cache."""
+    gt: str | None
+    """Ground-truth depth path relative to the annotated-depth root; None where the split has none."""
+    focal: float
+    """Focal length in pixels."""
+    line: int
+    """1-based line number in the split file, for error messages."""
+
+
+def _checked_relative(text: str, *, split: Path, line: int) -> str:
+    """Refuse a path that is absolute or climbs out of its root."""
+    path = PurePosixPath(text)
+    if path.is_absolute() or ".." in path.parts:
+        raise DataError(
+            f"{split}:{line}: path {text!r} is absolute or escapes its root; "
+            "split files hold paths relative to --data-root and --gt-root"
+        )
+    return str(path)
+
+
+def parse_split_line(text: str, *, split: Path, line: int) -> Record:
+    """Parse one non-blank split line into a :class:`Record`."""
+    fields = text.split()
+    if len(fields) != 3:
+        raise DataError(
+            f"{split}:{line}: expected 'RGB_PATH GT_PATH|None FOCAL', got {text.strip()!r}"
+        )
+    rgb, gt, focal = fields
+    try:
+        focal_px = float(focal)
+    except ValueError:
+        raise DataError(f"{split}:{line}: focal length {focal!r} is not a number") from None
+    return Record(
+        rgb=_checked_relative(rgb, split=split, line=line),
+        gt=None if gt == "None" else _checked_relative(gt, split=split, line=line),
+        focal=focal_px,
+        line=line,
+    )
+
+
+def read_split(path: str | Path) -> list[Record]:
+    """All records of a split file, in order. Blank lines are skipped; ids must be unique."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"split file {path} does not exist; pass an existing file to --split") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read split file {path}: {e}") from e
+    records, first_line = [], {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = parse_split_line(line, split=path, line=number)
+        if record.rgb in first_line:
+            raise DataError(
+                f"{path}:{number}: image {record.rgb} is listed twice "
+                f"(first on line {first_line[record.rgb]}); remove the duplicate"
+            )
+        first_line[record.rgb] = number
+        records.append(record)
+    if not records:
+        raise DataError(f"split file {path} holds no records")
+    return records
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_root(root: str | Path, *, flag: str) -> Path:
+    """An existing directory given by ``flag``, or a DataError that names the flag."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{flag} {root} is not an existing directory")
+    return root
+
+
+def rgb_path(data_root: Path, record: Record) -> Path:
+    """Path of the record's RGB image under the KITTI raw root."""
+    return data_root / record.rgb
+
+
+def gt_path(gt_root: Path, record: Record) -> Path | None:
+    """Path of the record's GT depth, merged or as downloaded (``train/``, ``val/``).
+
+    Returns None for records without GT. Raises DataError if the split names a GT file that is
+    in none of the accepted places.
+    """
+    if record.gt is None:
+        return None
+    for sub in GT_SUBFOLDERS:
+        candidate = gt_root / sub / record.gt
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"ground truth {record.gt} (split line {record.line}) is not under --gt-root {gt_root} "
+        "(looked in it and in its train/ and val/ folders)"
+    )
+
+
+def kb_crop_box(height: int, width: int, *, crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)) -> tuple[int, int]:
+    """Top-left corner (top, left) of the KB crop of an image of this size.
+
+    The crop keeps the bottom rows (the top of KITTI images is sky without LiDAR) and the central
+    columns: top = H - crop_h, left = (W - crop_w) // 2.
+    """
+    crop_h, crop_w = crop
+    if height < crop_h or width < crop_w:
+        raise DataError(f"image of {height}x{width} is smaller than the {crop_h}x{crop_w} crop")
+    return height - crop_h, (width - crop_w) // 2
+
+
+def kb_crop(array: np.ndarray, *, crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)) -> np.ndarray:
+    """The KB crop of an HxW or HxWxC array."""
+    top, left = kb_crop_box(array.shape[0], array.shape[1], crop=crop)
+    return array[top : top + crop[0], left : left + crop[1]]
+
+
+def _open_image(path: Path, *, what: str) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist; check --data-root / --gt-root") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{what} {path} is not a readable image ({e}); re-extract it") from e
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An RGB image as uint8 HxWx3."""
+    return np.asarray(_open_image(path, what="image").convert("RGB"))
+
+
+def read_depth_png(path: Path) -> np.ndarray:
+    """A KITTI depth PNG as float32 HxW metres (0 where there is no measurement)."""
+    image = _open_image(path, what="depth map")
+    if image.mode not in ("I;16", "I;16B", "I"):
+        raise DataError(f"depth map {path} has mode {image.mode}; KITTI depth PNGs are 16-bit")
+    return np.asarray(image, dtype=np.float32) / GT_SCALE
+
+
+def write_depth_png(path: Path, depth: np.ndarray) -> None:
+    """Write float metres as a KITTI depth PNG (uint16, value = round(depth * 256), 0 = none)."""
+    value = np.clip(np.round(depth * GT_SCALE), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(value).save(path)

@@ -1,0 +1,1 @@
+"""The library: store format, teachers, DPM, losses, students, metrics."""

@@ -1,0 +1,214 @@
+"""The teacher cache: a Zarr v3 store of teacher depth maps, one group per teacher and split.
+
+Layout of a store (local path or any fsspec URL)::
+
+    STORE/                      root group, attrs {"tiekd_store_format": 1}
+      <teacher>/<split>/        group whose attrs describe the cache (see ``CacheSpec``)
+        depth    (N, H, W) uint16, value = round(depth_m * 256); one inner chunk per frame,
+                 FRAMES_PER_SHARD frames per shard file; 0 = never written
+        done     (N,) bool, one chunk per depth shard; set only after the frame's depth is stored
+        clipped  (N,) int32, pixels of the frame clipped into [min_depth, max_depth]
+        ids      (N,) str, the sample ids (RGB paths relative to the KITTI raw root), in split order
+
+The completion mask is the resume marker: in zarr 3 a chunk that exists may still belong to a
+shard another frame's write created, so chunk existence proves nothing. Every array that
+writers touch is chunked on depth-shard boundaries, so processes that own disjoint shards
+(``--shard I/N``) never write the same file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+from zarr.errors import ContainsArrayError
+
+import tiekd
+from tiekd.pipeline.errors import StoreError
+
+STORE_FORMAT = 1
+"""Version of the layout above; bumped on any incompatible change."""
+
+DEPTH_SCALE = 256
+"""uint16 value = round(depth * 256): rounding error <= 1/512 m, within KITTI's own GT precision
+(1/256 m), and 80 m -> 20480 leaves head-room below 65535."""
+
+FRAMES_PER_SHARD = 32
+"""Frames per shard file: 23,158 KITTI training frames make 724 files instead of 23,158."""
+
+DEPTH_COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+"""Depth maps are smooth; bit-shuffled zstd beats the authors' 16-bit PNGs (see bench/)."""
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """Everything that makes two caches interchangeable; stored as the split group's attrs."""
+
+    teacher_spec: str
+    """The --teacher spec the maps were made with, e.g. ``export:/models/adabins.pt2``."""
+    teacher_sha256: str | None
+    """SHA-256 of the teacher's weights file (None where the spec has no single file)."""
+    split_sha256: str
+    """SHA-256 of the split file's bytes."""
+    crop: tuple[int, int]
+    """(H, W) of the KB crop the maps are aligned with."""
+    teacher_input: tuple[int, int] | None
+    """(H, W) the teacher ran at, resized in and out; None = at the crop size."""
+    flip_tta: bool
+    """Whether maps average the teacher's prediction and its flipped-back flipped prediction."""
+    min_depth: float
+    max_depth: float
+
+    def differences(self, other: CacheSpec) -> list[str]:
+        """Human-readable 'field: ours vs theirs' for every field that differs."""
+        ours, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        return [f"{k}: {theirs[k]!r} in the store vs {ours[k]!r} now" for k in ours if ours[k] != theirs[k]]
+
+    def to_attrs(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> CacheSpec:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in attrs.items() if k in fields}
+        for key in ("crop", "teacher_input"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def quantise(depth: np.ndarray) -> np.ndarray:
+    """Metres -> stored uint16. Values are clamped to >= 1 so 0 keeps meaning 'never written'."""
+    return np.clip(np.rint(depth * DEPTH_SCALE), 1, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def dequantise(value: np.ndarray) -> np.ndarray:
+    """Stored uint16 -> float32 metres."""
+    return value.astype(np.float32) / DEPTH_SCALE
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _open_root(path: str, *, mode: str) -> zarr.Group:
+    try:
+        return zarr.open_group(str(path), mode=mode, zarr_format=3)
+    except FileNotFoundError as e:
+        raise StoreError(f"no teacher cache at {path}; create it with `tiekd cache-teacher --out {path}`") from e
+    except PermissionError as e:
+        raise StoreError(f"cannot write to {path} ({e}); choose a writable --out") from e
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path} is not a readable tiekd cache ({e})") from e
+
+
+def _pick(group: zarr.Group, name: str | None, *, what: str, flag: str, path: str) -> str:
+    """The one member name to use: the given one, or the only one there is."""
+    names = sorted(k for k, _ in group.groups())
+    if name is not None:
+        if name not in names:
+            raise StoreError(f"{path} holds no {what} {name!r} (it has: {', '.join(names) or 'none'}); fix {flag}")
+        return name
+    if len(names) != 1:
+        raise StoreError(f"{path} holds {len(names)} {what}s ({', '.join(names) or 'none'}); choose one with {flag}")
+    return names[0]
+
+
+class TeacherCache:
+    """Read-only view of one teacher's maps over one split.
+
+    >>> c = TeacherCache.open("kitti.zarr")            # doctest: +SKIP
+    >>> c.ids[0], len(c), c.complete, c.depth(0).shape  # doctest: +SKIP
+    ('2011_09_26/.../0000000069.png', 652, True, (352, 1216))
+    """
+
+    def __init__(self, group: zarr.Group, *, location: str):
+        self._group = group
+        self.location = location
+        """``STORE/teacher/split``, for messages."""
+        self._depth = group["depth"]
+        self.ids: list[str] = [str(s) for s in group["ids"][:]]
+        """Sample ids (RGB paths relative to the KITTI raw root) in split order."""
+        self.index = {sample_id: i for i, sample_id in enumerate(self.ids)}
+        """Sample id -> frame index."""
+
+    @classmethod
+    def open(cls, path: str | Path, teacher: str | None = None, split: str | None = None) -> TeacherCache:
+        """Open ``path`` read-only; ``teacher`` and ``split`` may be omitted where the store holds one."""
+        path = str(path)
+        root = _open_root(path, mode="r")
+        teacher = _pick(root, teacher, what="teacher", flag="--teacher", path=path)
+        split = _pick(root[teacher], split, what="split", flag="--split-name", path=f"{path}/{teacher}")
+        group = root[teacher][split]
+        if group.attrs.get("tiekd_store_format") != STORE_FORMAT:
+            raise StoreError(
+                f"{path}/{teacher}/{split} has store format {group.attrs.get('tiekd_store_format')!r}, "
+                f"this tiekd reads format {STORE_FORMAT}; re-create it with `tiekd cache-teacher --overwrite`"
+            )
+        return cls(group, location=f"{path}/{teacher}/{split}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def attrs(self) -> dict:
+        """The cache's metadata (teacher, preprocessing, depth range and scale, split, versions)."""
+        return dict(self._group.attrs)
+
+    @property
+    def spec(self) -> CacheSpec:
+        return CacheSpec.from_attrs(self.attrs)
+
+    @property
+    def done(self) -> np.ndarray:
+        """(N,) bool: frames whose maps are stored."""
+        return self._group["done"][:]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    @property
+    def clipped(self) -> np.ndarray:
+        """(N,) int32: pixels per frame that were clipped into [min_depth, max_depth]."""
+        return self._group["clipped"][:]
+
+    def depth(self, i: int) -> np.ndarray:
+        """Teacher depth of frame ``i``: float32 HxW metres at the crop."""
+        return dequantise(self._depth[i])
+
+    def depth_of(self, sample_id: str) -> np.ndarray:
+        """Teacher depth by sample id (RGB relative path)."""
+        try:
+            return self.depth(self.index[sample_id])
+        except KeyError:
+            raise StoreError(f"{self.location} has no map for {sample_id}") from None
+
+
+def shard_frames(n_frames: int, shard: int, n_shards: int) -> list[int]:
+    """Frame indices owned by process ``shard`` of ``n_shards``: whole store shards, round robin."""
+    n_store_shards = -(-n_frames // FRAMES_PER_SHARD)
+    frames = []
+    for k in range(shard, n_store_shards, n_shards):
+        frames.extend(range(k * FRAMES_PER_SHARD, min((k + 1) * FRAMES_PER_SHARD, n_frames)))
+    return frames
+
+
+def contiguous_runs(indices: list[int]) -> list[tuple[int, int, int]]:
+    """Split sorted indices into (start, stop, offset) runs that stay inside one store shard.
+
+    ``offset`` is the position of ``start`` in ``indices``; one run is one shard write.
+    """
+    runs, begin = [], 0
+    for pos in range(1, len(indices) + 1):
+        at_end = pos == len(indices)
+        if at_end or indices[pos] != indices[pos - 1] + 1 or indices[pos] % FRAMES_PER_SHARD == 0:
+            runs.append((indices[begin], indices[pos - 1] + 1, begin))
+            begin = pos
+    return runs

@@ -1,0 +1,236 @@
+"""Teachers: any depth network behind one contract.
+
+A teacher is an ``nn.Module`` that takes the KB-cropped RGB image as float32 in [0, 1], shape
+(B, 3, H, W), and returns metric depth in metres, (B, 1, H, W) or (B, H, W). Specs:
+
+- ``export:PATH``       a ``torch.export`` program (``torch.export.save``)
+- ``torchscript:PATH``  a TorchScript module (``torch.jit.save``)
+- ``python:pkg.module:factory``  a factory returning an ``nn.Module`` (keyword args via --teacher-arg)
+- ``hf:MODEL_ID_OR_DIR``  a transformers depth-estimation model with its image processor
+- ``checkpoint:PATH``   a tiekd checkpoint (architecture and normalisation from the file)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tiekd.data.kitti import file_sha256
+from tiekd.pipeline.errors import TeacherError
+
+TEACHER_KINDS = ("export", "torchscript", "python", "hf", "checkpoint")
+
+
+@dataclass
+class Teacher:
+    """A loaded teacher, ready for inference on one device."""
+
+    spec: str
+    module: nn.Module
+    weights_sha256: str | None
+    """SHA-256 of the weights file, or of the state dict where there is no single file."""
+    default_name: str
+    """Group name in the store when --name is not given."""
+
+
+def parse_teacher_args(pairs: tuple[str, ...] | list[str]) -> dict:
+    """``["k=v", ...]`` -> ``{k: v}``; values are JSON where they parse (``3``, ``true``), else text."""
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise TeacherError(f"--teacher-arg {pair!r} is not of the form name=value")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
+def default_name(spec: str) -> str:
+    """A store group name derived from a spec: the file stem, model name or factory name."""
+    kind, _, target = spec.partition(":")
+    tail = target.rstrip("/").rsplit(":", 1)[-1] if kind == "python" else Path(target.rstrip("/")).name
+    stem = tail.split(".")[0] if kind in ("export", "torchscript", "checkpoint") else tail
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or kind
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """SHA-256 over a module's state dict (names and bytes, in order): identifies its weights."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _existing_file(target: str, spec: str) -> Path:
+    path = Path(target)
+    if not path.is_file():
+        raise TeacherError(f"teacher file {path} of --teacher {spec} does not exist")
+    return path
+
+
+def _load_export(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
+    path = _existing_file(target, spec)
+    return torch.export.load(str(path)).module(), file_sha256(path)
+
+
+def _load_torchscript(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
+    path = _existing_file(target, spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu"), file_sha256(path)
+
+
+def _load_python(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
+    module_name, sep, factory_name = target.partition(":")
+    if not sep or not module_name or not factory_name:
+        raise TeacherError(f"--teacher {spec}: expected python:package.module:factory")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as e:
+        raise TeacherError(f"--teacher {spec}: cannot import {factory_name} from {module_name} ({e})") from e
+    try:
+        module = factory(**args)
+    except TypeError as e:
+        raise TeacherError(f"--teacher {spec}: the factory rejected --teacher-arg values ({e})") from e
+    if not isinstance(module, nn.Module):
+        raise TeacherError(f"--teacher {spec}: the factory returned {type(module).__name__}, not an nn.Module")
+    return module, state_dict_sha256(module)
+
+
+def _load_checkpoint(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
+    from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
+
+    path = _existing_file(target, spec)
+    student = student_from_checkpoint(load_checkpoint(path), path=path)
+    return PredictDepth(student), file_sha256(path)
+
+
+class PredictDepth(nn.Module):
+    """Exposes a tiekd student's ``predict_depth`` (metres, any head) as ``forward``."""
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.student.predict_depth(image)
+
+
+class HFDepthTeacher(nn.Module):
+    """A transformers depth-estimation model behind the teacher contract.
+
+    The image processor does the model's own resizing and normalisation (it takes the [0, 1]
+    tensors with ``do_rescale=False``); its ``post_process_depth_estimation`` brings the
+    prediction back to the input size, or bilinear resizing where a processor has none.
+    """
+
+    def __init__(self, model: nn.Module, processor):
+        super().__init__()
+        self.model = model
+        self.processor = processor
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        size = tuple(image.shape[-2:])
+        inputs = self.processor(images=image, return_tensors="pt", do_rescale=False)
+        pixels = inputs["pixel_values"].to(image.device, self.model.dtype)
+        outputs = self.model(pixel_values=pixels)
+        post = getattr(self.processor, "post_process_depth_estimation", None)
+        if post is not None and "target_sizes" in inspect.signature(post).parameters:
+            maps = post(outputs, target_sizes=[size] * image.shape[0])
+            return torch.stack([m["predicted_depth"] for m in maps]).unsqueeze(1)
+        depth = outputs.predicted_depth.unsqueeze(1)
+        return F.interpolate(depth, size=size, mode="bilinear", align_corners=False)
+
+
+def _load_hf(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
+    try:
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+    except ImportError as e:
+        raise TeacherError("hf: teachers need transformers; install it with `pip install 'tiekd[hf]'`") from e
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(target, **args)
+        processor = AutoImageProcessor.from_pretrained(target)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise TeacherError(
+            f"--teacher {spec}: cannot load a depth-estimation model and image processor ({first}); "
+            "pass a local folder or make the model reachable"
+        ) from e
+    weights = sorted(Path(target).glob("*.safetensors")) + sorted(Path(target).glob("*.bin"))
+    sha = file_sha256(weights[0]) if len(weights) == 1 else state_dict_sha256(model)
+    return HFDepthTeacher(model, processor), sha
+
+
+_LOADERS: dict[str, Callable[[str, str, dict], tuple[nn.Module, str | None]]] = {
+    "export": _load_export,
+    "torchscript": _load_torchscript,
+    "python": _load_python,
+    "hf": _load_hf,
+    "checkpoint": _load_checkpoint,
+}
+
+
+def load_teacher(spec: str, *, args: dict | None = None, device: torch.device | str = "cpu") -> Teacher:
+    """Load the teacher ``spec`` names, in eval mode, without gradients, on ``device``."""
+    kind, sep, target = spec.partition(":")
+    if not sep or kind not in _LOADERS or not target:
+        raise TeacherError(f"--teacher {spec!r} is not KIND:TARGET with KIND one of {', '.join(TEACHER_KINDS)}")
+    try:
+        module, sha = _LOADERS[kind](target, spec, dict(args or {}))
+    except TeacherError:
+        raise
+    except Exception as e:  # a foreign file format can fail in any way; report it as one line
+        raise TeacherError(f"--teacher {spec}: cannot load it ({type(e).__name__}: {e})") from e
+    module = module.to(device).eval()
+    module.requires_grad_(False)
+    return Teacher(spec=spec, module=module, weights_sha256=sha, default_name=default_name(spec))
+
+
+def _forward(module: nn.Module, image: torch.Tensor, input_size: tuple[int, int] | None) -> torch.Tensor:
+    """One teacher call with optional resizing in and out; returns (B, 1, H, W) float32."""
+    size = tuple(image.shape[-2:])
+    x = image if input_size is None else F.interpolate(image, size=input_size, mode="bilinear", align_corners=False)
+    depth = module(x)
+    depth = getattr(depth, "predicted_depth", depth)
+    if not isinstance(depth, torch.Tensor):
+        raise TeacherError(f"the teacher returned {type(depth).__name__}, expected a depth tensor")
+    if depth.dim() == 3:
+        depth = depth.unsqueeze(1)
+    if depth.dim() != 4 or depth.shape[:2] != (image.shape[0], 1):
+        raise TeacherError(
+            f"the teacher returned shape {tuple(depth.shape)} for input {tuple(x.shape)}; "
+            "expected (B, 1, H, W) or (B, H, W) depth in metres"
+        )
+    if tuple(depth.shape[-2:]) != size:
+        depth = F.interpolate(depth.float(), size=size, mode="bilinear", align_corners=False)
+    return depth.float()
+
+
+@torch.no_grad()
+def predict_depth(
+    module: nn.Module, image: torch.Tensor, *, flip_tta: bool = True, input_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Teacher depth (B, 1, H, W) metres for image (B, 3, H, W) in [0, 1].
+
+    With ``flip_tta`` the prediction is the mean of the prediction and the flipped-back
+    prediction of the mirrored image, both in one batch of 2B.
+    """
+    if not flip_tta:
+        return _forward(module, image, input_size)
+    both = _forward(module, torch.cat([image, image.flip(-1)]), input_size)
+    batch = image.shape[0]
+    return (both[:batch] + both[batch:].flip(-1)) / 2

@@ -1,0 +1,62 @@
+"""What every stage needs from its surroundings: the device, progress display, timing, sizes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from tiekd.pipeline.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``--device`` (auto = cuda when present); decided once per run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if name not in DEVICES:
+        raise ConfigError(f"--device {name!r} is not one of {', '.join(DEVICES)}")
+    return torch.device(name)
+
+
+def default_workers() -> int:
+    """DataLoader workers: the cores, at most 8."""
+    return min(8, os.cpu_count() or 1)
+
+
+def directory_bytes(path: str | Path) -> int | None:
+    """Bytes of all files below a local folder; None for remote URLs."""
+    if "://" in str(path):
+        return None
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+class Rate:
+    """Items per second since construction, for progress bars and summaries."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.count = 0
+
+    def add(self, n: int) -> None:
+        self.count += n
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def per_second(self) -> float:
+        return self.count / max(self.seconds, 1e-9)
+
+
+def progress(length: int, label: str):
+    """A click progress bar with ETA; the caller passes a status text (rate, loss) to ``update``."""
+    return click.progressbar(length=length, label=label, show_eta=True, show_percent=True, width=24,
+                             item_show_func=lambda text: text)
