@@ -25,6 +25,10 @@ from tiekd.pipeline.errors import DataError
 KB_HEIGHT = 352
 KB_WIDTH = 1216
 
+# The TIE-KD loss starts at this row of the 352-row KB crop: LiDAR never reaches the sky above it
+# (the authors' KITTI setting; a dataset setting, not a test of the image width).
+KITTI_LOSS_TOP_ROW = 110
+
 # KITTI depth PNGs are uint16 with depth = value / 256 metres and 0 = no measurement
 # (devkit of the KITTI depth benchmark, readme.txt).
 GT_SCALE = 256.0
@@ -179,12 +183,22 @@ def _open_image(path: Path, *, what: str) -> Image.Image:
     except FileNotFoundError:
         raise DataError(f"{what} {path} does not exist; check --data-root / --gt-root") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{what} {path} is not a readable image ({e}); re-extract it") from e
+        raise DataError(f"{what} {path} is not a readable image ({type(e).__name__}); re-extract it") from e
 
 
 def read_rgb(path: Path) -> np.ndarray:
     """An RGB image as uint8 HxWx3."""
     return np.asarray(_open_image(path, what="image").convert("RGB"))
+
+
+def read_cropped_rgb(data_root: Path, record: Record, *, crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)) -> np.ndarray:
+    """The KB crop of a record's image, uint8 HxWx3; errors name the image."""
+    path = rgb_path(data_root, record)
+    image = read_rgb(path)
+    try:
+        return kb_crop(image, crop=crop)
+    except DataError as e:
+        raise DataError(f"image {path}: {e.message}") from None
 
 
 def read_depth_png(path: Path) -> np.ndarray:

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
-from zarr.errors import ContainsArrayError
+from zarr.codecs.numcodecs import Delta
+from zarr.codecs import ZstdCodec
 
 import tiekd
 from tiekd.pipeline.errors import StoreError
@@ -40,10 +41,17 @@ DEPTH_SCALE = 256
 (1/256 m), and 80 m -> 20480 leaves head-room below 65535."""
 
 FRAMES_PER_SHARD = 32
-"""Frames per shard file: 23,158 KITTI training frames make 724 files instead of 23,158."""
+"""Default frames per shard file: 23,158 KITTI training frames make 724 files instead of 23,158.
+A store records its own value (attribute ``frames_per_shard``)."""
 
-DEPTH_COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
-"""Depth maps are smooth; bit-shuffled zstd beats the authors' 16-bit PNGs (see bench/)."""
+# The Delta filter is numcodecs', not the Zarr v3 spec's: zarr-python and every numcodecs-aware
+# reader decode it. Said once here instead of warning on every open.
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3", category=UserWarning)
+DEPTH_FILTERS = (Delta(dtype="<u2"),)
+"""Depth maps are smooth along rows: differences of neighbouring values are mostly tiny or 0.
+Without this prediction no general compressor beats the authors' PNGs (bench/bench_cache.py)."""
+DEPTH_COMPRESSOR = ZstdCodec(level=9)
+"""zstd of the differences; level 9 encodes a frame in a few ms, off the teacher's path."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,18 @@ class TeacherCache:
             )
         return cls(group, location=f"{path}/{teacher}/{split}")
 
+    @classmethod
+    def open_for_split(cls, path: str | Path, teacher: str | None, split_name: str | None,
+                       split_file: str | Path) -> TeacherCache:
+        """Open the group of a split: ``split_name`` if given, else the one named after the split
+        file's stem if there is one, else the only split of the teacher."""
+        if split_name is None:
+            root = _open_root(str(path), mode="r")
+            teacher = _pick(root, teacher, what="teacher", flag="--teacher", path=str(path))
+            if Path(split_file).stem in root[teacher]:
+                split_name = Path(split_file).stem
+        return cls.open(path, teacher, split_name)
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -164,6 +184,10 @@ class TeacherCache:
     @property
     def spec(self) -> CacheSpec:
         return CacheSpec.from_attrs(self.attrs)
+
+    @property
+    def frames_per_shard(self) -> int:
+        return int(self._depth.shards[0])
 
     @property
     def done(self) -> np.ndarray:
@@ -191,16 +215,16 @@ class TeacherCache:
             raise StoreError(f"{self.location} has no map for {sample_id}") from None
 
 
-def shard_frames(n_frames: int, shard: int, n_shards: int) -> list[int]:
+def shard_frames(n_frames: int, shard: int, n_shards: int, *, frames_per_shard: int) -> list[int]:
     """Frame indices owned by process ``shard`` of ``n_shards``: whole store shards, round robin."""
-    n_store_shards = -(-n_frames // FRAMES_PER_SHARD)
+    n_store_shards = -(-n_frames // frames_per_shard)
     frames = []
     for k in range(shard, n_store_shards, n_shards):
-        frames.extend(range(k * FRAMES_PER_SHARD, min((k + 1) * FRAMES_PER_SHARD, n_frames)))
+        frames.extend(range(k * frames_per_shard, min((k + 1) * frames_per_shard, n_frames)))
     return frames
 
 
-def contiguous_runs(indices: list[int]) -> list[tuple[int, int, int]]:
+def contiguous_runs(indices: list[int], *, frames_per_shard: int) -> list[tuple[int, int, int]]:
     """Split sorted indices into (start, stop, offset) runs that stay inside one store shard.
 
     ``offset`` is the position of ``start`` in ``indices``; one run is one shard write.
@@ -208,7 +232,7 @@ def contiguous_runs(indices: list[int]) -> list[tuple[int, int, int]]:
     runs, begin = [], 0
     for pos in range(1, len(indices) + 1):
         at_end = pos == len(indices)
-        if at_end or indices[pos] != indices[pos - 1] + 1 or indices[pos] % FRAMES_PER_SHARD == 0:
+        if at_end or indices[pos] != indices[pos - 1] + 1 or indices[pos] % frames_per_shard == 0:
             runs.append((indices[begin], indices[pos - 1] + 1, begin))
             begin = pos
     return runs

@@ -7,7 +7,6 @@ most the frames it had not yet marked; running it again continues with the frame
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections import deque
@@ -15,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.errors import ContainsArrayError, ContainsGroupError
+from zarr.errors import ContainsArrayError
 
 import tiekd
 from tiekd.pipeline.cache import (
     DEPTH_COMPRESSOR,
+    DEPTH_FILTERS,
     DEPTH_SCALE,
     FRAMES_PER_SHARD,
     STORE_FORMAT,
@@ -57,14 +57,14 @@ def _require_array(group: zarr.Group, name: str, **kwargs) -> zarr.Array:
         return array
 
 
-def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int]) -> None:
+def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int], frames_per_shard: int) -> None:
     n = len(ids)
     _require_array(
         group, "depth", shape=(n, *crop), dtype="uint16", fill_value=0,
-        chunks=(1, *crop), shards=(FRAMES_PER_SHARD, *crop), compressors=DEPTH_COMPRESSOR,
+        chunks=(1, *crop), shards=(frames_per_shard, *crop), filters=DEPTH_FILTERS, compressors=DEPTH_COMPRESSOR,
     )
-    _require_array(group, "done", shape=(n,), dtype="bool", fill_value=False, chunks=(FRAMES_PER_SHARD,))
-    _require_array(group, "clipped", shape=(n,), dtype="int32", fill_value=0, chunks=(FRAMES_PER_SHARD,))
+    _require_array(group, "done", shape=(n,), dtype="bool", fill_value=False, chunks=(frames_per_shard,))
+    _require_array(group, "clipped", shape=(n,), dtype="int32", fill_value=0, chunks=(frames_per_shard,))
     id_array = _require_array(group, "ids", shape=(n,), dtype=str, chunks=(n,))
     id_array[:] = np.array(ids, dtype=object)
 
@@ -78,11 +78,13 @@ class CacheWriter:
         self._depth = group["depth"]
         self._done = group["done"]
         self._clipped = group["clipped"]
+        self.frames_per_shard = int(self._depth.shards[0])
+        """Frames per shard file, as the store was created."""
 
     @classmethod
     def create_or_resume(
         cls, path: str, *, teacher: str, split: str, spec: CacheSpec, ids: list[str],
-        extra_attrs: dict, overwrite: bool = False,
+        extra_attrs: dict, overwrite: bool = False, frames_per_shard: int = FRAMES_PER_SHARD,
     ) -> CacheWriter:
         """Open ``path/teacher/split`` for writing, creating it if needed.
 
@@ -102,13 +104,13 @@ class CacheWriter:
             group = teacher_group.require_group(split)
         except ContainsArrayError:
             raise StoreError(f"{location} is an array, not a tiekd cache group; pass --overwrite") from None
-        _create_arrays(group, ids, spec.crop)
+        _create_arrays(group, ids, spec.crop, frames_per_shard)
         if "created" not in group.attrs:
             group.attrs.update(
                 spec.to_attrs() | extra_attrs | {
                     "tiekd_store_format": STORE_FORMAT, "tiekd_version": tiekd.__version__,
                     "depth_dtype": "uint16", "depth_scale": DEPTH_SCALE, "depth_unit": "m",
-                    "frames_per_shard": FRAMES_PER_SHARD, "n_frames": len(ids), "created": _now(),
+                    "frames_per_shard": frames_per_shard, "n_frames": len(ids), "created": _now(),
                 }
             )
         return cls(group, location=location)
@@ -139,7 +141,7 @@ class CacheWriter:
     def write(self, indices: list[int], depth: np.ndarray, clipped: np.ndarray) -> None:
         """Store maps of frames ``indices`` (sorted): depth (B, H, W) metres, clipped (B,) counts."""
         values = quantise(depth)
-        for start, stop, offset in contiguous_runs(indices):
+        for start, stop, offset in contiguous_runs(indices, frames_per_shard=self.frames_per_shard):
             rows = slice(offset, offset + stop - start)
             self._depth[start:stop] = values[rows]
             self._clipped[start:stop] = clipped[rows]
@@ -185,8 +187,3 @@ class BackgroundWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def remove_store(path: str) -> None:
-    """Delete a whole local store (used by tests and `tiekd cache` maintenance)."""
-    shutil.rmtree(path)

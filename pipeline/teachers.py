@@ -71,7 +71,7 @@ def state_dict_sha256(module: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -195,8 +195,11 @@ def load_teacher(spec: str, *, args: dict | None = None, device: torch.device | 
         raise
     except Exception as e:  # a foreign file format can fail in any way; report it as one line
         raise TeacherError(f"--teacher {spec}: cannot load it ({type(e).__name__}: {e})") from e
-    module = module.to(device).eval()
-    module.requires_grad_(False)
+    module = module.to(device)
+    if kind != "export":  # an exported program is frozen in the mode it was exported in
+        module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
     return Teacher(spec=spec, module=module, weights_sha256=sha, default_name=default_name(spec))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
-from tiekd.pipeline.cache import FRAMES_PER_SHARD, TeacherCache, _open_root
+from tiekd.pipeline.cache import TeacherCache, _open_root
 from tiekd.stages.runtime import directory_bytes
 
 
@@ -60,8 +60,8 @@ def verify_cache(cache: TeacherCache) -> list[str]:
         problems.append(f"{cache.location}: depth has shape {depth.shape}, expected {(len(cache), *crop)}")
         return problems
     done = cache.done
-    for start in range(0, len(cache), FRAMES_PER_SHARD):
-        block = slice(start, min(start + FRAMES_PER_SHARD, len(cache)))
+    for start in range(0, len(cache), cache.frames_per_shard):
+        block = slice(start, min(start + cache.frames_per_shard, len(cache)))
         if not done[block].any():
             continue
         try:

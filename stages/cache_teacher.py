@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from tiekd.data.datasets import CroppedImages, raise_batch_errors
 from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, Record, check_root, file_sha256, gt_path, read_split, rgb_path
-from tiekd.pipeline.cache import CacheSpec, shard_frames
+from tiekd.pipeline.cache import FRAMES_PER_SHARD, CacheSpec, shard_frames
 from tiekd.pipeline.cache_writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.errors import ConfigError, DataError, TeacherError
 from tiekd.pipeline.teachers import load_teacher, predict_depth
@@ -62,6 +62,8 @@ class CacheTeacherConfig:
     """(I, N): this process fills store shards I, I+N, I+2N, ... of the split."""
     overwrite: bool = False
     """Replace an existing teacher/split group made differently."""
+    frames_per_shard: int = FRAMES_PER_SHARD
+    """Frames per shard file when the store group is created (a resumed store keeps its own)."""
     crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)
     min_depth: float = MIN_DEPTH
     max_depth: float = MAX_DEPTH
@@ -132,10 +134,10 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
     ids = [r.rgb for r in records]
     writer = CacheWriter.create_or_resume(
         cfg.out, teacher=cfg.name or teacher.default_name, split=cfg.split_name or Path(cfg.split).stem,
-        spec=spec, ids=ids, overwrite=cfg.overwrite,
+        spec=spec, ids=ids, overwrite=cfg.overwrite, frames_per_shard=cfg.frames_per_shard,
         extra_attrs={"teacher_name": cfg.name or teacher.default_name, "split_file": str(cfg.split)},
     )
-    todo = writer.pending(shard_frames(len(records), *cfg.shard))
+    todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
     autocast = torch.autocast("cuda", dtype=torch.float16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
     with BackgroundWriter(writer) as background, progress(len(todo), f"caching {writer.location}") as bar:

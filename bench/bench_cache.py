@@ -1,0 +1,119 @@
+"""Stage one against the authors' format and against the bare teacher, side by side in one run.
+
+    python bench/bench_cache.py [--frames 16] [--teacher-encoder efficientnet_b5] [--teacher-frames 4]
+
+1. Bytes per frame: the tiekd store against one 16-bit PNG per frame holding floor(d / 80 * 65535)
+   (the authors' teacher files), for the same maps.
+2. Reading one frame's map (random order): the store against decoding its PNG.
+3. ``cache-teacher`` wall time against the bare teacher forward (with the same flip TTA) over
+   the same frames: the overhead of loading, cropping, TTA bookkeeping, quantising and writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tiekd.data.kitti import kb_crop, read_depth_png, read_rgb, read_split
+from tiekd.data.sample import write_sample_dataset
+from tiekd.pipeline.cache import CacheSpec, TeacherCache
+from tiekd.pipeline.cache_writer import CacheWriter
+from tiekd.pipeline.teachers import load_teacher, predict_depth
+from tiekd.stages.cache_teacher import CacheTeacherConfig, run
+
+AUTHORS_SCALE = 65535 / 80.0
+"""The authors' PNGs hold floor(d / 80 * 65535)."""
+
+
+def authors_png(depth: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.floor(depth * AUTHORS_SCALE).astype(np.uint16)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def teacher_like_maps(sample, n: int) -> np.ndarray:
+    """Dense sample depth at the KB crop with the sky (no surface) set to 80 m, as a teacher predicts it."""
+    maps = []
+    for record in read_split(sample.train_split)[:n]:
+        dense = kb_crop(read_depth_png(sample.dense_gt_root / record.gt))
+        maps.append(np.where(dense > 0, dense, 80.0).astype(np.float32))
+    return np.stack(maps)
+
+
+def store_bytes_and_reads(maps: np.ndarray, folder: Path) -> tuple[float, float, float]:
+    """(bytes per frame in the store, seconds per store read, seconds per PNG decode)."""
+    ids = [f"frame{i}.png" for i in range(len(maps))]
+    spec = CacheSpec("bench", None, "0", maps.shape[1:], None, True, 1e-3, 80.0)
+    writer = CacheWriter.create_or_resume(str(folder / "s.zarr"), teacher="t", split="s", spec=spec, ids=ids,
+                                          extra_attrs={})
+    writer.write(list(range(len(maps))), maps, np.zeros(len(maps), np.int32))
+    depth_files = [p for p in (folder / "s.zarr/t/s/depth").rglob("*") if p.is_file()]
+    store_bytes = sum(p.stat().st_size for p in depth_files) / len(maps)
+    pngs = []
+    for i, depth in enumerate(maps):
+        (folder / f"{i}.png").write_bytes(authors_png(depth))
+        pngs.append(folder / f"{i}.png")
+    cache = TeacherCache.open(folder / "s.zarr")
+    order = np.random.default_rng(0).permutation(len(maps)).tolist() * 5
+    store_read = timed(lambda: [cache.depth(i) for i in order]) / len(order)
+    png_read = timed(lambda: [np.asarray(Image.open(pngs[i]), np.float32) / AUTHORS_SCALE for i in order]) / len(order)
+    return store_bytes, store_read, png_read
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def overhead(sample, encoder: str, n_frames: int, folder: Path) -> tuple[float, float]:
+    """(cache-teacher seconds, bare forward seconds) over the first n_frames test frames."""
+    split = folder / "split.txt"
+    split.write_text("".join(f"{r.rgb} None {r.focal}\n" for r in read_split(sample.train_split)[:n_frames]))
+    spec = "python:tiekd.pipeline.students:build_student"
+    args = {"encoder": encoder, "head": "regression"}
+    teacher = load_teacher(spec, args=args)
+    images = [torch.from_numpy(kb_crop(read_rgb(sample.data_root / r.rgb)).copy()).permute(2, 0, 1)[None]
+              for r in read_split(split)]
+    predict_depth(teacher.module, images[0].float() / 255)  # warm-up
+    bare = timed(lambda: [predict_depth(teacher.module, x.float() / 255) for x in images])
+    cfg = CacheTeacherConfig(teacher=spec, teacher_args=args, data_root=sample.data_root, split=split,
+                             out=str(folder / "t.zarr"), batch_size=1, workers=1)
+    full = timed(lambda: run(cfg))
+    return full, bare
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--teacher-encoder", default="efficientnet_b5")
+    parser.add_argument("--teacher-frames", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sample = write_sample_dataset(folder / "sample", n_train=args.frames, n_test=2, seed=0)
+        maps = teacher_like_maps(sample, args.frames)
+        store_bytes, store_read, png_read = store_bytes_and_reads(maps, folder)
+        png_bytes = np.mean([len(authors_png(m)) for m in maps])
+        full, bare = overhead(sample, args.teacher_encoder, args.teacher_frames, folder)
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{args.frames} frames of {maps.shape[1]}x{maps.shape[2]}")
+    print(f"| measure | tiekd | authors' PNG / bare teacher | ratio | target |")
+    print(f"|---|---|---|---|---|")
+    print(f"| bytes per frame | {store_bytes / 1e3:.1f} kB | {png_bytes / 1e3:.1f} kB | {store_bytes / png_bytes:.2f}x | <= 0.8x |")
+    print(f"| read one map | {store_read * 1e3:.2f} ms | {png_read * 1e3:.2f} ms | {png_read / store_read:.1f}x faster | >= 3x |")
+    print(f"| cache-teacher vs bare forward ({args.teacher_encoder}, {args.teacher_frames} frames, flip TTA) "
+          f"| {full:.1f} s | {bare:.1f} s | {full / bare:.3f}x | <= 1.10x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Training methods: TIE-KD, the response-KD baselines and the supervised baseline.
+
+A method fixes the student's head, what a batch must carry (teacher depth, GT) and the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tiekd.pipeline.losses import RESPONSE_LOSSES, supervised_si_loss, tiekd_loss_terms
+
+METHODS = ("tiekd", *RESPONSE_LOSSES, "supervised")
+"""Method names in the order the paper's tables list them."""
+
+
+def head_for(method: str) -> str:
+    """TIE-KD trains a DPM head; the baselines regress depth directly (method.md section 4)."""
+    return "dpm" if method == "tiekd" else "regression"
+
+
+def needs_teacher(method: str) -> bool:
+    return method != "supervised"
+
+
+def needs_gt(method: str) -> bool:
+    return method == "supervised"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Everything the loss of one method needs besides the batch."""
+
+    method: str
+    edges: torch.Tensor | None = None
+    """Bin edges (K+1,) metres, for TIE-KD."""
+    alpha: float = 0.1
+    """Weight of the DPM term against the depth term in TIE-KD."""
+    sigma: float = 0.8
+    """Std (metres) of the teacher DPM's Gaussian."""
+    dpm_form: str = "paper"
+    """'paper' (CDF mass per bin) or 'code' (the released code's softmax of densities)."""
+    top_row: int = 0
+    """First row of the crop the TIE-KD loss sees (KITTI: 110; the sky above has no LiDAR). The
+    response-KD baselines use the whole crop, as the authors' do."""
+
+    def loss(self, output: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss, terms for logging) for the student's output on a batch.
+
+        ``output`` is the student's forward: logits (B, K, H, W) for TIE-KD, depth (B, 1, H, W)
+        otherwise. ``batch["teacher"]`` and ``batch["gt"]`` are depth (B, 1, H, W) metres, 0 = none.
+        """
+        if self.method == "supervised":
+            loss = supervised_si_loss(output, batch["gt"])
+            return loss, {"si": float(loss.detach())}
+        teacher = batch["teacher"]
+        if self.method == "tiekd":
+            teacher, output = teacher[..., self.top_row :, :], output[..., self.top_row :, :]
+            terms = tiekd_loss_terms(output, teacher, self.edges, alpha=self.alpha, sigma=self.sigma,
+                                     form=self.dpm_form, valid=teacher > 0)
+            return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
+        return RESPONSE_LOSSES[self.method](output, teacher, valid=teacher > 0), {}

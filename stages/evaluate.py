@@ -1,0 +1,209 @@
+"""``tiekd evaluate``: the KITTI protocol (method.md section 8) for a student or a cached teacher.
+
+Default protocol, the authors': KB crop, horizontal-flip TTA, prediction clamped to
+[1e-3, 80] m, GT valid in (1e-3, 80) inside the Garg crop computed on the 352x1216 map, metrics
+per image and then their mean. ``garg_on="full"`` computes the crop on the full image first (BTS,
+AdaBins).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from tiekd.data.datasets import EvaluationSamples, raise_batch_errors
+from tiekd.data.kitti import check_root, read_split
+from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
+from tiekd.pipeline.dpm import dpm_entropy, expected_depth
+from tiekd.pipeline.errors import ConfigError
+from tiekd.pipeline.metrics import METRIC_NAMES, crop_mask, depth_metrics, mean_metrics
+from tiekd.stages.runtime import default_workers, progress, resolve_device
+
+
+@dataclass
+class EvaluateConfig:
+    """Options of ``tiekd evaluate``, one field per flag."""
+
+    data_root: Path
+    gt_root: Path
+    split: Path
+    checkpoint: Path | None = None
+    """A student checkpoint to run (exclusive with ``cache``)."""
+    cache: str | None = None
+    """A teacher store to evaluate as it is, without running the teacher."""
+    teacher: str | None = None
+    split_name: str | None = None
+    crop: str = "garg"
+    """Evaluation crop: garg, eigen or none."""
+    garg_on: str = "kb"
+    """Compute the crop on the 352x1216 KB crop (authors) or on the full image (BTS, AdaBins)."""
+    flip_tta: bool = True
+    min_depth: float = 1e-3
+    max_depth: float = 80.0
+    json_out: Path | None = None
+    save_images: Path | None = None
+    device: str = "auto"
+    workers: int = field(default_factory=default_workers)
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, float]
+    """Mean over images of each metric."""
+    n_images: int
+    n_skipped: int
+    """Records without GT."""
+    per_image: list[dict] = field(default_factory=list)
+    protocol: dict = field(default_factory=dict)
+
+
+class StudentPredictor:
+    """A trained student under the protocol: resize to its training scale, flip TTA, clamp."""
+
+    def __init__(self, model: torch.nn.Module, *, scale: float = 1.0, flip_tta: bool = True):
+        self.model = model.eval()
+        self.scale = scale
+        self.flip_tta = flip_tta
+
+    def _forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        output = self.model(image)
+        if self.model.head != "dpm":
+            return output, None
+        return expected_depth(output, self.model.bin_centres), dpm_entropy(output)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 (B, 3, H, W) -> depth (B, 1, H, W) metres and DPM entropy (nats) or None."""
+        size = images.shape[-2:]
+        x = images.float() / 255
+        if self.scale != 1.0:
+            x = F.interpolate(x, scale_factor=self.scale, mode="bilinear", antialias=True, align_corners=False)
+        depth, entropy = self._forward(x)
+        if self.flip_tta:
+            flipped, _ = self._forward(x.flip(-1))
+            depth = (depth + flipped.flip(-1)) / 2
+        depth = F.interpolate(depth, size=size, mode="bilinear", align_corners=False)
+        if entropy is not None:
+            entropy = F.interpolate(entropy, size=size, mode="bilinear", align_corners=False)
+        return depth, entropy
+
+
+class CachePredictor:
+    """A cached teacher's maps, read from the store (TTA was applied, or not, when caching)."""
+
+    def __init__(self, cache: TeacherCache):
+        self.cache = cache
+
+    def __call__(self, images: torch.Tensor, ids: list[str]) -> tuple[torch.Tensor, None]:
+        maps = np.stack([self.cache.depth_of(i) for i in ids])
+        return torch.from_numpy(maps)[:, None], None
+
+
+def _mask(crop: str, garg_on: str, full_size, box, shape) -> np.ndarray:
+    if garg_on == "kb":
+        return crop_mask(*shape, crop)
+    top, left = int(box[0]), int(box[1])
+    return crop_mask(int(full_size[0]), int(full_size[1]), crop)[top : top + shape[0], left : left + shape[1]]
+
+
+def evaluate(predict, samples: EvaluationSamples, *, crop: str = "garg", garg_on: str = "kb",
+             min_depth: float = 1e-3, max_depth: float = 80.0, device: torch.device = torch.device("cpu"),
+             workers: int = 0, on_image=None, show_progress: bool = True) -> EvaluationResult:
+    """Metrics of ``predict`` over the samples with GT, under the given protocol.
+
+    ``predict(images uint8 (B, 3, H, W) on device, ids) -> (depth (B, 1, H, W), entropy or None)``;
+    ``on_image(record, image, depth, entropy)`` is called per image (pictures).
+    """
+    loader = DataLoader(samples, batch_size=1, num_workers=workers, pin_memory=device.type == "cuda")
+    per_image = []
+    bar = progress(len(samples), "evaluating") if show_progress else None
+    for batch in loader:
+        raise_batch_errors(batch)
+        record = samples.records[int(batch["index"][0])]
+        depth, entropy = predict(batch["image"].to(device), [record.rgb])
+        pred = depth[0, 0].float().clamp(min_depth, max_depth).cpu().numpy()
+        gt = batch["gt"][0].numpy()
+        mask = _mask(crop, garg_on, batch["full_size"][0], batch["box"][0], gt.shape)
+        metrics = depth_metrics(pred, gt, min_depth=min_depth, max_depth=max_depth, crop=mask)
+        if metrics is not None:
+            per_image.append({"id": record.rgb, **metrics})
+        if on_image is not None:
+            on_image(record, batch["image"][0], pred, None if entropy is None else entropy[0, 0].cpu().numpy())
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.render_finish()
+    n_skipped = len(samples.records) - len(samples)
+    protocol = {"crop": crop, "garg_on": garg_on, "min_depth": min_depth, "max_depth": max_depth}
+    return EvaluationResult(metrics=mean_metrics([{k: m[k] for k in METRIC_NAMES} for m in per_image]),
+                            n_images=len(per_image), n_skipped=n_skipped, per_image=per_image, protocol=protocol)
+
+
+def _image_writer(out: Path, *, max_depth: float, n_bins: int | None):
+    from tiekd.pipeline.visualise import depth_image, entropy_image, save_png
+
+    def write(record, image, depth, entropy) -> None:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(record.rgb).with_suffix("").as_posix())
+        save_png(depth_image(depth, max_depth=max_depth), out / f"{stem}_depth.png")
+        if entropy is not None:
+            save_png(entropy_image(entropy, n_bins=n_bins), out / f"{stem}_entropy.png")
+
+    return write
+
+
+def _predictor(cfg: EvaluateConfig, device: torch.device):
+    """(predict, description, n_bins) for a checkpoint or a cache."""
+    if (cfg.checkpoint is None) == (cfg.cache is None):
+        raise ConfigError("pass exactly one of --checkpoint (a student) and --cache (a cached teacher)")
+    if cfg.cache is not None:
+        cache = TeacherCache.open_for_split(cfg.cache, cfg.teacher, cfg.split_name, cfg.split)
+        return CachePredictor(cache), f"cached teacher {cache.location}", None
+    state = load_checkpoint(cfg.checkpoint)
+    model = student_from_checkpoint(state, path=cfg.checkpoint).to(device)
+    scale = float(state.get("input_scale", 1.0))
+    n_bins = state["architecture"].get("n_bins") if model.head == "dpm" else None
+    return StudentPredictor(model, scale=scale, flip_tta=cfg.flip_tta), f"student {cfg.checkpoint}", n_bins
+
+
+def run(cfg: EvaluateConfig) -> EvaluationResult:
+    """Evaluate and, if asked, write the JSON report and the pictures."""
+    if cfg.crop not in ("garg", "eigen", "none") or cfg.garg_on not in ("kb", "full"):
+        raise ConfigError(f"--crop {cfg.crop} / --garg-on {cfg.garg_on}: expected garg|eigen|none and kb|full")
+    records = read_split(cfg.split)
+    samples = EvaluationSamples(records, check_root(cfg.data_root, flag="--data-root"),
+                                check_root(cfg.gt_root, flag="--gt-root"))
+    device = resolve_device(cfg.device)
+    predict, description, n_bins = _predictor(cfg, device)
+    on_image = None
+    if cfg.save_images is not None:
+        on_image = _image_writer(cfg.save_images, max_depth=cfg.max_depth, n_bins=n_bins)
+    result = evaluate(predict, samples, crop=cfg.crop, garg_on=cfg.garg_on, min_depth=cfg.min_depth,
+                      max_depth=cfg.max_depth, device=device, workers=cfg.workers, on_image=on_image)
+    result.protocol |= {"model": description, "split": str(cfg.split),
+                        "flip_tta": cfg.flip_tta if cfg.checkpoint else None}
+    if cfg.json_out is not None:
+        cfg.json_out.parent.mkdir(parents=True, exist_ok=True)
+        cfg.json_out.write_text(json.dumps(result.__dict__, indent=2) + "\n")
+    return result
+
+
+def format_result(result: EvaluationResult) -> str:
+    """The table printed after an evaluation: protocol, split, images, each metric."""
+    p = result.protocol
+    crop = "no crop" if p["crop"] == "none" else f"{p['crop']} crop on the {'352x1216 KB crop' if p['garg_on'] == 'kb' else 'full image'}"
+    tta = {True: ", flip TTA", False: ", no TTA", None: ""}[p.get("flip_tta")]
+    lines = [
+        f"{p.get('model', 'model')} on {p.get('split', '?')}: {result.n_images} images "
+        f"({result.n_skipped} without GT skipped); KB crop, {crop}{tta}, depth in [{p['min_depth']}, {p['max_depth']}] m",
+        " | ".join(f"{name:>8}" for name in METRIC_NAMES),
+        " | ".join(f"{result.metrics.get(name, float('nan')):8.4f}" for name in METRIC_NAMES),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""The data side of a training run: cache checks, data order, seeding."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from tiekd.data.kitti import Record
+from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.errors import StoreError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (model initialisation draws from torch)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, frame)`` keys: a seeded permutation per epoch, from any step on.
+
+    Epoch ``e``'s order depends only on ``(seed, e)``, so a resumed run continues with exactly the
+    batches an uninterrupted one would have seen. Incomplete last batches are dropped.
+    """
+
+    def __init__(self, n_frames: int, batch_size: int, *, seed: int, start_step: int, total_steps: int):
+        self.n_frames = n_frames
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_step = start_step
+        self.total_steps = total_steps
+        self.steps_per_epoch = n_frames // batch_size
+
+    def order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.n_frames, generator=generator).tolist()
+
+    def __iter__(self):
+        step = self.start_step
+        while step < self.total_steps:
+            epoch, position = divmod(step, self.steps_per_epoch)
+            order = self.order(epoch)
+            for s in range(position, self.steps_per_epoch):
+                if step >= self.total_steps:
+                    return
+                yield from ((epoch, i) for i in order[s * self.batch_size : (s + 1) * self.batch_size])
+                step += 1
+
+    def __len__(self) -> int:
+        return (self.total_steps - self.start_step) * self.batch_size
+
+
+def check_cache(path: str, teacher: str | None, split_name: str | None, split: Path, records: list[Record], *,
+                crop: tuple[int, int], min_depth: float, max_depth: float) -> tuple[str, str, str]:
+    """Open the cache for a training split and refuse one that does not fit; returns its reference.
+
+    Every record must have a stored map; the cache's crop and depth range must be the run's.
+    """
+    cache = TeacherCache.open_for_split(path, teacher, split_name, split)
+    spec = cache.spec
+    if tuple(spec.crop) != tuple(crop):
+        raise StoreError(f"{cache.location} holds {spec.crop[0]}x{spec.crop[1]} maps, this run needs the {crop[0]}x{crop[1]} KB crop")
+    if (spec.min_depth, spec.max_depth) != (min_depth, max_depth):
+        raise StoreError(
+            f"{cache.location} holds depth in [{spec.min_depth}, {spec.max_depth}] m, this run uses "
+            f"[{min_depth}, {max_depth}] m; pass --max-depth {spec.max_depth} or re-cache"
+        )
+    done = cache.done
+    missing = [r.rgb for r in records if r.rgb not in cache.index or not done[cache.index[r.rgb]]]
+    if missing:
+        raise StoreError(
+            f"{cache.location} has no map for {len(missing)} of the {len(records)} training images "
+            f"(first: {missing[0]}); run cache-teacher on this split first"
+        )
+    teacher_name, split_group = cache.location.rsplit("/", 2)[-2:]
+    return path, teacher_name, split_group

@@ -1,0 +1,335 @@
+"""Stage two, ``tiekd train-student``: train a student from the teacher cache.
+
+The teacher never runs here: its maps come from the store, the DPM is built from them inside
+the loss on the training device. A run directory holds ``run.json`` (resolved options),
+``steps.jsonl`` and ``epochs.jsonl`` (metrics), ``last.pt`` and, with a validation split,
+``best.pt`` (lowest validation RMSE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from tiekd.data.augment import AugmentConfig
+from tiekd.data.datasets import DistillationSamples, raise_batch_errors
+from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, KITTI_LOSS_TOP_ROW, check_root, read_split
+from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from tiekd.pipeline.dpm import bin_edges
+from tiekd.pipeline.errors import CheckpointError, ConfigError, TrainingError
+from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
+from tiekd.pipeline.students import build_student
+from tiekd.stages.runtime import default_workers, progress, resolve_device
+from tiekd.stages.train_data import EpochSampler, check_cache, seed_everything
+from tiekd.stages.train_log import RunLog
+
+# The authors' schedule (method.md section 7).
+ADAMW_BETAS = (0.95, 0.99)
+WEIGHT_DECAY = 0.01
+ONECYCLE_DIV = 25.0
+"""Initial lr = max lr / 25."""
+ONECYCLE_FINAL_DIV = 100.0
+"""Final lr = initial lr / 100."""
+ONECYCLE_WARMUP = 0.3
+"""Share of the steps spent warming up."""
+GRAD_CLIP_NORM = 35.0
+
+
+@dataclass
+class TrainStudentConfig:
+    """Options of ``tiekd train-student``, one field per flag."""
+
+    data_root: Path
+    """KITTI raw root."""
+    split: Path
+    """Training split file."""
+    out: Path
+    """Run directory."""
+    cache: str | None = None
+    """Teacher store (required by every method but supervised)."""
+    teacher: str | None = None
+    """Teacher group in the store; optional where it holds one."""
+    split_name: str | None = None
+    """Split group in the store; default the only one, or the split file's stem."""
+    gt_root: Path | None = None
+    """Annotated depth root (supervised training and validation)."""
+    student: str = "mobilenetv2"
+    """Preset (mobilenetv2, resnet18, resnet50) or any timm model name."""
+    method: str = "tiekd"
+    epochs: int = 24
+    batch_size: int = 8
+    crop: tuple[int, int] = (KB_HEIGHT, 704)
+    """Random training crop (H, W) taken from the KB crop."""
+    scale: float = 1.0
+    """Resize crop and maps by this factor (quick experiments at low resolution)."""
+    lr: float = 1e-3
+    """Maximum learning rate of the one-cycle schedule."""
+    alpha: float = 0.1
+    sigma: float = 0.8
+    dpm_form: str = "paper"
+    n_bins: int = 257
+    min_depth: float = 1e-3
+    max_depth: float = 80.0
+    loss_top_row: int = KITTI_LOSS_TOP_ROW
+    """First row of the (unscaled) crop the TIE-KD loss sees; KITTI's sky rows lie above it."""
+    max_steps: int | None = None
+    """Stop after this many steps (the schedule spans them)."""
+    val_split: Path | None = None
+    """Split evaluated after every epoch; best.pt keeps the lowest RMSE."""
+    pretrained: bool = True
+    """Start from timm's ImageNet weights, as the paper's students do."""
+    resume: bool = False
+    device: str = "auto"
+    amp: bool = False
+    workers: int = field(default_factory=default_workers)
+    seed: int = 0
+    save_every: int = 500
+    """Also write last.pt every this many steps (and at every epoch end)."""
+
+
+def _check_config(cfg: TrainStudentConfig) -> None:
+    if cfg.method not in METHODS:
+        raise ConfigError(f"--method {cfg.method!r} is not one of {', '.join(METHODS)}")
+    if needs_teacher(cfg.method) and cfg.cache is None:
+        raise ConfigError(f"--method {cfg.method} distils from a teacher: pass --cache STORE")
+    if (needs_gt(cfg.method) or cfg.val_split) and cfg.gt_root is None:
+        raise ConfigError(f"--method {cfg.method}{' with --val-split' if cfg.val_split else ''} needs --gt-root")
+    if not 0 < cfg.scale <= 1:
+        raise ConfigError(f"--scale {cfg.scale} must be in (0, 1]")
+    if cfg.crop[0] > KB_HEIGHT or cfg.crop[1] > KB_WIDTH:
+        raise ConfigError(f"--crop {cfg.crop[0]}x{cfg.crop[1]} is larger than the {KB_HEIGHT}x{KB_WIDTH} KB crop")
+
+
+def _objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
+    return Objective(
+        method=cfg.method, edges=bin_edges(cfg.min_depth, cfg.max_depth, cfg.n_bins).to(device),
+        alpha=cfg.alpha, sigma=cfg.sigma, dpm_form=cfg.dpm_form, top_row=round(cfg.loss_top_row * cfg.scale),
+    )
+
+
+def _optimisation(model, cfg: TrainStudentConfig, total_steps: int):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=ADAMW_BETAS, weight_decay=WEIGHT_DECAY)
+    # cycle_momentum=False keeps AdamW's betas as the authors configured them.
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=ONECYCLE_WARMUP, div_factor=ONECYCLE_DIV,
+        final_div_factor=ONECYCLE_FINAL_DIV, anneal_strategy="cos", cycle_momentum=False,
+    )
+    return optimizer, scheduler
+
+
+def _config_dict(cfg: TrainStudentConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+@dataclass
+class Trainer:
+    """The objects of one run and the step they are at."""
+
+    cfg: TrainStudentConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    objective: Objective
+    device: torch.device
+    steps_per_epoch: int
+    total_steps: int
+    step: int = 0
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "step": self.step, "epoch": self.step // self.steps_per_epoch, "config": _config_dict(self.cfg),
+            "architecture": self.model.arch, "normalisation": self.model.normalisation,
+            "input_scale": self.cfg.scale,
+        }
+
+    def load(self, state: dict, path: Path) -> None:
+        if state["architecture"] != self.model.arch:
+            raise CheckpointError(
+                f"{path} holds a {state['architecture']} student, this run builds {self.model.arch}; "
+                "resume with the options the run was started with, or use another --out"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+
+    def train_step(self, batch: dict) -> tuple[float, dict]:
+        """One optimisation step; returns (loss, terms)."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+            output = self.model(batch["image"])
+        loss, terms = self.objective.loss(output.float(), batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {float(loss)} at step {self.step + 1}; stopped without saving, the last good "
+                f"checkpoint is {self.cfg.out / 'last.pt'} (lower --lr or check the cache with `tiekd cache verify`)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return float(loss.detach()), terms
+
+
+RESUME_KEYS = ("method", "student", "epochs", "batch_size", "crop", "scale", "max_steps", "seed", "split",
+               "n_bins", "max_depth", "lr")
+"""Options a resumed run must share with the run it continues (same steps, data order and schedule)."""
+
+
+@dataclass
+class TrainSummary:
+    out: Path
+    steps: int
+    seconds: float
+    last_loss: float
+    validation: dict | None
+
+
+def _build_trainer(cfg: TrainStudentConfig, n_frames: int, device: torch.device) -> Trainer:
+    steps_per_epoch = n_frames // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"the split has {n_frames} images, fewer than --batch-size {cfg.batch_size}")
+    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    seed_everything(cfg.seed)
+    model = build_student(cfg.student, head=head_for(cfg.method), n_bins=cfg.n_bins, min_depth=cfg.min_depth,
+                          max_depth=cfg.max_depth, pretrained=cfg.pretrained).to(device)
+    optimizer, scheduler = _optimisation(model, cfg, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    return Trainer(cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                   objective=_objective(cfg, device), device=device, steps_per_epoch=steps_per_epoch,
+                   total_steps=total_steps)
+
+
+def _resume_state(cfg: TrainStudentConfig) -> dict | None:
+    """The checkpoint to continue from, or None for a fresh run; refuses to clobber a run."""
+    last = cfg.out / "last.pt"
+    if not cfg.resume:
+        if last.exists():
+            raise ConfigError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
+        return None
+    if not last.exists():
+        raise ConfigError(f"--resume: {cfg.out} holds no last.pt to continue from; start without --resume")
+    state = load_checkpoint(last)
+    ours, theirs = _config_dict(cfg), state["config"]
+    differences = [f"{k} {theirs.get(k)!r} -> {ours[k]!r}" for k in RESUME_KEYS if theirs.get(k) != ours[k]]
+    if differences:
+        raise ConfigError(f"--resume with other options than the run in {cfg.out} ({'; '.join(differences)}); "
+                          "resume with the same options or choose another --out")
+    return state
+
+
+def _loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
+    samples = DistillationSamples(
+        records, cfg.data_root, augment_cfg=AugmentConfig(crop=cfg.crop, rotate_teacher=cfg.dpm_form != "code"),
+        seed=cfg.seed, scale=cfg.scale, cache_ref=cache_ref, gt_root=cfg.gt_root if needs_gt(cfg.method) else None,
+    )
+    sampler = EpochSampler(len(records), cfg.batch_size, seed=cfg.seed, start_step=trainer.step,
+                           total_steps=trainer.total_steps)
+    return DataLoader(samples, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                      pin_memory=trainer.device.type == "cuda", drop_last=True,
+                      persistent_workers=cfg.workers > 0)
+
+
+def _validate(trainer: Trainer, cfg: TrainStudentConfig) -> dict:
+    from tiekd.data.datasets import EvaluationSamples
+    from tiekd.stages.evaluate import StudentPredictor, evaluate
+
+    samples = EvaluationSamples(read_split(cfg.val_split), cfg.data_root, cfg.gt_root)
+    result = evaluate(StudentPredictor(trainer.model, scale=cfg.scale), samples, device=trainer.device,
+                      min_depth=cfg.min_depth, max_depth=cfg.max_depth, show_progress=False)
+    trainer.model.train()
+    return result.metrics
+
+
+def _end_of_epoch(trainer: Trainer, cfg: TrainStudentConfig, log: RunLog, losses: list[float], best: dict) -> dict | None:
+    """Validate, log the epoch and write last.pt (and best.pt when validation improves)."""
+    record = {"step": trainer.step, "epoch": math.ceil(trainer.step / trainer.steps_per_epoch),
+              "loss": sum(losses) / max(len(losses), 1)}
+    metrics = _validate(trainer, cfg) if cfg.val_split else None
+    state = trainer.state()
+    if metrics:
+        record["val"] = metrics
+        if metrics["rmse"] < best.get("rmse", math.inf):
+            best.update(rmse=metrics["rmse"], step=trainer.step)
+            save_checkpoint(cfg.out / "best.pt", state | {"best": best})
+    save_checkpoint(cfg.out / "last.pt", state | {"best": best})
+    log.epoch(record)
+    losses.clear()
+    return metrics
+
+
+def _prepare(cfg: TrainStudentConfig):
+    _check_config(cfg)
+    records = read_split(cfg.split)
+    check_root(cfg.data_root, flag="--data-root")
+    if cfg.gt_root is not None:
+        check_root(cfg.gt_root, flag="--gt-root")
+    cache_ref = None
+    if needs_teacher(cfg.method):
+        cache_ref = check_cache(cfg.cache, cfg.teacher, cfg.split_name, cfg.split, records,
+                                crop=(KB_HEIGHT, KB_WIDTH), min_depth=cfg.min_depth, max_depth=cfg.max_depth)
+    return records, cache_ref
+
+
+def run(cfg: TrainStudentConfig) -> TrainSummary:
+    """Train (or continue training) a student; returns what the run did."""
+    records, cache_ref = _prepare(cfg)
+    state = _resume_state(cfg)
+    device = resolve_device(cfg.device)
+    trainer = _build_trainer(cfg, len(records), device)
+    if state is not None:
+        trainer.load(state, cfg.out / "last.pt")
+    best = dict(state.get("best", {})) if state else {}
+    log = RunLog(cfg.out, resume_step=trainer.step if state else None)
+    log.write_config(_config_dict(cfg) | {"device": str(device), "cache": cache_ref and "/".join(cache_ref),
+                                          "total_steps": trainer.total_steps, "steps_per_epoch": trainer.steps_per_epoch})
+    return _train(trainer, cfg, _loader(cfg, records, cache_ref, trainer), log, best)
+
+
+def _train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: RunLog, best: dict) -> TrainSummary:
+    start, losses, metrics, waited = time.perf_counter(), [], None, 0.0
+    trainer.model.train()
+    loss = math.nan
+    with progress(trainer.total_steps - trainer.step, f"training {cfg.student} ({cfg.method})") as bar:
+        tick = time.perf_counter()
+        for batch in loader:
+            wait = time.perf_counter() - tick
+            waited += wait
+            raise_batch_errors(batch)
+            loss, terms = trainer.train_step(batch)
+            step_time = time.perf_counter() - tick
+            losses.append(loss)
+            log.step({"step": trainer.step, "loss": loss, **terms, "lr": trainer.scheduler.get_last_lr()[0],
+                      "step_seconds": step_time, "data_seconds": wait})
+            share = waited / max(time.perf_counter() - start, 1e-9)
+            bar.update(1, f"loss {loss:.4f}, {step_time:.2f} s/step, {share:.0%} waiting for data")
+            if trainer.step % trainer.steps_per_epoch == 0 or trainer.step == trainer.total_steps:
+                metrics = _end_of_epoch(trainer, cfg, log, losses, best) or metrics
+            elif trainer.step % cfg.save_every == 0:
+                save_checkpoint(cfg.out / "last.pt", trainer.state() | {"best": best})
+            tick = time.perf_counter()
+    return TrainSummary(out=cfg.out, steps=trainer.step, seconds=time.perf_counter() - start,
+                        last_loss=loss, validation=metrics)
+
+
+def report(summary: TrainSummary) -> str:
+    lines = [f"trained {summary.steps} steps in {summary.seconds:.1f} s, last loss {summary.last_loss:.4f}; "
+             f"checkpoints in {summary.out}"]
+    if summary.validation:
+        lines.append("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.validation.items()))
+    return "\n".join(lines)

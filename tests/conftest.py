@@ -1,0 +1,45 @@
+"""Shared fixtures: one small sample dataset per session, helpers to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tiekd.cli import main
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory):
+    """8 training and 4 test frames in the KITTI layout (one test record without GT)."""
+    from tiekd.data.sample import write_sample_dataset
+
+    return write_sample_dataset(tmp_path_factory.mktemp("sample"), n_train=8, n_test=4, seed=0)
+
+
+@pytest.fixture
+def cli():
+    """Run ``tiekd ARGS``; returns the click Result (exit_code, output, stderr)."""
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def subprocess_env():
+    """Environment for ``python -m tiekd.cli`` subprocesses that can import the toy teachers."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    return env
+
+
+def tiekd_command(*args) -> list[str]:
+    return [sys.executable, "-m", "tiekd.cli", *map(str, args)]

@@ -1,0 +1,91 @@
+"""The store: round trip, precision, resume marker, shard layout, refusal of other specs."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tiekd.pipeline.cache import CacheSpec, TeacherCache, contiguous_runs, dequantise, quantise, shard_frames
+from tiekd.pipeline.cache_writer import CacheWriter
+from tiekd.pipeline.errors import StoreError
+
+SPEC = CacheSpec(teacher_spec="python:toy:make", teacher_sha256="ab" * 32, split_sha256="cd" * 32,
+                 crop=(16, 24), teacher_input=None, flip_tta=True, min_depth=1e-3, max_depth=80.0)
+IDS = [f"d/image_02/data/{i:010d}.png" for i in range(10)]
+
+
+def create(path, spec=SPEC, **kwargs):
+    return CacheWriter.create_or_resume(str(path), teacher="toy", split="test", spec=spec, ids=IDS,
+                                        extra_attrs={}, frames_per_shard=4, **kwargs)
+
+
+def test_quantisation_error_within_kitti_precision():
+    depth = np.random.default_rng(0).uniform(1e-3, 80.0, (1000,)).astype(np.float32)
+    assert np.abs(dequantise(quantise(depth)) - depth).max() <= 1 / 256
+    assert quantise(np.array([1e-3]))[0] == 1, "0 is reserved for 'never written'"
+
+
+def test_round_trip_and_resume_marker(tmp_path):
+    writer = create(tmp_path / "s.zarr")
+    depth = np.random.default_rng(1).uniform(1, 80, (3, 16, 24)).astype(np.float32)
+    writer.write([3, 4, 9], depth, np.array([0, 5, 1], np.int32))
+    cache = TeacherCache.open(tmp_path / "s.zarr")
+    assert cache.ids == IDS and len(cache) == 10 and not cache.complete
+    assert cache.done.nonzero()[0].tolist() == [3, 4, 9]
+    assert np.abs(cache.depth(4) - depth[1]).max() <= 1 / 512 + 1e-6
+    assert cache.depth_of(IDS[9]).dtype == np.float32
+    assert cache.clipped[[3, 4, 9]].tolist() == [0, 5, 1]
+    assert create(tmp_path / "s.zarr").pending(list(range(10))) == [0, 1, 2, 5, 6, 7, 8]
+    assert cache.attrs["frames_per_shard"] == 4 and cache.attrs["depth_scale"] == 256
+
+
+def test_finish_only_when_complete(tmp_path):
+    writer = create(tmp_path / "s.zarr")
+    writer.write(list(range(9)), np.ones((9, 16, 24), np.float32), np.zeros(9, np.int32))
+    assert not writer.finish() and "completed" not in TeacherCache.open(tmp_path / "s.zarr").attrs
+    writer.write([9], np.ones((1, 16, 24), np.float32), np.array([7], np.int32))
+    assert writer.finish()
+    assert TeacherCache.open(tmp_path / "s.zarr").attrs["clipped_pixels"] == 7
+
+
+def test_other_spec_refused_with_differences_then_overwritten(tmp_path):
+    create(tmp_path / "s.zarr").write([0], np.ones((1, 16, 24), np.float32), np.zeros(1, np.int32))
+    other = dataclasses.replace(SPEC, flip_tta=False, crop=(16, 32))
+    with pytest.raises(StoreError) as info:
+        create(tmp_path / "s.zarr", spec=other)
+    assert "crop: (16, 24) in the store vs (16, 32) now" in info.value.message
+    assert "flip_tta: True in the store vs False now" in info.value.message
+    assert TeacherCache.open(tmp_path / "s.zarr").done[0], "the refused run must not touch the store"
+    create(tmp_path / "s.zarr", spec=other, overwrite=True)
+    assert not TeacherCache.open(tmp_path / "s.zarr").done.any()
+
+
+def test_open_picks_names_and_explains(tmp_path):
+    create(tmp_path / "s.zarr")
+    CacheWriter.create_or_resume(str(tmp_path / "s.zarr"), teacher="other", split="test", spec=SPEC,
+                                 ids=IDS, extra_attrs={})
+    with pytest.raises(StoreError, match=r"holds 2 teachers \(other, toy\); choose one with --teacher"):
+        TeacherCache.open(tmp_path / "s.zarr")
+    assert len(TeacherCache.open(tmp_path / "s.zarr", teacher="toy")) == 10
+    with pytest.raises(StoreError, match="holds no teacher 'x'"):
+        TeacherCache.open(tmp_path / "s.zarr", teacher="x")
+    with pytest.raises(StoreError, match="no teacher cache at"):
+        TeacherCache.open(tmp_path / "none.zarr")
+
+
+def test_opening_never_writes(tmp_path):
+    create(tmp_path / "s.zarr")
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "s.zarr").rglob("*")}
+    cache = TeacherCache.open(tmp_path / "s.zarr")
+    cache.depth(0), cache.attrs, cache.complete
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "s.zarr").rglob("*")} == before
+
+
+def test_shards_partition_frames_on_shard_boundaries():
+    owned = [shard_frames(10, i, 3, frames_per_shard=4) for i in range(3)]
+    assert owned == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert sorted(sum((shard_frames(23158, i, 4, frames_per_shard=32) for i in range(4)), [])) == list(range(23158))
+
+
+def test_contiguous_runs_never_cross_a_shard():
+    assert contiguous_runs([2, 3, 4, 5, 9], frames_per_shard=4) == [(2, 4, 0), (4, 6, 2), (9, 10, 4)]

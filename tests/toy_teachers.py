@@ -1,0 +1,59 @@
+"""Small deterministic teachers for the tests, importable as ``python:toy_teachers:<factory>``."""
+
+import time
+
+import torch
+from torch import nn
+
+
+class RowPrior(nn.Module):
+    """Depth from the image row (far at the top, near at the bottom), the colour and the column.
+
+    The column term is odd under a horizontal flip, so flip TTA visibly changes the output.
+    """
+
+    def __init__(self, *, delay: float = 0.0, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.colour = nn.Parameter(torch.rand(3, generator=generator))
+        self.delay = delay
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.delay:
+            time.sleep(self.delay)
+        height, width = image.shape[-2:]
+        rows = torch.linspace(60.0, 3.0, height, device=image.device).view(1, 1, height, 1)
+        cols = torch.linspace(-1.0, 1.0, width, device=image.device).view(1, 1, 1, width)
+        colour = torch.einsum("bchw,c->bhw", image, self.colour).unsqueeze(1)
+        return rows + 2.0 * colour + 1.5 * cols
+
+
+def row_prior(delay: float = 0.0, seed: int = 0) -> nn.Module:
+    return RowPrior(delay=delay, seed=seed)
+
+
+class _Broken(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, image):
+        depth = torch.full_like(image[:, :1], 10.0)
+        if self.kind == "nan":
+            depth[-1, 0, 5, 5] = float("nan")
+            return depth
+        return depth.expand(-1, 2, -1, -1)
+
+
+def nan_teacher() -> nn.Module:
+    """Returns NaN at one pixel of the last sample of every batch."""
+    return _Broken("nan")
+
+
+def two_channel_teacher() -> nn.Module:
+    """Returns (B, 2, H, W): the wrong shape."""
+    return _Broken("shape")
+
+
+def not_a_module():
+    return "depth"
