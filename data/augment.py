@@ -1,0 +1,202 @@
+"""Training augmentation for KITTI / NYU samples (method.md section 6), in NumPy and PIL.
+
+One call of :func:`augment` transforms an image and any number of aligned depth maps (teacher
+depth, LiDAR ground truth) with the SAME geometry, in the order of BTS / AdaBins / TIE-KD:
+
+1. random rotation by U(-rotate_degrees, rotate_degrees) degrees (probability ``p_rotate``):
+   the image bilinear, depth maps nearest so no depth is invented between a near and a far
+   surface; pixels rotated in from outside become 0 (= invalid) in the maps, black in the image;
+2. horizontal flip (probability ``p_flip``);
+3. crop to ``crop`` with vertical offset 0 and a random horizontal offset;
+4. colour augmentation of the image only (probability ``p_colour``): gamma, brightness and
+   per-channel colour factors, each U(colour_range), on the image in [0, 1], then clipped.
+
+Vertical offset 0 means the crop always starts at row 0 of its input. On KITTI the input is the
+352-row KB crop and the training crop is 352 rows high, so the crop covers every row and row r of
+the crop is row r of the KB crop: the rows 110..351 on which the TIE-KD loss is taken stay the
+rows below the sky. (``random_top=True`` draws the vertical offset as BTS does on NYU.)
+
+All random numbers are drawn up front, in one fixed order, whatever the probabilities and
+whatever maps are given: adding ground truth to a sample, or switching one augmentation off,
+does not change the draws of the others. No ImageNet normalisation happens here; the student
+normalises inside the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from tiekd.pipeline.errors import ConfigError, DataError
+
+# Name of the teacher map in the ``maps`` dict; the only map ``rotate_teacher=False`` leaves alone.
+TEACHER_KEY = "teacher"
+
+# uint8 images hold 0..255; augmentation works on [0, 1].
+UINT8_MAX = 255.0
+
+# Per-channel colour factors: one for each of R, G, B.
+N_CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation settings (defaults: KITTI, method.md section 6)."""
+
+    crop: tuple[int, int] = (352, 704)
+    """Training crop (height, width) in pixels."""
+    rotate_degrees: float = 2.5
+    """Largest rotation angle in degrees; the angle is drawn from U(-rotate_degrees, rotate_degrees)."""
+    p_rotate: float = 0.5
+    """Probability of rotating a sample."""
+    p_flip: float = 0.5
+    """Probability of flipping a sample horizontally."""
+    p_colour: float = 0.5
+    """Probability of colour augmentation (gamma, brightness, per-channel colour) of the image."""
+    colour_range: tuple[float, float] = (0.9, 1.1)
+    """Range (low, high) of the uniform gamma, brightness and colour factors."""
+    rotate_teacher: bool = True
+    """Rotate the teacher map with the image. False reproduces the released code's defect of
+    rotating the image but not the teacher map; only used with the "code" DPM form."""
+    random_top: bool = False
+    """False: vertical crop offset 0 (KITTI). True: uniform random vertical offset (BTS on NYU)."""
+
+
+@dataclass(frozen=True)
+class AugmentDraws:
+    """Every random number of one sample's augmentation."""
+
+    rotate: bool
+    """Whether to rotate (drawn with probability p_rotate)."""
+    angle: float
+    """Rotation angle in degrees, counter-clockwise as displayed."""
+    flip: bool
+    """Whether to flip horizontally."""
+    top_fraction: float
+    """Vertical crop offset as a fraction in [0, 1) of the free rows; used only with random_top."""
+    left_fraction: float
+    """Horizontal crop offset as a fraction in [0, 1) of the free columns."""
+    colour: bool
+    """Whether to apply the colour augmentation."""
+    gamma: float
+    """Exponent applied to the [0, 1] image."""
+    brightness: float
+    """Factor applied to all channels."""
+    channel_factors: np.ndarray
+    """Factors (3,) applied to R, G, B."""
+
+
+def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentDraws:
+    """Draw all random numbers of one sample; the order never depends on the config or the maps."""
+    low, high = cfg.colour_range
+    return AugmentDraws(
+        rotate=bool(rng.random() < cfg.p_rotate),
+        angle=float(rng.uniform(-cfg.rotate_degrees, cfg.rotate_degrees)),
+        flip=bool(rng.random() < cfg.p_flip),
+        top_fraction=float(rng.random()),
+        left_fraction=float(rng.random()),
+        colour=bool(rng.random() < cfg.p_colour),
+        gamma=float(rng.uniform(low, high)),
+        brightness=float(rng.uniform(low, high)),
+        channel_factors=rng.uniform(low, high, size=N_CHANNELS),
+    )
+
+
+def eval_image(image: np.ndarray) -> np.ndarray:
+    """A uint8 HxWx3 image as float32 HxWx3 in [0, 1] (what the student takes, before normalising)."""
+    return np.asarray(image, dtype=np.float32) / np.float32(UINT8_MAX)
+
+
+def _check_shapes(image: np.ndarray, maps: dict[str, np.ndarray], crop: tuple[int, int]) -> None:
+    """Refuse maps not aligned with the image and a crop larger than the image."""
+    height, width = image.shape[:2]
+    for name, depth in maps.items():
+        if depth.shape != (height, width):
+            raise DataError(
+                f"depth map {name!r} is {depth.shape[0]}x{depth.shape[1]} but its image is "
+                f"{height}x{width}; the cache or ground truth is not aligned with the images"
+            )
+    crop_h, crop_w = crop
+    if crop_h > height or crop_w > width:
+        raise ConfigError(
+            f"--crop {crop_h}x{crop_w} is larger than the {height}x{width} training images; "
+            "pass a crop no larger than the images"
+        )
+
+
+def _rotate(image: np.ndarray, angle: float, resample: Image.Resampling) -> np.ndarray:
+    """Rotate a uint8 HxWx3 image or float32 HxW map about its centre, angle in degrees
+    counter-clockwise; pixels from outside the input become 0."""
+    rotated = Image.fromarray(image).rotate(angle, resample=resample, fillcolor=0)
+    return np.asarray(rotated, dtype=image.dtype)
+
+
+def _crop_box(shape: tuple[int, int], draws: AugmentDraws, cfg: AugmentConfig) -> tuple[int, int]:
+    """Top-left corner (top, left) of the training crop."""
+    height, width = shape
+    crop_h, crop_w = cfg.crop
+    top = int(draws.top_fraction * (height - crop_h + 1)) if cfg.random_top else 0
+    left = int(draws.left_fraction * (width - crop_w + 1))
+    return top, left
+
+
+def _geometry(array: np.ndarray, draws: AugmentDraws, cfg: AugmentConfig, *, rotate: bool,
+              resample: Image.Resampling) -> np.ndarray:
+    """Rotation, flip and crop of one image or map, with the sample's draws."""
+    if rotate and draws.rotate:
+        array = _rotate(array, draws.angle, resample)
+    if draws.flip:
+        array = array[:, ::-1]
+    top, left = _crop_box(array.shape[:2], draws, cfg)
+    crop_h, crop_w = cfg.crop
+    return np.ascontiguousarray(array[top : top + crop_h, left : left + crop_w])
+
+
+def _colour(image: np.ndarray, draws: AugmentDraws) -> np.ndarray:
+    """Gamma, brightness and per-channel colour of a float32 HxWx3 image in [0, 1], as BTS's
+    ``augment_image``; the result is clipped to [0, 1]."""
+    if not draws.colour:
+        return image
+    image = image**draws.gamma * draws.brightness
+    image = image * draws.channel_factors.astype(np.float32)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def apply_augmentation(
+    image: np.ndarray,
+    maps: dict[str, np.ndarray],
+    draws: AugmentDraws,
+    cfg: AugmentConfig,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Augment one training sample with given draws; see :func:`augment` for shapes."""
+    image = np.asarray(image, dtype=np.uint8)
+    maps = {name: np.asarray(depth, dtype=np.float32) for name, depth in maps.items()}
+    _check_shapes(image, maps, cfg.crop)
+    out_image = _geometry(image, draws, cfg, rotate=True, resample=Image.Resampling.BILINEAR)
+    out_maps = {
+        name: _geometry(depth, draws, cfg, rotate=cfg.rotate_teacher or name != TEACHER_KEY,
+                        resample=Image.Resampling.NEAREST)
+        for name, depth in maps.items()
+    }
+    return _colour(eval_image(out_image), draws), out_maps
+
+
+def augment(
+    image: np.ndarray,
+    maps: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Augment one training sample.
+
+    image: uint8 (H, W, 3), already KB-cropped (352x1216 on KITTI).
+    maps: name -> float32 (H, W) depth in metres aligned with the image, 0 = invalid (any subset
+        of e.g. "teacher", "gt"; may be empty).
+    rng: the generator all draws come from (see :func:`draw_augmentation`).
+    Returns the image as float32 (crop_h, crop_w, 3) in [0, 1] and the maps as float32
+    (crop_h, crop_w), with the same geometry applied to all of them. Raises ConfigError when
+    ``cfg.crop`` is larger than the image, DataError when a map is not the image's size.
+    """
+    return apply_augmentation(image, maps, draw_augmentation(rng, cfg), cfg)

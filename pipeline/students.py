@@ -1,0 +1,256 @@
+"""Student networks: a timm encoder, a DenseDepth-style decoder and a DPM or regression head.
+
+Method.md section 4. A student maps an RGB image (B, 3, H, W) in [0, 1] to either
+
+- ``head="dpm"``: logits (B, K, H, W) over the K depth bins; softmax over dim 1 is the student's
+  Depth Probability Map and its expected bin centre is the depth (:meth:`DepthStudent.predict_depth`);
+- ``head="regression"``: depth (B, 1, H, W) in metres, sigmoid(conv) * max_depth (baselines).
+
+The encoder is any timm model created with ``features_only=True``; the decoder reads its input
+widths and strides from ``feature_info``, so no encoder is special-cased in code. Decoder, after
+DenseDepth (Alhashim & Wonka 2018, https://arxiv.org/abs/1812.11941) as in the authors' code
+(``depth/models/decode_heads/densedepth_head_dpm_resnet.py``), without normalisation layers:
+
+1. deepest feature -> 1x1 conv (no activation);
+2. for each shallower feature, deepest first: bilinear upsample (align_corners=True) to its size,
+   concatenate, two 3x3 conv + ReLU;
+3. x2 upsample blocks (bilinear, two 3x3 conv 128->128 + ReLU) until the input resolution
+   (log2 of the shallowest feature's reduction: two for MobileNetV2 at 1/4, one for ResNets at 1/2).
+
+Decoder widths (output channels of steps 1 and 2, deepest first). The general rule is DenseDepth's:
+the 1x1 conv keeps the deepest feature's width and every fusion halves it, never below 128, the
+last fusion always 128. It reproduces the authors' ResNet-50 decoder exactly. The authors chose
+other widths by hand for MobileNetV2 (2048 after the 320-channel feature) and ResNet-18, and no
+rule on the channel counts gives all three, so those presets state the authors' widths
+(``configs/_base_/models/densedepth_*.py`` of github.com/HPC-Lab-KOREATECH/TIE-KD). With them the
+students have the authors' parameter counts (classifier-free encoder + decoder + DPM head, K = 257):
+MobileNetV2 17.65 M, ResNet-18 16.49 M, ResNet-50 78.10 M.
+"""
+
+from __future__ import annotations
+
+import math
+
+import timm
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+import torch.nn.functional as F
+from torch import nn
+
+from tiekd.pipeline.dpm import bin_centres, bin_edges, expected_depth
+from tiekd.pipeline.errors import ConfigError
+
+# Width of the last fusion, of the x2 upsample blocks and of the head input (authors' channels=128).
+DECODER_WIDTH = 128
+# Each upsample block doubles the resolution.
+UPSAMPLE_FACTOR = 2
+HEADS = ("dpm", "regression")
+
+# Named students: timm model name, timm feature options and, where the authors departed from the
+# general width rule, their decoder widths (deepest first; the first is the 1x1 conv's width).
+STUDENTS = {
+    # Authors' MobileNetV2: output stride 8 (strides (1,2,2,1,1,1,1), dilations (1,1,1,2,2,4,4)),
+    # features 24@1/4, 32@1/8, 96@1/8, 320@1/8; decoder up_sample_channels [128, 256, 512, 2048].
+    "mobilenetv2": dict(
+        model="mobilenetv2_100", output_stride=8, out_indices=(1, 2, 3, 4), decoder_widths=(2048, 512, 256, 128)
+    ),
+    # Stem 64@1/2 and four stages; authors' up_sample_channels [128, 128, 256, 256, 512].
+    "resnet18": dict(model="resnet18", decoder_widths=(512, 256, 256, 128, 128)),
+    # Stem and four stages; the general rule gives the authors' [128, 256, 512, 1024, 2048].
+    "resnet50": dict(model="resnet50"),
+}
+
+
+def decoder_widths(channels: list[int]) -> list[int]:
+    """General width rule: (deepest channels, then halving, floor 128, last 128), deepest first.
+
+    ``channels`` are the encoder's feature widths, shallowest first (timm order).
+    """
+    widths = [channels[-1]]
+    for _ in channels[:-1]:
+        widths.append(max(DECODER_WIDTH, widths[-1] // 2))
+    widths[-1] = DECODER_WIDTH
+    return widths
+
+
+def conv_relu_pair(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Two 3x3 convolutions (same padding), each followed by ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+    )
+
+
+def upsample_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, C, h, w) to (B, C, *size) with align_corners=True (identity if equal)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+class FusionBlock(nn.Module):
+    """Upsample the decoder state to a skip feature's size, concatenate, two 3x3 conv + ReLU."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.convs = conv_relu_pair(in_channels + skip_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, h, w) and skip (B, C_skip, H', W') -> (B, C_out, H', W')."""
+        return self.convs(torch.cat([upsample_to(x, skip.shape[-2:]), skip], dim=1))
+
+
+class UpsampleBlock(nn.Module):
+    """x2 bilinear upsample (align_corners=True), two 3x3 conv + ReLU at constant width."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.convs = conv_relu_pair(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> (B, C, 2h, 2w)."""
+        size = (x.shape[-2] * UPSAMPLE_FACTOR, x.shape[-1] * UPSAMPLE_FACTOR)
+        return self.convs(upsample_to(x, size))
+
+
+class DenseDepthDecoder(nn.Module):
+    """Encoder features (shallowest first) -> (B, 128, H, W) at the input resolution."""
+
+    def __init__(self, channels: list[int], shallowest_reduction: int, widths: list[int]):
+        super().__init__()
+        if len(widths) != len(channels) or widths[-1] != DECODER_WIDTH:
+            raise ConfigError(f"Decoder widths {widths} must give one width per encoder feature and end at 128.")
+        n_upsample = math.log2(shallowest_reduction)
+        if not n_upsample.is_integer():
+            raise ConfigError(f"The encoder's shallowest feature is at 1/{shallowest_reduction}: not a power of 2.")
+        skips = channels[-2::-1]
+        self.bottleneck = nn.Conv2d(channels[-1], widths[0], kernel_size=1)
+        self.fusions = nn.ModuleList(
+            FusionBlock(width_in, skip, width_out) for width_in, skip, width_out in zip(widths, skips, widths[1:])
+        )
+        self.upsamples = nn.ModuleList(UpsampleBlock(DECODER_WIDTH) for _ in range(int(n_upsample)))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Features shallowest first, each (B, C_i, H / r_i, W / r_i) -> (B, 128, H, W)."""
+        x = self.bottleneck(features[-1])
+        for fusion, skip in zip(self.fusions, features[-2::-1]):
+            x = fusion(x, skip)
+        for upsample in self.upsamples:
+            x = upsample(x)
+        return x
+
+
+class DepthStudent(nn.Module):
+    """Encoder + decoder + head; takes RGB in [0, 1] and normalises it inside the model.
+
+    Build it with :func:`build_student`; ``build_student(**student.arch)`` rebuilds the same
+    architecture (a checkpoint stores ``arch``).
+    """
+
+    def __init__(self, encoder: nn.Module, widths: list[int], arch: dict):
+        super().__init__()
+        self.arch = dict(arch)
+        self.head = arch["head"]
+        self.min_depth, self.max_depth = arch["min_depth"], arch["max_depth"]
+        info = encoder.feature_info
+        self.encoder = encoder
+        self.decoder = DenseDepthDecoder(info.channels(), info.reduction()[0], widths)
+        # H and W of the input must be multiples of the encoder's largest reduction.
+        self.input_multiple = max(info.reduction())
+        cfg = getattr(encoder, "pretrained_cfg", None) or {}
+        mean, std = cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        if self.head == "dpm":
+            self.output_conv = nn.Conv2d(DECODER_WIDTH, arch["n_bins"], kernel_size=1)
+            edges = bin_edges(self.min_depth, self.max_depth, arch["n_bins"])
+            self.register_buffer("bin_centres", bin_centres(edges), persistent=False)
+        else:
+            self.output_conv = nn.Conv2d(DECODER_WIDTH, 1, kernel_size=3, padding=1)
+
+    @property
+    def normalisation(self) -> dict[str, list[float]]:
+        """Per-channel mean and std applied to the [0, 1] input (the encoder's pretraining values)."""
+        return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """RGB (B, 3, H, W) in [0, 1] -> DPM logits (B, K, H, W), or depth (B, 1, H, W) in metres.
+
+        Any H and W: an input that is not a multiple of :attr:`input_multiple` is padded at the
+        bottom and right (edge values) and the output cropped back, so every pixel keeps its place.
+        """
+        height, width = image.shape[-2:]
+        pad_h, pad_w = -height % self.input_multiple, -width % self.input_multiple
+        x = (image - self.mean) / self.std
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        output = self.output_conv(self.decoder(self.encoder(x)))[..., :height, :width]
+        if self.head == "regression":
+            return torch.sigmoid(output) * self.max_depth
+        return output
+
+    def predict_depth(self, image: torch.Tensor) -> torch.Tensor:
+        """RGB (B, 3, H, W) in [0, 1] -> depth (B, 1, H, W) in metres within [min_depth, max_depth].
+
+        DPM head: the expected bin centre of softmax(logits). Gradients flow; wrap in no_grad to infer.
+        """
+        output = self(image)
+        depth = expected_depth(output, self.bin_centres) if self.head == "dpm" else output
+        return depth.clamp(self.min_depth, self.max_depth)
+
+
+def create_encoder(encoder: str, *, pretrained: bool) -> tuple[nn.Module, list[int] | None]:
+    """timm ``features_only`` encoder for a preset name or a timm model name, and preset widths.
+
+    Raises ConfigError for an unknown name, or when the ImageNet weights cannot be fetched.
+    """
+    options = dict(STUDENTS.get(encoder, {"model": encoder}))
+    model_name = options.pop("model")
+    widths = options.pop("decoder_widths", None)
+    if not timm.is_model(model_name):
+        raise ConfigError(
+            f"Unknown student encoder {encoder!r}: use one of {', '.join(STUDENTS)} or a timm model name."
+        )
+    try:
+        module = timm.create_model(model_name, features_only=True, pretrained=pretrained, **options)
+    except OSError as error:
+        raise ConfigError(
+            f"The ImageNet weights for {encoder} could not be downloaded; pass --no-pretrained "
+            "(or pre-populate the Hugging Face / timm cache)."
+        ) from error
+    return module, None if widths is None else list(widths)
+
+
+def build_student(
+    encoder: str,
+    *,
+    head: str = "dpm",
+    n_bins: int = 257,
+    min_depth: float = 1e-3,
+    max_depth: float = 80.0,
+    pretrained: bool = False,
+) -> DepthStudent:
+    """A student: ``encoder`` is a key of :data:`STUDENTS` or any timm model name.
+
+    Args:
+        head: ``"dpm"`` (logits over ``n_bins`` uniform bins on [min_depth, max_depth]) or
+            ``"regression"`` (sigmoid depth scaled to max_depth).
+        n_bins: number K of depth bins of the DPM head.
+        min_depth, max_depth: depth range in metres.
+        pretrained: load timm's ImageNet weights into the encoder.
+    """
+    if head not in HEADS:
+        raise ConfigError(f"Unknown student head {head!r}; use one of {', '.join(HEADS)}.")
+    if not 0 < min_depth < max_depth or n_bins < 2:
+        raise ConfigError(
+            f"Depth bins need 0 < min_depth < max_depth and n_bins >= 2; got min_depth {min_depth}, "
+            f"max_depth {max_depth}, n_bins {n_bins}."
+        )
+    module, widths = create_encoder(encoder, pretrained=pretrained)
+    widths = widths or decoder_widths(module.feature_info.channels())
+    arch = dict(
+        encoder=encoder, head=head, n_bins=int(n_bins), min_depth=float(min_depth), max_depth=float(max_depth)
+    )
+    return DepthStudent(module, widths, arch)

@@ -1,0 +1,150 @@
+"""Tests of tiekd.pipeline.students, parametrized over the named presets."""
+
+import functools
+import json
+
+import huggingface_hub.constants
+import pytest
+import torch
+
+from tiekd.pipeline.errors import ConfigError
+from tiekd.pipeline.students import STUDENTS, build_student, decoder_widths
+
+PRESETS = sorted(STUDENTS)
+# Parameter counts of the authors' students (DPM head, 257 bins), method.md section 4.
+AUTHORS_PARAMETERS = {"mobilenetv2": 17.65e6, "resnet18": 16.49e6, "resnet50": 78.10e6}
+PARAMETER_TOLERANCE = 0.005
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BATCH, HEIGHT, WIDTH = 2, 32, 64
+
+
+@functools.cache
+def student(encoder, head="dpm"):
+    """One shared, randomly initialised student per (encoder, head), in eval mode."""
+    torch.manual_seed(0)
+    return build_student(encoder, head=head).eval()
+
+
+@functools.cache
+def image():
+    return torch.rand(BATCH, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("encoder", PRESETS)
+def test_parameter_count_matches_the_authors(encoder):
+    count = sum(p.numel() for p in student(encoder).parameters())
+    assert count == pytest.approx(AUTHORS_PARAMETERS[encoder], rel=PARAMETER_TOLERANCE)
+
+
+@pytest.mark.parametrize("encoder", PRESETS)
+def test_dpm_head_outputs(encoder):
+    model = student(encoder)
+    with torch.no_grad():
+        logits = model(image())
+        depth = model.predict_depth(image())
+    assert logits.shape == (BATCH, 257, HEIGHT, WIDTH) and torch.isfinite(logits).all()
+    assert depth.shape == (BATCH, 1, HEIGHT, WIDTH)
+    assert depth.min() >= 1e-3 and depth.max() <= 80.0
+    # Independent expected bin centre in float64: softmax over bins times centres (e_{i-1}+e_i)/2.
+    edges = torch.linspace(1e-3, 80.0, 258, dtype=torch.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    reference = (torch.softmax(logits.double(), dim=1) * centres.view(1, -1, 1, 1)).sum(1, keepdim=True)
+    torch.testing.assert_close(depth.double(), reference, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("encoder", PRESETS)
+def test_regression_head_outputs(encoder):
+    model = student(encoder, "regression")
+    with torch.no_grad():
+        depth = model(image())
+        predicted = model.predict_depth(image())
+    assert depth.shape == (BATCH, 1, HEIGHT, WIDTH)
+    assert depth.min() > 0.0 and depth.max() < 80.0
+    torch.testing.assert_close(predicted, depth.clamp(1e-3, 80.0))
+
+
+@pytest.mark.parametrize("encoder", PRESETS)
+def test_normalisation_happens_inside_the_model(encoder):
+    model = student(encoder)
+    assert model.normalisation.keys() == {"mean", "std"}
+    assert model.normalisation["mean"] == pytest.approx(IMAGENET_MEAN)
+    assert model.normalisation["std"] == pytest.approx(IMAGENET_STD)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        manual = model.output_conv(model.decoder(model.encoder((image() - mean) / std)))
+        torch.testing.assert_close(model(image()), manual)
+    # Constants that follow the model are not weights: they stay out of the checkpoint.
+    assert not {"mean", "std", "bin_centres"} & set(model.state_dict())
+
+
+@pytest.mark.parametrize("encoder", PRESETS)
+def test_arch_round_trip(encoder):
+    model = build_student(encoder, head="dpm", n_bins=49, min_depth=1e-3, max_depth=10.0)
+    arch = json.loads(json.dumps(model.arch))
+    assert arch == dict(encoder=encoder, head="dpm", n_bins=49, min_depth=1e-3, max_depth=10.0)
+    rebuilt = build_student(**arch)
+    shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    assert shapes == {name: tensor.shape for name, tensor in rebuilt.state_dict().items()}
+    assert rebuilt.bin_centres[-1].item() == pytest.approx(10.0 - (10.0 - 1e-3) / 49 / 2)
+
+
+def test_mobilenetv2_takes_the_authors_features():
+    info = student("mobilenetv2").encoder.feature_info
+    assert info.channels() == [24, 32, 96, 320] and info.reduction() == [4, 8, 8, 8]
+    assert len(student("mobilenetv2").decoder.upsamples) == 2
+    assert student("mobilenetv2").decoder.bottleneck.out_channels == 2048
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "resnet50"])
+def test_resnets_take_the_stem_and_every_stage(encoder):
+    info = student(encoder).encoder.feature_info
+    assert info.reduction() == [2, 4, 8, 16, 32] and info.channels()[0] == 64
+    assert len(student(encoder).decoder.upsamples) == 1
+
+
+def test_general_width_rule():
+    assert decoder_widths([64, 256, 512, 1024, 2048]) == [2048, 1024, 512, 256, 128]
+    assert decoder_widths([16, 24, 40, 112, 320]) == [320, 160, 128, 128, 128]
+    assert decoder_widths([512]) == [128]
+
+
+def test_any_timm_encoder_name():
+    torch.manual_seed(0)
+    model = build_student("efficientnet_b0", head="regression").eval()
+    assert model.arch["encoder"] == "efficientnet_b0"
+    assert model.decoder.bottleneck.in_channels == model.encoder.feature_info.channels()[-1] == 320
+    with torch.no_grad():
+        depth = model(image())
+    assert depth.shape == (BATCH, 1, HEIGHT, WIDTH)
+
+
+def test_unknown_encoder_is_a_config_error():
+    with pytest.raises(ConfigError, match="no_such_net"):
+        build_student("no_such_net")
+
+
+def test_unknown_head_is_a_config_error():
+    with pytest.raises(ConfigError, match="classification"):
+        build_student("resnet18", head="classification")
+
+
+def test_any_input_size_is_padded_and_cropped_back():
+    model = student("resnet18", head="regression").eval()
+    image = torch.rand(1, 3, 48, 100, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(image, (0, 28, 0, 16), mode="replicate")
+    with torch.no_grad():
+        depth, reference = model(image), model(padded)[..., :48, :100]
+    assert depth.shape == (1, 1, 48, 100)
+    torch.testing.assert_close(depth, reference)
+
+
+def test_pretrained_weights_offline_is_a_config_error(monkeypatch, tmp_path):
+    # No network and an empty cache: the Hub client fails at once instead of retrying.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(ConfigError, match="ImageNet weights for resnet18.*--no-pretrained"):
+        build_student("resnet18", pretrained=True)
