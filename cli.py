@@ -203,5 +203,18 @@ def evaluate(**options) -> None:
     click.echo(stage.format_result(stage.run(stage.EvaluateConfig(**options))))
 
 
+@main.command("demo")
+@click.option("--out", default="tiekd-demo", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--quick", is_flag=True, help="About a minute: fewer frames, lower resolution, a few steps.")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps of each student [default: 160, quick 3].")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+def demo(**options) -> None:
+    """The whole pipeline on the embedded sample: teacher, cache, students, evaluation, table, pictures."""
+    from tiekd.stages import demo as stage
+
+    path = stage.run(stage.DemoConfig(**options))
+    click.echo(f"results: {path} (picture: {path.parent / 'comparison.png'})")
+
+
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Tests of the procedural KITTI-format sample dataset (tiekd/data/sample.py).
+"""Tests of the procedural KITTI-format sample dataset (tiekd/data/sample*.py).
 
 The dataset is read back with the real KITTI readers of tiekd.data.kitti, and the ray caster is
 checked against closed-form depths computed independently in float64.
@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from tiekd.data import kitti
-from tiekd.data import sample as generator
+from tiekd.data import sample
+from tiekd.data import sample_render as render
+from tiekd.data import sample_scene as scene
 from tiekd.data.sample import write_sample_dataset
 from tiekd.pipeline.errors import ConfigError
 
@@ -28,7 +30,7 @@ GT_PATTERN = re.compile(
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> generator.SampleDataset:
+def dataset(tmp_path_factory) -> sample.SampleDataset:
     out = tmp_path_factory.mktemp("sample")
     return write_sample_dataset(out, n_train=N_TRAIN, n_test=N_TEST, seed=0)
 
@@ -74,14 +76,14 @@ class TestLayout:
         for record in train + test:
             assert RGB_PATTERN.match(record.rgb), record.rgb
             assert record.gt is None or GT_PATTERN.match(record.gt), record.gt
-            assert record.focal == generator.FOCALS[_date(record)]
+            assert record.focal == sample.FOCALS[_date(record)]
             if record.gt is not None:
                 # Same drive and frame as the image, without the date folder.
                 assert record.gt.split("/")[0] == _drive(record)
                 assert Path(record.gt).name == Path(record.rgb).name
 
     def test_published_focal_lengths(self):
-        assert generator.FOCALS == {
+        assert sample.FOCALS == {
             "2011_09_26": 721.5377,
             "2011_09_28": 707.0493,
             "2011_09_29": 718.3351,
@@ -238,15 +240,15 @@ class TestRayCasting:
     FOCAL, HEIGHT, WIDTH = 700.0, 120, 160
     WALL_Z, SPHERE_CENTRE, SPHERE_RADIUS = 33.3, (0.0, 1.65, 12.0), 1.5  # the ball clears the road
 
-    def _camera(self) -> generator.Camera:
+    def _camera(self) -> scene.Camera:
         axes = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
-        return generator.Camera(self.HEIGHT, self.WIDTH, self.FOCAL, axes)
+        return scene.Camera(self.HEIGHT, self.WIDTH, self.FOCAL, axes)
 
-    def _scene(self, solids: list[generator.Solid]) -> generator.Scene:
-        return generator.Scene(
+    def _scene(self, solids: list[scene.Solid]) -> scene.Scene:
+        return scene.Scene(
             road_centre=0.0, lane_width=3.5, road_half_width=5.5, sidewalk_width=2.0,
-            verge=generator.GRASS, solids=solids, shadows=[], sun=np.array([0.0, 1.0, 0.0]),
-            sky=(generator.SKY_HORIZON, generator.SKY_ZENITH), exposure=1.0, texture_seed=0,
+            verge=scene.GRASS, solids=solids, shadows=[], sun=np.array([0.0, 1.0, 0.0]),
+            sky=(scene.SKY_HORIZON, scene.SKY_ZENITH), exposure=1.0, texture_seed=0,
         )
 
     def _pixel_rays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -257,19 +259,19 @@ class TestRayCasting:
 
     def test_rays_have_unit_forward_component(self):
         rng = np.random.default_rng(0)
-        camera = generator.sample_camera(rng, height=50, width=80, focal=700.0)
-        rays = generator.ray_directions(camera).astype(np.float64)
+        camera = scene.sample_camera(rng, height=50, width=80, focal=700.0)
+        rays = render.ray_directions(camera).astype(np.float64)
         forward = np.tensordot(camera.axes[2], rays, axes=1)
         np.testing.assert_allclose(forward, 1.0, atol=1e-6)
 
     def test_ground_and_wall_depths(self):
         lo, hi = (-100.0, 0.0, self.WALL_Z), (100.0, 100.0, self.WALL_Z + 1)
-        wall = generator.Solid(lo, hi, generator.FACADE, (1, 1, 1))
+        wall = scene.Solid(lo, hi, scene.FACADE, (1, 1, 1))
         camera = self._camera()
-        hits = generator.cast_rays(self._scene([wall]), camera, generator.ray_directions(camera))
+        hits = render.cast_rays(self._scene([wall]), camera, render.ray_directions(camera))
         _, y = self._pixel_rays()
         with np.errstate(divide="ignore"):
-            ground = np.where(y > 0, generator.CAMERA_HEIGHT / y, np.inf)
+            ground = np.where(y > 0, scene.CAMERA_HEIGHT / y, np.inf)
         expected = np.minimum(ground, self.WALL_Z)
         np.testing.assert_allclose(hits.depth, expected, rtol=1e-5)
         np.testing.assert_array_equal(hits.part, np.where(ground < self.WALL_Z, 0, 1))
@@ -279,9 +281,9 @@ class TestRayCasting:
     def test_sphere_depth(self):
         centre, radius = np.array(self.SPHERE_CENTRE), self.SPHERE_RADIUS
         centre_xyz = self.SPHERE_CENTRE
-        ball = generator.Solid(centre_xyz, centre_xyz, generator.FOLIAGE, (1, 1, 1), radius)
+        ball = scene.Solid(centre_xyz, centre_xyz, scene.FOLIAGE, (1, 1, 1), radius)
         camera = self._camera()
-        hits = generator.cast_rays(self._scene([ball]), camera, generator.ray_directions(camera))
+        hits = render.cast_rays(self._scene([ball]), camera, render.ray_directions(camera))
         x, y = self._pixel_rays()
         # Rays (x, -y, 1) from the camera: solve |c + t d - centre| = r for the nearest t.
         d = np.stack([x, -y, np.ones_like(x)])
@@ -298,10 +300,10 @@ class TestRayCasting:
 
     def test_dense_depth_stops_at_max_depth(self):
         camera = self._camera()
-        hits = generator.cast_rays(self._scene([]), camera, generator.ray_directions(camera))
-        dense = generator.dense_depth(hits)
+        hits = render.cast_rays(self._scene([]), camera, render.ray_directions(camera))
+        dense = render.dense_depth(hits)
         _, y = self._pixel_rays()
         with np.errstate(divide="ignore"):
-            ground = np.where(y > 0, generator.CAMERA_HEIGHT / y, np.inf)
+            ground = np.where(y > 0, scene.CAMERA_HEIGHT / y, np.inf)
         expected = np.where(ground <= KITTI_MAX_DEPTH, ground, 0.0)
         np.testing.assert_allclose(dense, expected, rtol=1e-5)

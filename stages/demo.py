@@ -1,0 +1,156 @@
+"""``tiekd demo``: the whole pipeline on the embedded sample, with a comparison table and pictures.
+
+No KITTI and no pretrained weights can be downloaded, so the demo makes its own world: the
+procedural sample data, and a teacher it trains on the sample's dense GT. Then, with the very
+stages a user runs on KITTI (at a reduced resolution and length): cache the teacher, distil
+MobileNetV2 students by TIE-KD and by response KD, train the supervised baseline on the sparse
+GT, evaluate all under one protocol. Every step reuses what an earlier run already finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH
+from tiekd.pipeline.checkpoint import load_checkpoint
+from tiekd.stages import cache_teacher, evaluate, train_student
+from tiekd.stages.demo_report import METHOD_LABELS, write_pictures, write_results
+from tiekd.stages.runtime import default_workers
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo's world and runs are."""
+
+    n_train: int
+    n_test: int
+    scale: float
+    """Resolution factor for training and for running the students and the teacher."""
+    batch_size: int
+    teacher_steps: int
+    student_steps: int
+    teacher_encoder: str = "resnet50"
+    student_encoder: str = "mobilenetv2"
+
+
+FULL = DemoSize(n_train=32, n_test=8, scale=0.125, batch_size=4, teacher_steps=240, student_steps=160)
+QUICK = DemoSize(n_train=8, n_test=3, scale=0.0625, batch_size=2, teacher_steps=4, student_steps=3,
+                 teacher_encoder="resnet18")
+STUDENT_METHODS = ("tiekd", "res-ssim", "supervised")
+"""TIE-KD (paper form), the best response-KD baseline of the paper, and the supervised baseline."""
+
+
+@dataclass
+class DemoConfig:
+    """Options of ``tiekd demo``."""
+
+    out: Path = Path("tiekd-demo")
+    quick: bool = False
+    """About a minute instead of about ten: fewer frames, lower resolution, a few steps."""
+    steps: int | None = None
+    """Training steps of each student (default from the demo size)."""
+    device: str = "auto"
+    workers: int = field(default_factory=lambda: min(2, default_workers()))
+    seed: int = 0
+
+
+def _say(text: str) -> None:
+    click.secho(f"\n== {text}", bold=True)
+
+
+def _sample(cfg: DemoConfig, size: DemoSize):
+    from tiekd.data.sample import write_sample_dataset
+
+    from tiekd.data.kitti import read_split
+    from tiekd.data.sample import SampleDataset
+
+    folder = cfg.out / "data"
+    _say(f"1/6 sample data: {size.n_train} train, {size.n_test} test frames in {folder}")
+    splits = folder / "splits" / "train.txt", folder / "splits" / "test.txt"
+    # The generator writes the split files last: both present with the right lengths = done.
+    if all(p.exists() for p in splits) and [len(read_split(p)) for p in splits] == [size.n_train, size.n_test]:
+        click.echo("already there, reused")
+        return SampleDataset(data_root=folder / "raw", gt_root=folder / "gt", dense_gt_root=folder / "dense",
+                             train_split=splits[0], test_split=splits[1])
+    return write_sample_dataset(folder, n_train=size.n_train, n_test=size.n_test, seed=cfg.seed)
+
+
+def _train(cfg: DemoConfig, size: DemoSize, out: Path, **options) -> None:
+    """Train one run, finish it if an earlier demo was interrupted, or reuse it if done."""
+    last = out / "last.pt"
+    steps = options.pop("max_steps")
+    if last.exists():
+        state = load_checkpoint(last)
+        if state["step"] >= steps:
+            click.echo(f"{out} already trained ({state['step']} steps), reused")
+            return
+    run_cfg = train_student.TrainStudentConfig(
+        out=out, max_steps=steps, epochs=10_000, scale=size.scale, batch_size=size.batch_size, pretrained=False,
+        resume=last.exists(), device=cfg.device, workers=cfg.workers, seed=cfg.seed, save_every=50, **options,
+    )
+    click.echo(train_student.report(train_student.run(run_cfg)))
+
+
+def _training_seconds(run_dir: Path) -> float:
+    """Seconds spent in training steps (data waiting included), from the run's steps.jsonl."""
+    from tiekd.stages.train_log import read_jsonl
+
+    return sum(r["step_seconds"] for r in read_jsonl(run_dir / "steps.jsonl"))
+
+
+def _cache(cfg: DemoConfig, size: DemoSize, sample, teacher_ckpt: Path) -> str:
+    store = str(cfg.out / "teacher-cache.zarr")
+    teacher_input = (round(KB_HEIGHT * size.scale), round(KB_WIDTH * size.scale))
+    for split in (sample.train_split, sample.test_split):
+        result = cache_teacher.run(cache_teacher.CacheTeacherConfig(
+            teacher=f"checkpoint:{teacher_ckpt}", data_root=sample.data_root, split=split, out=store, name="teacher",
+            teacher_input=teacher_input, device=cfg.device, workers=cfg.workers, batch_size=size.batch_size,
+        ))
+        click.echo(cache_teacher.report(result))
+    return store
+
+
+def _evaluate(cfg: DemoConfig, sample, **source) -> evaluate.EvaluationResult:
+    result = evaluate.run(evaluate.EvaluateConfig(
+        data_root=sample.data_root, gt_root=sample.gt_root, split=sample.test_split, device=cfg.device,
+        workers=cfg.workers, **source,
+    ))
+    click.echo(evaluate.format_result(result))
+    return result
+
+
+def run(cfg: DemoConfig) -> Path:
+    """Run (or finish) the demo in ``cfg.out``; returns the path of results.md."""
+    size = QUICK if cfg.quick else FULL
+    student_steps = cfg.steps or size.student_steps
+    sample = _sample(cfg, size)
+    teacher_dir = cfg.out / "teacher"
+    _say(f"2/6 teacher: {size.teacher_encoder} trained on the dense sample GT ({size.teacher_steps} steps)")
+    _train(cfg, size, teacher_dir, data_root=sample.data_root, gt_root=sample.dense_gt_root,
+           split=sample.train_split, student=size.teacher_encoder, method="supervised", max_steps=size.teacher_steps)
+    _say("3/6 cache-teacher over the train and test splits")
+    store = _cache(cfg, size, sample, teacher_dir / "last.pt")
+    runs = {}
+    for i, method in enumerate(STUDENT_METHODS):
+        _say(f"4/6 student {i + 1}/{len(STUDENT_METHODS)}: {size.student_encoder}, {METHOD_LABELS[method]} "
+             f"({student_steps} steps)")
+        runs[method] = cfg.out / "students" / method
+        _train(cfg, size, runs[method], data_root=sample.data_root, gt_root=sample.gt_root, split=sample.train_split,
+               cache=None if method == "supervised" else store, teacher="teacher", student=size.student_encoder,
+               method=method, max_steps=student_steps)
+    _say("5/6 evaluate the teacher (from its cache) and every student, one protocol")
+    results = {"teacher": _evaluate(cfg, sample, cache=store, teacher="teacher")}
+    for method, run_dir in runs.items():
+        results[method] = _evaluate(cfg, sample, checkpoint=run_dir / "last.pt")
+    _say("6/6 table and pictures")
+    seconds = {name: _training_seconds(path) for name, path in {"teacher": teacher_dir, **runs}.items()}
+    checkpoints = {"teacher": teacher_dir / "last.pt", **{m: r / "last.pt" for m, r in runs.items()}}
+    picture = write_pictures(cfg.out / "comparison.png", sample=sample, store=store, checkpoints=checkpoints,
+                             device=cfg.device)
+    path = write_results(cfg.out / "results.md", results=results, seconds=seconds, checkpoints=checkpoints,
+                         picture=picture, size=size, student_steps=student_steps)
+    click.echo(path.read_text())
+    return path

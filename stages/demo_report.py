@@ -1,0 +1,96 @@
+"""The demo's outputs: the markdown results table and the comparison picture."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tiekd.data.datasets import EvaluationSamples
+from tiekd.data.kitti import read_split
+from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
+from tiekd.pipeline.visualise import depth_image, entropy_image, panel, rgb_image, save_png
+from tiekd.stages.runtime import resolve_device
+
+METHOD_LABELS = {
+    "teacher": "teacher (supervised on dense GT, from its cache)",
+    "tiekd": "TIE-KD (DPM + SSIM, paper form)",
+    "res-ssim": "response KD, SSIM",
+    "supervised": "supervised baseline (sparse LiDAR GT)",
+}
+TILE_SCALE = 0.5
+"""Tiles of the comparison picture are half the 352x1216 KB crop."""
+
+
+def parameter_count(checkpoint: Path) -> int:
+    """Trainable parameters of the model a checkpoint describes."""
+    from tiekd.pipeline.students import build_student
+
+    model = build_student(**load_checkpoint(checkpoint)["architecture"])
+    return sum(p.numel() for p in model.parameters())
+
+
+def write_results(path: Path, *, results: dict, seconds: dict, checkpoints: dict, picture: Path, size,
+                  student_steps: int) -> Path:
+    """results.md: one row per method with parameters, AbsRel, RMSE, d1 and training seconds."""
+    teacher_arch = load_checkpoint(checkpoints["teacher"])["architecture"]["encoder"]
+    lines = [
+        "| method | student | parameters | AbsRel | RMSE (m) | d1 | training s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        encoder = teacher_arch if name == "teacher" else size.student_encoder
+        metrics = result.metrics
+        lines.append(
+            f"| {METHOD_LABELS[name]} | {encoder} | {parameter_count(checkpoints[name]) / 1e6:.2f} M "
+            f"| {metrics['abs_rel']:.4f} | {metrics['rmse']:.3f} | {metrics['d1']:.3f} | {seconds[name]:.0f} |"
+        )
+    n_images = next(iter(results.values())).n_images
+    header = [
+        "# tiekd demo results", "",
+        f"Synthetic sample scenes (procedural, not KITTI), {size.n_train} training and {n_images} evaluated test "
+        f"frames; training at {size.scale:g}x resolution, batch {size.batch_size}; teacher {size.teacher_steps} "
+        f"steps, students {student_steps} steps each, no ImageNet weights. KITTI protocol: KB crop, flip TTA, "
+        "Garg crop, depth in [1e-3, 80] m, metrics per image then averaged.",
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}.", "",
+    ]
+    path.write_text("\n".join(header + lines + ["", f"![comparison]({picture.name})", ""]))
+    return path
+
+
+def _first_frame(sample):
+    samples = EvaluationSamples(read_split(sample.test_split), sample.data_root, sample.gt_root)
+    item = samples[0]
+    return samples.records[item["index"]], item["image"]
+
+
+def write_pictures(path: Path, *, sample, store: str, checkpoints: dict, device: str) -> Path:
+    """One PNG, a row per student: input, teacher, student depth, and the student's DPM entropy."""
+    from tiekd.stages.evaluate import StudentPredictor
+
+    record, image = _first_frame(sample)
+    size = (round(image.shape[2] * TILE_SCALE), round(image.shape[1] * TILE_SCALE))
+    shrink = lambda picture: picture.resize(size, Image.Resampling.BILINEAR)  # noqa: E731
+    teacher = TeacherCache.open(store, "teacher", Path(sample.test_split).stem).depth_of(record.rgb)
+    torch_device = resolve_device(device)
+    tiles = []
+    for name, checkpoint in checkpoints.items():
+        if name == "teacher":
+            continue
+        state = load_checkpoint(checkpoint)
+        model = student_from_checkpoint(state, path=checkpoint).to(torch_device)
+        predict = StudentPredictor(model, scale=state["input_scale"], flip_tta=False)
+        depth, entropy = predict(image[None].to(torch_device), [record.rgb])
+        n_bins = state["architecture"]["n_bins"]
+        entropy_tile = (entropy_image(entropy[0, 0].cpu().numpy(), n_bins=n_bins) if entropy is not None
+                        else Image.new("RGB", size, (128, 128, 128)))
+        tiles += [("input", shrink(rgb_image(image.permute(1, 2, 0).numpy()))),
+                  ("teacher (cached)", shrink(depth_image(teacher))),
+                  (f"{METHOD_LABELS[name]}: depth", shrink(depth_image(depth[0, 0].cpu().numpy()))),
+                  ("DPM entropy (bright = unsure)" if entropy is not None else "no DPM (regression head)",
+                   shrink(entropy_tile))]
+    return save_png(panel(tiles, columns=4), path)
