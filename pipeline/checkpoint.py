@@ -22,11 +22,15 @@ CHECKPOINT_FORMAT = 1
 """Version of the dict layout above."""
 
 
+TEMPORARY_SUFFIX = ".tmp"
+"""A checkpoint is written as ``.NAME.<random>.tmp`` beside its target before the rename."""
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
@@ -34,6 +38,14 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_partial_checkpoints(folder: str | Path, name: str) -> list[Path]:
+    """Delete the temporary files of ``name`` that a killed :func:`save_checkpoint` left in ``folder``."""
+    partial = sorted(Path(folder).glob(f".{name}.*{TEMPORARY_SUFFIX}"))
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from tiekd.data.datasets import EvaluationSamples, raise_batch_errors
-from tiekd.data.kitti import check_root, read_split
+from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, check_root, read_split
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
-from tiekd.pipeline.errors import ConfigError
+from tiekd.pipeline.errors import ConfigError, DataError, StoreError
 from tiekd.pipeline.metrics import METRIC_NAMES, crop_mask, depth_metrics, mean_metrics
 from tiekd.stages.runtime import default_workers, progress, resolve_device
 
@@ -60,7 +60,7 @@ class EvaluationResult:
     """Mean over images of each metric."""
     n_images: int
     n_skipped: int
-    """Records without GT."""
+    """Records without GT, or whose GT has no valid pixel inside the evaluation crop."""
     per_image: list[dict] = field(default_factory=list)
     protocol: dict = field(default_factory=dict)
 
@@ -141,7 +141,10 @@ def evaluate(predict, samples: EvaluationSamples, *, crop: str = "garg", garg_on
             bar.update(1)
     if bar is not None:
         bar.render_finish()
-    n_skipped = len(samples.records) - len(samples)
+    n_skipped = len(samples.records) - len(per_image)
+    if not per_image:
+        raise DataError(f"none of the {n_skipped} records has a ground-truth depth in ({min_depth}, {max_depth}) m "
+                        f"inside the {crop} crop; check --split and --gt-root")
     protocol = {"crop": crop, "garg_on": garg_on, "min_depth": min_depth, "max_depth": max_depth}
     return EvaluationResult(metrics=mean_metrics([{k: m[k] for k in METRIC_NAMES} for m in per_image]),
                             n_images=len(per_image), n_skipped=n_skipped, per_image=per_image, protocol=protocol)
@@ -165,6 +168,9 @@ def _predictor(cfg: EvaluateConfig, device: torch.device):
         raise ConfigError("pass exactly one of --checkpoint (a student) and --cache (a cached teacher)")
     if cfg.cache is not None:
         cache = TeacherCache.open_for_split(cfg.cache, cfg.teacher, cfg.split_name, cfg.split)
+        if tuple(cache.spec.crop) != (KB_HEIGHT, KB_WIDTH):
+            crop = "x".join(map(str, cache.spec.crop))
+            raise StoreError(f"{cache.location} holds {crop} maps; evaluation needs the {KB_HEIGHT}x{KB_WIDTH} KB crop")
         return CachePredictor(cache), f"cached teacher {cache.location}", None
     state = load_checkpoint(cfg.checkpoint)
     model = student_from_checkpoint(state, path=cfg.checkpoint).to(device)

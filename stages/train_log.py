@@ -30,6 +30,10 @@ class RunLog:
         kept = [line for line in lines if line and json.loads(line)["step"] <= step]
         path.write_text("".join(line + "\n" for line in kept))
 
+    def losses_after(self, step: int) -> list[float]:
+        """Losses of the logged steps after ``step``: on resume, the current epoch's steps so far."""
+        return [record["loss"] for record in read_jsonl(self.steps) if record["step"] > step]
+
     def write_config(self, config: dict) -> None:
         (self.out / "run.json").write_text(json.dumps(config, indent=2) + "\n")
 

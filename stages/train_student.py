@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from tiekd.data.augment import AugmentConfig
 from tiekd.data.datasets import DistillationSamples, raise_batch_errors
 from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, KITTI_LOSS_TOP_ROW, check_root, read_split
-from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint
-from tiekd.pipeline.dpm import bin_edges
+from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints, save_checkpoint
+from tiekd.pipeline.dpm import DPM_FORMS, bin_edges
 from tiekd.pipeline.errors import CheckpointError, ConfigError, TrainingError
 from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
 from tiekd.pipeline.students import build_student
@@ -40,6 +40,9 @@ ONECYCLE_FINAL_DIV = 100.0
 ONECYCLE_WARMUP = 0.3
 """Share of the steps spent warming up."""
 GRAD_CLIP_NORM = 35.0
+
+CHECKPOINT_NAMES = ("last.pt", "best.pt")
+"""Checkpoints of a run directory; a kill mid-write leaves their temporaries, removed on the next start."""
 
 
 @dataclass
@@ -105,6 +108,24 @@ def _check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--scale {cfg.scale} must be in (0, 1]")
     if cfg.crop[0] > KB_HEIGHT or cfg.crop[1] > KB_WIDTH:
         raise ConfigError(f"--crop {cfg.crop[0]}x{cfg.crop[1]} is larger than the {KB_HEIGHT}x{KB_WIDTH} KB crop")
+    _check_loss_options(cfg)
+
+
+def _check_loss_options(cfg: TrainStudentConfig) -> None:
+    """Refuse loss and bin settings the training step would only fail on (or silently misuse)."""
+    if cfg.dpm_form not in DPM_FORMS:
+        raise ConfigError(f"--dpm-form {cfg.dpm_form!r} is not one of {', '.join(DPM_FORMS)}")
+    if not cfg.sigma > 0:
+        raise ConfigError(f"--sigma {cfg.sigma} must be a positive standard deviation in metres")
+    # The released code has a config with alpha = 1.5, a negative weight on the depth term.
+    if not 0 <= cfg.alpha <= 1:
+        raise ConfigError(f"--alpha {cfg.alpha} must be in [0, 1]: it weighs the DPM term against the depth term")
+    if not cfg.lr > 0:
+        raise ConfigError(f"--lr {cfg.lr} must be positive")
+    if not 0 < cfg.min_depth < cfg.max_depth:
+        raise ConfigError(f"--max-depth {cfg.max_depth} must be above the minimum depth {cfg.min_depth} m")
+    if not 0 <= cfg.loss_top_row < cfg.crop[0]:
+        raise ConfigError(f"--loss-top-row {cfg.loss_top_row} must be a row of the {cfg.crop[0]}-row --crop")
 
 
 def _objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
@@ -164,6 +185,13 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
 
+    def _stop(self, what: str) -> None:
+        """Refuse to take step ``self.step + 1``: the weights and the checkpoint stay as they were."""
+        last = self.cfg.out / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+        raise TrainingError(f"{what} at step {self.step + 1}; stopped without saving, {kept} "
+                            "(lower --lr or check the cache with `tiekd cache verify`)")
+
     def train_step(self, batch: dict) -> tuple[float, dict]:
         """One optimisation step; returns (loss, terms)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
@@ -171,14 +199,14 @@ class Trainer:
             output = self.model(batch["image"])
         loss, terms = self.objective.loss(output.float(), batch)
         if not torch.isfinite(loss):
-            raise TrainingError(
-                f"the loss became {float(loss)} at step {self.step + 1}; stopped without saving, the last good "
-                f"checkpoint is {self.cfg.out / 'last.pt'} (lower --lr or check the cache with `tiekd cache verify`)"
-            )
+            self._stop(f"the loss became {float(loss.detach())}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
+        # With loss scaling, inf gradients are expected now and then: the scaler skips those steps.
+        if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
+            self._stop(f"the gradient norm became {float(grad_norm)}")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -187,7 +215,7 @@ class Trainer:
 
 
 RESUME_KEYS = ("method", "student", "epochs", "batch_size", "crop", "scale", "max_steps", "seed", "split",
-               "n_bins", "max_depth", "lr")
+               "n_bins", "min_depth", "max_depth", "lr", "alpha", "sigma", "dpm_form", "loss_top_row")
 """Options a resumed run must share with the run it continues (same steps, data order and schedule)."""
 
 
@@ -198,6 +226,8 @@ class TrainSummary:
     seconds: float
     last_loss: float
     validation: dict | None
+    steps_taken: int = 0
+    """Steps this invocation took (fewer than ``steps`` after a resume; 0 for a finished run)."""
 
 
 def _build_trainer(cfg: TrainStudentConfig, n_frames: int, device: torch.device) -> Trainer:
@@ -290,6 +320,8 @@ def run(cfg: TrainStudentConfig) -> TrainSummary:
     """Train (or continue training) a student; returns what the run did."""
     records, cache_ref = _prepare(cfg)
     state = _resume_state(cfg)
+    for name in CHECKPOINT_NAMES:
+        remove_partial_checkpoints(cfg.out, name)
     device = resolve_device(cfg.device)
     trainer = _build_trainer(cfg, len(records), device)
     if state is not None:
@@ -302,7 +334,8 @@ def run(cfg: TrainStudentConfig) -> TrainSummary:
 
 
 def _train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: RunLog, best: dict) -> TrainSummary:
-    start, losses, metrics, waited = time.perf_counter(), [], None, 0.0
+    start, metrics, waited, first_step = time.perf_counter(), None, 0.0, trainer.step
+    losses = log.losses_after(trainer.step - trainer.step % trainer.steps_per_epoch)
     trainer.model.train()
     loss = math.nan
     with progress(trainer.total_steps - trainer.step, f"training {cfg.student} ({cfg.method})") as bar:
@@ -311,10 +344,11 @@ def _train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: R
             wait = time.perf_counter() - tick
             waited += wait
             raise_batch_errors(batch)
+            lr = trainer.scheduler.get_last_lr()[0]
             loss, terms = trainer.train_step(batch)
             step_time = time.perf_counter() - tick
             losses.append(loss)
-            log.step({"step": trainer.step, "loss": loss, **terms, "lr": trainer.scheduler.get_last_lr()[0],
+            log.step({"step": trainer.step, "loss": loss, **terms, "lr": lr,
                       "step_seconds": step_time, "data_seconds": wait})
             share = waited / max(time.perf_counter() - start, 1e-9)
             bar.update(1, f"loss {loss:.4f}, {step_time:.2f} s/step, {share:.0%} waiting for data")
@@ -324,10 +358,12 @@ def _train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: R
                 save_checkpoint(cfg.out / "last.pt", trainer.state() | {"best": best})
             tick = time.perf_counter()
     return TrainSummary(out=cfg.out, steps=trainer.step, seconds=time.perf_counter() - start,
-                        last_loss=loss, validation=metrics)
+                        last_loss=loss, validation=metrics, steps_taken=trainer.step - first_step)
 
 
 def report(summary: TrainSummary) -> str:
+    if summary.steps_taken == 0:
+        return f"the run in {summary.out} has already taken its {summary.steps} steps; nothing to train"
     lines = [f"trained {summary.steps} steps in {summary.seconds:.1f} s, last loss {summary.last_loss:.4f}; "
              f"checkpoints in {summary.out}"]
     if summary.validation:
