@@ -206,7 +206,7 @@ def evaluate(**options) -> None:
 @main.command("demo")
 @click.option("--out", default="tiekd-demo", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--quick", is_flag=True, help="About a minute: fewer frames, lower resolution, a few steps.")
-@click.option("--steps", type=click.IntRange(min=1), help="Training steps of each student [default: 160, quick 3].")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps of each student [default: 120, quick 3].")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 def demo(**options) -> None:
     """The whole pipeline on the embedded sample: teacher, cache, students, evaluation, table, pictures."""

@@ -1,0 +1,33 @@
+"""`tiekd demo --quick` end to end, as a newcomer runs it, and a second run reusing the first."""
+
+import re
+
+from PIL import Image
+
+from tiekd.pipeline.cache import TeacherCache
+
+ROWS = ("teacher (supervised on dense GT", "TIE-KD (DPM + SSIM", "response KD, SSIM", "supervised baseline")
+
+
+def test_quick_demo_runs_everything_then_reuses_it(tmp_path, cli):
+    out = tmp_path / "demo"
+    first = cli("demo", "--quick", "--out", out, "--device", "cpu")
+    assert first.exit_code == 0, first.output
+    for step in range(1, 7):
+        assert f"== {step}/6" in first.output
+    results = (out / "results.md").read_text()
+    for row in ROWS:
+        line = next(line for line in results.splitlines() if line.startswith(f"| {row}"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert re.fullmatch(r"\d+\.\d\d M", cells[2]), cells
+        assert all(float(c) >= 0 for c in cells[3:6]), cells
+    assert "synthetic" in results.lower() or "Synthetic" in results
+    with Image.open(out / "comparison.png") as picture:
+        assert picture.width > 4 * 600 and picture.height > 3 * 176
+    for split in ("train", "test"):
+        assert TeacherCache.open(out / "teacher-cache.zarr", "teacher", split).complete
+    second = cli("demo", "--quick", "--out", out, "--device", "cpu")
+    assert second.exit_code == 0, second.output
+    assert second.output.count("already trained") == 4 and "already there, reused" in second.output
+    assert "wrote 0 frames" in second.output
+    assert (out / "results.md").read_text().split("| method")[1] == results.split("| method")[1]
