@@ -207,6 +207,17 @@ class TeacherCache:
         """Teacher depth of frame ``i``: float32 HxW metres at the crop."""
         return dequantise(self._depth[i])
 
+    def to_dask(self):
+        """All maps as a lazy dask array (N, H, W) float32 metres, one chunk per store shard.
+
+        For statistics over a whole cache in parallel, e.g. ``c.to_dask().mean(axis=(1, 2)).compute()``.
+        Frames not yet stored read as 0.
+        """
+        import dask.array as da
+
+        stored = da.from_zarr(self._depth, chunks=(self.frames_per_shard, *self._depth.shape[1:]))
+        return stored.astype(np.float32) / DEPTH_SCALE
+
     def depth_of(self, sample_id: str) -> np.ndarray:
         """Teacher depth by sample id (RGB relative path)."""
         try:

@@ -52,27 +52,20 @@ def format_info(summary: dict) -> str:
 
 
 def verify_cache(cache: TeacherCache) -> list[str]:
-    """Read every stored map of one cache; list what is wrong (empty when sound)."""
-    problems = []
-    depth = cache._group["depth"]
+    """Read every map of one cache (store shards in parallel, with dask); list what is wrong.
+
+    A frame marked done must have no unwritten (0) pixel; the arrays must have the crop's shape.
+    """
     crop = tuple(cache.attrs.get("crop", ()))
-    if depth.shape != (len(cache), *crop):
-        problems.append(f"{cache.location}: depth has shape {depth.shape}, expected {(len(cache), *crop)}")
-        return problems
-    done = cache.done
-    for start in range(0, len(cache), cache.frames_per_shard):
-        block = slice(start, min(start + cache.frames_per_shard, len(cache)))
-        if not done[block].any():
-            continue
-        try:
-            values = depth[block]
-        except Exception as e:  # a damaged shard can fail in the codec in many ways
-            problems.append(f"{cache.location}: frames {block.start}-{block.stop - 1} unreadable ({e})")
-            continue
-        missing = done[block] & (values.reshape(len(values), -1) == 0).any(axis=1)
-        for i in np.flatnonzero(missing):
-            problems.append(f"{cache.location}: frame {start + i} ({cache.ids[start + i]}) is marked done but has unwritten pixels")
-    return problems
+    shape = (len(cache), *crop)
+    if cache.to_dask().shape != shape:
+        return [f"{cache.location}: depth has shape {cache.to_dask().shape}, expected {shape}"]
+    try:
+        unwritten = (cache.to_dask() == 0).any(axis=(1, 2)).compute()
+    except Exception as e:  # a damaged shard can fail in the codec in many ways
+        return [f"{cache.location}: a shard cannot be read ({type(e).__name__}: {e})"]
+    return [f"{cache.location}: frame {i} ({cache.ids[i]}) is marked done but has unwritten pixels"
+            for i in np.flatnonzero(cache.done & unwritten)]
 
 
 def verify(path: str) -> tuple[int, list[str]]:

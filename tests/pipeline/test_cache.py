@@ -89,3 +89,13 @@ def test_shards_partition_frames_on_shard_boundaries():
 
 def test_contiguous_runs_never_cross_a_shard():
     assert contiguous_runs([2, 3, 4, 5, 9], frames_per_shard=4) == [(2, 4, 0), (4, 6, 2), (9, 10, 4)]
+
+
+def test_dask_view_equals_the_maps(tmp_path):
+    writer = create(tmp_path / "s.zarr")
+    depth = np.random.default_rng(2).uniform(1, 80, (10, 16, 24)).astype(np.float32)
+    writer.write(list(range(10)), depth, np.zeros(10, np.int32))
+    cache = TeacherCache.open(tmp_path / "s.zarr")
+    lazy = cache.to_dask()
+    assert lazy.chunks[0] == (4, 4, 2) and lazy.dtype == np.float32
+    np.testing.assert_array_equal(lazy.compute(), np.stack([cache.depth(i) for i in range(10)]))
