@@ -74,9 +74,17 @@ class CacheSpec:
     max_depth: float
 
     def differences(self, other: CacheSpec) -> list[str]:
-        """Human-readable 'field: ours vs theirs' for every field that differs."""
+        """Human-readable 'field: theirs vs ours' for every field that differs.
+
+        Teachers are the same when their weights are: the same file under another path (a store
+        moved, a shared filesystem mounted elsewhere) differs in ``teacher_spec`` alone.
+        """
         ours, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
-        return [f"{k}: {theirs[k]!r} in the store vs {ours[k]!r} now" for k in ours if ours[k] != theirs[k]]
+        same_weights = self.teacher_sha256 is not None and self.teacher_sha256 == other.teacher_sha256
+        same_kind = self.teacher_spec.partition(":")[0] == other.teacher_spec.partition(":")[0]
+        ignored = {"teacher_spec"} if same_weights and same_kind else set()
+        return [f"{k}: {theirs[k]!r} in the store vs {ours[k]!r} now"
+                for k in ours if ours[k] != theirs[k] and k not in ignored]
 
     def to_attrs(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -97,8 +105,8 @@ def quantise(depth: np.ndarray) -> np.ndarray:
 
 
 def dequantise(value: np.ndarray) -> np.ndarray:
-    """Stored uint16 -> float32 metres."""
-    return value.astype(np.float32) / DEPTH_SCALE
+    """Stored uint16 -> float32 metres (one pass: cast and scale together)."""
+    return np.multiply(value, np.float32(1 / DEPTH_SCALE), dtype=np.float32)
 
 
 def _now() -> str:

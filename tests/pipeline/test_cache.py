@@ -99,3 +99,12 @@ def test_dask_view_equals_the_maps(tmp_path):
     lazy = cache.to_dask()
     assert lazy.chunks[0] == (4, 4, 2) and lazy.dtype == np.float32
     np.testing.assert_array_equal(lazy.compute(), np.stack([cache.depth(i) for i in range(10)]))
+
+
+def test_same_weights_under_another_path_is_the_same_teacher(tmp_path):
+    create(tmp_path / "s.zarr").write([0], np.ones((1, 16, 24), np.float32), np.zeros(1, np.int32))
+    moved = dataclasses.replace(SPEC, teacher_spec="python:elsewhere:make")
+    assert create(tmp_path / "s.zarr", spec=moved).pending([0, 1]) == [1]
+    other_weights = dataclasses.replace(SPEC, teacher_spec="python:elsewhere:make", teacher_sha256="ef" * 32)
+    with pytest.raises(StoreError, match="teacher_sha256"):
+        create(tmp_path / "s.zarr", spec=other_weights)
