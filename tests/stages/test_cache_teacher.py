@@ -198,3 +198,13 @@ class TestBadInput:
     def test_verbose_shows_the_traceback(self, sample, tmp_path, cli):
         result = cli("--verbose", *cache_args(sample, tmp_path / "s.zarr", "/nope.txt"))
         assert result.exit_code == 1 and "Traceback" in result.output
+
+
+def test_fsspec_url_store(sample, cli):
+    """Any fsspec URL works as --out; memory:// keeps the store in this process."""
+    url = f"memory://tiekd-test/{time.time_ns()}/s.zarr"
+    result = cli(*cache_args(sample, url, sample.test_split))
+    assert result.exit_code == 0, result.output
+    cache = TeacherCache.open(url)
+    assert cache.complete and len(cache) == 4 and cache.depth(3).shape == (352, 1216)
+    assert "remote" in cli("cache", "info", url).output
