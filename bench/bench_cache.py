@@ -107,8 +107,8 @@ def main() -> None:
         full, bare = overhead(sample, args.teacher_encoder, args.teacher_frames, folder)
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{args.frames} frames of {maps.shape[1]}x{maps.shape[2]}")
-    print(f"| measure | tiekd | authors' PNG / bare teacher | ratio | target |")
-    print(f"|---|---|---|---|---|")
+    print("| measure | tiekd | authors' PNG / bare teacher | ratio | target |")
+    print("|---|---|---|---|---|")
     print(f"| bytes per frame | {store_bytes / 1e3:.1f} kB | {png_bytes / 1e3:.1f} kB | {store_bytes / png_bytes:.2f}x | <= 0.8x |")
     print(f"| read one map | {store_read * 1e3:.2f} ms | {png_read * 1e3:.2f} ms | {png_read / store_read:.1f}x faster | >= 3x |")
     print(f"| cache-teacher vs bare forward ({args.teacher_encoder}, {args.teacher_frames} frames, flip TTA) "

@@ -192,7 +192,7 @@ def print_steps(args, cached: StepTimes, online: StepTimes) -> None:
 def print_data_path(args, data_rate: float, cached: StepTimes) -> None:
     consumed = args.batch_size / cached.total
     verdict = "keeps up" if data_rate >= consumed else "does NOT keep up"
-    print(f"\n| data path against the student | samples/s |")
+    print("\n| data path against the student | samples/s |")
     print("|---|---|")
     print(f"| data path: DistillationSamples (image, cached map, augmentation), DataLoader "
           f"{args.workers} workers, {args.data_batches} batches | {data_rate:.1f} |")

@@ -30,7 +30,6 @@ import zarr
 from zarr.codecs.numcodecs import Delta
 from zarr.codecs import ZstdCodec
 
-import tiekd
 from tiekd.pipeline.errors import StoreError
 
 STORE_FORMAT = 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import zarr
 
 from tiekd.pipeline.cache import TeacherCache, _open_root
 from tiekd.stages.runtime import directory_bytes

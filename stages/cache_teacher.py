@@ -10,7 +10,6 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 from torch.utils.data import DataLoader

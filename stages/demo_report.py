@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
