@@ -83,25 +83,40 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int) -> None:
 @click.option("--gt-root", type=click.Path(path_type=Path), help="Annotated depth root; checks every GT exists.")
 @click.option("--name", help="Teacher group name in the store [default: from the spec].")
 @click.option("--split-name", help="Split group name in the store [default: the split file's stem].")
-@click.option("--teacher-arg", "teacher_args", multiple=True, metavar="K=V", help="Keyword argument for the teacher (repeatable).")
+@click.option(
+    "--teacher-arg", "teacher_args", multiple=True, metavar="K=V", help="Keyword argument for the teacher (repeatable)."
+)
 @click.option("--teacher-input", metavar="HxW", help="Resize the crop to HxW for the teacher and back.")
-@click.option("--flip-tta/--no-flip-tta", default=True, show_default=True, help="Horizontal-flip test-time augmentation.")
+@click.option(
+    "--flip-tta/--no-flip-tta", default=True, show_default=True, help="Horizontal-flip test-time augmentation."
+)
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--amp", is_flag=True, help="float16 autocast on CUDA.")
-@click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0), help="DataLoader workers.")
-@click.option("--shard", default="0/1", show_default=True, metavar="I/N", help="Fill store shards I, I+N, ... (N processes).")
+@click.option(
+    "--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0), help="DataLoader workers."
+)
+@click.option(
+    "--shard", default="0/1", show_default=True, metavar="I/N", help="Fill store shards I, I+N, ... (N processes)."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing teacher/split group made differently.")
-@click.option("--frames-per-shard", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Frames per shard file of a new store group.")
+@click.option(
+    "--frames-per-shard",
+    default=32,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Frames per shard file of a new store group.",
+)
 def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:
     """Run a teacher once over a split and store its depth maps (stage one)."""
     from tiekd.pipeline.teachers import parse_teacher_args
     from tiekd.stages import cache_teacher as stage
 
     cfg = stage.CacheTeacherConfig(
-        teacher_args=parse_teacher_args(teacher_args), teacher_input=_size(teacher_input, "--teacher-input"),
-        shard=_shard(shard), **options,
+        teacher_args=parse_teacher_args(teacher_args),
+        teacher_input=_size(teacher_input, "--teacher-input"),
+        shard=_shard(shard),
+        **options,
     )
     click.echo(stage.report(stage.run(cfg)))
 
@@ -149,7 +164,12 @@ def _choices_methods():
 @click.option("--data-root", required=True, type=click.Path(path_type=Path), help="KITTI raw root.")
 @click.option("--gt-root", type=click.Path(path_type=Path), help="Annotated depth root (supervised, validation).")
 @click.option("--split", required=True, type=click.Path(path_type=Path), help="Training split file.")
-@click.option("--student", default="mobilenetv2", show_default=True, help="mobilenetv2, resnet18, resnet50 or any timm encoder name.")
+@click.option(
+    "--student",
+    default="mobilenetv2",
+    show_default=True,
+    help="mobilenetv2, resnet18, resnet50 or any timm encoder name.",
+)
 @click.option("--method", default="tiekd", show_default=True, type=click.Choice(_choices_methods()))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option("--epochs", default=24, show_default=True, type=click.IntRange(min=1))
@@ -162,16 +182,22 @@ def _choices_methods():
 @click.option("--dpm-form", default="paper", show_default=True, type=click.Choice(["paper", "code"]))
 @click.option("--n-bins", default=257, show_default=True, type=click.IntRange(min=2))
 @click.option("--max-depth", default=80.0, show_default=True)
-@click.option("--loss-top-row", default=110, show_default=True, help="First crop row of the TIE-KD loss (KITTI sky above).")
+@click.option(
+    "--loss-top-row", default=110, show_default=True, help="First crop row of the TIE-KD loss (KITTI sky above)."
+)
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after N steps (the schedule spans them).")
 @click.option("--val-split", type=click.Path(path_type=Path), help="Split evaluated every epoch; best.pt by RMSE.")
-@click.option("--pretrained/--no-pretrained", default=True, show_default=True, help="Start from timm's ImageNet weights.")
+@click.option(
+    "--pretrained/--no-pretrained", default=True, show_default=True, help="Start from timm's ImageNet weights."
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--amp", is_flag=True, help="float16 autocast with loss scaling on CUDA.")
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0))
 @click.option("--seed", default=0, show_default=True)
-@click.option("--save-every", default=500, show_default=True, type=click.IntRange(min=1), help="Write last.pt every N steps too.")
+@click.option(
+    "--save-every", default=500, show_default=True, type=click.IntRange(min=1), help="Write last.pt every N steps too."
+)
 def train_student(crop, **options) -> None:
     """Train a student from the teacher cache (stage two)."""
     from tiekd.stages import train_student as stage
@@ -189,11 +215,18 @@ def train_student(crop, **options) -> None:
 @click.option("--gt-root", required=True, type=click.Path(path_type=Path))
 @click.option("--split", required=True, type=click.Path(path_type=Path))
 @click.option("--crop", default="garg", show_default=True, type=click.Choice(["garg", "eigen", "none"]))
-@click.option("--garg-on", default="kb", show_default=True, type=click.Choice(["kb", "full"]),
-              help="Crop computed on the 352x1216 KB crop (authors) or the full image (BTS, AdaBins).")
+@click.option(
+    "--garg-on",
+    default="kb",
+    show_default=True,
+    type=click.Choice(["kb", "full"]),
+    help="Crop computed on the 352x1216 KB crop (authors) or the full image (BTS, AdaBins).",
+)
 @click.option("--flip-tta/--no-flip-tta", default=True, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write metrics as JSON.")
-@click.option("--save-images", type=click.Path(file_okay=False, path_type=Path), help="Write depth and DPM-entropy PNGs.")
+@click.option(
+    "--save-images", type=click.Path(file_okay=False, path_type=Path), help="Write depth and DPM-entropy PNGs."
+)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0))
 def evaluate(**options) -> None:

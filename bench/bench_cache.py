@@ -52,8 +52,9 @@ def store_bytes_and_reads(maps: np.ndarray, folder: Path) -> tuple[float, float,
     """(bytes per frame in the store, seconds per store read, seconds per PNG decode)."""
     ids = [f"frame{i}.png" for i in range(len(maps))]
     spec = CacheSpec("bench", None, "0", maps.shape[1:], None, True, 1e-3, 80.0)
-    writer = CacheWriter.create_or_resume(str(folder / "s.zarr"), teacher="t", split="s", spec=spec, ids=ids,
-                                          extra_attrs={})
+    writer = CacheWriter.create_or_resume(
+        str(folder / "s.zarr"), teacher="t", split="s", spec=spec, ids=ids, extra_attrs={}
+    )
     writer.write(list(range(len(maps))), maps, np.zeros(len(maps), np.int32))
     depth_files = [p for p in (folder / "s.zarr/t/s/depth").rglob("*") if p.is_file()]
     store_bytes = sum(p.stat().st_size for p in depth_files) / len(maps)
@@ -81,12 +82,21 @@ def overhead(sample, encoder: str, n_frames: int, folder: Path) -> tuple[float, 
     spec = "python:tiekd.pipeline.students:build_student"
     args = {"encoder": encoder, "head": "regression"}
     teacher = load_teacher(spec, args=args)
-    images = [torch.from_numpy(kb_crop(read_rgb(sample.data_root / r.rgb)).copy()).permute(2, 0, 1)[None]
-              for r in read_split(split)]
+    images = [
+        torch.from_numpy(kb_crop(read_rgb(sample.data_root / r.rgb)).copy()).permute(2, 0, 1)[None]
+        for r in read_split(split)
+    ]
     predict_depth(teacher.module, images[0].float() / 255)  # warm-up
     bare = timed(lambda: [predict_depth(teacher.module, x.float() / 255) for x in images])
-    cfg = CacheTeacherConfig(teacher=spec, teacher_args=args, data_root=sample.data_root, split=split,
-                             out=str(folder / "t.zarr"), batch_size=1, workers=1)
+    cfg = CacheTeacherConfig(
+        teacher=spec,
+        teacher_args=args,
+        data_root=sample.data_root,
+        split=split,
+        out=str(folder / "t.zarr"),
+        batch_size=1,
+        workers=1,
+    )
     full = timed(lambda: run(cfg))
     return full, bare
 
@@ -105,14 +115,22 @@ def main() -> None:
         store_bytes, store_read, png_read = store_bytes_and_reads(maps, folder)
         png_bytes = np.mean([len(authors_png(m)) for m in maps])
         full, bare = overhead(sample, args.teacher_encoder, args.teacher_frames, folder)
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{args.frames} frames of {maps.shape[1]}x{maps.shape[2]}")
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"{args.frames} frames of {maps.shape[1]}x{maps.shape[2]}"
+    )
     print("| measure | tiekd | authors' PNG / bare teacher | ratio | target |")
     print("|---|---|---|---|---|")
-    print(f"| bytes per frame | {store_bytes / 1e3:.1f} kB | {png_bytes / 1e3:.1f} kB | {store_bytes / png_bytes:.2f}x | <= 0.8x |")
-    print(f"| read one map | {store_read * 1e3:.2f} ms | {png_read * 1e3:.2f} ms | {png_read / store_read:.1f}x faster | >= 3x |")
-    print(f"| cache-teacher vs bare forward ({args.teacher_encoder}, {args.teacher_frames} frames, flip TTA) "
-          f"| {full:.1f} s | {bare:.1f} s | {full / bare:.3f}x | <= 1.10x |")
+    print(
+        f"| bytes per frame | {store_bytes / 1e3:.1f} kB | {png_bytes / 1e3:.1f} kB | {store_bytes / png_bytes:.2f}x | <= 0.8x |"
+    )
+    print(
+        f"| read one map | {store_read * 1e3:.2f} ms | {png_read * 1e3:.2f} ms | {png_read / store_read:.1f}x faster | >= 3x |"
+    )
+    print(
+        f"| cache-teacher vs bare forward ({args.teacher_encoder}, {args.teacher_frames} frames, flip TTA) "
+        f"| {full:.1f} s | {bare:.1f} s | {full / bare:.3f}x | <= 1.10x |"
+    )
 
 
 if __name__ == "__main__":

@@ -141,9 +141,24 @@ def measure(variant, frames, bins, height, width, repeats, threads):
 
 def run_child(variant, args):
     """Run ``measure`` for one variant in a fresh interpreter and return its result."""
-    command = [sys.executable, __file__, "--child", variant, "--frames", str(args.frames), "--height",
-               str(args.height), "--width", str(args.width), "--bins", str(args.bins), "--repeats", str(args.repeats),
-               "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--frames",
+        str(args.frames),
+        "--height",
+        str(args.height),
+        "--width",
+        str(args.width),
+        "--bins",
+        str(args.bins),
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -152,13 +167,17 @@ def print_table(results):
     """Side-by-side table with ratios against the naive variant."""
     naive = results[0]
     print(f"logits: {naive['logits_bytes'] / 2**20:.0f} MiB, threads: {naive['threads']}")
-    print(f"{'variant':<12} {'peak MiB':>9} {'x logits':>9} {'x naive':>8} {'time s':>8} {'x naive':>8} "
-          f"{'value':>12} {'rel diff':>9}")
+    print(
+        f"{'variant':<12} {'peak MiB':>9} {'x logits':>9} {'x naive':>8} {'time s':>8} {'x naive':>8} "
+        f"{'value':>12} {'rel diff':>9}"
+    )
     for result in results:
         peak = result["peak_bytes"]
-        print(f"{result['variant']:<12} {peak / 2**20:9.0f} {peak / result['logits_bytes']:9.2f} "
-              f"{peak / naive['peak_bytes']:8.3f} {result['seconds']:8.3f} {result['seconds'] / naive['seconds']:8.3f} "
-              f"{result['value']:12.7f} {abs(result['value'] - naive['value']) / abs(naive['value']):9.1e}")
+        print(
+            f"{result['variant']:<12} {peak / 2**20:9.0f} {peak / result['logits_bytes']:9.2f} "
+            f"{peak / naive['peak_bytes']:8.3f} {result['seconds']:8.3f} {result['seconds'] / naive['seconds']:8.3f} "
+            f"{result['value']:12.7f} {abs(result['value'] - naive['value']) / abs(naive['value']):9.1e}"
+        )
 
 
 def main():

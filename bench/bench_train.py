@@ -45,7 +45,7 @@ from tiekd.pipeline.teachers import Teacher, load_teacher, predict_depth
 from tiekd.stages import cache_teacher
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.runtime import default_workers, resolve_device
-from tiekd.stages.train_student import Trainer, TrainStudentConfig, _build_trainer, _loader, _prepare
+from tiekd.stages.train_student import Trainer, TrainStudentConfig, build_trainer, make_loader, prepare
 
 FACTORY_SPEC = "python:tiekd.pipeline.students:build_student"
 """Teachers built by tiekd's own student factory (no weights to download)."""
@@ -96,10 +96,18 @@ def make_cache(folder: Path, n_frames: int, device: str, workers: int):
     """Write the sample dataset and cache its training split with the cheap teacher; returns (sample, store)."""
     sample = write_sample_dataset(folder / "sample", n_train=n_frames, n_test=TEST_FRAMES, seed=SEED)
     store = str(folder / "teacher.zarr")
-    cache_teacher.run(CacheTeacherConfig(
-        teacher=FACTORY_SPEC, teacher_args=CHEAP_TEACHER_ARGS, teacher_input=CHEAP_TEACHER_INPUT,
-        data_root=sample.data_root, split=sample.train_split, out=store, device=device, workers=workers,
-    ))
+    cache_teacher.run(
+        CacheTeacherConfig(
+            teacher=FACTORY_SPEC,
+            teacher_args=CHEAP_TEACHER_ARGS,
+            teacher_input=CHEAP_TEACHER_INPUT,
+            data_root=sample.data_root,
+            split=sample.train_split,
+            out=store,
+            device=device,
+            workers=workers,
+        )
+    )
     return sample, store
 
 
@@ -108,9 +116,22 @@ def train_config(args, sample, store: str, out: Path, total_steps: int) -> Train
     scale = args.height / KB_HEIGHT
     crop = (KB_HEIGHT, round(args.width / scale))
     return TrainStudentConfig(
-        data_root=sample.data_root, split=sample.train_split, out=out, cache=store, student=STUDENT,
-        method="tiekd", epochs=total_steps, max_steps=total_steps, batch_size=args.batch_size, crop=crop,
-        scale=scale, pretrained=False, device=args.device, amp=args.amp, workers=args.workers, seed=SEED,
+        data_root=sample.data_root,
+        split=sample.train_split,
+        out=out,
+        cache=store,
+        student=STUDENT,
+        method="tiekd",
+        epochs=total_steps,
+        max_steps=total_steps,
+        batch_size=args.batch_size,
+        crop=crop,
+        scale=scale,
+        pretrained=False,
+        device=args.device,
+        amp=args.amp,
+        workers=args.workers,
+        seed=SEED,
     )
 
 
@@ -136,8 +157,9 @@ def online_depth(teacher: Teacher, image: torch.Tensor, device: torch.device, am
         return predict_depth(teacher.module, image, flip_tta=True)
 
 
-def time_steps(trainer: Trainer, teacher: Teacher, cache: TeacherCache, batch: dict, ids: list[str],
-               steps: int, amp: bool) -> tuple[StepTimes, StepTimes]:
+def time_steps(
+    trainer: Trainer, teacher: Teacher, cache: TeacherCache, batch: dict, ids: list[str], steps: int, amp: bool
+) -> tuple[StepTimes, StepTimes]:
     """(cached, online) step times, interleaved step by step so both see the same machine load."""
     device = trainer.device
     cached, online = StepTimes([], []), StepTimes([], [])
@@ -168,25 +190,37 @@ def machine(device: torch.device) -> str:
 def print_setup(args, cfg: TrainStudentConfig, trainer: Trainer, teacher: Teacher, device: torch.device) -> None:
     print(machine(device))
     top = trainer.objective.top_row
-    print(f"sizes: batch {args.batch_size}, training crop {cfg.crop[0]}x{cfg.crop[1]} of the KB crop resized by "
-          f"{cfg.scale:g} to {args.height}x{args.width} (paper: batch 8 at 352x704), TIE-KD loss on rows "
-          f"{top}..{args.height - 1}, {cfg.n_bins} bins, AMP {'on' if trainer.scaler.is_enabled() else 'off'}; "
-          f"median of {args.steps} steps after {WARMUP_STEPS} warm-up")
-    print(f"student {STUDENT} (DPM head) {parameters(trainer.model):.2f} M parameters; online teacher "
-          f"{ONLINE_TEACHER_ARGS['encoder']} (regression head) {parameters(teacher.module):.2f} M parameters")
+    print(
+        f"sizes: batch {args.batch_size}, training crop {cfg.crop[0]}x{cfg.crop[1]} of the KB crop resized by "
+        f"{cfg.scale:g} to {args.height}x{args.width} (paper: batch 8 at 352x704), TIE-KD loss on rows "
+        f"{top}..{args.height - 1}, {cfg.n_bins} bins, AMP {'on' if trainer.scaler.is_enabled() else 'off'}; "
+        f"median of {args.steps} steps after {WARMUP_STEPS} warm-up"
+    )
+    print(
+        f"student {STUDENT} (DPM head) {parameters(trainer.model):.2f} M parameters; online teacher "
+        f"{ONLINE_TEACHER_ARGS['encoder']} (regression head) {parameters(teacher.module):.2f} M parameters"
+    )
 
 
 def print_steps(args, cached: StepTimes, online: StepTimes) -> None:
     median = statistics.median
-    print(f"\n| one training step (batch {args.batch_size}, {args.height}x{args.width}) | teacher depth "
-          f"| student step | total | steps/s |")
+    print(
+        f"\n| one training step (batch {args.batch_size}, {args.height}x{args.width}) | teacher depth "
+        f"| student step | total | steps/s |"
+    )
     print("|---|---|---|---|---|")
-    for name, times in ((f"cached: {args.batch_size} maps read from the store", cached),
-                        (f"online: {ONLINE_TEACHER_ARGS['encoder']} teacher, no_grad, flip TTA", online)):
-        print(f"| {name} | {median(times.teacher) * 1e3:.1f} ms | {median(times.student) * 1e3:.0f} ms "
-              f"| {times.total * 1e3:.0f} ms | {1 / times.total:.2f} |")
-    print(f"| ratio online / cached | {median(online.teacher) / median(cached.teacher):.0f}x "
-          f"| {median(online.student) / median(cached.student):.2f}x | {online.total / cached.total:.2f}x | |")
+    for name, times in (
+        (f"cached: {args.batch_size} maps read from the store", cached),
+        (f"online: {ONLINE_TEACHER_ARGS['encoder']} teacher, no_grad, flip TTA", online),
+    ):
+        print(
+            f"| {name} | {median(times.teacher) * 1e3:.1f} ms | {median(times.student) * 1e3:.0f} ms "
+            f"| {times.total * 1e3:.0f} ms | {1 / times.total:.2f} |"
+        )
+    print(
+        f"| ratio online / cached | {median(online.teacher) / median(cached.teacher):.0f}x "
+        f"| {median(online.student) / median(cached.student):.2f}x | {online.total / cached.total:.2f}x | |"
+    )
 
 
 def print_data_path(args, data_rate: float, cached: StepTimes) -> None:
@@ -194,8 +228,10 @@ def print_data_path(args, data_rate: float, cached: StepTimes) -> None:
     verdict = "keeps up" if data_rate >= consumed else "does NOT keep up"
     print("\n| data path against the student | samples/s |")
     print("|---|---|")
-    print(f"| data path: DistillationSamples (image, cached map, augmentation), DataLoader "
-          f"{args.workers} workers, {args.data_batches} batches | {data_rate:.1f} |")
+    print(
+        f"| data path: DistillationSamples (image, cached map, augmentation), DataLoader "
+        f"{args.workers} workers, {args.data_batches} batches | {data_rate:.1f} |"
+    )
     print(f"| student consumes: batch {args.batch_size} / cached step | {consumed:.2f} |")
     print(f"| data path / student | {data_rate / consumed:.1f}x ({verdict}) |")
 
@@ -222,10 +258,11 @@ def main() -> None:
         sample, store = make_cache(folder, args.frames, args.device, args.workers)
         total_steps = 2 * (WARMUP_STEPS + args.steps) + args.data_batches + 1
         cfg = train_config(args, sample, store, folder / "run", total_steps)
-        records, cache_ref = _prepare(cfg)
-        trainer = _build_trainer(cfg, len(records), device)
-        batch, data_rate = data_path_rate(_loader(cfg, records, cache_ref, trainer), args.data_batches,
-                                          args.batch_size)
+        records, cache_ref = prepare(cfg)
+        trainer = build_trainer(cfg, len(records), device)
+        batch, data_rate = data_path_rate(
+            make_loader(cfg, records, cache_ref, trainer), args.data_batches, args.batch_size
+        )
         teacher = load_teacher(FACTORY_SPEC, args=ONLINE_TEACHER_ARGS, device=device)
         ids = [r.rgb for r in records[: args.batch_size]]
         trainer.model.train()

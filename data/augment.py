@@ -142,8 +142,9 @@ def _crop_box(shape: tuple[int, int], draws: AugmentDraws, cfg: AugmentConfig) -
     return top, left
 
 
-def _geometry(array: np.ndarray, draws: AugmentDraws, cfg: AugmentConfig, *, rotate: bool,
-              resample: Image.Resampling) -> np.ndarray:
+def _geometry(
+    array: np.ndarray, draws: AugmentDraws, cfg: AugmentConfig, *, rotate: bool, resample: Image.Resampling
+) -> np.ndarray:
     """Rotation, flip and crop of one image or map, with the sample's draws."""
     if rotate and draws.rotate:
         array = _rotate(array, draws.angle, resample)
@@ -176,8 +177,9 @@ def apply_augmentation(
     _check_shapes(image, maps, cfg.crop)
     out_image = _geometry(image, draws, cfg, rotate=True, resample=Image.Resampling.BILINEAR)
     out_maps = {
-        name: _geometry(depth, draws, cfg, rotate=cfg.rotate_teacher or name != TEACHER_KEY,
-                        resample=Image.Resampling.NEAREST)
+        name: _geometry(
+            depth, draws, cfg, rotate=cfg.rotate_teacher or name != TEACHER_KEY, resample=Image.Resampling.NEAREST
+        )
         for name, depth in maps.items()
     }
     return _colour(eval_image(out_image), draws), out_maps

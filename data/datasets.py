@@ -13,7 +13,15 @@ import torch
 from torch.utils.data import Dataset
 
 from tiekd.data.kitti import (
-    KB_HEIGHT, KB_WIDTH, Record, gt_path, kb_crop, kb_crop_box, read_cropped_rgb, read_depth_png, read_rgb,
+    KB_HEIGHT,
+    KB_WIDTH,
+    Record,
+    gt_path,
+    kb_crop,
+    kb_crop_box,
+    read_cropped_rgb,
+    read_depth_png,
+    read_rgb,
     rgb_path,
 )
 from tiekd.pipeline.errors import DataError, StoreError
@@ -26,8 +34,14 @@ class CroppedImages(Dataset):
     Images stay uint8 until they reach the device: a quarter of the bytes to copy.
     """
 
-    def __init__(self, records: list[Record], data_root: Path, indices: list[int], *,
-                 crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)):
+    def __init__(
+        self,
+        records: list[Record],
+        data_root: Path,
+        indices: list[int],
+        *,
+        crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH),
+    ):
         self.records = records
         self.data_root = Path(data_root)
         self.indices = indices
@@ -43,8 +57,11 @@ class CroppedImages(Dataset):
             error = ""
         except DataError as e:
             image, error = np.zeros((*self.crop, 3), np.uint8), e.message
-        return {"index": index, "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                "error": error}
+        return {
+            "index": index,
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "error": error,
+        }
 
 
 def raise_batch_errors(batch: dict) -> None:
@@ -67,7 +84,8 @@ def resize_sample(sample: dict, scale: float) -> dict:
     size = (round(height * scale), round(width * scale))
     out = dict(sample)
     out["image"] = torch.nn.functional.interpolate(
-        sample["image"][None], size=size, mode="bilinear", antialias=True, align_corners=False)[0].clamp_(0, 1)
+        sample["image"][None], size=size, mode="bilinear", antialias=True, align_corners=False
+    )[0].clamp_(0, 1)
     for key in ("teacher", "gt"):
         if key in sample:
             out[key] = torch.nn.functional.interpolate(sample[key][None], size=size, mode="nearest")[0]
@@ -83,9 +101,18 @@ class DistillationSamples(Dataset):
     with 0 = none, where asked for; ``error``.
     """
 
-    def __init__(self, records: list[Record], data_root: Path, *, augment_cfg, seed: int, scale: float = 1.0,
-                 cache_ref: tuple[str, str, str] | None = None, gt_root: Path | None = None,
-                 crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)):
+    def __init__(
+        self,
+        records: list[Record],
+        data_root: Path,
+        *,
+        augment_cfg,
+        seed: int,
+        scale: float = 1.0,
+        cache_ref: tuple[str, str, str] | None = None,
+        gt_root: Path | None = None,
+        crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH),
+    ):
         self.records = records
         self.data_root = Path(data_root)
         self.augment_cfg = augment_cfg
@@ -147,8 +174,9 @@ class EvaluationSamples(Dataset):
     crop mask defined on the full image (the BTS convention) can be applied; ``error``.
     """
 
-    def __init__(self, records: list[Record], data_root: Path, gt_root: Path, *,
-                 crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)):
+    def __init__(
+        self, records: list[Record], data_root: Path, gt_root: Path, *, crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)
+    ):
         self.records = records
         self.indices = [i for i, r in enumerate(records) if r.gt is not None]
         self.data_root = Path(data_root)
@@ -172,6 +200,11 @@ class EvaluationSamples(Dataset):
         except DataError as e:
             image, gt = np.zeros((*self.crop, 3), np.uint8), np.zeros(self.crop, np.float32)
             box, full_size, error = (0, 0), self.crop, f"{record.rgb}: {e.message}"
-        return {"index": index, "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                "gt": torch.from_numpy(np.ascontiguousarray(gt)), "full_size": torch.tensor(full_size),
-                "box": torch.tensor(box), "error": error}
+        return {
+            "index": index,
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "gt": torch.from_numpy(np.ascontiguousarray(gt)),
+            "full_size": torch.tensor(full_size),
+            "box": torch.tensor(box),
+            "error": error,
+        }

@@ -75,9 +75,7 @@ def parse_split_line(text: str, *, split: Path, line: int) -> Record:
     """Parse one non-blank split line into a :class:`Record`."""
     fields = text.split()
     if len(fields) != 3:
-        raise DataError(
-            f"{split}:{line}: expected 'RGB_PATH GT_PATH|None FOCAL', got {text.strip()!r}"
-        )
+        raise DataError(f"{split}:{line}: expected 'RGB_PATH GT_PATH|None FOCAL', got {text.strip()!r}")
     rgb, gt, focal = fields
     try:
         focal_px = float(focal)

@@ -136,9 +136,7 @@ def write_frame(dataset: SampleDataset, plan: FramePlan, *, seed: int) -> None:
         write_depth_png(dataset.dense_gt_root / plan.gt_rel, dense)
 
 
-def write_sample_dataset(
-    out: Path, *, n_train: int = 32, n_test: int = 8, seed: int = 0
-) -> SampleDataset:
+def write_sample_dataset(out: Path, *, n_train: int = 32, n_test: int = 8, seed: int = 0) -> SampleDataset:
     """Write a procedural KITTI-format dataset of n_train + n_test frames under ``out``.
 
     Files already there are overwritten; the same arguments give byte-identical files.

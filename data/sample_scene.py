@@ -59,9 +59,7 @@ CAR_LATERAL_STD = 0.15  # how far cars stray from their lane's centre
 SHADOW_MARGIN = 0.1  # contact shadows reach this far beyond the car's outline
 PLACEMENT_TRIES = 10  # a car that finds no free place in its lane is left out
 OWN_LANE_CLEAR = 10.0  # nothing in the camera's own lane closer than this
-CAR_COLOURS = np.array(
-    [[0.85, 0.85, 0.85], [0.55, 0.56, 0.58], [0.1, 0.1, 0.11], [0.6, 0.1, 0.08], [0.1, 0.2, 0.5]]
-)
+CAR_COLOURS = np.array([[0.85, 0.85, 0.85], [0.55, 0.56, 0.58], [0.1, 0.1, 0.11], [0.6, 0.1, 0.08], [0.1, 0.2, 0.5]])
 # A pedestrian is legs, torso and head: (half width, top as a fraction of the height, half depth).
 PEDESTRIAN_HEIGHT = 1.75
 PEDESTRIAN_PARTS = ((0.17, 0.5, 0.12), (0.23, 0.86, 0.14), (0.1, 1.0, 0.1))
@@ -136,16 +134,31 @@ class StreetKind:
 
 STREET_KINDS = {
     "city": StreetKind(
-        cars=(3, 9), parking=True, building_gap=0.1, setback=1.0, storeys=(2, 7),
-        tree_share=0.0, verge=PAVEMENT,
+        cars=(3, 9),
+        parking=True,
+        building_gap=0.1,
+        setback=1.0,
+        storeys=(2, 7),
+        tree_share=0.0,
+        verge=PAVEMENT,
     ),
     "residential": StreetKind(
-        cars=(2, 7), parking=True, building_gap=0.45, setback=8.0, storeys=(1, 3),
-        tree_share=0.6, verge=GRASS,
+        cars=(2, 7),
+        parking=True,
+        building_gap=0.45,
+        setback=8.0,
+        storeys=(1, 3),
+        tree_share=0.6,
+        verge=GRASS,
     ),
     "rural": StreetKind(
-        cars=(0, 4), parking=False, building_gap=0.8, setback=25.0, storeys=(1, 3),
-        tree_share=0.6, verge=GRASS,
+        cars=(0, 4),
+        parking=False,
+        building_gap=0.8,
+        setback=25.0,
+        storeys=(1, 3),
+        tree_share=0.6,
+        verge=GRASS,
     ),
 }
 

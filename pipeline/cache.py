@@ -29,6 +29,7 @@ import numpy as np
 import zarr
 from zarr.codecs.numcodecs import Delta
 from zarr.codecs import ZstdCodec
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from tiekd.pipeline.errors import StoreError
 
@@ -82,8 +83,11 @@ class CacheSpec:
         same_weights = self.teacher_sha256 is not None and self.teacher_sha256 == other.teacher_sha256
         same_kind = self.teacher_spec.partition(":")[0] == other.teacher_spec.partition(":")[0]
         ignored = {"teacher_spec"} if same_weights and same_kind else set()
-        return [f"{k}: {theirs[k]!r} in the store vs {ours[k]!r} now"
-                for k in ours if ours[k] != theirs[k] and k not in ignored]
+        return [
+            f"{k}: {theirs[k]!r} in the store vs {ours[k]!r} now"
+            for k in ours
+            if ours[k] != theirs[k] and k not in ignored
+        ]
 
     def to_attrs(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -119,6 +123,8 @@ def _open_root(path: str, *, mode: str) -> zarr.Group:
         raise StoreError(f"no teacher cache at {path}; create it with `tiekd cache-teacher --out {path}`") from e
     except PermissionError as e:
         raise StoreError(f"cannot write to {path} ({e}); choose a writable --out") from e
+    except (ContainsGroupError, ContainsArrayError):
+        raise  # another process is creating the store right now: the writer retries
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise StoreError(f"{path} is not a readable tiekd cache ({e})") from e
 
@@ -169,8 +175,9 @@ class TeacherCache:
         return cls(group, location=f"{path}/{teacher}/{split}")
 
     @classmethod
-    def open_for_split(cls, path: str | Path, teacher: str | None, split_name: str | None,
-                       split_file: str | Path) -> TeacherCache:
+    def open_for_split(
+        cls, path: str | Path, teacher: str | None, split_name: str | None, split_file: str | Path
+    ) -> TeacherCache:
         """Open the group of a split: ``split_name`` if given, else the one named after the split
         file's stem if there is one, else the only split of the teacher."""
         if split_name is None:

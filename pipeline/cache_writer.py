@@ -8,13 +8,14 @@ most the frames it had not yet marked; running it again continues with the frame
 from __future__ import annotations
 
 import tempfile
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.errors import ContainsArrayError
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 import tiekd
 from tiekd.pipeline.cache import (
@@ -30,6 +31,12 @@ from tiekd.pipeline.cache import (
     quantise,
 )
 from tiekd.pipeline.errors import StoreError
+
+
+CREATE_ATTEMPTS = 5
+"""Processes that start on one new store at once (``--shard``) race to create its metadata.
+Creation is idempotent, so the process that loses a race retries and opens what the other made."""
+CREATE_BACKOFF_SECONDS = 0.1
 
 
 def _check_writable(path: str) -> None:
@@ -60,8 +67,15 @@ def _require_array(group: zarr.Group, name: str, **kwargs) -> zarr.Array:
 def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int], frames_per_shard: int) -> None:
     n = len(ids)
     _require_array(
-        group, "depth", shape=(n, *crop), dtype="uint16", fill_value=0,
-        chunks=(1, *crop), shards=(frames_per_shard, *crop), filters=DEPTH_FILTERS, compressors=DEPTH_COMPRESSOR,
+        group,
+        "depth",
+        shape=(n, *crop),
+        dtype="uint16",
+        fill_value=0,
+        chunks=(1, *crop),
+        shards=(frames_per_shard, *crop),
+        filters=DEPTH_FILTERS,
+        compressors=DEPTH_COMPRESSOR,
     )
     _require_array(group, "done", shape=(n,), dtype="bool", fill_value=False, chunks=(frames_per_shard,))
     _require_array(group, "clipped", shape=(n,), dtype="int32", fill_value=0, chunks=(frames_per_shard,))
@@ -83,8 +97,16 @@ class CacheWriter:
 
     @classmethod
     def create_or_resume(
-        cls, path: str, *, teacher: str, split: str, spec: CacheSpec, ids: list[str],
-        extra_attrs: dict, overwrite: bool = False, frames_per_shard: int = FRAMES_PER_SHARD,
+        cls,
+        path: str,
+        *,
+        teacher: str,
+        split: str,
+        spec: CacheSpec,
+        ids: list[str],
+        extra_attrs: dict,
+        overwrite: bool = False,
+        frames_per_shard: int = FRAMES_PER_SHARD,
     ) -> CacheWriter:
         """Open ``path/teacher/split`` for writing, creating it if needed.
 
@@ -93,6 +115,22 @@ class CacheWriter:
         """
         path = str(path)
         _check_writable(path)
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                return cls._create_or_resume_once(
+                    path, teacher=teacher, split=split, spec=spec, ids=ids, extra_attrs=extra_attrs,
+                    overwrite=overwrite, frames_per_shard=frames_per_shard,
+                )
+            except (ContainsGroupError, ContainsArrayError) as e:
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise StoreError(f"could not create {path}/{teacher}/{split} ({e}); run the command again") from e
+                time.sleep(CREATE_BACKOFF_SECONDS * (attempt + 1))
+
+    @classmethod
+    def _create_or_resume_once(
+        cls, path: str, *, teacher: str, split: str, spec: CacheSpec, ids: list[str], extra_attrs: dict,
+        overwrite: bool, frames_per_shard: int,
+    ) -> CacheWriter:
         root = _open_root(path, mode="a")
         if "tiekd_store_format" not in root.attrs:
             root.attrs["tiekd_store_format"] = STORE_FORMAT
@@ -100,24 +138,31 @@ class CacheWriter:
         location = f"{path}/{teacher}/{split}"
         if split in teacher_group:
             cls._check_existing(teacher_group, split, spec, ids, overwrite=overwrite, location=location)
-        try:
-            group = teacher_group.require_group(split)
-        except ContainsArrayError:
-            raise StoreError(f"{location} is an array, not a tiekd cache group; pass --overwrite") from None
+        if isinstance(teacher_group.get(split), zarr.Array):
+            raise StoreError(f"{location} is an array, not a tiekd cache group; pass --overwrite")
+        group = teacher_group.require_group(split)
         _create_arrays(group, ids, spec.crop, frames_per_shard)
         if "created" not in group.attrs:
             group.attrs.update(
-                spec.to_attrs() | extra_attrs | {
-                    "tiekd_store_format": STORE_FORMAT, "tiekd_version": tiekd.__version__,
-                    "depth_dtype": "uint16", "depth_scale": DEPTH_SCALE, "depth_unit": "m",
-                    "frames_per_shard": frames_per_shard, "n_frames": len(ids), "created": _now(),
+                spec.to_attrs()
+                | extra_attrs
+                | {
+                    "tiekd_store_format": STORE_FORMAT,
+                    "tiekd_version": tiekd.__version__,
+                    "depth_dtype": "uint16",
+                    "depth_scale": DEPTH_SCALE,
+                    "depth_unit": "m",
+                    "frames_per_shard": frames_per_shard,
+                    "n_frames": len(ids),
+                    "created": _now(),
                 }
             )
         return cls(group, location=location)
 
     @staticmethod
-    def _check_existing(parent: zarr.Group, split: str, spec: CacheSpec, ids: list[str], *,
-                        overwrite: bool, location: str) -> None:
+    def _check_existing(
+        parent: zarr.Group, split: str, spec: CacheSpec, ids: list[str], *, overwrite: bool, location: str
+    ) -> None:
         attrs = dict(parent[split].attrs)
         if overwrite:
             del parent[split]

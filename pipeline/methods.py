@@ -57,7 +57,8 @@ class Objective:
         teacher = batch["teacher"]
         if self.method == "tiekd":
             teacher, output = teacher[..., self.top_row :, :], output[..., self.top_row :, :]
-            terms = tiekd_loss_terms(output, teacher, self.edges, alpha=self.alpha, sigma=self.sigma,
-                                     form=self.dpm_form, valid=teacher > 0)
+            terms = tiekd_loss_terms(
+                output, teacher, self.edges, alpha=self.alpha, sigma=self.sigma, form=self.dpm_form, valid=teacher > 0
+            )
             return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
         return RESPONSE_LOSSES[self.method](output, teacher, valid=teacher > 0), {}

@@ -250,7 +250,5 @@ def build_student(
         )
     module, widths = create_encoder(encoder, pretrained=pretrained)
     widths = widths or decoder_widths(module.feature_info.channels())
-    arch = dict(
-        encoder=encoder, head=head, n_bins=int(n_bins), min_depth=float(min_depth), max_depth=float(max_depth)
-    )
+    arch = dict(encoder=encoder, head=head, n_bins=int(n_bins), min_depth=float(min_depth), max_depth=float(max_depth))
     return DepthStudent(module, widths, arch)

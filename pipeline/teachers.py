@@ -225,7 +225,11 @@ def _forward(module: nn.Module, image: torch.Tensor, input_size: tuple[int, int]
 
 @torch.no_grad()
 def predict_depth(
-    module: nn.Module, image: torch.Tensor, *, flip_tta: bool = True, input_size: tuple[int, int] | None = None,
+    module: nn.Module,
+    image: torch.Tensor,
+    *,
+    flip_tta: bool = True,
+    input_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Teacher depth (B, 1, H, W) metres for image (B, 3, H, W) in [0, 1].
 

@@ -56,9 +56,7 @@ BACKGROUND_COLOUR = (255, 255, 255)
 LABEL_COLOUR = (0, 0, 0)
 
 
-def colourise(
-    values: np.ndarray, *, vmin: float, vmax: float, invalid: np.ndarray | None = None
-) -> np.ndarray:
+def colourise(values: np.ndarray, *, vmin: float, vmax: float, invalid: np.ndarray | None = None) -> np.ndarray:
     """Colour a (H, W) array with the magma ramp: vmin -> first anchor, vmax -> last anchor,
     values outside [vmin, vmax] clipped. Pixels in the boolean (H, W) mask ``invalid`` and
     non-finite values are drawn INVALID_COLOUR. Returns uint8 (H, W, 3)."""
@@ -76,9 +74,7 @@ def colourise(
     return rgb
 
 
-def depth_image(
-    depth: np.ndarray, *, max_depth: float = 80.0, near_depth: float | None = None
-) -> Image.Image:
+def depth_image(depth: np.ndarray, *, max_depth: float = 80.0, near_depth: float | None = None) -> Image.Image:
     """Picture of a (H, W) depth map in metres as inverse depth: near = bright, far = dark.
 
     The scale is fixed (1/max_depth -> dark end, 1/near_depth -> bright end; near_depth defaults

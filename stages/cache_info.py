@@ -23,14 +23,23 @@ def info(path: str) -> dict:
         done = int(cache.done.sum())
         size = directory_bytes(cache.location)
         attrs = cache.attrs
-        entries.append({
-            "teacher": teacher, "split": split, "frames": len(cache), "done": done,
-            "complete": done == len(cache), "bytes": size,
-            "bytes_per_frame": round(size / done) if size and done else None,
-            "teacher_spec": attrs.get("teacher_spec"), "crop": attrs.get("crop"),
-            "flip_tta": attrs.get("flip_tta"), "clipped_pixels": int(cache.clipped.sum()),
-            "created": attrs.get("created"), "completed": attrs.get("completed"),
-        })
+        entries.append(
+            {
+                "teacher": teacher,
+                "split": split,
+                "frames": len(cache),
+                "done": done,
+                "complete": done == len(cache),
+                "bytes": size,
+                "bytes_per_frame": round(size / done) if size and done else None,
+                "teacher_spec": attrs.get("teacher_spec"),
+                "crop": attrs.get("crop"),
+                "flip_tta": attrs.get("flip_tta"),
+                "clipped_pixels": int(cache.clipped.sum()),
+                "created": attrs.get("created"),
+                "completed": attrs.get("completed"),
+            }
+        )
     return {"store": path, "caches": entries}
 
 
@@ -63,8 +72,10 @@ def verify_cache(cache: TeacherCache) -> list[str]:
         unwritten = (cache.to_dask() == 0).any(axis=(1, 2)).compute()
     except Exception as e:  # a damaged shard can fail in the codec in many ways
         return [f"{cache.location}: a shard cannot be read ({type(e).__name__}: {e})"]
-    return [f"{cache.location}: frame {i} ({cache.ids[i]}) is marked done but has unwritten pixels"
-            for i in np.flatnonzero(cache.done & unwritten)]
+    return [
+        f"{cache.location}: frame {i} ({cache.ids[i]}) is marked done but has unwritten pixels"
+        for i in np.flatnonzero(cache.done & unwritten)
+    ]
 
 
 def verify(path: str) -> tuple[int, list[str]]:

@@ -20,7 +20,7 @@ from tiekd.pipeline.cache import FRAMES_PER_SHARD, CacheSpec, shard_frames
 from tiekd.pipeline.cache_writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.errors import ConfigError, DataError, TeacherError
 from tiekd.pipeline.teachers import load_teacher, predict_depth
-from tiekd.stages.runtime import Rate, default_workers, directory_bytes, progress, resolve_device
+from tiekd.stages.runtime import Rate, default_workers, directory_bytes, progress, resolve_device, use_amp
 
 MIN_DEPTH = 1e-3
 """Smallest depth stored (metres); the KITTI protocol's lower bound."""
@@ -98,8 +98,10 @@ def _check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
     if not 0 <= index < count:
         raise ConfigError(f"--shard {index}/{count}: expected I/N with 0 <= I < N")
     if cfg.overwrite and count > 1:
-        raise ConfigError("--overwrite with --shard would let every process delete the others' work; "
-                          "overwrite once with a single process, then start the shards")
+        raise ConfigError(
+            "--overwrite with --shard would let every process delete the others' work; "
+            "overwrite once with a single process, then start the shards"
+        )
 
 
 def _check_output(depth: torch.Tensor, ids: list[str]) -> None:
@@ -111,8 +113,11 @@ def _check_output(depth: torch.Tensor, ids: list[str]) -> None:
 
 def _teacher_batches(cfg, records, todo, device):
     loader = DataLoader(
-        CroppedImages(records, cfg.data_root, todo, crop=cfg.crop), batch_size=cfg.batch_size,
-        num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=False,
+        CroppedImages(records, cfg.data_root, todo, crop=cfg.crop),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
     for batch in loader:
         raise_batch_errors(batch)
@@ -126,24 +131,36 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
     spec = CacheSpec(
-        teacher_spec=cfg.teacher, teacher_sha256=teacher.weights_sha256, split_sha256=file_sha256(cfg.split),
-        crop=tuple(cfg.crop), teacher_input=cfg.teacher_input, flip_tta=cfg.flip_tta,
-        min_depth=cfg.min_depth, max_depth=cfg.max_depth,
+        teacher_spec=cfg.teacher,
+        teacher_sha256=teacher.weights_sha256,
+        split_sha256=file_sha256(cfg.split),
+        crop=tuple(cfg.crop),
+        teacher_input=cfg.teacher_input,
+        flip_tta=cfg.flip_tta,
+        min_depth=cfg.min_depth,
+        max_depth=cfg.max_depth,
     )
     ids = [r.rgb for r in records]
     writer = CacheWriter.create_or_resume(
-        cfg.out, teacher=cfg.name or teacher.default_name, split=cfg.split_name or Path(cfg.split).stem,
-        spec=spec, ids=ids, overwrite=cfg.overwrite, frames_per_shard=cfg.frames_per_shard,
+        cfg.out,
+        teacher=cfg.name or teacher.default_name,
+        split=cfg.split_name or Path(cfg.split).stem,
+        spec=spec,
+        ids=ids,
+        overwrite=cfg.overwrite,
+        frames_per_shard=cfg.frames_per_shard,
         extra_attrs={"teacher_name": cfg.name or teacher.default_name, "split_file": str(cfg.split)},
     )
     todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
-    autocast = torch.autocast("cuda", dtype=torch.float16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
+    amp = use_amp(cfg.amp, device)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
     with BackgroundWriter(writer) as background, progress(len(todo), f"caching {writer.location}") as bar:
         for indices, image in _teacher_batches(cfg, records, todo, device):
             with autocast:
-                depth = predict_depth(teacher.module, image.float() / 255, flip_tta=cfg.flip_tta,
-                                      input_size=cfg.teacher_input)
+                depth = predict_depth(
+                    teacher.module, image.float() / 255, flip_tta=cfg.flip_tta, input_size=cfg.teacher_input
+                )
             _check_output(depth, [ids[i] for i in indices])
             clipped = ((depth < cfg.min_depth) | (depth > cfg.max_depth)).flatten(1).sum(1)
             depth = depth.clamp_(cfg.min_depth, cfg.max_depth)[:, 0]
@@ -152,8 +169,12 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
             bar.update(len(indices), f"{rate.per_second:.1f} frames/s")
     complete = writer.finish()
     return CacheSummary(
-        location=writer.location, frames_total=len(records), frames_written=rate.count, seconds=rate.seconds,
-        complete=complete, bytes_on_disk=directory_bytes(writer.location),
+        location=writer.location,
+        frames_total=len(records),
+        frames_written=rate.count,
+        seconds=rate.seconds,
+        complete=complete,
+        bytes_on_disk=directory_bytes(writer.location),
     )
 
 

@@ -37,10 +37,12 @@ class DemoSize:
     student_encoder: str = "mobilenetv2"
 
 
-FULL = DemoSize(n_train=32, n_test=8, scale=0.125, batch_size=4, teacher_steps=250, student_steps=120,
-                teacher_encoder="resnet34")
-QUICK = DemoSize(n_train=8, n_test=3, scale=0.0625, batch_size=2, teacher_steps=4, student_steps=3,
-                 teacher_encoder="mobilenetv2")
+FULL = DemoSize(
+    n_train=32, n_test=8, scale=0.125, batch_size=4, teacher_steps=250, student_steps=120, teacher_encoder="resnet34"
+)
+QUICK = DemoSize(
+    n_train=8, n_test=3, scale=0.0625, batch_size=2, teacher_steps=4, student_steps=3, teacher_encoder="mobilenetv2"
+)
 """A smoke run of every step (the test suite runs it); its numbers mean nothing."""
 STUDENT_METHODS = ("tiekd", "res-ssim", "supervised")
 """TIE-KD (paper form), the best response-KD baseline of the paper, and the supervised baseline."""
@@ -76,8 +78,13 @@ def _sample(cfg: DemoConfig, size: DemoSize):
     # The generator writes the split files last: both present with the right lengths = done.
     if all(p.exists() for p in splits) and [len(read_split(p)) for p in splits] == [size.n_train, size.n_test]:
         click.echo("already there, reused")
-        return SampleDataset(data_root=folder / "raw", gt_root=folder / "gt", dense_gt_root=folder / "dense",
-                             train_split=splits[0], test_split=splits[1])
+        return SampleDataset(
+            data_root=folder / "raw",
+            gt_root=folder / "gt",
+            dense_gt_root=folder / "dense",
+            train_split=splits[0],
+            test_split=splits[1],
+        )
     return write_sample_dataset(folder, n_train=size.n_train, n_test=size.n_test, seed=cfg.seed)
 
 
@@ -91,8 +98,18 @@ def _train(cfg: DemoConfig, size: DemoSize, out: Path, **options) -> None:
             click.echo(f"{out} already trained ({state['step']} steps), reused")
             return
     run_cfg = train_student.TrainStudentConfig(
-        out=out, max_steps=steps, epochs=10_000, scale=size.scale, batch_size=size.batch_size, pretrained=False,
-        resume=last.exists(), device=cfg.device, workers=cfg.workers, seed=cfg.seed, save_every=50, **options,
+        out=out,
+        max_steps=steps,
+        epochs=10_000,
+        scale=size.scale,
+        batch_size=size.batch_size,
+        pretrained=False,
+        resume=last.exists(),
+        device=cfg.device,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        save_every=50,
+        **options,
     )
     click.echo(train_student.report(train_student.run(run_cfg)))
 
@@ -108,19 +125,34 @@ def _cache(cfg: DemoConfig, size: DemoSize, sample, teacher_ckpt: Path) -> str:
     store = str(cfg.out / "teacher-cache.zarr")
     teacher_input = (round(KB_HEIGHT * size.scale), round(KB_WIDTH * size.scale))
     for split in (sample.train_split, sample.test_split):
-        result = cache_teacher.run(cache_teacher.CacheTeacherConfig(
-            teacher=f"checkpoint:{teacher_ckpt}", data_root=sample.data_root, split=split, out=store, name="teacher",
-            teacher_input=teacher_input, device=cfg.device, workers=cfg.workers, batch_size=size.batch_size,
-        ))
+        result = cache_teacher.run(
+            cache_teacher.CacheTeacherConfig(
+                teacher=f"checkpoint:{teacher_ckpt}",
+                data_root=sample.data_root,
+                split=split,
+                out=store,
+                name="teacher",
+                teacher_input=teacher_input,
+                device=cfg.device,
+                workers=cfg.workers,
+                batch_size=size.batch_size,
+            )
+        )
         click.echo(cache_teacher.report(result))
     return store
 
 
 def _evaluate(cfg: DemoConfig, sample, **source) -> evaluate.EvaluationResult:
-    result = evaluate.run(evaluate.EvaluateConfig(
-        data_root=sample.data_root, gt_root=sample.gt_root, split=sample.test_split, device=cfg.device,
-        workers=cfg.workers, **source,
-    ))
+    result = evaluate.run(
+        evaluate.EvaluateConfig(
+            data_root=sample.data_root,
+            gt_root=sample.gt_root,
+            split=sample.test_split,
+            device=cfg.device,
+            workers=cfg.workers,
+            **source,
+        )
+    )
     click.echo(evaluate.format_result(result))
     return result
 
@@ -132,18 +164,39 @@ def run(cfg: DemoConfig) -> Path:
     sample = _sample(cfg, size)
     teacher_dir = cfg.out / "teacher"
     _say(f"2/6 teacher: {size.teacher_encoder} trained on the dense sample GT ({size.teacher_steps} steps)")
-    _train(cfg, size, teacher_dir, data_root=sample.data_root, gt_root=sample.dense_gt_root,
-           split=sample.train_split, student=size.teacher_encoder, method="supervised", max_steps=size.teacher_steps)
+    _train(
+        cfg,
+        size,
+        teacher_dir,
+        data_root=sample.data_root,
+        gt_root=sample.dense_gt_root,
+        split=sample.train_split,
+        student=size.teacher_encoder,
+        method="supervised",
+        max_steps=size.teacher_steps,
+    )
     _say("3/6 cache-teacher over the train and test splits")
     store = _cache(cfg, size, sample, teacher_dir / "last.pt")
     runs = {}
     for i, method in enumerate(STUDENT_METHODS):
-        _say(f"4/6 student {i + 1}/{len(STUDENT_METHODS)}: {size.student_encoder}, {METHOD_LABELS[method]} "
-             f"({student_steps} steps)")
+        _say(
+            f"4/6 student {i + 1}/{len(STUDENT_METHODS)}: {size.student_encoder}, {METHOD_LABELS[method]} "
+            f"({student_steps} steps)"
+        )
         runs[method] = cfg.out / "students" / method
-        _train(cfg, size, runs[method], data_root=sample.data_root, gt_root=sample.gt_root, split=sample.train_split,
-               cache=None if method == "supervised" else store, teacher="teacher", student=size.student_encoder,
-               method=method, max_steps=student_steps)
+        _train(
+            cfg,
+            size,
+            runs[method],
+            data_root=sample.data_root,
+            gt_root=sample.gt_root,
+            split=sample.train_split,
+            cache=None if method == "supervised" else store,
+            teacher="teacher",
+            student=size.student_encoder,
+            method=method,
+            max_steps=student_steps,
+        )
     _say("5/6 evaluate the teacher (from its cache) and every student, one protocol")
     results = {"teacher": _evaluate(cfg, sample, cache=store, teacher="teacher")}
     for method, run_dir in runs.items():
@@ -151,9 +204,17 @@ def run(cfg: DemoConfig) -> Path:
     _say("6/6 table and pictures")
     seconds = {name: _training_seconds(path) for name, path in {"teacher": teacher_dir, **runs}.items()}
     checkpoints = {"teacher": teacher_dir / "last.pt", **{m: r / "last.pt" for m, r in runs.items()}}
-    picture = write_pictures(cfg.out / "comparison.png", sample=sample, store=store, checkpoints=checkpoints,
-                             device=cfg.device)
-    path = write_results(cfg.out / "results.md", results=results, seconds=seconds, checkpoints=checkpoints,
-                         picture=picture, size=size, student_steps=student_steps)
+    picture = write_pictures(
+        cfg.out / "comparison.png", sample=sample, store=store, checkpoints=checkpoints, device=cfg.device
+    )
+    path = write_results(
+        cfg.out / "results.md",
+        results=results,
+        seconds=seconds,
+        checkpoints=checkpoints,
+        picture=picture,
+        size=size,
+        student_steps=student_steps,
+    )
     click.echo(path.read_text())
     return path

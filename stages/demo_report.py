@@ -33,8 +33,9 @@ def parameter_count(checkpoint: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def write_results(path: Path, *, results: dict, seconds: dict, checkpoints: dict, picture: Path, size,
-                  student_steps: int) -> Path:
+def write_results(
+    path: Path, *, results: dict, seconds: dict, checkpoints: dict, picture: Path, size, student_steps: int
+) -> Path:
     """results.md: one row per method with parameters, AbsRel, RMSE, d1 and training seconds."""
     teacher_arch = load_checkpoint(checkpoints["teacher"])["architecture"]["encoder"]
     lines = [
@@ -50,12 +51,14 @@ def write_results(path: Path, *, results: dict, seconds: dict, checkpoints: dict
         )
     n_images = next(iter(results.values())).n_images
     header = [
-        "# tiekd demo results", "",
+        "# tiekd demo results",
+        "",
         f"Synthetic sample scenes (procedural, not KITTI), {size.n_train} training and {n_images} evaluated test "
         f"frames; training at {size.scale:g}x resolution, batch {size.batch_size}; teacher {size.teacher_steps} "
         f"steps, students {student_steps} steps each, no ImageNet weights. KITTI protocol: KB crop, flip TTA, "
         "Garg crop, depth in [1e-3, 80] m, metrics per image then averaged.",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}.", "",
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}.",
+        "",
     ]
     path.write_text("\n".join(header + lines + ["", f"![comparison]({picture.name})", ""]))
     return path
@@ -85,11 +88,18 @@ def write_pictures(path: Path, *, sample, store: str, checkpoints: dict, device:
         predict = StudentPredictor(model, scale=state["input_scale"], flip_tta=False)
         depth, entropy = predict(image[None].to(torch_device), [record.rgb])
         n_bins = state["architecture"]["n_bins"]
-        entropy_tile = (entropy_image(entropy[0, 0].cpu().numpy(), n_bins=n_bins) if entropy is not None
-                        else Image.new("RGB", size, (128, 128, 128)))
-        tiles += [("input", shrink(rgb_image(image.permute(1, 2, 0).numpy()))),
-                  ("teacher (cached)", shrink(depth_image(teacher))),
-                  (f"{METHOD_LABELS[name]}: depth", shrink(depth_image(depth[0, 0].cpu().numpy()))),
-                  ("DPM entropy (bright = unsure)" if entropy is not None else "no DPM (regression head)",
-                   shrink(entropy_tile))]
+        entropy_tile = (
+            entropy_image(entropy[0, 0].cpu().numpy(), n_bins=n_bins)
+            if entropy is not None
+            else Image.new("RGB", size, (128, 128, 128))
+        )
+        tiles += [
+            ("input", shrink(rgb_image(image.permute(1, 2, 0).numpy()))),
+            ("teacher (cached)", shrink(depth_image(teacher))),
+            (f"{METHOD_LABELS[name]}: depth", shrink(depth_image(depth[0, 0].cpu().numpy()))),
+            (
+                "DPM entropy (bright = unsure)" if entropy is not None else "no DPM (regression head)",
+                shrink(entropy_tile),
+            ),
+        ]
     return save_png(panel(tiles, columns=4), path)

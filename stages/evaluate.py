@@ -114,9 +114,19 @@ def _mask(crop: str, garg_on: str, full_size, box, shape) -> np.ndarray:
     return crop_mask(int(full_size[0]), int(full_size[1]), crop)[top : top + shape[0], left : left + shape[1]]
 
 
-def evaluate(predict, samples: EvaluationSamples, *, crop: str = "garg", garg_on: str = "kb",
-             min_depth: float = 1e-3, max_depth: float = 80.0, device: torch.device = torch.device("cpu"),
-             workers: int = 0, on_image=None, show_progress: bool = True) -> EvaluationResult:
+def evaluate(
+    predict,
+    samples: EvaluationSamples,
+    *,
+    crop: str = "garg",
+    garg_on: str = "kb",
+    min_depth: float = 1e-3,
+    max_depth: float = 80.0,
+    device: torch.device = torch.device("cpu"),
+    workers: int = 0,
+    on_image=None,
+    show_progress: bool = True,
+) -> EvaluationResult:
     """Metrics of ``predict`` over the samples with GT, under the given protocol.
 
     ``predict(images uint8 (B, 3, H, W) on device, ids) -> (depth (B, 1, H, W), entropy or None)``;
@@ -143,11 +153,18 @@ def evaluate(predict, samples: EvaluationSamples, *, crop: str = "garg", garg_on
         bar.render_finish()
     n_skipped = len(samples.records) - len(per_image)
     if not per_image:
-        raise DataError(f"none of the {n_skipped} records has a ground-truth depth in ({min_depth}, {max_depth}) m "
-                        f"inside the {crop} crop; check --split and --gt-root")
+        raise DataError(
+            f"none of the {n_skipped} records has a ground-truth depth in ({min_depth}, {max_depth}) m "
+            f"inside the {crop} crop; check --split and --gt-root"
+        )
     protocol = {"crop": crop, "garg_on": garg_on, "min_depth": min_depth, "max_depth": max_depth}
-    return EvaluationResult(metrics=mean_metrics([{k: m[k] for k in METRIC_NAMES} for m in per_image]),
-                            n_images=len(per_image), n_skipped=n_skipped, per_image=per_image, protocol=protocol)
+    return EvaluationResult(
+        metrics=mean_metrics([{k: m[k] for k in METRIC_NAMES} for m in per_image]),
+        n_images=len(per_image),
+        n_skipped=n_skipped,
+        per_image=per_image,
+        protocol=protocol,
+    )
 
 
 def _image_writer(out: Path, *, max_depth: float, n_bins: int | None):
@@ -184,17 +201,30 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
     if cfg.crop not in ("garg", "eigen", "none") or cfg.garg_on not in ("kb", "full"):
         raise ConfigError(f"--crop {cfg.crop} / --garg-on {cfg.garg_on}: expected garg|eigen|none and kb|full")
     records = read_split(cfg.split)
-    samples = EvaluationSamples(records, check_root(cfg.data_root, flag="--data-root"),
-                                check_root(cfg.gt_root, flag="--gt-root"))
+    samples = EvaluationSamples(
+        records, check_root(cfg.data_root, flag="--data-root"), check_root(cfg.gt_root, flag="--gt-root")
+    )
     device = resolve_device(cfg.device)
     predict, description, n_bins = _predictor(cfg, device)
     on_image = None
     if cfg.save_images is not None:
         on_image = _image_writer(cfg.save_images, max_depth=cfg.max_depth, n_bins=n_bins)
-    result = evaluate(predict, samples, crop=cfg.crop, garg_on=cfg.garg_on, min_depth=cfg.min_depth,
-                      max_depth=cfg.max_depth, device=device, workers=cfg.workers, on_image=on_image)
-    result.protocol |= {"model": description, "split": str(cfg.split),
-                        "flip_tta": cfg.flip_tta if cfg.checkpoint else None}
+    result = evaluate(
+        predict,
+        samples,
+        crop=cfg.crop,
+        garg_on=cfg.garg_on,
+        min_depth=cfg.min_depth,
+        max_depth=cfg.max_depth,
+        device=device,
+        workers=cfg.workers,
+        on_image=on_image,
+    )
+    result.protocol |= {
+        "model": description,
+        "split": str(cfg.split),
+        "flip_tta": cfg.flip_tta if cfg.checkpoint else None,
+    }
     if cfg.json_out is not None:
         cfg.json_out.parent.mkdir(parents=True, exist_ok=True)
         cfg.json_out.write_text(json.dumps(result.__dict__, indent=2) + "\n")
@@ -204,11 +234,16 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
 def format_result(result: EvaluationResult) -> str:
     """The table printed after an evaluation: protocol, split, images, each metric."""
     p = result.protocol
-    crop = "no crop" if p["crop"] == "none" else f"{p['crop']} crop on the {'352x1216 KB crop' if p['garg_on'] == 'kb' else 'full image'}"
+    crop = (
+        "no crop"
+        if p["crop"] == "none"
+        else f"{p['crop']} crop on the {'352x1216 KB crop' if p['garg_on'] == 'kb' else 'full image'}"
+    )
     tta = {True: ", flip TTA", False: ", no TTA", None: ""}[p.get("flip_tta")]
     lines = [
         f"{p.get('model', 'model')} on {p.get('split', '?')}: {result.n_images} images "
-        f"({result.n_skipped} without GT skipped); KB crop, {crop}{tta}, depth in [{p['min_depth']}, {p['max_depth']}] m",
+        f"({result.n_skipped} without GT skipped); KB crop, {crop}{tta}, "
+        f"depth in [{p['min_depth']}, {p['max_depth']}] m",
         " | ".join(f"{name:>8}" for name in METRIC_NAMES),
         " | ".join(f"{result.metrics.get(name, float('nan')):8.4f}" for name in METRIC_NAMES),
     ]

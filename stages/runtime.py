@@ -25,6 +25,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_amp(asked: bool, device: torch.device) -> bool:
+    """Whether float16 autocast runs: only on CUDA; asking for it on the CPU says so once."""
+    if asked and device.type != "cuda":
+        click.echo(f"note: --amp works on CUDA only; running in float32 on {device.type}", err=True)
+    return asked and device.type == "cuda"
+
+
 COMPUTE_CORES = 2
 """Cores left to the main process's compute threads: DataLoader workers that compete with them
 for the last cores make oneDNN's threads wait on each other (10x slower steps measured on 2 cores)."""
@@ -63,5 +70,6 @@ class Rate:
 
 def progress(length: int, label: str):
     """A click progress bar with ETA; the caller passes a status text (rate, loss) to ``update``."""
-    return click.progressbar(length=length, label=label, show_eta=True, show_percent=True, width=24,
-                             item_show_func=lambda text: text)
+    return click.progressbar(
+        length=length, label=label, show_eta=True, show_percent=True, width=24, item_show_func=lambda text: text
+    )

@@ -55,8 +55,17 @@ class EpochSampler(Sampler):
         return (self.total_steps - self.start_step) * self.batch_size
 
 
-def check_cache(path: str, teacher: str | None, split_name: str | None, split: Path, records: list[Record], *,
-                crop: tuple[int, int], min_depth: float, max_depth: float) -> tuple[str, str, str]:
+def check_cache(
+    path: str,
+    teacher: str | None,
+    split_name: str | None,
+    split: Path,
+    records: list[Record],
+    *,
+    crop: tuple[int, int],
+    min_depth: float,
+    max_depth: float,
+) -> tuple[str, str, str]:
     """Open the cache for a training split and refuse one that does not fit; returns its reference.
 
     Every record must have a stored map; the cache's crop and depth range must be the run's.
@@ -64,7 +73,9 @@ def check_cache(path: str, teacher: str | None, split_name: str | None, split: P
     cache = TeacherCache.open_for_split(path, teacher, split_name, split)
     spec = cache.spec
     if tuple(spec.crop) != tuple(crop):
-        raise StoreError(f"{cache.location} holds {spec.crop[0]}x{spec.crop[1]} maps, this run needs the {crop[0]}x{crop[1]} KB crop")
+        raise StoreError(
+            f"{cache.location} holds {spec.crop[0]}x{spec.crop[1]} maps, this run needs the {crop[0]}x{crop[1]} KB crop"
+        )
     if (spec.min_depth, spec.max_depth) != (min_depth, max_depth):
         raise StoreError(
             f"{cache.location} holds depth in [{spec.min_depth}, {spec.max_depth}] m, this run uses "

@@ -23,10 +23,10 @@ from tiekd.data.datasets import DistillationSamples, raise_batch_errors
 from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, KITTI_LOSS_TOP_ROW, check_root, read_split
 from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints, save_checkpoint
 from tiekd.pipeline.dpm import DPM_FORMS, bin_edges
-from tiekd.pipeline.errors import CheckpointError, ConfigError, TrainingError
+from tiekd.pipeline.errors import CheckpointError, ConfigError, DataError, TrainingError
 from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
 from tiekd.pipeline.students import build_student
-from tiekd.stages.runtime import default_workers, progress, resolve_device
+from tiekd.stages.runtime import default_workers, progress, resolve_device, use_amp
 from tiekd.stages.train_data import EpochSampler, check_cache, seed_everything
 from tiekd.stages.train_log import RunLog
 
@@ -130,8 +130,12 @@ def _check_loss_options(cfg: TrainStudentConfig) -> None:
 
 def _objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
     return Objective(
-        method=cfg.method, edges=bin_edges(cfg.min_depth, cfg.max_depth, cfg.n_bins).to(device),
-        alpha=cfg.alpha, sigma=cfg.sigma, dpm_form=cfg.dpm_form, top_row=round(cfg.loss_top_row * cfg.scale),
+        method=cfg.method,
+        edges=bin_edges(cfg.min_depth, cfg.max_depth, cfg.n_bins).to(device),
+        alpha=cfg.alpha,
+        sigma=cfg.sigma,
+        dpm_form=cfg.dpm_form,
+        top_row=round(cfg.loss_top_row * cfg.scale),
     )
 
 
@@ -139,8 +143,14 @@ def _optimisation(model, cfg: TrainStudentConfig, total_steps: int):
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=ADAMW_BETAS, weight_decay=WEIGHT_DECAY)
     # cycle_momentum=False keeps AdamW's betas as the authors configured them.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=ONECYCLE_WARMUP, div_factor=ONECYCLE_DIV,
-        final_div_factor=ONECYCLE_FINAL_DIV, anneal_strategy="cos", cycle_momentum=False,
+        optimizer,
+        max_lr=cfg.lr,
+        total_steps=total_steps,
+        pct_start=ONECYCLE_WARMUP,
+        div_factor=ONECYCLE_DIV,
+        final_div_factor=ONECYCLE_FINAL_DIV,
+        anneal_strategy="cos",
+        cycle_momentum=False,
     )
     return optimizer, scheduler
 
@@ -166,10 +176,15 @@ class Trainer:
 
     def state(self) -> dict:
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "step": self.step, "epoch": self.step // self.steps_per_epoch, "config": _config_dict(self.cfg),
-            "architecture": self.model.arch, "normalisation": self.model.normalisation,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "config": _config_dict(self.cfg),
+            "architecture": self.model.arch,
+            "normalisation": self.model.normalisation,
             "input_scale": self.cfg.scale,
         }
 
@@ -189,8 +204,10 @@ class Trainer:
         """Refuse to take step ``self.step + 1``: the weights and the checkpoint stay as they were."""
         last = self.cfg.out / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-        raise TrainingError(f"{what} at step {self.step + 1}; stopped without saving, {kept} "
-                            "(lower --lr or check the cache with `tiekd cache verify`)")
+        raise TrainingError(
+            f"{what} at step {self.step + 1}; stopped without saving, {kept} "
+            "(lower --lr or check the cache with `tiekd cache verify`)"
+        )
 
     def train_step(self, batch: dict) -> tuple[float, dict]:
         """One optimisation step; returns (loss, terms)."""
@@ -214,8 +231,25 @@ class Trainer:
         return float(loss.detach()), terms
 
 
-RESUME_KEYS = ("method", "student", "epochs", "batch_size", "crop", "scale", "max_steps", "seed", "split",
-               "n_bins", "min_depth", "max_depth", "lr", "alpha", "sigma", "dpm_form", "loss_top_row")
+RESUME_KEYS = (
+    "method",
+    "student",
+    "epochs",
+    "batch_size",
+    "crop",
+    "scale",
+    "max_steps",
+    "seed",
+    "split",
+    "n_bins",
+    "min_depth",
+    "max_depth",
+    "lr",
+    "alpha",
+    "sigma",
+    "dpm_form",
+    "loss_top_row",
+)
 """Options a resumed run must share with the run it continues (same steps, data order and schedule)."""
 
 
@@ -230,19 +264,35 @@ class TrainSummary:
     """Steps this invocation took (fewer than ``steps`` after a resume; 0 for a finished run)."""
 
 
-def _build_trainer(cfg: TrainStudentConfig, n_frames: int, device: torch.device) -> Trainer:
+def build_trainer(cfg: TrainStudentConfig, n_frames: int, device: torch.device) -> Trainer:
     steps_per_epoch = n_frames // cfg.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"the split has {n_frames} images, fewer than --batch-size {cfg.batch_size}")
-    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    total_steps = (
+        cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    )
     seed_everything(cfg.seed)
-    model = build_student(cfg.student, head=head_for(cfg.method), n_bins=cfg.n_bins, min_depth=cfg.min_depth,
-                          max_depth=cfg.max_depth, pretrained=cfg.pretrained).to(device)
+    model = build_student(
+        cfg.student,
+        head=head_for(cfg.method),
+        n_bins=cfg.n_bins,
+        min_depth=cfg.min_depth,
+        max_depth=cfg.max_depth,
+        pretrained=cfg.pretrained,
+    ).to(device)
     optimizer, scheduler = _optimisation(model, cfg, total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    return Trainer(cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                   objective=_objective(cfg, device), device=device, steps_per_epoch=steps_per_epoch,
-                   total_steps=total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp(cfg.amp, device))
+    return Trainer(
+        cfg=cfg,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        objective=_objective(cfg, device),
+        device=device,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )
 
 
 def _resume_state(cfg: TrainStudentConfig) -> dict | None:
@@ -258,21 +308,36 @@ def _resume_state(cfg: TrainStudentConfig) -> dict | None:
     ours, theirs = _config_dict(cfg), state["config"]
     differences = [f"{k} {theirs.get(k)!r} -> {ours[k]!r}" for k in RESUME_KEYS if theirs.get(k) != ours[k]]
     if differences:
-        raise ConfigError(f"--resume with other options than the run in {cfg.out} ({'; '.join(differences)}); "
-                          "resume with the same options or choose another --out")
+        raise ConfigError(
+            f"--resume with other options than the run in {cfg.out} ({'; '.join(differences)}); "
+            "resume with the same options or choose another --out"
+        )
     return state
 
 
-def _loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
+def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
+    """The training DataLoader, continuing at the trainer's step with the same data order."""
     samples = DistillationSamples(
-        records, cfg.data_root, augment_cfg=AugmentConfig(crop=cfg.crop, rotate_teacher=cfg.dpm_form != "code"),
-        seed=cfg.seed, scale=cfg.scale, cache_ref=cache_ref, gt_root=cfg.gt_root if needs_gt(cfg.method) else None,
+        records,
+        cfg.data_root,
+        augment_cfg=AugmentConfig(crop=cfg.crop, rotate_teacher=cfg.dpm_form != "code"),
+        seed=cfg.seed,
+        scale=cfg.scale,
+        cache_ref=cache_ref,
+        gt_root=cfg.gt_root if needs_gt(cfg.method) else None,
     )
-    sampler = EpochSampler(len(records), cfg.batch_size, seed=cfg.seed, start_step=trainer.step,
-                           total_steps=trainer.total_steps)
-    return DataLoader(samples, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                      pin_memory=trainer.device.type == "cuda", drop_last=True,
-                      persistent_workers=cfg.workers > 0)
+    sampler = EpochSampler(
+        len(records), cfg.batch_size, seed=cfg.seed, start_step=trainer.step, total_steps=trainer.total_steps
+    )
+    return DataLoader(
+        samples,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=trainer.device.type == "cuda",
+        drop_last=True,
+        persistent_workers=cfg.workers > 0,
+    )
 
 
 def _validate(trainer: Trainer, cfg: TrainStudentConfig) -> dict:
@@ -280,16 +345,27 @@ def _validate(trainer: Trainer, cfg: TrainStudentConfig) -> dict:
     from tiekd.stages.evaluate import StudentPredictor, evaluate
 
     samples = EvaluationSamples(read_split(cfg.val_split), cfg.data_root, cfg.gt_root)
-    result = evaluate(StudentPredictor(trainer.model, scale=cfg.scale), samples, device=trainer.device,
-                      min_depth=cfg.min_depth, max_depth=cfg.max_depth, show_progress=False)
+    result = evaluate(
+        StudentPredictor(trainer.model, scale=cfg.scale),
+        samples,
+        device=trainer.device,
+        min_depth=cfg.min_depth,
+        max_depth=cfg.max_depth,
+        show_progress=False,
+    )
     trainer.model.train()
     return result.metrics
 
 
-def _end_of_epoch(trainer: Trainer, cfg: TrainStudentConfig, log: RunLog, losses: list[float], best: dict) -> dict | None:
+def _end_of_epoch(
+    trainer: Trainer, cfg: TrainStudentConfig, log: RunLog, losses: list[float], best: dict
+) -> dict | None:
     """Validate, log the epoch and write last.pt (and best.pt when validation improves)."""
-    record = {"step": trainer.step, "epoch": math.ceil(trainer.step / trainer.steps_per_epoch),
-              "loss": sum(losses) / max(len(losses), 1)}
+    record = {
+        "step": trainer.step,
+        "epoch": math.ceil(trainer.step / trainer.steps_per_epoch),
+        "loss": sum(losses) / max(len(losses), 1),
+    }
     metrics = _validate(trainer, cfg) if cfg.val_split else None
     state = trainer.state()
     if metrics:
@@ -303,34 +379,52 @@ def _end_of_epoch(trainer: Trainer, cfg: TrainStudentConfig, log: RunLog, losses
     return metrics
 
 
-def _prepare(cfg: TrainStudentConfig):
+def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]:
+    """Check options, split, roots and cache before anything is built; returns (records, cache reference)."""
     _check_config(cfg)
     records = read_split(cfg.split)
+    if cfg.val_split is not None and not any(r.gt for r in read_split(cfg.val_split)):
+        raise DataError(f"--val-split {cfg.val_split} has no record with GT to validate on")
     check_root(cfg.data_root, flag="--data-root")
     if cfg.gt_root is not None:
         check_root(cfg.gt_root, flag="--gt-root")
     cache_ref = None
     if needs_teacher(cfg.method):
-        cache_ref = check_cache(cfg.cache, cfg.teacher, cfg.split_name, cfg.split, records,
-                                crop=(KB_HEIGHT, KB_WIDTH), min_depth=cfg.min_depth, max_depth=cfg.max_depth)
+        cache_ref = check_cache(
+            cfg.cache,
+            cfg.teacher,
+            cfg.split_name,
+            cfg.split,
+            records,
+            crop=(KB_HEIGHT, KB_WIDTH),
+            min_depth=cfg.min_depth,
+            max_depth=cfg.max_depth,
+        )
     return records, cache_ref
 
 
 def run(cfg: TrainStudentConfig) -> TrainSummary:
     """Train (or continue training) a student; returns what the run did."""
-    records, cache_ref = _prepare(cfg)
+    records, cache_ref = prepare(cfg)
     state = _resume_state(cfg)
     for name in CHECKPOINT_NAMES:
         remove_partial_checkpoints(cfg.out, name)
     device = resolve_device(cfg.device)
-    trainer = _build_trainer(cfg, len(records), device)
+    trainer = build_trainer(cfg, len(records), device)
     if state is not None:
         trainer.load(state, cfg.out / "last.pt")
     best = dict(state.get("best", {})) if state else {}
     log = RunLog(cfg.out, resume_step=trainer.step if state else None)
-    log.write_config(_config_dict(cfg) | {"device": str(device), "cache": cache_ref and "/".join(cache_ref),
-                                          "total_steps": trainer.total_steps, "steps_per_epoch": trainer.steps_per_epoch})
-    return _train(trainer, cfg, _loader(cfg, records, cache_ref, trainer), log, best)
+    log.write_config(
+        _config_dict(cfg)
+        | {
+            "device": str(device),
+            "cache": cache_ref and "/".join(cache_ref),
+            "total_steps": trainer.total_steps,
+            "steps_per_epoch": trainer.steps_per_epoch,
+        }
+    )
+    return _train(trainer, cfg, make_loader(cfg, records, cache_ref, trainer), log, best)
 
 
 def _train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: RunLog, best: dict) -> TrainSummary:
@@ -348,8 +442,9 @@ def _train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: R
             loss, terms = trainer.train_step(batch)
             step_time = time.perf_counter() - tick
             losses.append(loss)
-            log.step({"step": trainer.step, "loss": loss, **terms, "lr": lr,
-                      "step_seconds": step_time, "data_seconds": wait})
+            log.step(
+                {"step": trainer.step, "loss": loss, **terms, "lr": lr, "step_seconds": step_time, "data_seconds": wait}
+            )
             share = waited / max(time.perf_counter() - start, 1e-9)
             bar.update(1, f"loss {loss:.4f}, {step_time:.2f} s/step, {share:.0%} waiting for data")
             if trainer.step % trainer.steps_per_epoch == 0 or trainer.step == trainer.total_steps:
@@ -357,15 +452,23 @@ def _train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: R
             elif trainer.step % cfg.save_every == 0:
                 save_checkpoint(cfg.out / "last.pt", trainer.state() | {"best": best})
             tick = time.perf_counter()
-    return TrainSummary(out=cfg.out, steps=trainer.step, seconds=time.perf_counter() - start,
-                        last_loss=loss, validation=metrics, steps_taken=trainer.step - first_step)
+    return TrainSummary(
+        out=cfg.out,
+        steps=trainer.step,
+        seconds=time.perf_counter() - start,
+        last_loss=loss,
+        validation=metrics,
+        steps_taken=trainer.step - first_step,
+    )
 
 
 def report(summary: TrainSummary) -> str:
     if summary.steps_taken == 0:
         return f"the run in {summary.out} has already taken its {summary.steps} steps; nothing to train"
-    lines = [f"trained {summary.steps} steps in {summary.seconds:.1f} s, last loss {summary.last_loss:.4f}; "
-             f"checkpoints in {summary.out}"]
+    lines = [
+        f"trained {summary.steps} steps in {summary.seconds:.1f} s, last loss {summary.last_loss:.4f}; "
+        f"checkpoints in {summary.out}"
+    ]
     if summary.validation:
         lines.append("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.validation.items()))
     return "\n".join(lines)

@@ -112,8 +112,7 @@ def source_coordinates(shape: tuple[int, int], angle: float) -> tuple[np.ndarray
     y, x = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
     x, y = x - width / 2, y - height / 2
     theta = np.radians(angle)
-    return (np.cos(theta) * x - np.sin(theta) * y + width / 2,
-            np.sin(theta) * x + np.cos(theta) * y + height / 2)
+    return (np.cos(theta) * x - np.sin(theta) * y + width / 2, np.sin(theta) * x + np.cos(theta) * y + height / 2)
 
 
 def nearest_rotation(values: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -179,8 +178,11 @@ def test_rotation_then_flip_and_crop_keep_image_and_maps_together():
         rotated_map, exact = nearest_rotation(image[..., 0].astype(np.float64), draws.angle)
         if draws.flip:
             rotated_image, rotated_map, exact = rotated_image[:, ::-1], rotated_map[:, ::-1], exact[:, ::-1]
-        lefts = [left for left, (w, e) in enumerate(zip(windows(rotated_map, 96), windows(exact, 96)))
-                 if np.array_equal(w[e], maps["gt"][e])]
+        lefts = [
+            left
+            for left, (w, e) in enumerate(zip(windows(rotated_map, 96), windows(exact, 96)))
+            if np.array_equal(w[e], maps["gt"][e])
+        ]
         assert len(lefts) == 1
         left = lefts[0]
         unrotated = image[:, ::-1, 0] if draws.flip else image[:, :, 0]

@@ -6,14 +6,25 @@ import numpy as np
 import pytest
 
 from tiekd.data.kitti import (
-    IMAGE_SIZES, KB_HEIGHT, KB_WIDTH, Record, gt_path, kb_crop, kb_crop_box, read_depth_png, read_rgb,
-    read_split, write_depth_png,
+    IMAGE_SIZES,
+    KB_HEIGHT,
+    KB_WIDTH,
+    Record,
+    gt_path,
+    kb_crop,
+    kb_crop_box,
+    read_depth_png,
+    read_rgb,
+    read_split,
+    write_depth_png,
 )
 from tiekd.pipeline.errors import DataError
 
 SHARED_SPLITS = Path(__file__).parents[3] / "shared" / "splits"
-LINE = ("2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png "
-        "2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377")
+LINE = (
+    "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png "
+    "2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377"
+)
 
 
 def write(tmp_path, text: str) -> Path:
@@ -28,7 +39,9 @@ class TestReadSplit:
         assert record == Record(
             rgb="2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png",
             gt="2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png",
-            focal=721.5377, line=1)
+            focal=721.5377,
+            line=1,
+        )
 
     def test_none_gt_blank_lines_and_no_final_newline(self, tmp_path):
         other = LINE.replace("0000000069", "0000000070").split()
@@ -37,15 +50,18 @@ class TestReadSplit:
         assert [r.line for r in records] == [2, 4]
         assert records[1].gt is None
 
-    @pytest.mark.parametrize("text, fragment", [
-        ("a.png b.png", ":1: expected 'RGB_PATH GT_PATH|None FOCAL'"),
-        ("a.png b.png x", ":1: focal length 'x' is not a number"),
-        ("/abs/a.png None 721", "is absolute or escapes its root"),
-        ("../up/a.png None 721", "is absolute or escapes its root"),
-        ("a.png ../../etc/passwd 721", "is absolute or escapes its root"),
-        ("a.png None 1\na.png None 1", ":2: image a.png is listed twice (first on line 1)"),
-        ("\n\n", "holds no records"),
-    ])
+    @pytest.mark.parametrize(
+        "text, fragment",
+        [
+            ("a.png b.png", ":1: expected 'RGB_PATH GT_PATH|None FOCAL'"),
+            ("a.png b.png x", ":1: focal length 'x' is not a number"),
+            ("/abs/a.png None 721", "is absolute or escapes its root"),
+            ("../up/a.png None 721", "is absolute or escapes its root"),
+            ("a.png ../../etc/passwd 721", "is absolute or escapes its root"),
+            ("a.png None 1\na.png None 1", ":2: image a.png is listed twice (first on line 1)"),
+            ("\n\n", "holds no records"),
+        ],
+    )
     def test_bad_records(self, tmp_path, text, fragment):
         with pytest.raises(DataError, match=None) as info:
             read_split(write(tmp_path, text))

@@ -24,9 +24,7 @@ KITTI_MAX_DEPTH = 80.0  # metres; KITTI's GT stops here
 # Five test frames cover all five dates; 6 + 5 frames take a couple of seconds.
 N_TRAIN, N_TEST = 6, 5
 RGB_PATTERN = re.compile(r"^(\d{4}_\d\d_\d\d)/\1_drive_\d{4}_sync/image_02/data/\d{10}\.png$")
-GT_PATTERN = re.compile(
-    r"^\d{4}_\d\d_\d\d_drive_\d{4}_sync/proj_depth/groundtruth/image_02/\d{10}\.png$"
-)
+GT_PATTERN = re.compile(r"^\d{4}_\d\d_\d\d_drive_\d{4}_sync/proj_depth/groundtruth/image_02/\d{10}\.png$")
 
 
 @pytest.fixture(scope="module")
@@ -246,9 +244,17 @@ class TestRayCasting:
 
     def _scene(self, solids: list[scene.Solid]) -> scene.Scene:
         return scene.Scene(
-            road_centre=0.0, lane_width=3.5, road_half_width=5.5, sidewalk_width=2.0,
-            verge=scene.GRASS, solids=solids, shadows=[], sun=np.array([0.0, 1.0, 0.0]),
-            sky=(scene.SKY_HORIZON, scene.SKY_ZENITH), exposure=1.0, texture_seed=0,
+            road_centre=0.0,
+            lane_width=3.5,
+            road_half_width=5.5,
+            sidewalk_width=2.0,
+            verge=scene.GRASS,
+            solids=solids,
+            shadows=[],
+            sun=np.array([0.0, 1.0, 0.0]),
+            sky=(scene.SKY_HORIZON, scene.SKY_ZENITH),
+            exposure=1.0,
+            texture_seed=0,
         )
 
     def _pixel_rays(self) -> tuple[np.ndarray, np.ndarray]:

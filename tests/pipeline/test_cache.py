@@ -9,14 +9,23 @@ from tiekd.pipeline.cache import CacheSpec, TeacherCache, contiguous_runs, dequa
 from tiekd.pipeline.cache_writer import CacheWriter
 from tiekd.pipeline.errors import StoreError
 
-SPEC = CacheSpec(teacher_spec="python:toy:make", teacher_sha256="ab" * 32, split_sha256="cd" * 32,
-                 crop=(16, 24), teacher_input=None, flip_tta=True, min_depth=1e-3, max_depth=80.0)
+SPEC = CacheSpec(
+    teacher_spec="python:toy:make",
+    teacher_sha256="ab" * 32,
+    split_sha256="cd" * 32,
+    crop=(16, 24),
+    teacher_input=None,
+    flip_tta=True,
+    min_depth=1e-3,
+    max_depth=80.0,
+)
 IDS = [f"d/image_02/data/{i:010d}.png" for i in range(10)]
 
 
 def create(path, spec=SPEC, **kwargs):
-    return CacheWriter.create_or_resume(str(path), teacher="toy", split="test", spec=spec, ids=IDS,
-                                        extra_attrs={}, frames_per_shard=4, **kwargs)
+    return CacheWriter.create_or_resume(
+        str(path), teacher="toy", split="test", spec=spec, ids=IDS, extra_attrs={}, frames_per_shard=4, **kwargs
+    )
 
 
 def test_quantisation_error_within_kitti_precision():
@@ -62,8 +71,9 @@ def test_other_spec_refused_with_differences_then_overwritten(tmp_path):
 
 def test_open_picks_names_and_explains(tmp_path):
     create(tmp_path / "s.zarr")
-    CacheWriter.create_or_resume(str(tmp_path / "s.zarr"), teacher="other", split="test", spec=SPEC,
-                                 ids=IDS, extra_attrs={})
+    CacheWriter.create_or_resume(
+        str(tmp_path / "s.zarr"), teacher="other", split="test", spec=SPEC, ids=IDS, extra_attrs={}
+    )
     with pytest.raises(StoreError, match=r"holds 2 teachers \(other, toy\); choose one with --teacher"):
         TeacherCache.open(tmp_path / "s.zarr")
     assert len(TeacherCache.open(tmp_path / "s.zarr", teacher="toy")) == 10
@@ -108,3 +118,33 @@ def test_same_weights_under_another_path_is_the_same_teacher(tmp_path):
     other_weights = dataclasses.replace(SPEC, teacher_spec="python:elsewhere:make", teacher_sha256="ef" * 32)
     with pytest.raises(StoreError, match="teacher_sha256"):
         create(tmp_path / "s.zarr", spec=other_weights)
+
+
+RACE = """
+import sys, time
+from tiekd.pipeline.cache import CacheSpec
+from tiekd.pipeline.cache_writer import CacheWriter
+spec = CacheSpec("python:toy:make", "ab" * 32, "cd" * 32, (16, 24), None, True, 1e-3, 80.0)
+while time.time() < float(sys.argv[2]):
+    pass
+CacheWriter.create_or_resume(sys.argv[1], teacher="toy", split="test", spec=spec, ids=[str(i) for i in range(10)],
+                             extra_attrs={}, frames_per_shard=4)
+"""
+
+
+def test_processes_creating_one_store_at_the_same_instant_all_succeed(tmp_path):
+    """--shard processes start together; the one that loses the creation race must open the store."""
+    import subprocess
+    import sys
+    import time
+
+    for round_ in range(2):
+        store = tmp_path / f"s{round_}.zarr"
+        start = time.time() + 3
+        processes = [
+            subprocess.Popen([sys.executable, "-c", RACE, str(store), str(start)], stderr=subprocess.PIPE)
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=120)[1].decode() for p in processes]
+        assert [p.returncode for p in processes] == [0] * 4, errors
+        assert len(TeacherCache.open(store)) == 10

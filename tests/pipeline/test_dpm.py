@@ -99,8 +99,9 @@ class TestTeacherDpm:
         depth_bin = torch.searchsorted(edges, depth.flatten(), right=True) - 1
         assert torch.equal(dpm.argmax(dim=1).flatten(), depth_bin)
 
-    @pytest.mark.parametrize("form, sigma, margin", [("paper", SIGMA, 4 * SIGMA), ("code", SIGMA, 8.0),
-                                                     ("code", RELEASED_CODE_SIGMA, 5.0)])
+    @pytest.mark.parametrize(
+        "form, sigma, margin", [("paper", SIGMA, 4 * SIGMA), ("code", SIGMA, 8.0), ("code", RELEASED_CODE_SIGMA, 5.0)]
+    )
     def test_mean_within_one_bin_away_from_range_ends(self, edges, form, sigma, margin):
         depth = torch.linspace(MIN_DEPTH + margin, MAX_DEPTH - margin, 301).view(1, 1, 1, -1)
         mean, _ = moments(teacher_dpm(depth, edges, sigma, form), bin_centres(edges))
@@ -156,8 +157,10 @@ class TestTeacherDpm:
         counts = (teacher_dpm(depth_map([20.0, 40.1, 60.3]), edges, RELEASED_CODE_SIGMA, "code") > 1e-3).sum(dim=1)
         assert counts.min() >= 26 and counts.max() <= 28
 
-    @pytest.mark.parametrize("form, sigma", [("paper", SIGMA), ("paper", 0.01), ("code", RELEASED_CODE_SIGMA),
-                                             ("code", 30.0), ("paper", 30.0)])
+    @pytest.mark.parametrize(
+        "form, sigma",
+        [("paper", SIGMA), ("paper", 0.01), ("code", RELEASED_CODE_SIGMA), ("code", 30.0), ("paper", 30.0)],
+    )
     def test_window_agrees_with_dense(self, edges, form, sigma):
         depth = torch.rand(1, 1, 3, 50, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 90
         first_bin, window = teacher_dpm_window(depth, edges, sigma, form)

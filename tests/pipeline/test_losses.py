@@ -239,8 +239,13 @@ class TestResponseLosses:
         mse = ((p - t) ** 2)[mask].mean()
         si = numpy_si(p[mask], t[mask])
         ssim_term = 1.5 * (1 - numpy_ssim(pred.detach(), teacher, valid))
-        return {"res-mse": mse, "res-si": si, "res-ssim": ssim_term,
-                "res-ssim-mse": ssim_term + mse, "res-ssim-si": ssim_term + si}[name]
+        return {
+            "res-mse": mse,
+            "res-si": si,
+            "res-ssim": ssim_term,
+            "res-ssim-mse": ssim_term + mse,
+            "res-ssim-si": ssim_term + si,
+        }[name]
 
     @pytest.mark.parametrize("name", sorted(RESPONSE_LOSSES))
     @pytest.mark.parametrize("masked", [False, True])

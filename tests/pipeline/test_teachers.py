@@ -40,8 +40,14 @@ def test_torchscript(tmp_path):
 def test_hf_tiny_random_model(tmp_path):
     transformers = pytest.importorskip("transformers")
     config = transformers.GLPNConfig(
-        num_encoder_blocks=4, depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1], hidden_sizes=[8, 16, 32, 64],
-        num_attention_heads=[1, 1, 2, 2], decoder_hidden_size=16, max_depth=80)
+        num_encoder_blocks=4,
+        depths=[1, 1, 1, 1],
+        sr_ratios=[8, 4, 2, 1],
+        hidden_sizes=[8, 16, 32, 64],
+        num_attention_heads=[1, 1, 2, 2],
+        decoder_hidden_size=16,
+        max_depth=80,
+    )
     torch.manual_seed(0)
     model = transformers.GLPNForDepthEstimation(config).eval()
     model.save_pretrained(tmp_path)
@@ -51,8 +57,9 @@ def test_hf_tiny_random_model(tmp_path):
     assert depth.shape == (2, 1, 32, 48) and torch.isfinite(depth).all()
     with torch.no_grad():  # the same model driven by hand: resize to a multiple of 32, run, resize back
         pixels = transformers.GLPNImageProcessor()(images=IMAGE, return_tensors="pt", do_rescale=False)["pixel_values"]
-        expected = F.interpolate(model(pixel_values=pixels).predicted_depth[:, None], size=(32, 48),
-                                 mode="bicubic", align_corners=False)
+        expected = F.interpolate(
+            model(pixel_values=pixels).predicted_depth[:, None], size=(32, 48), mode="bicubic", align_corners=False
+        )
     torch.testing.assert_close(depth, expected, rtol=1e-4, atol=1e-4)
     assert teacher.default_name == tmp_path.name
 
@@ -80,15 +87,18 @@ def test_three_dim_output_accepted_and_wrong_shape_refused():
         predict_depth(load_teacher("python:toy_teachers:two_channel_teacher").module, IMAGE)
 
 
-@pytest.mark.parametrize("spec, fragment", [
-    ("nonsense", "is not KIND:TARGET"),
-    ("onnx:model.onnx", "is not KIND:TARGET"),
-    ("export:/nope/model.pt2", "does not exist"),
-    ("python:toy_teachers", "expected python:package.module:factory"),
-    ("python:no_such_module:f", "cannot import f from no_such_module"),
-    ("python:toy_teachers:not_a_module", "returned str, not an nn.Module"),
-    ("hf:/nope/model", "cannot load a depth-estimation model"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("nonsense", "is not KIND:TARGET"),
+        ("onnx:model.onnx", "is not KIND:TARGET"),
+        ("export:/nope/model.pt2", "does not exist"),
+        ("python:toy_teachers", "expected python:package.module:factory"),
+        ("python:no_such_module:f", "cannot import f from no_such_module"),
+        ("python:toy_teachers:not_a_module", "returned str, not an nn.Module"),
+        ("hf:/nope/model", "cannot load a depth-estimation model"),
+    ],
+)
 def test_bad_specs(spec, fragment):
     with pytest.raises(TeacherError) as info:
         load_teacher(spec)
@@ -103,7 +113,11 @@ def test_corrupt_export_file(tmp_path):
 
 def test_teacher_args_and_names():
     assert parse_teacher_args(["seed=3", "name=x", "flag=true", "w=[1, 2]"]) == {
-        "seed": 3, "name": "x", "flag": True, "w": [1, 2]}
+        "seed": 3,
+        "name": "x",
+        "flag": True,
+        "w": [1, 2],
+    }
     with pytest.raises(TeacherError, match="not of the form name=value"):
         parse_teacher_args(["novalue"])
     assert default_name("hf:vinvino02/glpn-kitti") == "glpn-kitti"

@@ -111,16 +111,18 @@ def solid(width: int, height: int, colour: tuple[int, int, int]) -> Image.Image:
 
 
 def test_one_column_panel_stacks_tiles_under_label_bands():
-    tiles = [("input", solid(40, 10, (255, 0, 0))), ("teacher", solid(30, 20, (0, 255, 0))),
-             ("entropy", solid(40, 15, (0, 0, 255)))]
+    tiles = [
+        ("input", solid(40, 10, (255, 0, 0))),
+        ("teacher", solid(30, 20, (0, 255, 0))),
+        ("entropy", solid(40, 15, (0, 0, 255))),
+    ]
     band = label_band_height(label_font())
     picture = panel(tiles)
     assert picture.size == (40, 10 + 20 + 15 + 3 * band)
     rgb = np.asarray(picture)
     top = 0
     for title, tile in tiles:
-        np.testing.assert_array_equal(rgb[top + band : top + band + tile.height, : tile.width],
-                                      np.asarray(tile))
+        np.testing.assert_array_equal(rgb[top + band : top + band + tile.height, : tile.width], np.asarray(tile))
         label = rgb[top : top + band]
         assert np.any(np.any(label != BACKGROUND_COLOUR, axis=-1)), f"no text drawn for {title}"
         top += band + tile.height

@@ -7,13 +7,28 @@ import numpy as np
 from tiekd.pipeline.cache import CacheSpec
 from tiekd.pipeline.cache_writer import CacheWriter
 
-SPEC = CacheSpec(teacher_spec="python:toy:make", teacher_sha256=None, split_sha256="cd" * 32, crop=(16, 24),
-                 teacher_input=None, flip_tta=True, min_depth=1e-3, max_depth=80.0)
+SPEC = CacheSpec(
+    teacher_spec="python:toy:make",
+    teacher_sha256=None,
+    split_sha256="cd" * 32,
+    crop=(16, 24),
+    teacher_input=None,
+    flip_tta=True,
+    min_depth=1e-3,
+    max_depth=80.0,
+)
 
 
 def store(path, n_done: int):
-    writer = CacheWriter.create_or_resume(str(path), teacher="toy", split="test", spec=SPEC,
-                                          ids=[f"f{i}.png" for i in range(6)], extra_attrs={}, frames_per_shard=2)
+    writer = CacheWriter.create_or_resume(
+        str(path),
+        teacher="toy",
+        split="test",
+        spec=SPEC,
+        ids=[f"f{i}.png" for i in range(6)],
+        extra_attrs={},
+        frames_per_shard=2,
+    )
     writer.write(list(range(n_done)), np.full((n_done, 16, 24), 7.0, np.float32), np.zeros(n_done, np.int32))
     writer.finish()
     return path
@@ -23,7 +38,13 @@ def test_info_json_and_table(tmp_path, cli):
     path = store(tmp_path / "s.zarr", 4)
     summary = json.loads(cli("cache", "info", path, "--json").output)
     [entry] = summary["caches"]
-    assert (entry["teacher"], entry["split"], entry["frames"], entry["done"], entry["complete"]) == ("toy", "test", 6, 4, False)
+    assert (entry["teacher"], entry["split"], entry["frames"], entry["done"], entry["complete"]) == (
+        "toy",
+        "test",
+        6,
+        4,
+        False,
+    )
     assert entry["bytes"] > 0 and entry["bytes_per_frame"] == round(entry["bytes"] / 4)
     table = cli("cache", "info", path).output
     assert "toy/test: 4/6 frames" in table and "teacher python:toy:make" in table

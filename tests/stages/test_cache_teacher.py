@@ -20,9 +20,24 @@ TEACHER = "python:toy_teachers:row_prior"
 
 
 def cache_args(sample, out, split=None, *extra):
-    return ["cache-teacher", "--teacher", TEACHER, "--data-root", sample.data_root,
-            "--split", split or sample.train_split, "--out", out, "--workers", "0", "--batch-size", "2",
-            "--frames-per-shard", "2", *extra]
+    return [
+        "cache-teacher",
+        "--teacher",
+        TEACHER,
+        "--data-root",
+        sample.data_root,
+        "--split",
+        split or sample.train_split,
+        "--out",
+        out,
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--frames-per-shard",
+        "2",
+        *extra,
+    ]
 
 
 def arrays(path):
@@ -63,8 +78,16 @@ class TestContent:
         # the toy teacher's rows reach 60 m + colour + column term: with max depth 10 every frame clips
         from tiekd.stages.cache_teacher import CacheTeacherConfig, run
 
-        run(CacheTeacherConfig(teacher=TEACHER, data_root=sample.data_root, split=sample.test_split,
-                               out=str(tmp_path / "s.zarr"), workers=0, max_depth=10.0))
+        run(
+            CacheTeacherConfig(
+                teacher=TEACHER,
+                data_root=sample.data_root,
+                split=sample.test_split,
+                out=str(tmp_path / "s.zarr"),
+                workers=0,
+                max_depth=10.0,
+            )
+        )
         cache = TeacherCache.open(tmp_path / "s.zarr")
         assert (cache.clipped > 0).all() and cache.depth(0).max() == pytest.approx(10.0, abs=1 / 256)
 
@@ -80,8 +103,9 @@ class TestResumeAndShards:
     def test_kill_9_then_resume_equals_uninterrupted(self, sample, tmp_path, cli, subprocess_env):
         cli(*cache_args(sample, tmp_path / "whole.zarr"))
         args = cache_args(sample, tmp_path / "s.zarr", None, "--teacher-arg", "delay=0.4")
-        process = subprocess.Popen(tiekd_command(*args), env=subprocess_env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            tiekd_command(*args), env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             time.sleep(0.2)
@@ -101,9 +125,15 @@ class TestResumeAndShards:
 
     def test_two_concurrent_shard_processes_equal_one(self, sample, tmp_path, cli, subprocess_env):
         cli(*cache_args(sample, tmp_path / "whole.zarr"))
-        processes = [subprocess.Popen(tiekd_command(*cache_args(sample, tmp_path / "s.zarr", None, "--shard", f"{i}/2")),
-                                      env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                     for i in range(2)]
+        processes = [
+            subprocess.Popen(
+                tiekd_command(*cache_args(sample, tmp_path / "s.zarr", None, "--shard", f"{i}/2")),
+                env=subprocess_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for i in range(2)
+        ]
         outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
         assert [p.returncode for p in processes] == [0, 0], outputs
         assert sum("wrote 4 frames" in o for o in outputs) == 2
@@ -139,11 +169,14 @@ def broken_copy(sample, tmp_path, mutate):
 
 
 class TestBadInput:
-    @pytest.mark.parametrize("damage, fragment", [
-        (lambda p: p.unlink(), "is not under --data-root"),
-        (lambda p: p.write_bytes(b"garbage"), "is not a readable image"),
-        (lambda p: Image.new("RGB", (1216, 300)).save(p), "smaller than the 352x1216 crop"),
-    ])
+    @pytest.mark.parametrize(
+        "damage, fragment",
+        [
+            (lambda p: p.unlink(), "is not under --data-root"),
+            (lambda p: p.write_bytes(b"garbage"), "is not a readable image"),
+            (lambda p: Image.new("RGB", (1216, 300)).save(p), "smaller than the 352x1216 crop"),
+        ],
+    )
     def test_damaged_image_names_it_and_keeps_the_store(self, sample, tmp_path, cli, damage, fragment):
         store = tmp_path / "s.zarr"
         assert cli(*cache_args(sample, store, sample.test_split)).exit_code == 0
@@ -158,12 +191,15 @@ class TestBadInput:
         if "smaller" not in fragment and "readable" not in fragment:
             np.testing.assert_array_equal(arrays(store)["depth"], before["depth"])
 
-    @pytest.mark.parametrize("teacher, fragment", [
-        ("python:toy_teachers:nan_teacher", "contains NaN or inf"),
-        ("python:toy_teachers:two_channel_teacher", "expected (B, 1, H, W) or (B, H, W)"),
-        ("bogus:x", "is not KIND:TARGET"),
-        ("export:/missing/teacher.pt2", "does not exist"),
-    ])
+    @pytest.mark.parametrize(
+        "teacher, fragment",
+        [
+            ("python:toy_teachers:nan_teacher", "contains NaN or inf"),
+            ("python:toy_teachers:two_channel_teacher", "expected (B, 1, H, W) or (B, H, W)"),
+            ("bogus:x", "is not KIND:TARGET"),
+            ("export:/missing/teacher.pt2", "does not exist"),
+        ],
+    )
     def test_bad_teachers(self, sample, tmp_path, cli, teacher, fragment):
         args = cache_args(sample, tmp_path / "s.zarr", sample.test_split)
         args[args.index("--teacher") + 1] = teacher

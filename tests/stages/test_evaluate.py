@@ -40,8 +40,16 @@ def one_thread():
 def store(sample, tmp_path_factory):
     """The toy teacher cached over the sample's test split (3 of its 4 records have GT)."""
     path = tmp_path_factory.mktemp("store") / "s.zarr"
-    cache_run(CacheTeacherConfig(teacher=TEACHER, data_root=sample.data_root, split=sample.test_split,
-                                 out=str(path), teacher_input=(88, 304), workers=0))
+    cache_run(
+        CacheTeacherConfig(
+            teacher=TEACHER,
+            data_root=sample.data_root,
+            split=sample.test_split,
+            out=str(path),
+            teacher_input=(88, 304),
+            workers=0,
+        )
+    )
     return path
 
 
@@ -51,16 +59,41 @@ def checkpoints(sample, store, tmp_path_factory):
     paths = {}
     for head, method in (("dpm", "tiekd"), ("regression", "res-mse")):
         out = tmp_path_factory.mktemp(method)
-        train_run(TrainStudentConfig(data_root=sample.data_root, split=sample.test_split, out=out, cache=str(store),
-                                     student="test_resnet", method=method, max_steps=2, batch_size=2, scale=SCALE,
-                                     pretrained=False, workers=0, device="cpu"))
+        train_run(
+            TrainStudentConfig(
+                data_root=sample.data_root,
+                split=sample.test_split,
+                out=out,
+                cache=str(store),
+                student="test_resnet",
+                method=method,
+                max_steps=2,
+                batch_size=2,
+                scale=SCALE,
+                pretrained=False,
+                workers=0,
+                device="cpu",
+            )
+        )
         paths[head] = out / "last.pt"
     return paths
 
 
 def evaluate_args(sample, *extra):
-    return ["evaluate", "--data-root", sample.data_root, "--gt-root", sample.gt_root, "--split", sample.test_split,
-            "--workers", 0, "--device", "cpu", *extra]
+    return [
+        "evaluate",
+        "--data-root",
+        sample.data_root,
+        "--gt-root",
+        sample.gt_root,
+        "--split",
+        sample.test_split,
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def evaluate_json(cli, sample, tmp_path, *extra) -> dict:
@@ -98,7 +131,9 @@ def reference(sample, predict, crop="garg"):
 
 def assert_metrics_equal(result: dict, expected, rel=1e-12):
     per_image, mean = expected
-    assert [{k: m[k] for k in METRIC_NAMES} for m in result["per_image"]] == pytest.approx(per_image, rel=rel)
+    assert len(result["per_image"]) == len(per_image)
+    for got, want in zip(result["per_image"], per_image):
+        assert {k: got[k] for k in METRIC_NAMES} == pytest.approx(want, rel=rel)
     assert result["metrics"] == pytest.approx(mean, rel=rel)
 
 
@@ -135,13 +170,21 @@ class TestFromCache:
         assert (result["n_images"], result["n_skipped"]) == (3, 1)
         assert [m["id"] for m in result["per_image"]] == [r.rgb for r in with_gt(sample)]
         assert_metrics_equal(result, reference(sample, cached(store)))
-        assert result["protocol"] == {"crop": "garg", "garg_on": "kb", "min_depth": 1e-3, "max_depth": 80.0,
-                                      "model": f"cached teacher {store}/row_prior/test",
-                                      "split": str(sample.test_split), "flip_tta": None}
+        assert result["protocol"] == {
+            "crop": "garg",
+            "garg_on": "kb",
+            "min_depth": 1e-3,
+            "max_depth": 80.0,
+            "model": f"cached teacher {store}/row_prior/test",
+            "split": str(sample.test_split),
+            "flip_tta": None,
+        }
         lines = result["output"].splitlines()
         head = lines.index(next(line for line in lines if line.startswith("cached teacher")))
-        assert lines[head] == (f"cached teacher {store}/row_prior/test on {sample.test_split}: 3 images (1 without GT "
-                               "skipped); KB crop, garg crop on the 352x1216 KB crop, depth in [0.001, 80.0] m")
+        assert lines[head] == (
+            f"cached teacher {store}/row_prior/test on {sample.test_split}: 3 images (1 without GT "
+            "skipped); KB crop, garg crop on the 352x1216 KB crop, depth in [0.001, 80.0] m"
+        )
         assert lines[head + 1].split(" | ") == [f"{name:>8}" for name in METRIC_NAMES]
         values = [float(v) for v in lines[head + 2].split(" | ")]
         assert values == pytest.approx([round(result["metrics"][name], 4) for name in METRIC_NAMES], abs=1e-9)
@@ -164,8 +207,9 @@ class TestFromCache:
         result = cli(*evaluate_args(sample, "--cache", store, "--save-images", tmp_path / "pictures"))
         assert result.exit_code == 0, result.output
         cache = TeacherCache.open(store)
-        assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == \
-               sorted(picture_name(r, "depth") for r in with_gt(sample))
+        assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == sorted(
+            picture_name(r, "depth") for r in with_gt(sample)
+        )
         for record in with_gt(sample):
             saved = np.asarray(Image.open(tmp_path / "pictures" / picture_name(record, "depth")))
             expected = np.asarray(depth_image(np.clip(cache.depth_of(record.rgb), 1e-3, 80.0), max_depth=80.0))
@@ -202,8 +246,13 @@ class TestFromCheckpoint:
             depth = np.asarray(Image.open(tmp_path / "dpm" / picture_name(record, "depth")))
             assert depth.shape == (352, 1216, 3)
             np.testing.assert_allclose(depth, np.asarray(depth_image(student_depth(model, rgb, flip=True))), atol=1)
-            x = F.interpolate(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255, scale_factor=SCALE,
-                              mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255,
+                scale_factor=SCALE,
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
             with torch.no_grad():
                 entropy = F.interpolate(dpm_entropy(model(x)), size=(352, 1216), mode="bilinear")[0, 0].numpy()
             saved = np.asarray(Image.open(tmp_path / "dpm" / picture_name(record, "entropy")))
@@ -214,18 +263,22 @@ class TestRefusals:
     def test_checkpoint_problems(self, sample, checkpoints, tmp_path, cli):
         garbage = tmp_path / "garbage.pt"
         garbage.write_bytes(b"\x00 not a checkpoint")
-        assert f"checkpoint {garbage} is corrupt or not a torch file" in \
-               error_line(cli(*evaluate_args(sample, "--checkpoint", garbage)))
+        assert f"checkpoint {garbage} is corrupt or not a torch file" in error_line(
+            cli(*evaluate_args(sample, "--checkpoint", garbage))
+        )
         foreign, missing = tmp_path / "foreign.pt", tmp_path / "missing.pt"
         torch.save({"weights": torch.zeros(3)}, foreign)
-        for path, fragment in ((foreign, f"{foreign} is not a tiekd checkpoint"),
-                               (missing, f"checkpoint {missing} does not exist")):
+        for path, fragment in (
+            (foreign, f"{foreign} is not a tiekd checkpoint"),
+            (missing, f"checkpoint {missing} does not exist"),
+        ):
             assert fragment in error_line(cli(*evaluate_args(sample, "--checkpoint", path)))
         state = load_checkpoint(checkpoints["dpm"])
         state["architecture"]["n_bins"] = 65
         save_checkpoint(tmp_path / "other.pt", state)
-        assert f"weights in {tmp_path / 'other.pt'} do not fit its architecture" in \
-               error_line(cli(*evaluate_args(sample, "--checkpoint", tmp_path / "other.pt")))
+        assert f"weights in {tmp_path / 'other.pt'} do not fit its architecture" in error_line(
+            cli(*evaluate_args(sample, "--checkpoint", tmp_path / "other.pt"))
+        )
 
     def test_exactly_one_of_checkpoint_and_cache(self, sample, store, checkpoints, cli):
         for extra in ((), ("--cache", store, "--checkpoint", checkpoints["dpm"])):
@@ -240,7 +293,16 @@ class TestRefusals:
 
     def test_cache_of_another_crop(self, sample, tmp_path, cli):
         path = tmp_path / "cropped.zarr"
-        cache_run(CacheTeacherConfig(teacher=TEACHER, data_root=sample.data_root, split=sample.test_split,
-                                     out=str(path), crop=(352, 1200), teacher_input=(44, 150), workers=0))
+        cache_run(
+            CacheTeacherConfig(
+                teacher=TEACHER,
+                data_root=sample.data_root,
+                split=sample.test_split,
+                out=str(path),
+                crop=(352, 1200),
+                teacher_input=(44, 150),
+                workers=0,
+            )
+        )
         line = error_line(cli(*evaluate_args(sample, "--cache", path)))
         assert "holds 352x1200 maps; evaluation needs the 352x1216 KB crop" in line

@@ -32,7 +32,7 @@ from tiekd.pipeline.metrics import METRIC_NAMES
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
 from tiekd.stages.train_log import read_jsonl
-from tiekd.stages.train_student import TrainStudentConfig, _build_trainer, _loader, _prepare, run
+from tiekd.stages.train_student import TrainStudentConfig, build_trainer, make_loader, prepare, run
 
 TEACHER = "python:toy_teachers:row_prior"
 STUDENT = "test_resnet"
@@ -40,8 +40,17 @@ SCALE = 0.0625
 """352x704 crops train at 22x44."""
 STEPS_PER_EPOCH = 4
 """8 training frames, batch 2."""
-CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "step", "epoch", "config", "architecture",
-                   "normalisation"}
+CHECKPOINT_KEYS = {
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "step",
+    "epoch",
+    "config",
+    "architecture",
+    "normalisation",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,29 +68,73 @@ def store(sample, tmp_path_factory):
     """The toy teacher cached over the sample's train and test splits (one store, two groups)."""
     path = tmp_path_factory.mktemp("store") / "s.zarr"
     for split in (sample.train_split, sample.test_split):
-        cache_run(CacheTeacherConfig(teacher=TEACHER, data_root=sample.data_root, split=split, out=str(path),
-                                     teacher_input=(88, 304), workers=0, batch_size=4))
+        cache_run(
+            CacheTeacherConfig(
+                teacher=TEACHER,
+                data_root=sample.data_root,
+                split=split,
+                out=str(path),
+                teacher_input=(88, 304),
+                workers=0,
+                batch_size=4,
+            )
+        )
     return path
 
 
 def train_args(sample, store, out, *extra):
-    return ["train-student", "--cache", store, "--split-name", "train", "--data-root", sample.data_root,
-            "--gt-root", sample.gt_root, "--split", sample.train_split, "--student", STUDENT, "--no-pretrained",
-            "--out", out, "--scale", SCALE, "--batch-size", 2, "--workers", 0, "--device", "cpu", *extra]
+    return [
+        "train-student",
+        "--cache",
+        store,
+        "--split-name",
+        "train",
+        "--data-root",
+        sample.data_root,
+        "--gt-root",
+        sample.gt_root,
+        "--split",
+        sample.train_split,
+        "--student",
+        STUDENT,
+        "--no-pretrained",
+        "--out",
+        out,
+        "--scale",
+        SCALE,
+        "--batch-size",
+        2,
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def train_config(sample, store, out, **changes) -> TrainStudentConfig:
-    options = dict(data_root=sample.data_root, split=sample.train_split, out=out, cache=str(store),
-                   split_name="train", gt_root=sample.gt_root, student=STUDENT, scale=SCALE, batch_size=2,
-                   pretrained=False, workers=0, device="cpu")
+    options = dict(
+        data_root=sample.data_root,
+        split=sample.train_split,
+        out=out,
+        cache=str(store),
+        split_name="train",
+        gt_root=sample.gt_root,
+        student=STUDENT,
+        scale=SCALE,
+        batch_size=2,
+        pretrained=False,
+        workers=0,
+        device="cpu",
+    )
     return TrainStudentConfig(**(options | changes))
 
 
 def build(cfg: TrainStudentConfig):
     """(trainer, loader) of a run, as ``run`` builds them."""
-    records, cache_ref = _prepare(cfg)
-    trainer = _build_trainer(cfg, len(records), torch.device(cfg.device))
-    return trainer, _loader(cfg, records, cache_ref, trainer)
+    records, cache_ref = prepare(cfg)
+    trainer = build_trainer(cfg, len(records), torch.device(cfg.device))
+    return trainer, make_loader(cfg, records, cache_ref, trainer)
 
 
 def one_cycle_lr(step: int, *, max_lr: float, total: int) -> float:
@@ -202,9 +255,24 @@ class TestRunDirectory:
         assert "val" not in read_jsonl(tmp_path / "epochs.jsonl")[0]
 
     def test_checkpoint_is_a_teacher(self, run_dir, sample, tmp_path, cli):
-        result = cli("cache-teacher", "--teacher", f"checkpoint:{run_dir / 'last.pt'}", "--data-root",
-                     sample.data_root, "--split", sample.test_split, "--out", tmp_path / "s.zarr",
-                     "--teacher-input", "22x76", "--no-flip-tta", "--workers", 0, "--device", "cpu")
+        result = cli(
+            "cache-teacher",
+            "--teacher",
+            f"checkpoint:{run_dir / 'last.pt'}",
+            "--data-root",
+            sample.data_root,
+            "--split",
+            sample.test_split,
+            "--out",
+            tmp_path / "s.zarr",
+            "--teacher-input",
+            "22x76",
+            "--no-flip-tta",
+            "--workers",
+            0,
+            "--device",
+            "cpu",
+        )
         assert result.exit_code == 0, result.output
         cache = TeacherCache.open(tmp_path / "s.zarr")
         student = student_from_checkpoint(load_checkpoint(run_dir / "last.pt")).eval()
@@ -223,8 +291,12 @@ class TestResume:
         whole, killed = tmp_path / "whole", tmp_path / "killed"
         assert cli(*train_args(sample, store, whole, *extra)).exit_code == 0
         env = subprocess_env | {"OMP_NUM_THREADS": "1"}
-        process = subprocess.Popen(tiekd_command(*train_args(sample, store, killed, *extra)), env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            tiekd_command(*train_args(sample, store, killed, *extra)),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 240
         while time.time() < deadline and process.poll() is None:
             time.sleep(0.05)
@@ -245,8 +317,9 @@ class TestResume:
             for key in ("model", "optimizer", "scheduler", "scaler", "step", "epoch", "architecture", "best"):
                 assert_same(a[key], b[key], f"{name}:{key}")
         timing = ("step_seconds", "data_seconds")
-        assert [{k: v for k, v in s.items() if k not in timing} for s in read_jsonl(whole / "steps.jsonl")] == \
-               [{k: v for k, v in s.items() if k not in timing} for s in read_jsonl(killed / "steps.jsonl")]
+        assert [{k: v for k, v in s.items() if k not in timing} for s in read_jsonl(whole / "steps.jsonl")] == [
+            {k: v for k, v in s.items() if k not in timing} for s in read_jsonl(killed / "steps.jsonl")
+        ]
         assert read_jsonl(whole / "epochs.jsonl") == read_jsonl(killed / "epochs.jsonl")
         assert not list(killed.glob(".*.tmp")), "the killed run's temporary checkpoint was not removed"
 
@@ -258,8 +331,13 @@ class TestOptionsReachTheRun:
         other, _ = build(train_config(sample, store, tmp_path, sigma=0.5, **options))
         objective = trainer.objective
         top = 10  # row 160 of the crop at scale 1/16
-        assert (objective.method, objective.alpha, objective.sigma, objective.dpm_form, objective.top_row) == \
-               ("tiekd", 0.3, 2.0, "code", top)
+        assert (objective.method, objective.alpha, objective.sigma, objective.dpm_form, objective.top_row) == (
+            "tiekd",
+            0.3,
+            2.0,
+            "code",
+            top,
+        )
         assert trainer.model.arch["n_bins"] == 65 and trainer.model.output_conv.out_channels == 65
         torch.testing.assert_close(objective.edges, torch.linspace(1e-3, 80.0, 66, dtype=torch.float64).float())
         batch = next(iter(loader))
@@ -267,8 +345,15 @@ class TestOptionsReachTheRun:
         losses = []
         for sigma, objective in ((2.0, trainer.objective), (0.5, other.objective)):
             teacher = batch["teacher"][..., top:, :]
-            expected = tiekd_loss_terms(logits[..., top:, :], teacher, bin_edges(1e-3, 80.0, 65), alpha=0.3,
-                                        sigma=sigma, form="code", valid=teacher > 0)
+            expected = tiekd_loss_terms(
+                logits[..., top:, :],
+                teacher,
+                bin_edges(1e-3, 80.0, 65),
+                alpha=0.3,
+                sigma=sigma,
+                form="code",
+                valid=teacher > 0,
+            )
             loss, terms = objective.loss(logits, batch)
             assert float(loss) == pytest.approx(float(expected["total"]), rel=1e-6)
             assert terms["dpm"] == pytest.approx(float(expected["dpm"]), rel=1e-6)
@@ -276,14 +361,25 @@ class TestOptionsReachTheRun:
         assert abs(losses[0] - losses[1]) > 0.01  # the sigma of the options is the sigma of the loss
 
     def test_shape_schedule_and_model_options(self, sample, store, tmp_path):
-        cfg = train_config(sample, store, tmp_path, crop=(352, 512), scale=0.125, batch_size=4, lr=4e-3, epochs=3,
-                           method="res-ssim", seed=3)
+        cfg = train_config(
+            sample,
+            store,
+            tmp_path,
+            crop=(352, 512),
+            scale=0.125,
+            batch_size=4,
+            lr=4e-3,
+            epochs=3,
+            method="res-ssim",
+            seed=3,
+        )
         trainer, loader = build(cfg)
         batch = next(iter(loader))
         assert batch["image"].shape == (4, 3, 44, 64) and batch["teacher"].shape == (4, 1, 44, 64)
         assert "gt" not in batch  # only supervised training reads the GT
-        assert trainer.model.arch == dict(encoder=STUDENT, head="regression", n_bins=257, min_depth=1e-3,
-                                          max_depth=80.0)
+        assert trainer.model.arch == dict(
+            encoder=STUDENT, head="regression", n_bins=257, min_depth=1e-3, max_depth=80.0
+        )
         assert (trainer.steps_per_epoch, trainer.total_steps) == (2, 6)
         group = trainer.optimizer.param_groups[0]
         assert group["max_lr"] == 4e-3 and group["lr"] == pytest.approx(4e-3 / 25)
@@ -306,8 +402,9 @@ class TestOptionsReachTheRun:
         paper = build(train_config(sample, store, tmp_path, scale=1.0))[1].dataset
         code = build(train_config(sample, store, tmp_path, scale=1.0, dpm_form="code"))[1].dataset
         assert paper.augment_cfg.rotate_teacher is True and code.augment_cfg.rotate_teacher is False
-        key = next((0, i) for i in range(8)
-                   if draw_augmentation(np.random.default_rng([0, 0, i]), AugmentConfig()).rotate)
+        key = next(
+            (0, i) for i in range(8) if draw_augmentation(np.random.default_rng([0, 0, i]), AugmentConfig()).rotate
+        )
         draws = draw_augmentation(np.random.default_rng([0, *key]), AugmentConfig())
         a, b = paper[key], code[key]
         assert torch.equal(a["image"], b["image"]) and not torch.equal(a["teacher"], b["teacher"])
@@ -320,8 +417,17 @@ class TestOptionsReachTheRun:
 
 def cache_with_crop(sample, tmp_path, crop):
     path = tmp_path / "cropped.zarr"
-    cache_run(CacheTeacherConfig(teacher=TEACHER, data_root=sample.data_root, split=sample.test_split,
-                                 out=str(path), crop=crop, teacher_input=(44, 150), workers=0))
+    cache_run(
+        CacheTeacherConfig(
+            teacher=TEACHER,
+            data_root=sample.data_root,
+            split=sample.test_split,
+            out=str(path),
+            crop=crop,
+            teacher_input=(44, 150),
+            workers=0,
+        )
+    )
     return path
 
 
@@ -344,15 +450,18 @@ class TestRefusals:
         args[args.index("--split-name") + 1] = "test"
         assert "holds 352x1200 maps, this run needs the 352x1216 KB crop" in error_line(cli(*args))
 
-    @pytest.mark.parametrize("flag, value, fragment", [
-        ("--student", "no_such_net", "Unknown student encoder 'no_such_net'"),
-        ("--crop", "400x704", "--crop 400x704 is larger than the 352x1216 KB crop"),
-        ("--sigma", "0", "--sigma 0.0 must be a positive"),
-        ("--alpha", "1.5", "--alpha 1.5 must be in [0, 1]"),
-        ("--lr", "-1", "--lr -1.0 must be positive"),
-        ("--loss-top-row", "352", "--loss-top-row 352 must be a row of the 352-row --crop"),
-        ("--method", "bogus", "Invalid value for '--method'"),
-    ])
+    @pytest.mark.parametrize(
+        "flag, value, fragment",
+        [
+            ("--student", "no_such_net", "Unknown student encoder 'no_such_net'"),
+            ("--crop", "400x704", "--crop 400x704 is larger than the 352x1216 KB crop"),
+            ("--sigma", "0", "--sigma 0.0 must be a positive"),
+            ("--alpha", "1.5", "--alpha 1.5 must be in [0, 1]"),
+            ("--lr", "-1", "--lr -1.0 must be positive"),
+            ("--loss-top-row", "352", "--loss-top-row 352 must be a row of the 352-row --crop"),
+            ("--method", "bogus", "Invalid value for '--method'"),
+        ],
+    )
     def test_bad_options(self, sample, store, tmp_path, cli, flag, value, fragment):
         assert fragment in error_line(cli(*train_args(sample, store, tmp_path / "run", flag, value)))
 
