@@ -22,6 +22,19 @@ def sample(tmp_path_factory):
     return write_sample_dataset(tmp_path_factory.mktemp("sample"), n_train=8, n_test=4, seed=0)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny training steps: on a busy 2-core machine two OpenMP
+    threads run them ~10x slower, and a killed subprocess (OMP_NUM_THREADS=1) must add floats in
+    the same order as the in-process run it is compared with."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def cli():
     """Run ``tiekd ARGS``; returns the click Result (exit_code, output, stderr)."""

@@ -27,13 +27,7 @@ SCALE = 0.0625
 """Students train at 1/16 of the crop, so they evaluate at 22x76."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: two OpenMP threads on a busy 2-core machine are ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
