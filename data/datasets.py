@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-
+from tiekd.data.augment import augment
 from tiekd.data.kitti import (
     KB_HEIGHT,
     KB_WIDTH,
@@ -24,7 +23,9 @@ from tiekd.data.kitti import (
     read_rgb,
     rgb_path,
 )
+from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.errors import DataError, StoreError
+from torch.utils.data import Dataset
 
 
 class CroppedImages(Dataset):
@@ -130,8 +131,6 @@ class DistillationSamples(Dataset):
     def cache(self):
         """The teacher cache, opened on first use in each worker process (never before a fork)."""
         if self._cache is None and self.cache_ref is not None:
-            from tiekd.pipeline.cache import TeacherCache
-
             self._cache = TeacherCache.open(*self.cache_ref)
         return self._cache
 
@@ -145,8 +144,6 @@ class DistillationSamples(Dataset):
         return maps
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
-        from tiekd.data.augment import augment
-
         epoch, index = key
         record = self.records[index]
         try:
@@ -156,7 +153,7 @@ class DistillationSamples(Dataset):
             error = ""
         except (DataError, StoreError) as e:
             height, width = self.augment_cfg.crop
-            image, error = np.zeros((height, width, 3), np.float32), f"{record.rgb}: {e.message}"
+            image, error = np.zeros((height, width, 3), np.float32), e.message
             maps = {k: np.zeros((height, width), np.float32) for k in self._wanted()}
         sample = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), "error": error}
         sample.update({k: _to_tensor_map(v) for k, v in maps.items()})
