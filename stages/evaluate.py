@@ -134,23 +134,20 @@ def evaluate(
     """
     loader = DataLoader(samples, batch_size=1, num_workers=workers, pin_memory=device.type == "cuda")
     per_image = []
-    bar = progress(len(samples), "evaluating") if show_progress else None
-    for batch in loader:
-        raise_batch_errors(batch)
-        record = samples.records[int(batch["index"][0])]
-        depth, entropy = predict(batch["image"].to(device), [record.rgb])
-        pred = depth[0, 0].float().clamp(min_depth, max_depth).cpu().numpy()
-        gt = batch["gt"][0].numpy()
-        mask = _mask(crop, garg_on, batch["full_size"][0], batch["box"][0], gt.shape)
-        metrics = depth_metrics(pred, gt, min_depth=min_depth, max_depth=max_depth, crop=mask)
-        if metrics is not None:
-            per_image.append({"id": record.rgb, **metrics})
-        if on_image is not None:
-            on_image(record, batch["image"][0], pred, None if entropy is None else entropy[0, 0].cpu().numpy())
-        if bar is not None:
+    with progress(len(samples), "evaluating", quiet=not show_progress) as bar:
+        for batch in loader:
+            raise_batch_errors(batch)
+            record = samples.records[int(batch["index"][0])]
+            depth, entropy = predict(batch["image"].to(device), [record.rgb])
+            pred = depth[0, 0].float().clamp(min_depth, max_depth).cpu().numpy()
+            gt = batch["gt"][0].numpy()
+            mask = _mask(crop, garg_on, batch["full_size"][0], batch["box"][0], gt.shape)
+            metrics = depth_metrics(pred, gt, min_depth=min_depth, max_depth=max_depth, crop=mask)
+            if metrics is not None:
+                per_image.append({"id": record.rgb, **metrics})
+            if on_image is not None:
+                on_image(record, batch["image"][0], pred, None if entropy is None else entropy[0, 0].cpu().numpy())
             bar.update(1)
-    if bar is not None:
-        bar.render_finish()
     n_skipped = len(samples.records) - len(per_image)
     if not per_image:
         raise DataError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -68,8 +69,53 @@ class Rate:
         return self.count / max(self.seconds, 1e-9)
 
 
-def progress(length: int, label: str):
-    """A click progress bar with ETA; the caller passes a status text (rate, loss) to ``update``."""
-    return click.progressbar(
-        length=length, label=label, show_eta=True, show_percent=True, width=24, item_show_func=lambda text: text
-    )
+LOG_EVERY_SECONDS = 30.0
+"""Where output is a log, not a terminal (a cluster job), a progress line this often."""
+
+
+class Progress:
+    """click's progress bar (percent, ETA, a status text) on a terminal; on a log, one line every
+    LOG_EVERY_SECONDS and one at the end, so a batch job's log shows rate and ETA too."""
+
+    def __init__(self, length: int, label: str, *, quiet: bool = False):
+        self.length, self.label, self.done, self.text, self.quiet = length, label, 0, "", quiet
+        self.logged_done = -1
+        self.start = self.logged = time.perf_counter()
+        self.bar = None
+        if sys.stdout.isatty() and not quiet:
+            self.bar = click.progressbar(
+                length=length, label=label, show_eta=True, show_percent=True, width=24, item_show_func=lambda text: text
+            )
+
+    def __enter__(self) -> Progress:
+        if self.bar is not None:
+            self.bar.__enter__()
+        elif not self.quiet:
+            click.echo(f"{self.label}: {self.length} to do")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        elif exc[0] is None and not self.quiet and self.logged_done != self.done:
+            self._log()
+
+    def update(self, n: int, text: str = "") -> None:
+        """``n`` more items done; ``text`` is the status shown (rate, loss)."""
+        self.done, self.text = self.done + n, text
+        if self.bar is not None:
+            self.bar.update(n, text)
+        elif not self.quiet and time.perf_counter() - self.logged >= LOG_EVERY_SECONDS:
+            self._log()
+
+    def _log(self) -> None:
+        self.logged, self.logged_done = time.perf_counter(), self.done
+        elapsed = self.logged - self.start
+        eta = elapsed / max(self.done, 1) * (self.length - self.done)
+        status = f", {self.text}" if self.text else ""
+        click.echo(f"{self.label}: {self.done}/{self.length} in {elapsed:.0f} s, ETA {eta:.0f} s{status}")
+
+
+def progress(length: int, label: str, *, quiet: bool = False) -> Progress:
+    """Progress display for ``length`` items; use as a context manager and call ``update``."""
+    return Progress(length, label, quiet=quiet)
