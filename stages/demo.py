@@ -157,13 +157,10 @@ def _evaluate(cfg: DemoConfig, sample, **source) -> evaluate.EvaluationResult:
     return result
 
 
-def run(cfg: DemoConfig) -> Path:
-    """Run (or finish) the demo in ``cfg.out``; returns the path of results.md."""
-    size = QUICK if cfg.quick else FULL
-    student_steps = cfg.steps or size.student_steps
-    sample = _sample(cfg, size)
-    teacher_dir = cfg.out / "teacher"
+def _teacher(cfg: DemoConfig, size: DemoSize, sample) -> Path:
+    """Step 2: the demo's teacher, a larger network trained on the dense sample GT."""
     _say(f"2/6 teacher: {size.teacher_encoder} trained on the dense sample GT ({size.teacher_steps} steps)")
+    teacher_dir = cfg.out / "teacher"
     _train(
         cfg,
         size,
@@ -175,13 +172,16 @@ def run(cfg: DemoConfig) -> Path:
         method="supervised",
         max_steps=size.teacher_steps,
     )
-    _say("3/6 cache-teacher over the train and test splits")
-    store = _cache(cfg, size, sample, teacher_dir / "last.pt")
+    return teacher_dir
+
+
+def _students(cfg: DemoConfig, size: DemoSize, sample, store: str, steps: int) -> dict[str, Path]:
+    """Step 4: one student per method, all from the same cache (the supervised one from sparse GT)."""
     runs = {}
     for i, method in enumerate(STUDENT_METHODS):
         _say(
             f"4/6 student {i + 1}/{len(STUDENT_METHODS)}: {size.student_encoder}, {METHOD_LABELS[method]} "
-            f"({student_steps} steps)"
+            f"({steps} steps)"
         )
         runs[method] = cfg.out / "students" / method
         _train(
@@ -195,25 +195,36 @@ def run(cfg: DemoConfig) -> Path:
             teacher="teacher",
             student=size.student_encoder,
             method=method,
-            max_steps=student_steps,
+            max_steps=steps,
         )
+    return runs
+
+
+def run(cfg: DemoConfig) -> Path:
+    """Run (or finish) the demo in ``cfg.out``; returns the path of results.md."""
+    size = QUICK if cfg.quick else FULL
+    student_steps = cfg.steps or size.student_steps
+    sample = _sample(cfg, size)
+    teacher_dir = _teacher(cfg, size, sample)
+    _say("3/6 cache-teacher over the train and test splits")
+    store = _cache(cfg, size, sample, teacher_dir / "last.pt")
+    runs = _students(cfg, size, sample, store, student_steps)
     _say("5/6 evaluate the teacher (from its cache) and every student, one protocol")
     results = {"teacher": _evaluate(cfg, sample, cache=store, teacher="teacher")}
-    for method, run_dir in runs.items():
-        results[method] = _evaluate(cfg, sample, checkpoint=run_dir / "last.pt")
+    results |= {method: _evaluate(cfg, sample, checkpoint=run_dir / "last.pt") for method, run_dir in runs.items()}
     _say("6/6 table and pictures")
-    seconds = {name: _training_seconds(path) for name, path in {"teacher": teacher_dir, **runs}.items()}
-    checkpoints = {"teacher": teacher_dir / "last.pt", **{m: r / "last.pt" for m, r in runs.items()}}
+    runs = {"teacher": teacher_dir, **runs}
+    checkpoints = {name: run_dir / "last.pt" for name, run_dir in runs.items()}
     picture = write_pictures(
         cfg.out / "comparison.png", sample=sample, store=store, checkpoints=checkpoints, device=cfg.device
     )
     path = write_results(
         cfg.out / "results.md",
         results=results,
-        seconds=seconds,
         checkpoints=checkpoints,
         picture=picture,
         size=size,
+        seconds={name: _training_seconds(run_dir) for name, run_dir in runs.items()},
         student_steps=student_steps,
     )
     click.echo(path.read_text())

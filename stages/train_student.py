@@ -8,8 +8,6 @@ the loss on the training device. A run directory holds ``run.json`` (resolved op
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,23 +21,13 @@ from tiekd.data.datasets import DistillationSamples, raise_batch_errors
 from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, KITTI_LOSS_TOP_ROW, check_root, read_split
 from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints, save_checkpoint
 from tiekd.pipeline.dpm import DPM_FORMS, bin_edges
-from tiekd.pipeline.errors import CheckpointError, ConfigError, DataError, TrainingError
+from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
 from tiekd.pipeline.students import build_student
 from tiekd.stages.runtime import default_workers, progress, resolve_device, use_amp
 from tiekd.stages.train_data import EpochSampler, check_cache, seed_everything
 from tiekd.stages.train_log import RunLog
-
-# The authors' schedule (method.md section 7).
-ADAMW_BETAS = (0.95, 0.99)
-WEIGHT_DECAY = 0.01
-ONECYCLE_DIV = 25.0
-"""Initial lr = max lr / 25."""
-ONECYCLE_FINAL_DIV = 100.0
-"""Final lr = initial lr / 100."""
-ONECYCLE_WARMUP = 0.3
-"""Share of the steps spent warming up."""
-GRAD_CLIP_NORM = 35.0
+from tiekd.stages.trainer import Trainer, config_dict, optimisation
 
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
 """Checkpoints of a run directory; a kill mid-write leaves their temporaries, removed on the next start."""
@@ -139,98 +127,6 @@ def _objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
     )
 
 
-def _optimisation(model, cfg: TrainStudentConfig, total_steps: int):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=ADAMW_BETAS, weight_decay=WEIGHT_DECAY)
-    # cycle_momentum=False keeps AdamW's betas as the authors configured them.
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=cfg.lr,
-        total_steps=total_steps,
-        pct_start=ONECYCLE_WARMUP,
-        div_factor=ONECYCLE_DIV,
-        final_div_factor=ONECYCLE_FINAL_DIV,
-        anneal_strategy="cos",
-        cycle_momentum=False,
-    )
-    return optimizer, scheduler
-
-
-def _config_dict(cfg: TrainStudentConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-
-
-@dataclass
-class Trainer:
-    """The objects of one run and the step they are at."""
-
-    cfg: TrainStudentConfig
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    objective: Objective
-    device: torch.device
-    steps_per_epoch: int
-    total_steps: int
-    step: int = 0
-
-    def state(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
-            "config": _config_dict(self.cfg),
-            "architecture": self.model.arch,
-            "normalisation": self.model.normalisation,
-            "input_scale": self.cfg.scale,
-        }
-
-    def load(self, state: dict, path: Path) -> None:
-        if state["architecture"] != self.model.arch:
-            raise CheckpointError(
-                f"{path} holds a {state['architecture']} student, this run builds {self.model.arch}; "
-                "resume with the options the run was started with, or use another --out"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = state["step"]
-
-    def _stop(self, what: str) -> None:
-        """Refuse to take step ``self.step + 1``: the weights and the checkpoint stay as they were."""
-        last = self.cfg.out / "last.pt"
-        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-        raise TrainingError(
-            f"{what} at step {self.step + 1}; stopped without saving, {kept} "
-            "(lower --lr or check the cache with `tiekd cache verify`)"
-        )
-
-    def train_step(self, batch: dict) -> tuple[float, dict]:
-        """One optimisation step; returns (loss, terms)."""
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
-            output = self.model(batch["image"])
-        loss, terms = self.objective.loss(output.float(), batch)
-        if not torch.isfinite(loss):
-            self._stop(f"the loss became {float(loss.detach())}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
-        # With loss scaling, inf gradients are expected now and then: the scaler skips those steps.
-        if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
-            self._stop(f"the gradient norm became {float(grad_norm)}")
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.step += 1
-        return float(loss.detach()), terms
-
-
 RESUME_KEYS = (
     "method",
     "student",
@@ -280,7 +176,7 @@ def build_trainer(cfg: TrainStudentConfig, n_frames: int, device: torch.device) 
         max_depth=cfg.max_depth,
         pretrained=cfg.pretrained,
     ).to(device)
-    optimizer, scheduler = _optimisation(model, cfg, total_steps)
+    optimizer, scheduler = optimisation(model, cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp(cfg.amp, device))
     return Trainer(
         cfg=cfg,
@@ -305,7 +201,7 @@ def _resume_state(cfg: TrainStudentConfig) -> dict | None:
     if not last.exists():
         raise ConfigError(f"--resume: {cfg.out} holds no last.pt to continue from; start without --resume")
     state = load_checkpoint(last)
-    ours, theirs = _config_dict(cfg), state["config"]
+    ours, theirs = config_dict(cfg), state["config"]
     differences = [f"{k} {theirs.get(k)!r} -> {ours[k]!r}" for k in RESUME_KEYS if theirs.get(k) != ours[k]]
     if differences:
         raise ConfigError(
@@ -416,7 +312,7 @@ def run(cfg: TrainStudentConfig) -> TrainSummary:
     best = dict(state.get("best", {})) if state else {}
     log = RunLog(cfg.out, resume_step=trainer.step if state else None)
     log.write_config(
-        _config_dict(cfg)
+        config_dict(cfg)
         | {
             "device": str(device),
             "cache": cache_ref and "/".join(cache_ref),
