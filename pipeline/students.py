@@ -24,7 +24,9 @@ other widths by hand for MobileNetV2 (2048 after the 320-channel feature) and Re
 rule on the channel counts gives all three, so those presets state the authors' widths
 (``configs/_base_/models/densedepth_*.py`` of github.com/HPC-Lab-KOREATECH/TIE-KD). With them the
 students have the authors' parameter counts (classifier-free encoder + decoder + DPM head, K = 257):
-MobileNetV2 17.65 M, ResNet-18 16.49 M, ResNet-50 78.10 M.
+MobileNetV2 17,646,465, ResNet-18 16,487,617, ResNet-50 78,097,857. The MobileNetV2 preset also has
+the authors' dilations block by block (:data:`MOBILENETV2_DILATIONS`), which timm's
+``output_stride=8`` alone does not give.
 """
 
 from __future__ import annotations
@@ -46,13 +48,24 @@ DECODER_WIDTH = 128
 UPSAMPLE_FACTOR = 2
 HEADS = ("dpm", "regression")
 
+MOBILENETV2_DILATIONS = ((1,), (1, 1), (1, 1, 1), (2, 1, 1, 1), (2, 1, 1), (4, 1, 1), (4,))
+"""Depthwise-conv dilation of every block of the authors' MobileNetV2, stage by stage (timm's
+``blocks.i.j``). mmseg's ``MobileNetV2.make_layer`` (the authors' ``mobilenet_v2_base.py``) gives a
+dilated stage's dilation to its FIRST block only (``dilation if i == 0 else 1``); timm's
+``output_stride=8`` dilates every block after the first instead (1,2,2,2 / 2,2,2 / 2,4,4 / 4)."""
+
 # Named students: timm model name, timm feature options and, where the authors departed from the
 # general width rule, their decoder widths (deepest first; the first is the 1x1 conv's width).
 STUDENTS = {
     # Authors' MobileNetV2: output stride 8 (strides (1,2,2,1,1,1,1), dilations (1,1,1,2,2,4,4)),
-    # features 24@1/4, 32@1/8, 96@1/8, 320@1/8; decoder up_sample_channels [128, 256, 512, 2048].
+    # features 24@1/4, 32@1/8, 96@1/8, 320@1/8; decoder up_sample_channels [128, 256, 512, 2048];
+    # depthwise dilations per block as mmseg's make_layer gives them (MOBILENETV2_DILATIONS).
     "mobilenetv2": dict(
-        model="mobilenetv2_100", output_stride=8, out_indices=(1, 2, 3, 4), decoder_widths=(2048, 512, 256, 128)
+        model="mobilenetv2_100",
+        output_stride=8,
+        out_indices=(1, 2, 3, 4),
+        decoder_widths=(2048, 512, 256, 128),
+        block_dilations=MOBILENETV2_DILATIONS,
     ),
     # Stem 64@1/2 and four stages; authors' up_sample_channels [128, 128, 256, 256, 512].
     "resnet18": dict(model="resnet18", decoder_widths=(512, 256, 256, 128, 128)),
@@ -209,6 +222,7 @@ def create_encoder(encoder: str, *, pretrained: bool) -> tuple[nn.Module, list[i
     options = dict(STUDENTS.get(encoder, {"model": encoder}))
     model_name = options.pop("model")
     widths = options.pop("decoder_widths", None)
+    dilations = options.pop("block_dilations", None)
     if not timm.is_model(model_name):
         raise ConfigError(
             f"Unknown student encoder {encoder!r}: use one of {', '.join(STUDENTS)} or a timm model name."
@@ -220,7 +234,25 @@ def create_encoder(encoder: str, *, pretrained: bool) -> tuple[nn.Module, list[i
             f"The ImageNet weights for {encoder} could not be downloaded; pass --no-pretrained "
             "(or pre-populate the Hugging Face / timm cache)."
         ) from error
+    if dilations is not None:
+        set_block_dilations(module, dilations)
     return module, None if widths is None else list(widths)
+
+
+def set_block_dilations(encoder: nn.Module, dilations: tuple[tuple[int, ...], ...]) -> None:
+    """Give block j of stage i of a timm MobileNet/EfficientNet encoder depthwise dilation
+    ``dilations[i][j]`` (padding equal to it: same size for a 3x3 kernel at stride 1).
+
+    Weights and strides are untouched: only where the 3x3 depthwise kernel samples changes.
+    """
+    stages = encoder.blocks
+    if [len(stage) for stage in stages] != [len(stage) for stage in dilations]:
+        raise ConfigError(f"Dilation table {dilations} does not match the encoder's blocks.")
+    for stage, stage_dilations in zip(stages, dilations):
+        for block, dilation in zip(stage, stage_dilations):
+            conv = block.conv_dw
+            padding = dilation * (conv.kernel_size[0] - 1) // 2
+            conv.dilation, conv.padding = (dilation, dilation), (padding, padding)
 
 
 def build_student(

@@ -11,9 +11,11 @@ from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.students import STUDENTS, build_student, decoder_widths
 
 PRESETS = sorted(STUDENTS)
-# Parameter counts of the authors' students (DPM head, 257 bins), method.md section 4.
-AUTHORS_PARAMETERS = {"mobilenetv2": 17.65e6, "resnet18": 16.49e6, "resnet50": 78.10e6}
-PARAMETER_TOLERANCE = 0.005
+# Parameter counts of the authors' students (DPM head, 257 bins), method.md section 4, exactly.
+AUTHORS_PARAMETERS = {"mobilenetv2": 17_646_465, "resnet18": 16_487_617, "resnet50": 78_097_857}
+# The regression head swaps the 1x1 conv 128 -> 257 (128 * 257 + 257 weights) for a 3x3 conv
+# 128 -> 1 (128 * 9 + 1): 32,000 parameters fewer.
+REGRESSION_HEAD_DIFFERENCE = (128 * 257 + 257) - (128 * 9 + 1)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BATCH, HEIGHT, WIDTH = 2, 32, 64
@@ -34,7 +36,13 @@ def image():
 @pytest.mark.parametrize("encoder", PRESETS)
 def test_parameter_count_matches_the_authors(encoder):
     count = sum(p.numel() for p in student(encoder).parameters())
-    assert count == pytest.approx(AUTHORS_PARAMETERS[encoder], rel=PARAMETER_TOLERANCE)
+    assert count == AUTHORS_PARAMETERS[encoder]
+
+
+@pytest.mark.parametrize("encoder", PRESETS)
+def test_regression_student_parameter_count(encoder):
+    count = sum(p.numel() for p in student(encoder, "regression").parameters())
+    assert count == AUTHORS_PARAMETERS[encoder] - REGRESSION_HEAD_DIFFERENCE
 
 
 @pytest.mark.parametrize("encoder", PRESETS)
