@@ -220,7 +220,7 @@ def train_student(crop, **options) -> None:
     default="kb",
     show_default=True,
     type=click.Choice(["kb", "full"]),
-    help="Crop computed on the 352x1216 KB crop (authors) or the full image (BTS, AdaBins).",
+    help="Garg/Eigen crop computed on the 352x1216 KB crop (authors, AdaBins) or the full image (BTS).",
 )
 @click.option("--flip-tta/--no-flip-tta", default=True, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write metrics as JSON.")

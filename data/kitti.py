@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tiekd.pipeline.errors import DataError
+from tiekd.pipeline.files import require_file
 
 # The "KB crop" of the KITTI depth benchmark (Uhrig et al. 2017), used by BTS, AdaBins and TIE-KD:
 # the bottom 352 rows and the central 1216 columns of every image, whatever its size.
@@ -91,11 +92,10 @@ def parse_split_line(text: str, *, split: Path, line: int) -> Record:
 
 def read_split(path: str | Path) -> list[Record]:
     """All records of a split file, in order. Blank lines are skipped; ids must be unique."""
-    path = Path(path)
+    path = require_file(path, what="split file", error=DataError, hint="; pass an existing file to --split")
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(f"split file {path} does not exist; pass an existing file to --split") from None
+        # utf-8-sig drops the byte-order mark some Windows editors put before the first path.
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read split file {path}: {e}") from e
     records, first_line = [], {}
@@ -180,6 +180,8 @@ def _open_image(path: Path, *, what: str) -> Image.Image:
         return image
     except FileNotFoundError:
         raise DataError(f"{what} {path} does not exist; check --data-root / --gt-root") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} {path} is a directory, not a file; check the split file's paths") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{what} {path} is not a readable image ({type(e).__name__}); re-extract it") from e
 

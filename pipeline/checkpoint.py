@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
-from tiekd.pipeline.errors import CheckpointError
+from tiekd.pipeline.errors import CheckpointError, OutputError
+from tiekd.pipeline.files import os_reason, require_file
 
 CHECKPOINT_FORMAT = 1
 """Version of the dict layout above."""
@@ -27,17 +30,43 @@ TEMPORARY_SUFFIX = ".tmp"
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    A failed write (disk full, read-only folder) raises a one-line OutputError and leaves an
+    existing ``path`` as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        cause = _os_error_in(e)
+        if cause is None:
+            raise
+        raise _write_error(path, cause) from e
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: itself, or the one torch's writer met (its RuntimeError hides it)."""
+    while e is not None:
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _write_error(path: Path, e: OSError) -> OutputError:
+    kept = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written"
+    return OutputError(
+        f"cannot write checkpoint {path} ({os_reason(e)}); {kept}; free space or fix the folder, then --resume"
+    )
 
 
 def remove_partial_checkpoints(folder: str | Path, name: str) -> list[Path]:
@@ -50,16 +79,31 @@ def remove_partial_checkpoints(folder: str | Path, name: str) -> list[Path]:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint on the CPU with ``weights_only=True``; CheckpointError if unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    path = require_file(path, what="checkpoint", error=CheckpointError)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A plain pickle of another protocol makes torch warn before it refuses the file.
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file ({e}); use another one") from e
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file ({_reason(e)}); use another one") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "architecture" not in state:
         raise CheckpointError(f"{path} is not a tiekd checkpoint (format {CHECKPOINT_FORMAT})")
     return state
+
+
+def _reason(e: BaseException) -> str:
+    """One line of why torch refused a file: for weights-only refusals (a foreign pickle, a pickled
+    object) the unpickler's own sentence, not torch's paragraph around it."""
+    text = str(e)
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|Check the documentation|$)", text, re.S)
+    reason = match[1] if match else (text.strip().splitlines() or [type(e).__name__])[0]
+    reason = reason.split(". ")[0]  # torch's advice after the first sentence is about torch.load, not tiekd
+    return " ".join(f"{type(e).__name__}: {reason}".split())[:REASON_CHARS]
+
+
+REASON_CHARS = 200
+"""An error message quotes at most this much of torch's reason: one line on a terminal or a log."""
 
 
 def student_from_checkpoint(state: dict, *, path: str | Path = "checkpoint") -> torch.nn.Module:

@@ -34,3 +34,7 @@ class ConfigError(TiekdError):
 
 class TrainingError(TiekdError):
     """Training cannot continue (for instance a non-finite loss)."""
+
+
+class OutputError(TiekdError):
+    """An output folder or file cannot be written (read-only, no permission, disk full)."""

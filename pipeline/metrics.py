@@ -6,7 +6,8 @@ AdaBins evaluation scripts that TIE-KD's numbers follow.
 
 A pixel is evaluated when its ground truth lies strictly inside (min_depth, max_depth) and inside
 the evaluation crop (:func:`crop_mask`: Garg, Eigen or none). The prediction is clamped to
-[min_depth, max_depth] first. All arithmetic is in float64 so that a metric does not depend on the
+[min_depth, max_depth] first; a NaN prediction counts as min_depth and an infinite one as the bound
+on its side, as AdaBins' evaluate.py does (one NaN pixel would otherwise make the mean NaN). All arithmetic is in float64 so that a metric does not depend on the
 dtype the caller happened to store the maps in.
 
 Metrics, with d = predicted depth and g = ground-truth depth in metres over the N valid pixels:
@@ -103,7 +104,7 @@ def depth_metrics(
     """Metrics of one predicted depth map against its ground truth.
 
     Args:
-        pred: predicted depth (H, W) in metres; clamped to [min_depth, max_depth].
+        pred: predicted depth (H, W) in metres; clamped to [min_depth, max_depth], NaN -> min_depth.
         gt: ground-truth depth (H, W) in metres; 0 (or anything outside the range) = no measurement.
         min_depth, max_depth: evaluated ground-truth range in metres (exclusive at both ends).
         crop: ``"garg"``, ``"eigen"``, ``"none"``, or a bool (H, W) mask computed by the caller
@@ -119,7 +120,7 @@ def depth_metrics(
     valid = _valid_mask(gt, min_depth, max_depth, crop)
     if not valid.any():
         return None
-    return _errors(np.clip(pred[valid], min_depth, max_depth), gt[valid])
+    return _errors(np.clip(np.nan_to_num(pred[valid], nan=min_depth), min_depth, max_depth), gt[valid])
 
 
 def mean_metrics(per_image: Iterable[Mapping[str, float] | None]) -> dict[str, float]:

@@ -28,6 +28,7 @@ from torch import nn
 
 from tiekd.data.kitti import file_sha256
 from tiekd.pipeline.errors import TeacherError
+from tiekd.pipeline.files import require_file
 
 TEACHER_KINDS = ("export", "torchscript", "python", "hf", "checkpoint")
 
@@ -76,10 +77,7 @@ def state_dict_sha256(module: nn.Module) -> str:
 
 
 def _existing_file(target: str, spec: str) -> Path:
-    path = Path(target)
-    if not path.is_file():
-        raise TeacherError(f"teacher file {path} of --teacher {spec} does not exist")
-    return path
+    return require_file(target, what="teacher file", error=TeacherError, hint=f" (--teacher {spec})")
 
 
 def _load_export(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:

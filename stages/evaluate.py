@@ -2,8 +2,8 @@
 
 Default protocol, the authors': KB crop, horizontal-flip TTA, prediction clamped to
 [1e-3, 80] m, GT valid in (1e-3, 80) inside the Garg crop computed on the 352x1216 map, metrics
-per image and then their mean. ``garg_on="full"`` computes the crop on the full image first (BTS,
-AdaBins).
+per image and then their mean (AdaBins' convention too). ``garg_on="full"`` computes the crop on the
+full image first (BTS's convention).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class EvaluateConfig:
     crop: str = "garg"
     """Evaluation crop: garg, eigen or none."""
     garg_on: str = "kb"
-    """Compute the crop on the 352x1216 KB crop (authors) or on the full image (BTS, AdaBins)."""
+    """Compute the crop on the 352x1216 KB crop (authors, AdaBins) or on the full image (BTS)."""
     flip_tta: bool = True
     min_depth: float = 1e-3
     max_depth: float = 80.0

@@ -71,6 +71,17 @@ class TestReadSplit:
         with pytest.raises(DataError, match="does not exist; pass an existing file to --split"):
             read_split(tmp_path / "nope.txt")
 
+    def test_a_directory_is_named_as_one(self, tmp_path):
+        with pytest.raises(DataError, match=f"split file {tmp_path} is a directory, not a file"):
+            read_split(tmp_path)
+
+    def test_byte_order_mark_is_stripped(self, tmp_path):
+        # Some Windows editors start a UTF-8 file with U+FEFF; it is not part of the first path.
+        plain = read_split(write(tmp_path, LINE + "\n"))
+        bom = tmp_path / "bom.txt"
+        bom.write_bytes(b"\xef\xbb\xbf" + (LINE + "\n").encode())
+        assert read_split(bom) == plain
+
     @pytest.mark.skipif(not SHARED_SPLITS.is_dir(), reason="the published split files are not beside the repo")
     def test_published_eigen_files(self):
         test = read_split(SHARED_SPLITS / "kitti_eigen_test.txt")

@@ -110,6 +110,17 @@ class TestDepthMetrics:
         scores = depth_metrics(pred, gt, crop="none")
         assert scores == pytest.approx(reference_metrics(np.array([1e-3, 80.0]), np.array([0.5, 79.0])))
 
+    def test_nan_prediction_counts_as_min_depth_as_in_adabins(self):
+        # AdaBins evaluate.py: pred[isinf] = max_depth, pred[isnan] = min_depth; one NaN must not
+        # turn the image's scores (and with them the test set's mean) into NaN.
+        gt = np.array([[0.5, 79.0, 4.0, 6.0]])
+        pred = np.array([[np.nan, np.inf, -np.inf, 5.0]])
+        scores = depth_metrics(pred, gt, crop="none")
+        expected = reference_metrics(np.array([1e-3, 80.0, 1e-3, 5.0]), gt.ravel())
+        assert all(math.isfinite(v) for v in scores.values())
+        assert scores == pytest.approx(expected, rel=1e-12)
+        assert mean_metrics([scores, depth_metrics(gt, gt, crop="none")])["rmse"] == pytest.approx(expected["rmse"] / 2)
+
     def test_crop_string_and_mask(self):
         gt = np.full(KB_SHAPE, 10.0)
         pred = np.full(KB_SHAPE, 20.0)
