@@ -36,18 +36,20 @@ def parameter_count(checkpoint: Path) -> int:
 def write_results(
     path: Path, *, results: dict, seconds: dict, checkpoints: dict, picture: Path, size, student_steps: int
 ) -> Path:
-    """results.md: one row per method with parameters, AbsRel, RMSE, d1 and training seconds."""
+    """results.md: one row per method with parameters, AbsRel, RMSE, d1, the AUSE (RMSE) of the DPM
+    entropy (DPM students; lower = the entropy ranks the errors better) and training seconds."""
     teacher_arch = load_checkpoint(checkpoints["teacher"])["architecture"]["encoder"]
     lines = [
-        "| method | student | parameters | AbsRel | RMSE (m) | d1 | training s |",
-        "|---|---|---|---|---|---|---|",
+        "| method | student | parameters | AbsRel | RMSE (m) | d1 | AUSE RMSE (m) | training s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         encoder = teacher_arch if name == "teacher" else size.student_encoder
         metrics = result.metrics
+        ause = f"{metrics['ause_rmse']:.3f}" if "ause_rmse" in metrics else "-"
         lines.append(
             f"| {METHOD_LABELS[name]} | {encoder} | {parameter_count(checkpoints[name]) / 1e6:.2f} M "
-            f"| {metrics['abs_rel']:.4f} | {metrics['rmse']:.3f} | {metrics['d1']:.3f} | {seconds[name]:.0f} |"
+            f"| {metrics['abs_rel']:.4f} | {metrics['rmse']:.3f} | {metrics['d1']:.3f} | {ause} | {seconds[name]:.0f} |"
         )
     n_images = next(iter(results.values())).n_images
     header = [

@@ -25,6 +25,7 @@ from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
 from tiekd.pipeline.errors import ConfigError, DataError, StoreError
 from tiekd.pipeline.metrics import METRIC_NAMES, crop_mask, depth_metrics, mean_metrics
+from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES, ause_aurg, image_sparsification, mean_curves
 from tiekd.stages.runtime import default_workers, progress, resolve_device
 
 
@@ -63,6 +64,9 @@ class EvaluationResult:
     """Records without GT, or whose GT has no valid pixel inside the evaluation crop."""
     per_image: list[dict] = field(default_factory=list)
     protocol: dict = field(default_factory=dict)
+    sparsification: dict | None = None
+    """DPM students: mean over images of the sparsification curves (model, oracle, random) of
+    rmse, abs_rel and d1 (1 - d1) at removed fractions 0..0.99; their AUSE and AURG are in metrics."""
 
 
 class StudentPredictor:
@@ -114,6 +118,16 @@ def _mask(crop: str, garg_on: str, full_size, box, shape) -> np.ndarray:
     return crop_mask(int(full_size[0]), int(full_size[1]), crop)[top : top + shape[0], left : left + shape[1]]
 
 
+def _image_scores(pred, gt, entropy, mask, *, min_depth: float, max_depth: float) -> tuple[dict | None, dict | None]:
+    """Depth metrics of one (H, W) prediction and, given its DPM entropy (1, 1, H, W), its
+    sparsification curves; None where no pixel is valid."""
+    kwargs = dict(min_depth=min_depth, max_depth=max_depth, crop=mask)
+    metrics = depth_metrics(pred, gt, **kwargs)
+    if metrics is None or entropy is None:
+        return metrics, None
+    return metrics, image_sparsification(pred, gt, entropy[0, 0].float().cpu().numpy(), **kwargs)
+
+
 def evaluate(
     predict,
     samples: EvaluationSamples,
@@ -133,7 +147,7 @@ def evaluate(
     ``on_image(record, image, depth, entropy)`` is called per image (pictures).
     """
     loader = DataLoader(samples, batch_size=1, num_workers=workers, pin_memory=device.type == "cuda")
-    per_image = []
+    per_image, curves = [], []
     with progress(len(samples), "evaluating", quiet=not show_progress) as bar:
         for batch in loader:
             raise_batch_errors(batch)
@@ -142,9 +156,10 @@ def evaluate(
             pred = depth[0, 0].float().clamp(min_depth, max_depth).cpu().numpy()
             gt = batch["gt"][0].numpy()
             mask = _mask(crop, garg_on, batch["full_size"][0], batch["box"][0], gt.shape)
-            metrics = depth_metrics(pred, gt, min_depth=min_depth, max_depth=max_depth, crop=mask)
+            metrics, image_curves = _image_scores(pred, gt, entropy, mask, min_depth=min_depth, max_depth=max_depth)
             if metrics is not None:
-                per_image.append({"id": record.rgb, **metrics})
+                per_image.append({"id": record.rgb, **metrics, **(ause_aurg(image_curves) if image_curves else {})})
+                curves += [image_curves] if image_curves else []
             if on_image is not None:
                 on_image(record, batch["image"][0], pred, None if entropy is None else entropy[0, 0].cpu().numpy())
             bar.update(1)
@@ -155,12 +170,16 @@ def evaluate(
             f"inside the {crop} crop; check --split and --gt-root"
         )
     protocol = {"crop": crop, "garg_on": garg_on, "min_depth": min_depth, "max_depth": max_depth}
+    metrics = mean_metrics([{k: m[k] for k in METRIC_NAMES} for m in per_image])
+    if curves:
+        metrics |= {k: float(np.mean([m[k] for m in per_image if k in m])) for k in UNCERTAINTY_METRIC_NAMES}
     return EvaluationResult(
-        metrics=mean_metrics([{k: m[k] for k in METRIC_NAMES} for m in per_image]),
+        metrics=metrics,
         n_images=len(per_image),
         n_skipped=n_skipped,
         per_image=per_image,
         protocol=protocol,
+        sparsification=mean_curves(curves) if curves else None,
     )
 
 
@@ -244,4 +263,10 @@ def format_result(result: EvaluationResult) -> str:
         " | ".join(f"{name:>8}" for name in METRIC_NAMES),
         " | ".join(f"{result.metrics.get(name, float('nan')):8.4f}" for name in METRIC_NAMES),
     ]
+    if result.sparsification is not None:
+        lines += [
+            "DPM entropy as uncertainty (sparsification; AUSE lower is better, AURG higher; d1 = 1 - d1):",
+            " | ".join(f"{name:>12}" for name in UNCERTAINTY_METRIC_NAMES),
+            " | ".join(f"{result.metrics[name]:12.4f}" for name in UNCERTAINTY_METRIC_NAMES),
+        ]
     return "\n".join(lines)

@@ -21,6 +21,7 @@ def test_quick_demo_runs_everything_then_reuses_it(tmp_path, cli):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert re.fullmatch(r"\d+\.\d\d M", cells[2]), cells
         assert all(float(c) >= 0 for c in cells[3:6]), cells
+        assert (float(cells[6]) >= 0) if row.startswith("TIE-KD") else cells[6] == "-", cells
     assert "synthetic" in results.lower() or "Synthetic" in results
     with Image.open(out / "comparison.png") as picture:
         assert picture.width > 4 * 600 and picture.height > 3 * 176

@@ -15,12 +15,13 @@ from tiekd.data.kitti import gt_path, kb_crop, read_depth_png, read_rgb, read_sp
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy
-from tiekd.pipeline.metrics import METRIC_NAMES, depth_metrics
+from tiekd.pipeline.metrics import METRIC_NAMES, crop_mask, depth_metrics
 from tiekd.pipeline.visualise import depth_image, entropy_image
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
 from tiekd.stages.train_student import TrainStudentConfig
 from tiekd.stages.train_student import run as train_run
+from sparsification_reference import reference_scores
 
 TEACHER = "python:toy_teachers:row_prior"
 SCALE = 0.0625
@@ -128,7 +129,7 @@ def assert_metrics_equal(result: dict, expected, rel=1e-12):
     assert len(result["per_image"]) == len(per_image)
     for got, want in zip(result["per_image"], per_image):
         assert {k: got[k] for k in METRIC_NAMES} == pytest.approx(want, rel=rel)
-    assert result["metrics"] == pytest.approx(mean, rel=rel)
+    assert {k: result["metrics"][k] for k in METRIC_NAMES} == pytest.approx(mean, rel=rel)
 
 
 def cached(store):
@@ -146,6 +147,14 @@ def student_depth(model, rgb: np.ndarray, *, flip: bool) -> np.ndarray:
         if flip:
             depth = (depth + model.predict_depth(x.flip(-1)).flip(-1)) / 2
     return F.interpolate(depth, size=(352, 1216), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def student_entropy(model, rgb: np.ndarray) -> np.ndarray:
+    """The DPM entropy evaluate uses: of the unflipped input at the training scale, resized back."""
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    x = F.interpolate(x, scale_factor=SCALE, mode="bilinear", antialias=True, align_corners=False)
+    with torch.no_grad():
+        return F.interpolate(dpm_entropy(model(x)), size=(352, 1216), mode="bilinear")[0, 0].numpy()
 
 
 def picture_name(record, kind: str) -> str:
@@ -240,15 +249,7 @@ class TestFromCheckpoint:
             depth = np.asarray(Image.open(tmp_path / "dpm" / picture_name(record, "depth")))
             assert depth.shape == (352, 1216, 3)
             np.testing.assert_allclose(depth, np.asarray(depth_image(student_depth(model, rgb, flip=True))), atol=1)
-            x = F.interpolate(
-                torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255,
-                scale_factor=SCALE,
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
-            )
-            with torch.no_grad():
-                entropy = F.interpolate(dpm_entropy(model(x)), size=(352, 1216), mode="bilinear")[0, 0].numpy()
+            entropy = student_entropy(model, rgb)
             saved = np.asarray(Image.open(tmp_path / "dpm" / picture_name(record, "entropy")))
             np.testing.assert_allclose(saved, np.asarray(entropy_image(entropy, n_bins=257)), atol=1)
 
@@ -300,3 +301,30 @@ class TestRefusals:
         )
         line = error_line(cli(*evaluate_args(sample, "--cache", path)))
         assert "holds 352x1200 maps; evaluation needs the 352x1216 KB crop" in line
+
+
+class TestUncertainty:
+    def test_sparsification_of_the_dpm_entropy(self, sample, checkpoints, tmp_path, cli):
+        from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
+
+        model = student_from_checkpoint(load_checkpoint(checkpoints["dpm"])).eval()
+        result = evaluate_json(cli, sample, tmp_path, "--checkpoint", checkpoints["dpm"])
+        for got, record in zip(result["per_image"], with_gt(sample)):
+            rgb = kb_crop(read_rgb(sample.data_root / record.rgb))
+            gt = kb_crop(read_depth_png(gt_path(sample.gt_root, record)))
+            entropy = student_entropy(model, rgb)
+            valid = (gt > 1e-3) & (gt < 80) & crop_mask(352, 1216, "garg")
+            pred = np.clip(student_depth(model, rgb, flip=True), 1e-3, 80.0)
+            expected = reference_scores(pred[valid], gt[valid], entropy[valid])
+            assert {k: got[k] for k in UNCERTAINTY_METRIC_NAMES} == pytest.approx(expected, rel=1e-3, abs=1e-6)
+        for key in UNCERTAINTY_METRIC_NAMES:
+            assert result["metrics"][key] == pytest.approx(np.mean([m[key] for m in result["per_image"]]), rel=1e-12)
+        curves = result["sparsification"]
+        assert curves["rmse"]["random"][0] == pytest.approx(result["metrics"]["rmse"], rel=1e-12)
+        assert len(curves["d1"]["oracle"]) == 100
+        assert "DPM entropy as uncertainty" in result["output"]
+
+    def test_no_uncertainty_without_a_dpm(self, sample, checkpoints, store, tmp_path, cli):
+        for source in (("--checkpoint", checkpoints["regression"]), ("--cache", store)):
+            result = evaluate_json(cli, sample, tmp_path, *source)
+            assert result["sparsification"] is None and "ause_rmse" not in result["metrics"]

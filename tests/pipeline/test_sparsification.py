@@ -1,0 +1,83 @@
+"""Sparsification curves, AUSE and AURG against an independent float64 NumPy loop."""
+
+import numpy as np
+import pytest
+
+from tiekd.pipeline.sparsification import (
+    REMOVED_FRACTIONS,
+    SPARSIFICATION_METRICS,
+    UNCERTAINTY_METRIC_NAMES,
+    ause_aurg,
+    image_sparsification,
+    mean_curves,
+    sparsification_curves,
+)
+from sparsification_reference import reference_curve, reference_error, reference_metric, reference_scores
+
+
+def noisy_image(n=997, seed=0):
+    """Depths in metres with errors of both signs; the uncertainty half-follows the error."""
+    rng = np.random.default_rng(seed)
+    gt = rng.uniform(2.0, 70.0, n)
+    pred = gt * np.exp(rng.normal(0.0, 0.2, n))
+    uncertainty = np.abs(np.log(pred / gt)) + rng.uniform(0.0, 0.3, n)
+    return pred, gt, uncertainty
+
+
+class TestAgainstReference:
+    @pytest.mark.parametrize("seed, n", [(0, 997), (1, 150), (2, 7)])
+    def test_curves_and_scores(self, seed, n):
+        pred, gt, uncertainty = noisy_image(n, seed)
+        curves = sparsification_curves(pred, gt, uncertainty)
+        for name in SPARSIFICATION_METRICS:
+            np.testing.assert_allclose(curves[name]["model"], reference_curve(name, pred, gt, uncertainty), rtol=1e-10)
+            oracle = reference_curve(name, pred, gt, reference_error(name, pred, gt))
+            np.testing.assert_allclose(curves[name]["oracle"], oracle, rtol=1e-10, atol=1e-15)
+            np.testing.assert_allclose(curves[name]["random"], reference_metric(name, pred, gt), rtol=1e-12)
+        scores = ause_aurg(curves)
+        assert tuple(scores) == UNCERTAINTY_METRIC_NAMES
+        assert scores == pytest.approx(reference_scores(pred, gt, uncertainty), rel=1e-9, abs=1e-12)
+        assert all(scores[f"ause_{name}"] > 0 for name in SPARSIFICATION_METRICS[:2])
+
+    def test_entropy_ranking_like_the_error_gives_ause_zero(self):
+        """GT constant and pred >= GT: squared, relative and ratio errors all rank like pred - gt."""
+        rng = np.random.default_rng(3)
+        gt = np.full(500, 10.0)
+        pred = gt + rng.uniform(0.0, 6.0, 500)
+        scores = ause_aurg(sparsification_curves(pred, gt, np.log1p(pred - gt)))
+        assert [scores[f"ause_{name}"] for name in SPARSIFICATION_METRICS] == pytest.approx([0, 0, 0], abs=1e-15)
+        assert all(scores[f"aurg_{name}"] > 0.01 for name in SPARSIFICATION_METRICS)
+        assert scores == pytest.approx(reference_scores(pred, gt, np.log1p(pred - gt)), abs=1e-12)
+
+    def test_uncertainty_against_the_error_is_worse_than_random(self):
+        pred, gt, _ = noisy_image()
+        scores = ause_aurg(sparsification_curves(pred, gt, -np.abs(pred - gt)))
+        assert scores["aurg_rmse"] < 0 and scores["aurg_abs_rel"] < 0
+        assert scores["ause_rmse"] > -scores["aurg_rmse"]
+
+    def test_fractions(self):
+        assert REMOVED_FRACTIONS[[0, 1, 99]] == pytest.approx([0.0, 0.01, 0.99])
+        assert len(REMOVED_FRACTIONS) == 100
+
+
+class TestMaps:
+    def test_only_the_pixels_depth_metrics_scores(self):
+        pred, gt, uncertainty = (a.reshape(12, 50) for a in noisy_image(600, 4))
+        gt[0, :] = 0.0  # no LiDAR
+        gt[1, :5] = 95.0  # beyond max_depth
+        uncertainty[2, 3] = np.nan
+        crop = np.ones(gt.shape, bool)
+        crop[:, 45:] = False
+        valid = (gt > 1e-3) & (gt < 80) & crop & np.isfinite(uncertainty)
+        curves = image_sparsification(pred, gt, uncertainty, crop=crop)
+        expected = sparsification_curves(np.clip(pred[valid], 1e-3, 80.0), gt[valid], uncertainty[valid])
+        for name in SPARSIFICATION_METRICS:
+            np.testing.assert_array_equal(curves[name]["model"], expected[name]["model"])
+        assert image_sparsification(pred, np.zeros_like(gt), uncertainty, crop="none") is None
+
+    def test_mean_curves(self):
+        images = [sparsification_curves(*noisy_image(300, seed)) for seed in range(3)]
+        mean = mean_curves(images)
+        for name in SPARSIFICATION_METRICS:
+            np.testing.assert_allclose(mean[name]["oracle"], np.mean([c[name]["oracle"] for c in images], axis=0))
+            assert len(mean[name]["model"]) == 100 and isinstance(mean[name]["model"][0], float)
