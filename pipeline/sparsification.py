@@ -120,18 +120,20 @@ def image_sparsification(
 ) -> dict[str, dict] | None:
     """Curves of one (H, W) prediction and uncertainty map, on the pixels ``depth_metrics`` scores.
 
-    The prediction is clamped to [min_depth, max_depth] as for the depth metrics; pixels whose
-    prediction or uncertainty is not finite are left out. None when no pixel is valid.
+    The prediction is treated as for the depth metrics (NaN -> min_depth, then clamped to
+    [min_depth, max_depth]); a NaN uncertainty counts as the highest (removed first). None when no
+    pixel is valid.
     """
     pred = np.asarray(pred, dtype=np.float64)
     uncertainty = np.asarray(uncertainty, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
     if not pred.shape == gt.shape == uncertainty.shape:
         raise ValueError(f"pred, gt and uncertainty must share one (H, W) shape: {pred.shape}, {uncertainty.shape}")
-    valid = _valid_mask(gt, min_depth, max_depth, crop) & np.isfinite(pred) & np.isfinite(uncertainty)
+    valid = _valid_mask(gt, min_depth, max_depth, crop)
     if not valid.any():
         return None
-    return sparsification_curves(np.clip(pred[valid], min_depth, max_depth), gt[valid], uncertainty[valid])
+    pred = np.clip(np.nan_to_num(pred[valid], nan=min_depth), min_depth, max_depth)
+    return sparsification_curves(pred, gt[valid], np.nan_to_num(uncertainty[valid], nan=np.inf))
 
 
 def mean_curves(per_image: list[dict[str, dict]]) -> dict[str, dict[str, list[float]]]:

@@ -31,7 +31,8 @@ def reference_curve(name, pred, gt, key):
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     order = np.argsort(-np.asarray(key, np.float64), kind="stable")
     n = len(pred)
-    return np.array([reference_metric(name, pred[order[k * n // 100 :]], gt[order[k * n // 100 :]]) for k in range(100)])
+    kept = [order[k * n // 100 :] for k in range(100)]
+    return np.array([reference_metric(name, pred[rest], gt[rest]) for rest in kept])
 
 
 def reference_scores(pred, gt, uncertainty):

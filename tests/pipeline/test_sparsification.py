@@ -65,12 +65,16 @@ class TestMaps:
         pred, gt, uncertainty = (a.reshape(12, 50) for a in noisy_image(600, 4))
         gt[0, :] = 0.0  # no LiDAR
         gt[1, :5] = 95.0  # beyond max_depth
-        uncertainty[2, 3] = np.nan
+        pred[2, 4] = np.nan  # counts as min_depth, as in depth_metrics
+        nan_uncertainty = uncertainty.copy()
+        nan_uncertainty[2, 3] = np.nan  # counts as the most uncertain pixel
+        uncertainty[2, 3] = 1e9
         crop = np.ones(gt.shape, bool)
         crop[:, 45:] = False
-        valid = (gt > 1e-3) & (gt < 80) & crop & np.isfinite(uncertainty)
-        curves = image_sparsification(pred, gt, uncertainty, crop=crop)
-        expected = sparsification_curves(np.clip(pred[valid], 1e-3, 80.0), gt[valid], uncertainty[valid])
+        valid = (gt > 1e-3) & (gt < 80) & crop
+        curves = image_sparsification(pred, gt, nan_uncertainty, crop=crop)
+        pred = np.clip(np.nan_to_num(pred, nan=1e-3), 1e-3, 80.0)
+        expected = sparsification_curves(pred[valid], gt[valid], uncertainty[valid])
         for name in SPARSIFICATION_METRICS:
             np.testing.assert_array_equal(curves[name]["model"], expected[name]["model"])
         assert image_sparsification(pred, np.zeros_like(gt), uncertainty, crop="none") is None
