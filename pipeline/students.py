@@ -7,7 +7,9 @@ Method.md section 4. A student maps an RGB image (B, 3, H, W) in [0, 1] to eithe
 - ``head="regression"``: depth (B, 1, H, W) in metres, sigmoid(conv) * max_depth (baselines).
 
 The encoder is any timm model created with ``features_only=True``; the decoder reads its input
-widths and strides from ``feature_info``, so no encoder is special-cased in code. Decoder, after
+widths and strides from ``feature_info``, so no encoder is special-cased in code. Families built for
+one input size (ViT, DeiT, Swin) are created with timm's ``dynamic_img_size=True``; an encoder that
+still runs at one size only is refused in one line when the student is built. Decoder, after
 DenseDepth (Alhashim & Wonka 2018, https://arxiv.org/abs/1812.11941) as in the authors' code
 (``depth/models/decode_heads/densedepth_head_dpm_resnet.py``), without normalisation layers:
 
@@ -47,6 +49,9 @@ DECODER_WIDTH = 128
 # Each upsample block doubles the resolution.
 UPSAMPLE_FACTOR = 2
 HEADS = ("dpm", "regression")
+# Probe input of check_any_input_size, in multiples of the encoder's input multiple: small and not
+# square, so it differs from the square size a fixed-size model was built for.
+PROBE_MULTIPLES = (2, 3)
 
 MOBILENETV2_DILATIONS = ((1,), (1, 1), (1, 1, 1), (2, 1, 1, 1), (2, 1, 1), (4, 1, 1), (4,))
 """Depthwise-conv dilation of every block of the authors' MobileNetV2, stage by stage (timm's
@@ -172,6 +177,7 @@ class DepthStudent(nn.Module):
         self.decoder = DenseDepthDecoder(info.channels(), info.reduction()[0], widths)
         # H and W of the input must be multiples of the encoder's largest reduction.
         self.input_multiple = max(info.reduction())
+        self.channels_last_features = getattr(encoder, "output_fmt", "NCHW") == "NHWC"
         cfg = getattr(encoder, "pretrained_cfg", None) or {}
         mean, std = cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -199,10 +205,20 @@ class DepthStudent(nn.Module):
         x = (image - self.mean) / self.std
         if pad_h or pad_w:
             x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        output = self.output_conv(self.decoder(self.encoder(x)))[..., :height, :width]
+        output = self.output_conv(self.decoder(self.features(x)))[..., :height, :width]
         if self.head == "regression":
             return torch.sigmoid(output) * self.max_depth
         return output
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Normalised, padded image (B, 3, H, W) -> encoder features, shallowest first, each (B, C_i, h_i, w_i).
+
+        Some timm encoders (Swin) give channels-last features; they are permuted to channels-first.
+        """
+        features = self.encoder(x)
+        if self.channels_last_features:
+            features = [feature.permute(0, 3, 1, 2) for feature in features]
+        return features
 
     def predict_depth(self, image: torch.Tensor) -> torch.Tensor:
         """RGB (B, 3, H, W) in [0, 1] -> depth (B, 1, H, W) in metres within [min_depth, max_depth].
@@ -228,7 +244,7 @@ def create_encoder(encoder: str, *, pretrained: bool) -> tuple[nn.Module, list[i
             f"Unknown student encoder {encoder!r}: use one of {', '.join(STUDENTS)} or a timm model name."
         )
     try:
-        module = timm.create_model(model_name, features_only=True, pretrained=pretrained, **options)
+        module = _create_features_model(model_name, pretrained=pretrained, options=options)
     except OSError as error:
         raise ConfigError(
             f"The ImageNet weights for {encoder} could not be downloaded; pass --no-pretrained "
@@ -237,6 +253,38 @@ def create_encoder(encoder: str, *, pretrained: bool) -> tuple[nn.Module, list[i
     if dilations is not None:
         set_block_dilations(module, dilations)
     return module, None if widths is None else list(widths)
+
+
+def _create_features_model(model_name: str, *, pretrained: bool, options: dict) -> nn.Module:
+    """timm ``features_only`` model; families built for one input size (ViT, DeiT, Swin) are asked
+    for ``dynamic_img_size=True`` (position embeddings and attention masks follow the input), a
+    keyword every other family refuses with a TypeError before any weight is loaded."""
+    try:
+        return timm.create_model(model_name, features_only=True, pretrained=pretrained, dynamic_img_size=True, **options)
+    except TypeError as error:
+        if "dynamic_img_size" not in str(error):
+            raise
+    return timm.create_model(model_name, features_only=True, pretrained=pretrained, **options)
+
+
+def check_any_input_size(student: DepthStudent, encoder: str) -> None:
+    """Refuse, in one line, an encoder that only runs at the input size it was built for.
+
+    Probes one non-square input of PROBE_MULTIPLES times the encoder's input multiple, in eval mode
+    without gradients (BatchNorm statistics are left untouched).
+    """
+    height, width = (student.input_multiple * factor for factor in PROBE_MULTIPLES)
+    training = student.training
+    try:
+        with torch.no_grad():
+            student.eval()(torch.zeros(1, 3, height, width))
+    except (AssertionError, RuntimeError) as error:
+        raise ConfigError(
+            f"Student encoder {encoder!r} only runs at the input size it was built for ({str(error).splitlines()[0]}); "
+            "use a CNN (resnet*, efficientnet_*, convnext_*, mobilenetv*) or a ViT, DeiT or Swin model."
+        ) from error
+    finally:
+        student.train(training)
 
 
 def set_block_dilations(encoder: nn.Module, dilations: tuple[tuple[int, ...], ...]) -> None:
@@ -283,4 +331,6 @@ def build_student(
     module, widths = create_encoder(encoder, pretrained=pretrained)
     widths = widths or decoder_widths(module.feature_info.channels())
     arch = dict(encoder=encoder, head=head, n_bins=int(n_bins), min_depth=float(min_depth), max_depth=float(max_depth))
-    return DepthStudent(module, widths, arch)
+    student = DepthStudent(module, widths, arch)
+    check_any_input_size(student, encoder)
+    return student

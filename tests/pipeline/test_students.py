@@ -118,14 +118,33 @@ def test_general_width_rule():
     assert decoder_widths([512]) == [128]
 
 
-def test_any_timm_encoder_name():
+# One small member of each timm family the README promises (a CNN, EfficientNet, ConvNeXt, ViT,
+# DeiT, Swin) and its deepest feature's width.
+TIMM_FAMILIES = {
+    "resnet10t": 512,
+    "efficientnet_b0": 320,
+    "convnext_atto": 320,
+    "vit_tiny_patch16_224": 192,
+    "deit_tiny_patch16_224": 192,
+    "swin_tiny_patch4_window7_224": 768,
+}
+
+
+@pytest.mark.parametrize("encoder", sorted(TIMM_FAMILIES))
+def test_any_timm_family_at_any_input_size(encoder):
     torch.manual_seed(0)
-    model = build_student("efficientnet_b0", head="regression").eval()
-    assert model.arch["encoder"] == "efficientnet_b0"
-    assert model.decoder.bottleneck.in_channels == model.encoder.feature_info.channels()[-1] == 320
+    model = build_student(encoder, head="dpm", n_bins=9).eval()
+    assert model.arch["encoder"] == encoder
+    assert model.decoder.bottleneck.in_channels == TIMM_FAMILIES[encoder]
     with torch.no_grad():
-        depth = model(image())
-    assert depth.shape == (BATCH, 1, HEIGHT, WIDTH)
+        depth = model.predict_depth(image())
+    assert depth.shape == (BATCH, 1, HEIGHT, WIDTH) and torch.isfinite(depth).all()
+
+
+def test_a_fixed_size_encoder_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"'cait_xxs24_224' only runs at the input size it was built for") as error:
+        build_student("cait_xxs24_224", n_bins=9)
+    assert "\n" not in str(error.value)
 
 
 def test_unknown_encoder_is_a_config_error():
