@@ -101,6 +101,13 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing teacher/split group made differently.")
 @click.option(
+    "--max-clipped-share",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Stop when more than this share of a frame lies outside [1e-3, 80] m.",
+)
+@click.option(
     "--frames-per-shard",
     default=32,
     show_default=True,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from tiekd.pipeline.errors import DataError
 from tiekd.pipeline.files import require_file
@@ -187,8 +187,15 @@ def _open_image(path: Path, *, what: str) -> Image.Image:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An RGB image as uint8 HxWx3."""
-    return np.asarray(_open_image(path, what="image").convert("RGB"))
+    """An RGB image as uint8 HxWx3. Images of more than 8 bits a channel (e.g. 16-bit grayscale)
+    are refused: PIL's conversion to RGB would saturate them instead of scaling."""
+    image = _open_image(path, what="image")
+    if ImageMode.getmode(image.mode).typestr not in ("|u1", "|b1"):
+        raise DataError(
+            f"image {path} is not an 8-bit image (PIL mode {image.mode}); convert it to 8-bit RGB "
+            "(KITTI's colour images are 8-bit RGB PNGs)"
+        )
+    return np.asarray(image.convert("RGB"))
 
 
 def read_cropped_rgb(data_root: Path, record: Record, *, crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)) -> np.ndarray:

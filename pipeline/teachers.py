@@ -28,6 +28,7 @@ from torch import nn
 
 from tiekd.data.kitti import file_sha256
 from tiekd.pipeline.errors import TeacherError
+from tiekd.pipeline.export_archive import load_exported
 from tiekd.pipeline.files import require_file
 
 TEACHER_KINDS = ("export", "torchscript", "python", "hf", "checkpoint")
@@ -82,13 +83,14 @@ def _existing_file(target: str, spec: str) -> Path:
 
 def _load_export(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
     path = _existing_file(target, spec)
-    return torch.export.load(str(path)).module(), file_sha256(path)
+    return load_exported(path), file_sha256(path)
 
 
 def _load_torchscript(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
     path = _existing_file(target, spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated", on every load
         return torch.jit.load(str(path), map_location="cpu"), file_sha256(path)
 
 
@@ -201,6 +203,10 @@ def load_teacher(spec: str, *, args: dict | None = None, device: torch.device | 
     return Teacher(spec=spec, module=module, weights_sha256=sha, default_name=default_name(spec))
 
 
+def _hw(tensor: torch.Tensor) -> str:
+    return "x".join(map(str, tensor.shape[-2:]))
+
+
 def _forward(module: nn.Module, image: torch.Tensor, input_size: tuple[int, int] | None) -> torch.Tensor:
     """One teacher call with optional resizing in and out; returns (B, 1, H, W) float32."""
     size = tuple(image.shape[-2:])
@@ -216,7 +222,12 @@ def _forward(module: nn.Module, image: torch.Tensor, input_size: tuple[int, int]
             f"the teacher returned shape {tuple(depth.shape)} for input {tuple(x.shape)}; "
             "expected (B, 1, H, W) or (B, H, W) depth in metres"
         )
-    if tuple(depth.shape[-2:]) != size:
+    if tuple(depth.shape[-2:]) != tuple(x.shape[-2:]):
+        raise TeacherError(
+            f"the teacher returned {_hw(depth)} depth for a {_hw(x)} input; a teacher must return depth at "
+            "its input size (to run it at another size, resize explicitly with --teacher-input HxW)"
+        )
+    if input_size is not None:
         depth = F.interpolate(depth.float(), size=size, mode="bilinear", align_corners=False)
     return depth.float()
 

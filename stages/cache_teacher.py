@@ -6,26 +6,26 @@ compresses and writes finished batches, so the teacher is the only thing on the 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-
-from tiekd.data.datasets import CroppedImages, raise_batch_errors
-from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, Record, check_root, file_sha256, gt_path, read_split, rgb_path
-from tiekd.pipeline.cache import FRAMES_PER_SHARD, CacheSpec, shard_frames
-from tiekd.pipeline.cache_writer import BackgroundWriter, CacheWriter
-from tiekd.pipeline.errors import ConfigError, DataError, TeacherError
-from tiekd.pipeline.teachers import load_teacher, predict_depth
+from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, Record, check_root, gt_path, read_split, rgb_path
+from tiekd.pipeline.cache import FRAMES_PER_SHARD, shard_frames
+from tiekd.pipeline.errors import ConfigError, DataError
+from tiekd.pipeline.teachers import load_teacher
+from tiekd.stages.cache_worker import fill_frames, finish, open_writer
 from tiekd.stages.runtime import Rate, default_workers, directory_bytes, progress, resolve_device, use_amp
 
 MIN_DEPTH = 1e-3
 """Smallest depth stored (metres); the KITTI protocol's lower bound."""
 MAX_DEPTH = 80.0
 """Largest depth stored (metres); the KITTI protocol's upper bound."""
+MAX_CLIPPED_SHARE = 0.05
+"""Share of a frame's pixels that may lie outside [MIN_DEPTH, MAX_DEPTH] before the run stops:
+a KITTI teacher clips a few far pixels; a map mostly out of range has the wrong units or sign."""
+MAX_TEACHER_INPUT_SCALE = 4
+"""--teacher-input may be at most this many times the crop in each dimension: larger inputs only
+fail to allocate (a 100000x100000 batch would need terabytes)."""
 
 
 @dataclass
@@ -66,6 +66,8 @@ class CacheTeacherConfig:
     crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)
     min_depth: float = MIN_DEPTH
     max_depth: float = MAX_DEPTH
+    max_clipped_share: float = MAX_CLIPPED_SHARE
+    """Stop when more than this share of a frame's pixels lies outside [min_depth, max_depth]."""
 
 
 @dataclass
@@ -94,6 +96,7 @@ def _check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
         gt_root = check_root(cfg.gt_root, flag="--gt-root")
         for record in records:
             gt_path(gt_root, record)
+    _check_teacher_input(cfg)
     index, count = cfg.shard
     if not 0 <= index < count:
         raise ConfigError(f"--shard {index}/{count}: expected I/N with 0 <= I < N")
@@ -104,24 +107,16 @@ def _check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
         )
 
 
-def _check_output(depth: torch.Tensor, ids: list[str]) -> None:
-    finite = torch.isfinite(depth).flatten(1).all(1)
-    if not bool(finite.all()):
-        bad = ids[int((~finite).nonzero()[0])]
-        raise TeacherError(f"the teacher's depth for {bad} contains NaN or inf; check the teacher and its input")
-
-
-def _teacher_batches(cfg, records, todo, device):
-    loader = DataLoader(
-        CroppedImages(records, cfg.data_root, todo, crop=cfg.crop),
-        batch_size=cfg.batch_size,
-        num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
-    for batch in loader:
-        raise_batch_errors(batch)
-        yield batch["index"].tolist(), batch["image"].to(device, non_blocking=True)
+def _check_teacher_input(cfg: CacheTeacherConfig) -> None:
+    if cfg.teacher_input is None:
+        return
+    limit = tuple(MAX_TEACHER_INPUT_SCALE * side for side in cfg.crop)
+    if any(size > most for size, most in zip(cfg.teacher_input, limit)):
+        height, width = cfg.teacher_input
+        raise ConfigError(
+            f"--teacher-input {height}x{width} is larger than {MAX_TEACHER_INPUT_SCALE}x the "
+            f"{cfg.crop[0]}x{cfg.crop[1]} crop ({limit[0]}x{limit[1]}); choose the size the teacher was trained at"
+        )
 
 
 def run(cfg: CacheTeacherConfig) -> CacheSummary:
@@ -130,44 +125,18 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
     _check_inputs(cfg, records)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
-    spec = CacheSpec(
-        teacher_spec=cfg.teacher,
-        teacher_sha256=teacher.weights_sha256,
-        split_sha256=file_sha256(cfg.split),
-        crop=tuple(cfg.crop),
-        teacher_input=cfg.teacher_input,
-        flip_tta=cfg.flip_tta,
-        min_depth=cfg.min_depth,
-        max_depth=cfg.max_depth,
-    )
-    ids = [r.rgb for r in records]
-    writer = CacheWriter.create_or_resume(
-        cfg.out,
-        teacher=cfg.name or teacher.default_name,
-        split=cfg.split_name or Path(cfg.split).stem,
-        spec=spec,
-        ids=ids,
-        overwrite=cfg.overwrite,
-        frames_per_shard=cfg.frames_per_shard,
-        extra_attrs={"teacher_name": cfg.name or teacher.default_name, "split_file": str(cfg.split)},
-    )
+    writer = open_writer(cfg, teacher, records)
     todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
     amp = use_amp(cfg.amp, device)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
-    with BackgroundWriter(writer) as background, progress(len(todo), f"caching {writer.location}") as bar:
-        for indices, image in _teacher_batches(cfg, records, todo, device):
-            with autocast:
-                depth = predict_depth(
-                    teacher.module, image.float() / 255, flip_tta=cfg.flip_tta, input_size=cfg.teacher_input
-                )
-            _check_output(depth, [ids[i] for i in indices])
-            clipped = ((depth < cfg.min_depth) | (depth > cfg.max_depth)).flatten(1).sum(1)
-            depth = depth.clamp_(cfg.min_depth, cfg.max_depth)[:, 0]
-            background.submit(indices, depth.cpu().numpy(), clipped.cpu().numpy().astype(np.int32))
-            rate.add(len(indices))
-            bar.update(len(indices), f"{rate.per_second:.1f} frames/s")
-    complete = writer.finish()
+    with progress(len(todo), f"caching {writer.location}") as bar:
+
+        def on_batch(n: int) -> None:
+            rate.add(n)
+            bar.update(n, f"{rate.per_second:.1f} frames/s")
+
+        fill_frames(cfg, teacher, writer, records, todo, device=device, amp=amp, on_batch=on_batch)
+    complete = finish(writer)
     return CacheSummary(
         location=writer.location,
         frames_total=len(records),

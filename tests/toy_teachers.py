@@ -42,6 +42,12 @@ class _Broken(nn.Module):
         if self.kind == "nan":
             depth[-1, 0, 5, 5] = float("nan")
             return depth
+        if self.kind == "negative":
+            return -depth
+        if self.kind == "small":
+            return depth[..., :10, :10]
+        if self.kind == "raise":
+            raise RuntimeError("the teacher broke")
         return depth.expand(-1, 2, -1, -1)
 
 
@@ -53,6 +59,21 @@ def nan_teacher() -> nn.Module:
 def two_channel_teacher() -> nn.Module:
     """Returns (B, 2, H, W): the wrong shape."""
     return _Broken("shape")
+
+
+def negative_teacher() -> nn.Module:
+    """Returns -10 m everywhere: every pixel is clipped."""
+    return _Broken("negative")
+
+
+def small_map_teacher() -> nn.Module:
+    """Returns a (B, 1, 10, 10) map whatever the input size."""
+    return _Broken("small")
+
+
+def raising_teacher() -> nn.Module:
+    """Raises RuntimeError in forward."""
+    return _Broken("raise")
 
 
 def not_a_module():

@@ -1,5 +1,7 @@
 """Every teacher kind behind one contract, flip TTA, resizing, and the failures."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -71,6 +73,23 @@ def test_flip_tta_is_mean_of_prediction_and_flipped_back_prediction():
     assert not torch.allclose(predict_depth(model, IMAGE), predict_depth(model, IMAGE, flip_tta=False))
 
 
+def test_output_of_another_size_is_refused_unless_teacher_input_asks_for_it():
+    small = load_teacher("python:toy_teachers:small_map_teacher").module
+    with pytest.raises(TeacherError, match="returned 10x10 depth for a 32x48 input.*--teacher-input"):
+        predict_depth(small, IMAGE)
+    depth = predict_depth(small, IMAGE, flip_tta=False, input_size=(10, 10))
+    torch.testing.assert_close(depth, torch.full((2, 1, 32, 48), 10.0))
+
+
+def test_torchscript_load_is_silent(tmp_path, recwarn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(RowPrior(), IMAGE), tmp_path / "row.ts")
+    recwarn.clear()
+    load_teacher(f"torchscript:{tmp_path / 'row.ts'}")
+    assert not [str(w.message) for w in recwarn]
+
+
 def test_teacher_input_resizes_in_and_out():
     depth = predict_depth(RowPrior(), IMAGE, flip_tta=False, input_size=(16, 24))
     small = RowPrior()(F.interpolate(IMAGE, size=(16, 24), mode="bilinear", align_corners=False))
@@ -105,21 +124,71 @@ def test_bad_specs(spec, fragment):
     assert fragment in info.value.message
 
 
-def test_corrupt_export_file(tmp_path):
-    (tmp_path / "bad.pt2").write_bytes(b"not a zip")
-    with pytest.raises(TeacherError, match="cannot load it"):
+def test_corrupt_export_file_is_one_line_without_torchs_traceback(tmp_path, capfd):
+    (tmp_path / "bad.pt2").write_bytes(torch.randint(0, 256, (5000,), dtype=torch.uint8).numpy().tobytes())
+    with pytest.raises(TeacherError, match="is not a torch.export archive"):
         load_teacher(f"export:{tmp_path / 'bad.pt2'}")
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
 
 
-def test_teacher_args_and_names():
-    assert parse_teacher_args(["seed=3", "name=x", "flag=true", "w=[1, 2]"]) == {
-        "seed": 3,
-        "name": "x",
-        "flag": True,
-        "w": [1, 2],
-    }
-    with pytest.raises(TeacherError, match="not of the form name=value"):
-        parse_teacher_args(["novalue"])
-    assert default_name("hf:vinvino02/glpn-kitti") == "glpn-kitti"
-    assert default_name("export:/m/adabins.kitti.pt2") == "adabins"
-    assert default_name("python:pkg.mod:make_teacher") == "make_teacher"
+def test_static_batch_export_runs_any_batch_and_flip_tta(tmp_path):
+    """Exported with batch 1 fixed: batches of 2 (and 4 under flip TTA) run in chunks of 1."""
+    torch.export.save(torch.export.export(RowPrior(), (IMAGE[:1],)), tmp_path / "static.pt2")
+    teacher = load_teacher(f"export:{tmp_path / 'static.pt2'}")
+    model = RowPrior()
+    torch.testing.assert_close(predict_depth(teacher.module, IMAGE), predict_depth(model, IMAGE))
+    torch.export.save(torch.export.export(RowPrior(), (IMAGE,)), tmp_path / "static2.pt2")
+    three = torch.cat([IMAGE, IMAGE[:1]])  # a batch of 3 on a program of 2: the last chunk is padded
+    teacher = load_teacher(f"export:{tmp_path / 'static2.pt2'}")
+    torch.testing.assert_close(predict_depth(teacher.module, three), predict_depth(model, three))
+
+
+class Payload:
+    """Unpickling this creates the file ``marker``: the proof that loading ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def crafted_archive(tmp_path, marker, *, pickle_weights=True, pickle_inputs=False):
+    """A real export archive whose weight (or sample inputs) was replaced by a code-running pickle."""
+    import io
+    import json
+    import pickle
+    import zipfile
+
+    torch.export.save(torch.export.export(RowPrior(), (IMAGE,)), tmp_path / "row.pt2")
+    crafted = tmp_path / "crafted.pt2"
+    with zipfile.ZipFile(tmp_path / "row.pt2") as source, zipfile.ZipFile(crafted, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if pickle_weights and name.endswith("data/weights/model_weights_config.json"):
+                config = json.loads(data)
+                config["config"]["colour"]["use_pickle"] = True
+                data = json.dumps(config).encode()
+            elif (pickle_weights and name.endswith("data/weights/weight_0")) or (
+                pickle_inputs and name.endswith("data/sample_inputs/model.pt")
+            ):
+                buffer = io.BytesIO()
+                torch.save(Payload(marker), buffer, _use_new_zipfile_serialization=True)
+                data = buffer.getvalue() if pickle_inputs else pickle.dumps(Payload(marker))
+            target.writestr(name, data)
+    return crafted
+
+
+@pytest.mark.parametrize("what", ["weights", "sample inputs"])
+def test_export_archive_that_would_unpickle_is_refused(tmp_path, what):
+    marker = tmp_path / "pwned"
+    crafted = crafted_archive(tmp_path, marker, pickle_weights=what == "weights", pickle_inputs=what != "weights")
+    with pytest.raises(TeacherError, match="cannot run code"):
+        load_teacher(f"export:{crafted}")
+    assert not marker.exists()
+    try:  # the archive really is an attack: torch's own loader runs the payload
+        torch.export.load(str(crafted))
+    except Exception:
+        pass
+    assert marker.exists()

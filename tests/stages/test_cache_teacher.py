@@ -1,5 +1,6 @@
 """Stage one end to end: content, resume after kill -9, concurrent shards, refusals, bad input."""
 
+import dataclasses
 import shutil
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from PIL import Image
 from conftest import tiekd_command
 from tiekd.data.kitti import kb_crop, read_rgb, read_split
 from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.errors import TeacherError
 from tiekd.pipeline.teachers import predict_depth
 from toy_teachers import RowPrior
 
@@ -86,6 +88,7 @@ class TestContent:
                 out=str(tmp_path / "s.zarr"),
                 workers=0,
                 max_depth=10.0,
+                max_clipped_share=1.0,
             )
         )
         cache = TeacherCache.open(tmp_path / "s.zarr")
@@ -175,6 +178,7 @@ class TestBadInput:
             (lambda p: p.unlink(), "is not under --data-root"),
             (lambda p: p.write_bytes(b"garbage"), "is not a readable image"),
             (lambda p: Image.new("RGB", (1216, 300)).save(p), "smaller than the 352x1216 crop"),
+            (lambda p: Image.fromarray(np.full((375, 1242), 40000, np.uint16)).save(p), "is not an 8-bit image"),
         ],
     )
     def test_damaged_image_names_it_and_keeps_the_store(self, sample, tmp_path, cli, damage, fragment):
@@ -188,7 +192,7 @@ class TestBadInput:
         assert result.exit_code == 1 and fragment in result.output and "Traceback" not in result.output
         [error] = [line for line in result.output.splitlines() if line.startswith("Error:")]
         assert error.count(first.rgb) == 1
-        if "smaller" not in fragment and "readable" not in fragment:
+        if "smaller" not in fragment and "readable" not in fragment and "8-bit" not in fragment:
             np.testing.assert_array_equal(arrays(store)["depth"], before["depth"])
 
     @pytest.mark.parametrize(
@@ -205,6 +209,44 @@ class TestBadInput:
         args[args.index("--teacher") + 1] = teacher
         result = cli(*args)
         assert result.exit_code == 1 and fragment in result.output and "Traceback" not in result.output
+
+    @pytest.mark.parametrize(
+        "teacher, extra, fragment",
+        [
+            ("negative_teacher", (), "100.0% of the teacher's depth for {first} lies outside [0.001, 80] m"),
+            ("small_map_teacher", (), "returned 10x10 depth for a 352x1216 input"),
+            ("raising_teacher", (), "raising_teacher failed on the batch starting at {first} (RuntimeError: the teacher broke)"),
+            ("row_prior", ("--teacher-input", "100000x100000"), "--teacher-input 100000x100000 is larger than 4x"),
+        ],
+    )
+    def test_teacher_faults_are_one_line(self, sample, tmp_path, cli, teacher, extra, fragment):
+        args = cache_args(sample, tmp_path / "s.zarr", sample.test_split, *extra)
+        args[args.index("--teacher") + 1] = f"python:toy_teachers:{teacher}"
+        result = cli(*args)
+        first = read_split(sample.test_split)[0].rgb
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        [error] = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert fragment.format(first=first) in error
+
+    def test_clipping_limit_keeps_stored_frames(self, sample, tmp_path):
+        """A refused frame stops the run; frames stored before stay; a higher limit completes it."""
+        from tiekd.stages.cache_teacher import CacheTeacherConfig, run
+
+        cfg = CacheTeacherConfig(
+            teacher=TEACHER, data_root=sample.data_root, split=sample.test_split, out=str(tmp_path / "s.zarr"),
+            workers=0, batch_size=1, frames_per_shard=2, max_depth=40.0, max_clipped_share=1.0, shard=(0, 2),
+        )
+        run(cfg)  # frames 0 and 1, clipped rows above 40 m counted
+        before = arrays(tmp_path / "s.zarr")
+        with pytest.raises(TeacherError, match=r"% of the teacher's depth for .* lies outside \[0.001, 40\] m"):
+            run(dataclasses.replace(cfg, shard=(0, 1), max_clipped_share=0.02))
+        after = arrays(tmp_path / "s.zarr")
+        for name in ("depth", "done", "clipped"):
+            np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+        run(dataclasses.replace(cfg, shard=(0, 1)))
+        cache = TeacherCache.open(tmp_path / "s.zarr")
+        assert before["done"].tolist() == [True, True, False, False]
+        assert cache.complete and (cache.clipped > 0).all()
 
     def test_nan_names_the_sample(self, sample, tmp_path, cli):
         args = cache_args(sample, tmp_path / "s.zarr", sample.test_split)
@@ -234,6 +276,35 @@ class TestBadInput:
     def test_verbose_shows_the_traceback(self, sample, tmp_path, cli):
         result = cli("--verbose", *cache_args(sample, tmp_path / "s.zarr", "/nope.txt"))
         assert result.exit_code == 1 and "Traceback" in result.output
+
+
+def _unshare_works() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-rm", "true"]).returncode == 0
+
+
+FULL_DISK_BYTES = 600_000
+"""A tmpfs of this size holds the store's metadata and its first 2-frame shard (~415 kB), not the second."""
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unshare -rm to mount a small tmpfs")
+def test_disk_full_is_one_line_and_keeps_the_stored_frames(sample, tmp_path, subprocess_env):
+    """A real full disk: a tiny tmpfs mounted in a private mount namespace."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (
+        f'mount -t tmpfs -o size={FULL_DISK_BYTES} none "$1" && shift && "$@"; echo "exit $?"; '
+        f'{" ".join(tiekd_command("cache", "info", disk / "s.zarr"))}'
+    )
+    args = tiekd_command(*cache_args(sample, disk / "s.zarr", sample.test_split))
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(disk), *args],
+        env=subprocess_env, capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert "exit 1" in output and "Traceback" not in output, output
+    [error] = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert "failed (No space left on device); free space" in error
+    assert "row_prior/test: 2/4 frames" in output  # the first shard stayed done
 
 
 def test_fsspec_url_store(sample, cli):

@@ -1,0 +1,134 @@
+"""Loading a ``torch.export`` archive (``.pt2``) without letting it execute code.
+
+``torch.export.load`` unpickles (``weights_only=False``) every weight or constant whose entry in
+the archive says ``use_pickle: true``, custom and opaque objects, legacy weight files and, as a
+fall-back, sample inputs that ``weights_only`` loading refuses; it also loads AOTInductor shared
+libraries. A crafted archive can therefore run arbitrary code. :func:`check_archive` reads the
+archive's index and configs first (plain JSON, read with torch's own zip reader so it sees the
+same records) and refuses all of these; :func:`load_exported` then loads what passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tiekd.pipeline.errors import TeacherError
+
+ARCHIVE_FORMAT = ("archive_format", "pt2")
+"""(record, content) every current torch.export archive holds."""
+MODEL = "model"
+"""Name torch.export.save gives the one program of an archive."""
+WEIGHTS_CONFIG = f"data/weights/{MODEL}_weights_config.json"
+CONSTANTS_CONFIG = f"data/constants/{MODEL}_constants_config.json"
+SAMPLE_INPUTS = f"data/sample_inputs/{MODEL}.pt"
+CODE_RECORDS = ("data/aotinductor/", f"data/weights/{MODEL}.pt", f"data/constants/{MODEL}.pt")
+"""Records that torch would load as compiled code (AOTInductor) or as pickles (legacy format)."""
+TENSOR_CONSTANT_PREFIX = "tensor_"
+"""Constants stored as plain tensor bytes; other prefixes (custom_obj_, opaque_obj_) are pickles."""
+
+HOW_TO_EXPORT = "re-export it with torch.export.save from plain tensors (no tensor subclasses or custom objects)"
+
+
+def _refuse(path: Path, why: str) -> TeacherError:
+    return TeacherError(f"export teacher {path} {why}; tiekd loads only archives that cannot run code: {HOW_TO_EXPORT}")
+
+
+def _records(path: Path) -> tuple[torch._C.PyTorchFileReader, set[str]]:
+    try:
+        reader = torch._C.PyTorchFileReader(str(path))
+        return reader, set(reader.get_all_records())
+    except RuntimeError as e:
+        raise TeacherError(f"export teacher {path} is not a torch.export archive (not a readable zip file)") from e
+
+
+def _json_record(reader, records: set[str], name: str, path: Path) -> dict:
+    if name not in records:
+        raise TeacherError(f"export teacher {path} lacks {name}; save it with torch.export.save (torch >= 2.6)")
+    try:
+        return json.loads(reader.get_record(name).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TeacherError(f"export teacher {path}: {name} is not valid JSON") from e
+
+
+def _check_payloads(config: dict, name: str, path: Path, *, constants: bool) -> None:
+    entries = config.get("config")
+    if not isinstance(entries, dict):
+        raise TeacherError(f"export teacher {path}: {name} has no 'config' table")
+    for fqn, meta in entries.items():
+        if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
+            raise _refuse(path, f"stores {fqn!r} as a pickle")
+        if constants and not str(meta.get("path_name", "")).startswith(TENSOR_CONSTANT_PREFIX):
+            raise _refuse(path, f"stores constant {fqn!r} as a pickled object")
+
+
+def check_archive(path: Path) -> None:
+    """Raise TeacherError unless ``path`` is a current-format archive of plain tensors only."""
+    reader, records = _records(path)
+    format_record, format_value = ARCHIVE_FORMAT
+    if format_record not in records or reader.get_record(format_record).decode(errors="replace") != format_value:
+        raise TeacherError(f"export teacher {path} is not a torch.export archive; save it with torch.export.save")
+    for record in records:
+        if record.startswith(CODE_RECORDS):
+            raise _refuse(path, f"holds {record} (compiled code or a legacy pickle)")
+    _check_payloads(_json_record(reader, records, WEIGHTS_CONFIG, path), WEIGHTS_CONFIG, path, constants=False)
+    _check_payloads(_json_record(reader, records, CONSTANTS_CONFIG, path), CONSTANTS_CONFIG, path, constants=True)
+    if SAMPLE_INPUTS in records:  # torch falls back to weights_only=False where this fails
+        try:
+            torch.load(io.BytesIO(reader.get_record(SAMPLE_INPUTS)), weights_only=True)
+        except Exception as e:
+            raise _refuse(path, f"holds sample inputs that are not plain tensors ({type(e).__name__})") from e
+
+
+@contextlib.contextmanager
+def _quiet_torch_export():
+    """torch.export logs its own tracebacks as warnings before raising; tiekd reports one line."""
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def static_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The batch size an exported program was specialised to, or None if its batch is dynamic."""
+    inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" and node.name in inputs else None
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return value.shape[0] if isinstance(value.shape[0], int) else None
+    return None
+
+
+class StaticBatch(nn.Module):
+    """Runs a program exported for a fixed batch ``size`` on any batch: in chunks of ``size``,
+    the last one padded by repeating its final image (the padding's outputs are dropped)."""
+
+    def __init__(self, module: nn.Module, size: int):
+        super().__init__()
+        self.inner, self.size = module, size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for chunk in image.split(self.size):
+            missing = self.size - chunk.shape[0]
+            padded = torch.cat([chunk, chunk[-1:].expand(missing, *chunk.shape[1:])]) if missing else chunk
+            outputs.append(self.inner(padded)[: chunk.shape[0]])
+        return torch.cat(outputs)
+
+
+def load_exported(path: Path) -> nn.Module:
+    """The checked archive's program as a module that accepts any batch size."""
+    check_archive(path)
+    with _quiet_torch_export():
+        program = torch.export.load(str(path))
+    size = static_batch(program)
+    return program.module() if size is None else StaticBatch(program.module(), size)
