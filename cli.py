@@ -101,6 +101,11 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing teacher/split group made differently.")
 @click.option(
+    "--cluster",
+    metavar="local:N|tcp://HOST:PORT",
+    help="Run on dask: N local worker processes (one per GPU), or join a running scheduler.",
+)
+@click.option(
     "--max-clipped-share",
     default=0.05,
     show_default=True,

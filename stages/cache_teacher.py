@@ -6,6 +6,7 @@ compresses and writes finished batches, so the teacher is the only thing on the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,9 @@ class CacheTeacherConfig:
     crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)
     min_depth: float = MIN_DEPTH
     max_depth: float = MAX_DEPTH
+    cluster: str | None = None
+    """dask cluster for the teacher pass: ``local:N`` worker processes or a scheduler's
+    ``tcp://HOST:PORT``; None = this process alone."""
     max_clipped_share: float = MAX_CLIPPED_SHARE
     """Stop when more than this share of a frame's pixels lies outside [min_depth, max_depth]."""
 
@@ -123,6 +127,8 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
     """Fill (or continue filling) ``out/name/split_name`` with the teacher's maps."""
     records = read_split(cfg.split)
     _check_inputs(cfg, records)
+    if cfg.cluster:
+        return _run_on_cluster(cfg, records)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
     writer = open_writer(cfg, teacher, records)
@@ -144,6 +150,34 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
         seconds=rate.seconds,
         complete=complete,
         bytes_on_disk=directory_bytes(writer.location),
+    )
+
+
+def _absolute(cfg: CacheTeacherConfig) -> CacheTeacherConfig:
+    """Paths that mean the same on a worker whose working directory differs."""
+    local_out = "://" not in cfg.out
+    return dataclasses.replace(
+        cfg,
+        data_root=cfg.data_root.resolve(),
+        split=Path(cfg.split).resolve(),
+        split_name=cfg.split_name or Path(cfg.split).stem,
+        gt_root=cfg.gt_root.resolve() if cfg.gt_root else None,
+        out=str(Path(cfg.out).resolve()) if local_out else cfg.out,
+    )
+
+
+def _run_on_cluster(cfg: CacheTeacherConfig, records: list[Record]) -> CacheSummary:
+    from tiekd.stages.cache_cluster import cluster_client, run_shards
+
+    with cluster_client(cfg.cluster) as client:
+        location, written, seconds, complete = run_shards(_absolute(cfg), client)
+    return CacheSummary(
+        location=location,
+        frames_total=len(records),
+        frames_written=written,
+        seconds=seconds,
+        complete=complete,
+        bytes_on_disk=directory_bytes(location),
     )
 
 

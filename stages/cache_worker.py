@@ -9,6 +9,9 @@ depth range; a failure stops the pass with one line and leaves the frames alread
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import multiprocessing
 from pathlib import Path
 from typing import Callable
 
@@ -17,12 +20,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from tiekd.data.datasets import CroppedImages, raise_batch_errors
-from tiekd.data.kitti import Record, file_sha256
-from tiekd.pipeline.cache import CacheSpec
+from tiekd.data.kitti import Record, file_sha256, read_split
+from tiekd.pipeline.cache import CacheSpec, shard_frames
 from tiekd.pipeline.cache_writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.errors import StoreError, TeacherError
 from tiekd.pipeline.files import os_reason
-from tiekd.pipeline.teachers import Teacher, predict_depth
+from tiekd.pipeline.teachers import Teacher, load_teacher, predict_depth
+from tiekd.stages.runtime import resolve_device, use_amp
 
 
 def _teacher_batches(cfg, records: list[Record], frames: list[int], device: torch.device):
@@ -153,3 +157,68 @@ def fill_frames(
             written += len(indices)
             on_batch(len(indices))
     return written
+
+
+# ---- dask worker side: one store shard per task (see tiekd.stages.cache_cluster) ----
+
+_TEACHERS: dict[tuple[str, str, str], Teacher] = {}
+"""Teachers this worker process has loaded, by (spec, teacher args, device): loaded once, kept
+for every later shard (the worker-side cache dask's docs recommend for expensive state)."""
+
+
+def worker_device(name: str) -> torch.device:
+    """The device of this dask worker: with CUDA, GPU ``k`` for worker ``k`` of a LocalCluster
+    (workers named 0..N-1), else the one device the worker sees (e.g. one GPU per SLURM job)."""
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None:
+        from distributed import get_worker
+
+        slot = get_worker().name
+        device = torch.device("cuda", slot % torch.cuda.device_count() if isinstance(slot, int) else 0)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _worker_teacher(cfg, device: torch.device) -> Teacher:
+    key = (cfg.teacher, json.dumps(cfg.teacher_args, sort_keys=True), str(device))
+    if key not in _TEACHERS:
+        _TEACHERS[key] = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
+    return _TEACHERS[key]
+
+
+def shard_range(shard: int, frames_per_shard: int, n_frames: int) -> list[int]:
+    """Frame indices of store shard ``shard``."""
+    return list(range(shard * frames_per_shard, min((shard + 1) * frames_per_shard, n_frames)))
+
+
+def prepare_store(cfg, shards_of: tuple[int, int]) -> tuple[str, dict[int, int]]:
+    """Create or resume the store group (honouring ``cfg.overwrite``); returns its location and
+    the frames still missing per store shard among those of process ``shards_of`` = (I, N)."""
+    records = read_split(cfg.split)
+    teacher = _worker_teacher(cfg, worker_device(cfg.device))
+    writer = open_writer(cfg, teacher, records)
+    fps, todo = writer.frames_per_shard, {}
+    for frame in writer.pending(shard_frames(len(records), *shards_of, frames_per_shard=writer.frames_per_shard)):
+        todo[frame // fps] = todo.get(frame // fps, 0) + 1
+    return writer.location, todo
+
+
+def cache_shard(shard: int, cfg) -> int:
+    """Store the missing maps of store shard ``shard``; returns the frames written. Idempotent:
+    frames already marked done are skipped, so a shard redone after a lost worker costs only the rest."""
+    records = read_split(cfg.split)
+    device = worker_device(cfg.device)
+    teacher = _worker_teacher(cfg, device)
+    writer = open_writer(dataclasses.replace(cfg, overwrite=False), teacher, records)
+    frames = writer.pending(shard_range(shard, writer.frames_per_shard, len(records)))
+    # dask's worker processes are daemons, which may not start DataLoader workers
+    loader_workers = 0 if multiprocessing.current_process().daemon else cfg.workers
+    run_cfg = dataclasses.replace(cfg, workers=loader_workers)
+    return fill_frames(run_cfg, teacher, writer, records, frames, device=device, amp=use_amp(cfg.amp, device))
+
+
+def finish_store(cfg) -> bool:
+    """Record completion of the store group once every frame is stored; True if complete."""
+    records = read_split(cfg.split)
+    teacher = _worker_teacher(cfg, worker_device(cfg.device))
+    return finish(open_writer(dataclasses.replace(cfg, overwrite=False), teacher, records))

@@ -1,0 +1,82 @@
+"""``cache-teacher --cluster``: the teacher pass on a dask.distributed cluster.
+
+The unit of work is one store shard (:func:`tiekd.stages.cache_worker.cache_shard`): the client
+maps it over the shards with frames missing, with ``retries``; dask schedules the tasks, moves a
+lost worker's task to another worker, and the completion mask makes a redone shard skip what was
+stored. The client only shows one progress display and the summary: it never loads the teacher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+from tiekd.pipeline.errors import ConfigError
+from tiekd.stages.cache_worker import cache_shard, finish_store, prepare_store
+from tiekd.stages.runtime import Rate, progress
+
+SHARD_RETRIES = 2
+"""Re-runs of a shard whose task raised (a flaky filesystem); a worker that dies (kill -9, lost
+node) is handled by the scheduler itself, which moves the task (``allowed-failures``)."""
+CONNECT_TIMEOUT = "30s"
+"""How long to wait for a ``tcp://`` scheduler before saying it cannot be reached."""
+
+
+def parse_cluster(text: str) -> tuple[str, int | str]:
+    """``local:N`` -> ("local", N); ``tcp://HOST:PORT`` (or tls://) -> ("address", text)."""
+    match = re.fullmatch(r"local:(\d+)", text.strip())
+    if match and int(match[1]) > 0:
+        return "local", int(match[1])
+    if re.fullmatch(r"(tcp|tls|ucx)://[^\s:/]+:\d+", text.strip()):
+        return "address", text.strip()
+    raise ConfigError(f"--cluster {text!r} is neither local:N (N worker processes) nor tcp://HOST:PORT")
+
+
+def _local_cluster(n_workers: int):
+    """N single-threaded worker processes; DataLoader workers allowed in them (not daemons)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.daemon": False}):
+        return LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+        )
+
+
+@contextlib.contextmanager
+def cluster_client(text: str):
+    """A dask Client for ``--cluster`` (a LocalCluster it starts and stops, or an existing one)."""
+    from distributed import Client
+
+    kind, value = parse_cluster(text)
+    with contextlib.ExitStack() as stack:
+        try:
+            if kind == "local":
+                cluster = stack.enter_context(_local_cluster(value))
+                client = stack.enter_context(Client(cluster))
+            else:
+                client = stack.enter_context(Client(value, timeout=CONNECT_TIMEOUT))
+        except (OSError, TimeoutError) as e:
+            raise ConfigError(f"--cluster {text}: cannot reach the dask scheduler ({e}); is it running?") from e
+        yield client
+
+
+def run_shards(cfg, client) -> tuple[str, int, float, bool]:
+    """Fill the store on the cluster; returns (location, frames written, seconds, complete)."""
+    from distributed import as_completed
+
+    location, todo = client.submit(prepare_store, cfg, tuple(cfg.shard), pure=False).result()
+    rate = Rate()
+    futures = client.map(cache_shard, sorted(todo), cfg=cfg, retries=SHARD_RETRIES, pure=False)
+    frames = {future.key: todo[shard] for future, shard in zip(futures, sorted(todo))}
+    with progress(sum(todo.values()), f"caching {location} on {len(client.scheduler_info()['workers'])} workers") as bar:
+        try:
+            for future in as_completed(futures):
+                rate.add(future.result())  # re-raises a shard's one-line error here
+                bar.update(frames[future.key], f"{rate.per_second:.1f} frames/s")
+        except BaseException:
+            client.cancel(futures)
+            raise
+    seconds = rate.seconds
+    complete = client.submit(finish_store, cfg, pure=False).result()
+    return location, rate.count, seconds, complete

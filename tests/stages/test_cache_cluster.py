@@ -1,0 +1,78 @@
+"""cache-teacher on a real dask.distributed cluster: equal to one process, also with a worker killed."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import tiekd_command
+from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.errors import ConfigError
+from tiekd.stages.cache_cluster import parse_cluster
+from test_cache_teacher import assert_same_store, cache_args
+
+distributed = pytest.importorskip("distributed")
+
+
+def busy_worker(client, store, deadline: float) -> str:
+    """A worker running a shard task while the store holds some frames but not all."""
+    while time.time() < deadline:
+        time.sleep(0.1)
+        busy = [w for w, keys in client.processing().items() if any("cache_shard" in str(k) for k in keys)]
+        try:
+            done = int(TeacherCache.open(store).done.sum())
+        except Exception:  # the group is still being created
+            continue
+        if busy and 2 <= done < 8:
+            return busy[0]
+    raise AssertionError("no worker was busy mid-run")
+
+
+def test_killed_worker_mid_shard_equals_one_process(sample, tmp_path, cli, subprocess_env):
+    """kill -9 of a worker process in the middle of its shard: dask moves the task, the completion
+    mask skips what was stored, and the store equals a single-process run bit for bit."""
+    cli(*cache_args(sample, tmp_path / "whole.zarr"))
+    store = tmp_path / "s.zarr"
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        args = cache_args(sample, store, None, "--teacher-arg", "delay=0.5", "--cluster", cluster.scheduler_address)
+        args[args.index("--frames-per-shard") + 1] = "4"  # two shards of two batches each
+        process = subprocess.Popen(
+            tiekd_command(*args), env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        victim = busy_worker(client, store, time.time() + 120)
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        output = process.communicate(timeout=300)[0]
+        assert pid not in client.run(os.getpid).values(), "the killed worker was replaced"
+    assert process.returncode == 0, output
+    assert "store complete: 8 frames" in output and "Traceback" not in output
+    assert_same_store(store, tmp_path / "whole.zarr")
+    result = cli("cache", "verify", store)
+    assert result.exit_code == 0 and "8 stored frames read, no problems" in result.output
+
+
+def test_local_cluster_equals_one_process(sample, tmp_path, cli):
+    cli(*cache_args(sample, tmp_path / "whole.zarr"))
+    result = cli(*cache_args(sample, tmp_path / "s.zarr", None, "--cluster", "local:2"))
+    assert result.exit_code == 0, result.output
+    assert "on 2 workers" in result.output and "wrote 8 frames" in result.output
+    assert_same_store(tmp_path / "s.zarr", tmp_path / "whole.zarr")
+    assert TeacherCache.open(tmp_path / "s.zarr").complete
+
+
+def test_shard_errors_are_one_line_from_the_workers(sample, tmp_path, cli):
+    args = cache_args(sample, tmp_path / "s.zarr", sample.test_split, "--cluster", "local:1")
+    args[args.index("--teacher") + 1] = "python:toy_teachers:raising_teacher"
+    result = cli(*args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "raising_teacher failed on the batch starting at" in result.output
+
+
+@pytest.mark.parametrize("text", ["local:0", "local", "tcp://host", "http://host:80", "4"])
+def test_bad_cluster_refused(text):
+    with pytest.raises(ConfigError, match="is neither local:N"):
+        parse_cluster(text)
