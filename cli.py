@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 import tiekd
-from tiekd.pipeline.errors import TiekdError
+from tiekd.pipeline.errors import TiekdError, out_of_memory
 from tiekd.stages.runtime import DEVICES, default_workers
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -40,7 +40,8 @@ def _shard(value: str) -> tuple[int, int]:
 
 
 class TiekdGroup(click.Group):
-    """A group that shows the traceback behind a TiekdError when ``--verbose`` was given."""
+    """A group that turns allocation failures into one line too, and shows the traceback behind an
+    error when ``--verbose`` was given."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -49,6 +50,13 @@ class TiekdGroup(click.Group):
             if ctx.meta.get("tiekd.verbose"):
                 traceback.print_exc()
             raise
+        except (MemoryError, RuntimeError) as e:
+            error = out_of_memory(e)
+            if error is None:
+                raise
+            if ctx.meta.get("tiekd.verbose"):
+                traceback.print_exc()
+            raise error from e
 
 
 @click.group(cls=TiekdGroup)

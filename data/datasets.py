@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tiekd.data.augment import augment
 from tiekd.data.kitti import (
     KB_HEIGHT,
@@ -70,6 +71,27 @@ def raise_batch_errors(batch: dict) -> None:
     for error in batch["error"]:
         if error:
             raise DataError(error)
+
+
+def read_gt_of(path: Path, image_size: tuple[int, int]) -> np.ndarray:
+    """GT depth (H, W) metres of an image of ``image_size`` (H, W); DataError when the sizes differ.
+
+    The KB crop is taken from each array's own bottom rows, so a GT of another size would be
+    cropped out of line with its image (by as many rows as the heights differ).
+    """
+    gt = read_depth_png(path)
+    if gt.shape != tuple(image_size):
+        raise DataError(
+            f"GT {path} is {gt.shape[0]}x{gt.shape[1]} but its image is {image_size[0]}x{image_size[1]}; "
+            "the split pairs them wrongly or the GT is of another camera"
+        )
+    return gt
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding it."""
+    with Image.open(path) as image:
+        return image.height, image.width
 
 
 def _to_tensor_map(depth: np.ndarray) -> torch.Tensor:
@@ -140,7 +162,11 @@ class DistillationSamples(Dataset):
             maps["teacher"] = self.cache.depth_of(record.rgb)
         if self.gt_root is not None:
             path = gt_path(self.gt_root, record)
-            maps["gt"] = kb_crop(read_depth_png(path), crop=self.crop) if path else np.zeros(self.crop, np.float32)
+            if path is None:
+                maps["gt"] = np.zeros(self.crop, np.float32)
+            else:
+                size = image_size(rgb_path(self.data_root, record))
+                maps["gt"] = kb_crop(read_gt_of(path, size), crop=self.crop)
         return maps
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
@@ -188,9 +214,7 @@ class EvaluationSamples(Dataset):
         record = self.records[index]
         try:
             rgb = read_rgb(rgb_path(self.data_root, record))
-            gt = read_depth_png(gt_path(self.gt_root, record))
-            if gt.shape != rgb.shape[:2]:
-                raise DataError(f"GT is {gt.shape[0]}x{gt.shape[1]} but the image is {rgb.shape[0]}x{rgb.shape[1]}")
+            gt = read_gt_of(gt_path(self.gt_root, record), rgb.shape[:2])
             box = kb_crop_box(*rgb.shape[:2], crop=self.crop)
             image, gt, error = kb_crop(rgb, crop=self.crop), kb_crop(gt, crop=self.crop), ""
             full_size = rgb.shape[:2]

@@ -43,6 +43,11 @@ RELEASED_CODE_SIGMA = 0.5
 """The sigma the released code uses in its full loss whatever the configuration says (method.md
 section 3). Not applied here: pass it as ``sigma`` to reproduce the released code exactly."""
 
+MAX_N_BINS = 4096
+"""Most depth bins a DPM head may have: 16 times the paper's 257, bins of 2 cm over 80 m (finer
+than the LiDAR GT). Every bin costs a (B, 1, H, W) map in the forward and the backward pass, so
+far larger K only ends in an allocation failure."""
+
 
 def bin_edges(min_depth: float, max_depth: float, n_bins: int) -> torch.Tensor:
     """Edges e_0..e_K of K uniform depth bins on [min_depth, max_depth], shape (K+1,), metres.

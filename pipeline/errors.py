@@ -5,6 +5,8 @@ and says what to do. The CLI prints it as a single line and exits with status 1;
 chained with ``from e`` so ``--verbose`` can still show where they came from.
 """
 
+import re
+
 import click
 
 
@@ -38,3 +40,24 @@ class TrainingError(TiekdError):
 
 class OutputError(TiekdError):
     """An output folder or file cannot be written (read-only, no permission, disk full)."""
+
+
+class OutOfMemory(TiekdError):
+    """An allocation failed: the sizes asked for do not fit the device's memory."""
+
+
+GIB = 1 << 30
+
+
+def out_of_memory(e: BaseException) -> OutOfMemory | None:
+    """The one-line error for a failed allocation (numpy's MemoryError, torch's CPU allocator or CUDA
+    out-of-memory error), or None when ``e`` is something else."""
+    text = str(e)
+    if not (isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    size = f"{int(asked[1]) / GIB:.1f} GiB" if asked else (re.search(r"(?i)allocate ([\d.]+ \w+)", text) or [None, ""])[1]
+    return OutOfMemory(
+        f"out of memory{f' ({size} asked for at once)' if size else ''}: lower --batch-size, the sizes "
+        "(--crop, --scale, --teacher-input, --n-bins) or --workers, or use a device with more memory"
+    )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tiekd.pipeline.errors import TrainingError
 from tiekd.pipeline.losses import RESPONSE_LOSSES, supervised_si_loss, tiekd_loss_terms
 
 METHODS = ("tiekd", *RESPONSE_LOSSES, "supervised")
@@ -26,6 +27,20 @@ def needs_teacher(method: str) -> bool:
 
 def needs_gt(method: str) -> bool:
     return method == "supervised"
+
+
+MIN_GT_PIXELS = 2
+"""The SI loss's unbiased variance needs two GT pixels in a batch; with fewer it is NaN."""
+
+
+def _require_gt(gt: torch.Tensor) -> None:
+    """Refuse a supervised batch whose crops hold (almost) no GT: its loss would be NaN."""
+    if int((gt > 0).sum()) < MIN_GT_PIXELS:
+        raise TrainingError(
+            f"the training crop ({gt.shape[-2]}x{gt.shape[-1]} at training scale) of every image in this batch "
+            "holds no GT depth (no pixel with GT > 0): use a --crop that reaches the rows with LiDAR, "
+            "or check --gt-root and the split's GT paths"
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,7 @@ class Objective:
         otherwise. ``batch["teacher"]`` and ``batch["gt"]`` are depth (B, 1, H, W) metres, 0 = none.
         """
         if self.method == "supervised":
+            _require_gt(batch["gt"])
             loss = supervised_si_loss(output, batch["gt"])
             return loss, {"si": float(loss.detach())}
         teacher = batch["teacher"]

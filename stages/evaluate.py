@@ -24,6 +24,7 @@ from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
 from tiekd.pipeline.errors import ConfigError, DataError, StoreError
+from tiekd.pipeline.files import require_writable_folder
 from tiekd.pipeline.metrics import METRIC_NAMES, crop_mask, depth_metrics, mean_metrics
 from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES, ause_aurg, image_sparsification, mean_curves
 from tiekd.stages.runtime import default_workers, progress, resolve_device
@@ -220,6 +221,11 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
     samples = EvaluationSamples(
         records, check_root(cfg.data_root, flag="--data-root"), check_root(cfg.gt_root, flag="--gt-root")
     )
+    # Before the work: a folder that cannot be written would otherwise fail after the evaluation.
+    if cfg.save_images is not None:
+        require_writable_folder(cfg.save_images, flag="--save-images")
+    if cfg.json_out is not None:
+        require_writable_folder(cfg.json_out.parent, flag="--json")
     device = resolve_device(cfg.device)
     predict, description, n_bins = _predictor(cfg, device)
     on_image = None

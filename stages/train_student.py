@@ -20,10 +20,12 @@ from tiekd.data.augment import AugmentConfig
 from tiekd.data.datasets import DistillationSamples, raise_batch_errors
 from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, KITTI_LOSS_TOP_ROW, check_root, read_split
 from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints, save_checkpoint
-from tiekd.pipeline.dpm import DPM_FORMS, bin_edges
+from tiekd.pipeline.dpm import DPM_FORMS, MAX_N_BINS, bin_edges
 from tiekd.pipeline.errors import ConfigError, DataError
+from tiekd.pipeline.files import require_writable_folder
 from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
 from tiekd.pipeline.students import build_student
+from tiekd.stages.run_identity import cache_differences, cache_identity
 from tiekd.stages.runtime import default_workers, progress, resolve_device, use_amp
 from tiekd.stages.train_data import EpochSampler, check_cache, seed_everything
 from tiekd.stages.train_log import RunLog
@@ -103,6 +105,8 @@ def _check_loss_options(cfg: TrainStudentConfig) -> None:
     """Refuse loss and bin settings the training step would only fail on (or silently misuse)."""
     if cfg.dpm_form not in DPM_FORMS:
         raise ConfigError(f"--dpm-form {cfg.dpm_form!r} is not one of {', '.join(DPM_FORMS)}")
+    if not 2 <= cfg.n_bins <= MAX_N_BINS:
+        raise ConfigError(f"--n-bins {cfg.n_bins} must be in [2, {MAX_N_BINS}] (default 257)")
     if not cfg.sigma > 0:
         raise ConfigError(f"--sigma {cfg.sigma} must be a positive standard deviation in metres")
     # The released code has a config with alpha = 1.5, a negative weight on the depth term.
@@ -191,8 +195,9 @@ def build_trainer(cfg: TrainStudentConfig, n_frames: int, device: torch.device) 
     )
 
 
-def _resume_state(cfg: TrainStudentConfig) -> dict | None:
-    """The checkpoint to continue from, or None for a fresh run; refuses to clobber a run."""
+def _resume_state(cfg: TrainStudentConfig, cache: dict | None) -> dict | None:
+    """The checkpoint to continue from, or None for a fresh run; refuses to clobber a run, or to
+    continue one with other options or another teacher ``cache`` (its identity)."""
     last = cfg.out / "last.pt"
     if not cfg.resume:
         if last.exists():
@@ -207,6 +212,13 @@ def _resume_state(cfg: TrainStudentConfig) -> dict | None:
         raise ConfigError(
             f"--resume with other options than the run in {cfg.out} ({'; '.join(differences)}); "
             "resume with the same options or choose another --out"
+        )
+    # Checkpoints of tiekd before the cache identity was recorded carry no "cache" key.
+    changed = cache_differences(state["cache"], cache) if "cache" in state else []
+    if changed:
+        raise ConfigError(
+            f"--resume with another teacher cache than the run in {cfg.out} ({'; '.join(changed)}); "
+            "pass the --cache the run was started with or choose another --out"
         )
     return state
 
@@ -296,17 +308,20 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
             min_depth=cfg.min_depth,
             max_depth=cfg.max_depth,
         )
+    require_writable_folder(cfg.out, flag="--out")
     return records, cache_ref
 
 
 def run(cfg: TrainStudentConfig) -> TrainSummary:
     """Train (or continue training) a student; returns what the run did."""
     records, cache_ref = prepare(cfg)
-    state = _resume_state(cfg)
+    cache = cache_identity(cache_ref)
+    state = _resume_state(cfg, cache)
     for name in CHECKPOINT_NAMES:
         remove_partial_checkpoints(cfg.out, name)
     device = resolve_device(cfg.device)
     trainer = build_trainer(cfg, len(records), device)
+    trainer.cache = cache
     if state is not None:
         trainer.load(state, cfg.out / "last.pt")
     best = dict(state.get("best", {})) if state else {}
@@ -316,6 +331,7 @@ def run(cfg: TrainStudentConfig) -> TrainSummary:
         | {
             "device": str(device),
             "cache": cache_ref and "/".join(cache_ref),
+            "cache_identity": cache,
             "total_steps": trainer.total_steps,
             "steps_per_epoch": trainer.steps_per_epoch,
         }

@@ -64,6 +64,8 @@ class Trainer:
     steps_per_epoch: int
     total_steps: int
     step: int = 0
+    cache: dict | None = None
+    """Identity of the teacher cache the run trains from (stages/run_identity.py), kept in checkpoints."""
 
     def state(self) -> dict:
         """The checkpoint dict of the run at its current step."""
@@ -78,6 +80,7 @@ class Trainer:
             "architecture": self.model.arch,
             "normalisation": self.model.normalisation,
             "input_scale": self.cfg.scale,
+            "cache": self.cache,
         }
 
     def load(self, state: dict, path: Path) -> None:
@@ -97,10 +100,8 @@ class Trainer:
         """Refuse to take step ``self.step + 1``: the weights and the checkpoint stay as they were."""
         last = self.cfg.out / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-        raise TrainingError(
-            f"{what} at step {self.step + 1}; stopped without saving, {kept} "
-            "(lower --lr or check the cache with `tiekd cache verify`)"
-        )
+        check = "the cache with `tiekd cache verify`" if self.cfg.method != "supervised" else "the GT under --gt-root"
+        raise TrainingError(f"{what} at step {self.step + 1}; stopped without saving, {kept} (lower --lr or check {check})")
 
     def train_step(self, batch: dict) -> tuple[float, dict]:
         """One optimisation step; returns (loss, terms)."""
