@@ -84,7 +84,9 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int) -> None:
 
 
 @main.command("cache-teacher")
-@click.option("--teacher", required=True, help="KIND:TARGET with KIND export, torchscript, python, hf or checkpoint.")
+@click.option(
+    "--teacher", required=True, help="KIND:TARGET with KIND export, torchscript, python, hf, checkpoint or onnx."
+)
 @click.option("--data-root", required=True, type=click.Path(path_type=Path), help="KITTI raw root.")
 @click.option("--split", required=True, type=click.Path(path_type=Path), help="Split file (RGB GT|None FOCAL a line).")
 @click.option("--out", required=True, help="Store path or fsspec URL.")
@@ -254,6 +256,28 @@ def evaluate(**options) -> None:
     from tiekd.stages import evaluate as stage
 
     click.echo(stage.format_result(stage.run(stage.EvaluateConfig(**options))))
+
+
+@main.command("export")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Student checkpoint to export.")
+@click.option(
+    "--format",
+    "format",
+    default="onnx",
+    show_default=True,
+    type=click.Choice(["onnx", "export", "checkpoint"]),
+    help="ONNX model, torch.export program, or a weights-only checkpoint (small file to share).",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
+@click.option("--input", "input_size", metavar="HxW", help="Input size [default: the KB crop at the training scale].")
+@click.option("--dynamic", is_flag=True, help="Any batch size (needed for flip TTA as a teacher).")
+@click.option("--with-entropy", is_flag=True, help="Second output: the DPM entropy in nats (DPM students).")
+def export(input_size, **options) -> None:
+    """Export a student (RGB [0, 1] in, depth in metres out) and check it against the checkpoint."""
+    from tiekd.stages import export as stage
+
+    cfg = stage.ExportConfig(input_size=_size(input_size, "--input"), **options)
+    click.echo(stage.report(stage.run(cfg)))
 
 
 @main.command("demo")

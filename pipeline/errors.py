@@ -42,6 +42,10 @@ class OutputError(TiekdError):
     """An output folder or file cannot be written (read-only, no permission, disk full)."""
 
 
+class ExportError(TiekdError):
+    """An exported student does not reproduce its checkpoint, or cannot be exported."""
+
+
 class OutOfMemory(TiekdError):
     """An allocation failed: the sizes asked for do not fit the device's memory."""
 

@@ -8,6 +8,7 @@ A teacher is an ``nn.Module`` that takes the KB-cropped RGB image as float32 in 
 - ``python:pkg.module:factory``  a factory returning an ``nn.Module`` (keyword args via --teacher-arg)
 - ``hf:MODEL_ID_OR_DIR``  a transformers depth-estimation model with its image processor
 - ``checkpoint:PATH``   a tiekd checkpoint (architecture and normalisation from the file)
+- ``onnx:PATH``         an ONNX model run by onnxruntime (:mod:`tiekd.pipeline.teacher_onnx`)
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from tiekd.data.kitti import file_sha256
 from tiekd.pipeline.errors import TeacherError
 from tiekd.pipeline.export_archive import load_exported
 from tiekd.pipeline.files import require_file
+from tiekd.pipeline.teacher_onnx import load_onnx
 
-TEACHER_KINDS = ("export", "torchscript", "python", "hf", "checkpoint")
+TEACHER_KINDS = ("export", "torchscript", "python", "hf", "checkpoint", "onnx")
 
 
 @dataclass
@@ -64,7 +66,7 @@ def default_name(spec: str) -> str:
     """A store group name derived from a spec: the file stem, model name or factory name."""
     kind, _, target = spec.partition(":")
     tail = target.rstrip("/").rsplit(":", 1)[-1] if kind == "python" else Path(target.rstrip("/")).name
-    stem = tail.split(".")[0] if kind in ("export", "torchscript", "checkpoint") else tail
+    stem = tail.split(".")[0] if kind in ("export", "torchscript", "checkpoint", "onnx") else tail
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or kind
 
 
@@ -181,6 +183,7 @@ _LOADERS: dict[str, Callable[[str, str, dict], tuple[nn.Module, str | None]]] = 
     "python": _load_python,
     "hf": _load_hf,
     "checkpoint": _load_checkpoint,
+    "onnx": load_onnx,
 }
 
 

@@ -110,7 +110,7 @@ def test_three_dim_output_accepted_and_wrong_shape_refused():
     "spec, fragment",
     [
         ("nonsense", "is not KIND:TARGET"),
-        ("onnx:model.onnx", "is not KIND:TARGET"),
+        ("tflite:model.tflite", "is not KIND:TARGET"),
         ("export:/nope/model.pt2", "does not exist"),
         ("python:toy_teachers", "expected python:package.module:factory"),
         ("python:no_such_module:f", "cannot import f from no_such_module"),

@@ -1,0 +1,75 @@
+"""``onnx:PATH`` teachers: an ONNX depth network run by onnxruntime behind the teacher contract.
+
+The model takes RGB float32 in [0, 1], (B, 3, H, W) (its first input), and gives depth in metres,
+(B, 1, H, W) or (B, H, W) (its first output), like every teacher. onnxruntime runs it on CUDA
+when it offers the CUDA provider (``onnxruntime-gpu``; ``--teacher-arg cuda=false`` keeps it on
+the CPU), else on the CPU. A model exported with a fixed batch is called once per slice of that
+size, so flip TTA (which doubles the batch) works with it too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tiekd.pipeline.errors import TeacherError
+
+ONNX_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+"""onnxruntime's input type names -> the NumPy dtype fed to them."""
+
+
+def onnx_session(path: str | Path, *, cuda: bool = True):
+    """An onnxruntime session: CUDA first when ``cuda`` and onnxruntime offers it, then the CPU."""
+    import onnxruntime
+
+    providers = ["CPUExecutionProvider"]
+    if cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return onnxruntime.InferenceSession(str(path), providers=providers)
+
+
+class OnnxTeacher(nn.Module):
+    """An onnxruntime session as a module: image (B, 3, H, W) in [0, 1] -> depth, on the image's device."""
+
+    def __init__(self, session, *, spec: str):
+        super().__init__()
+        self.session = session
+        first = session.get_inputs()[0]
+        if first.type not in ONNX_FLOAT_TYPES:
+            raise TeacherError(f"--teacher {spec}: the model's input is {first.type}; a float image input is needed")
+        self.input_name, self.input_dtype = first.name, ONNX_FLOAT_TYPES[first.type]
+        self.output_name = session.get_outputs()[0].name
+        self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: images})[0]
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        images = image.detach().cpu().numpy().astype(self.input_dtype)
+        if self.fixed_batch is None:
+            depth = self._run(images)
+        else:
+            if len(images) % self.fixed_batch:
+                raise TeacherError(
+                    f"the ONNX teacher takes batches of exactly {self.fixed_batch}; pass a multiple as --batch-size "
+                    "(or export it with a dynamic batch)"
+                )
+            slices = range(0, len(images), self.fixed_batch)
+            depth = np.concatenate([self._run(images[i : i + self.fixed_batch]) for i in slices])
+        return torch.from_numpy(np.asarray(depth, dtype=np.float32)).to(image.device)
+
+
+def load_onnx(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
+    """Loader of the teacher-kind table: (module, SHA-256 of the .onnx file)."""
+    from tiekd.data.kitti import file_sha256
+
+    path = Path(target)
+    if not path.is_file():
+        raise TeacherError(f"teacher file {path} of --teacher {spec} does not exist")
+    unknown = set(args) - {"cuda"}
+    if unknown:
+        raise TeacherError(f"--teacher {spec}: onnx teachers take only --teacher-arg cuda=true|false, not {unknown}")
+    return OnnxTeacher(onnx_session(path, cuda=bool(args.get("cuda", True))), spec=spec), file_sha256(path)

@@ -1,0 +1,155 @@
+"""``tiekd export``: a trained student as a file to deploy or share, checked against its checkpoint.
+
+Formats: ``export`` (a ``torch.export`` program, ``torch.export.save``), ``onnx`` (opset
+:data:`~tiekd.pipeline.export.ONNX_OPSET`) and ``checkpoint`` (weights and architecture only,
+without optimizer state: the small file to share; every tiekd command that takes a checkpoint reads
+it). The first two take RGB float32 in [0, 1] (B, 3, H, W) and give depth in metres (B, 1, H, W),
+so they are valid ``--teacher export:FILE`` / ``--teacher onnx:FILE`` teachers.
+
+The file is written beside ``--out`` under a temporary name, checked, and only then renamed: a
+failed check leaves an existing ``--out`` as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH
+from tiekd.pipeline import export as exporting
+from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
+from tiekd.pipeline.errors import ConfigError, ExportError
+
+FORMATS = ("onnx", "export", "checkpoint")
+WEIGHTS_KEYS = ("architecture", "model", "normalisation", "input_scale", "config", "step")
+"""What a ``checkpoint`` export keeps of a training checkpoint (no optimizer, scheduler, scaler)."""
+
+
+@dataclass
+class ExportConfig:
+    """Options of ``tiekd export``, one field per flag."""
+
+    checkpoint: Path
+    out: Path
+    format: str = "onnx"
+    """onnx, export (torch.export) or checkpoint (weights only)."""
+    input_size: tuple[int, int] | None = None
+    """H, W of the exported input; default: the KB crop at the checkpoint's training scale."""
+    dynamic: bool = False
+    """Any batch size instead of batch 1."""
+    with_entropy: bool = False
+    """Second output: the DPM entropy (nats)."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    bytes: int
+    description: str
+    checks: list[str] = field(default_factory=list)
+
+
+def default_input_size(state: dict) -> tuple[int, int]:
+    """The 352x1216 KB crop at the scale the student was trained at."""
+    scale = float(state.get("input_scale", 1.0))
+    return round(KB_HEIGHT * scale), round(KB_WIDTH * scale)
+
+
+def _write_checked(out: Path, write, check) -> list[str]:
+    """``write(tmp)``, ``check(tmp) -> lines`` (raises when wrong), then rename tmp to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name keeps the suffix: torch.export warns about files not ending in .pt2.
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=f".tmp{out.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        lines = check(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a file to share: the usual permissions, not mkstemp's 0600
+        os.replace(tmp, out)
+        return lines
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_outputs(kind: str, got: list, want: list, shape) -> str:
+    """One line comparing an exported file's depth with the checkpoint's; ExportError beyond tolerance."""
+    difference = exporting.relative_difference(got[0], want[0])
+    where = f"on a random {'x'.join(map(str, shape))} image"
+    line = (
+        f"check: {kind} depth vs the checkpoint's {where}: max relative difference {difference:.1e} "
+        f"(limit {exporting.VERIFY_TOLERANCE:g})"
+    )
+    if not difference <= exporting.VERIFY_TOLERANCE or len(got) != len(want):
+        raise ExportError(f"{line}: FAILED; the export is not written, report this with the checkpoint")
+    return line + ": OK"
+
+
+NETWORK_FORMATS = {
+    "onnx": (exporting.export_onnx, exporting.run_onnx, "onnxruntime", f"ONNX model (opset {exporting.ONNX_OPSET})"),
+    "export": (exporting.export_program, exporting.run_program, "torch.export", "torch.export program"),
+}
+"""format -> (writer, runner of the written file, runner's name, description)."""
+
+
+def _export_network(cfg: ExportConfig, state: dict, size: tuple[int, int]) -> tuple[list[str], str]:
+    student = student_from_checkpoint(state, path=cfg.checkpoint)
+    model = exporting.DeployedStudent(student, with_entropy=cfg.with_entropy)
+    image = exporting.example_image(size, exporting.DYNAMIC_BATCH_EXAMPLE if cfg.dynamic else 1)
+    with torch.no_grad():
+        want = model(image)
+    want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
+    writer, runner, runner_name, kind = NETWORK_FORMATS[cfg.format]
+
+    def write(tmp: Path) -> None:
+        writer(model, tmp, size, dynamic_batch=cfg.dynamic)
+
+    def check(tmp: Path) -> list[str]:
+        return [_check_outputs(runner_name, runner(tmp, image), want, image.shape)]
+
+    lines = _write_checked(cfg.out, write, check)
+    batch = "B" if cfg.dynamic else "1"
+    outputs = f"depth {batch}x1x{size[0]}x{size[1]} in metres" + (" and entropy (nats)" if cfg.with_entropy else "")
+    return lines, f"{kind}: input {batch}x3x{size[0]}x{size[1]} float32 RGB in [0, 1], output {outputs}"
+
+
+def _export_weights(cfg: ExportConfig, state: dict) -> tuple[list[str], str]:
+    weights = {key: state[key] for key in WEIGHTS_KEYS if key in state}
+    expected = student_from_checkpoint(state, path=cfg.checkpoint).state_dict()
+
+    def check(tmp: Path) -> list[str]:
+        loaded = student_from_checkpoint(load_checkpoint(tmp), path=tmp).state_dict()
+        if any(not torch.equal(loaded[k], expected[k]) for k in expected):
+            raise ExportError(f"{cfg.out}: the weights read back differ from {cfg.checkpoint}; nothing written")
+        return [f"check: the {len(expected)} weight tensors read back equal the checkpoint's: OK"]
+
+    lines = _write_checked(cfg.out, lambda tmp: save_checkpoint(tmp, weights), check)
+    return lines, "tiekd checkpoint, weights only (no optimizer state)"
+
+
+def run(cfg: ExportConfig) -> ExportResult:
+    """Export the student of ``cfg.checkpoint`` to ``cfg.out`` and check it."""
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"--format {cfg.format}: use one of {', '.join(FORMATS)}")
+    if cfg.format == "checkpoint" and (cfg.dynamic or cfg.with_entropy or cfg.input_size):
+        raise ConfigError(
+            "--format checkpoint keeps the weights only; --input, --dynamic and --with-entropy do not apply"
+        )
+    state = load_checkpoint(cfg.checkpoint)
+    if cfg.format == "checkpoint":
+        checks, description = _export_weights(cfg, state)
+    else:
+        checks, description = _export_network(cfg, state, cfg.input_size or default_input_size(state))
+    return ExportResult(path=cfg.out, bytes=cfg.out.stat().st_size, description=description, checks=checks)
+
+
+def report(result: ExportResult) -> str:
+    """What was written, its size and the check that was run."""
+    size = result.bytes / 1e6
+    return "\n".join([f"wrote {result.path} ({size:.1f} MB): {result.description}", *result.checks])
