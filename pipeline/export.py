@@ -19,7 +19,7 @@ from torch import nn
 
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
 from tiekd.pipeline.errors import ConfigError
-from tiekd.pipeline.export_archive import load_exported
+from tiekd.pipeline.export_archive import check_archive
 from tiekd.pipeline.teacher_onnx import onnx_session
 
 ONNX_OPSET = 17
@@ -106,9 +106,11 @@ def run_onnx(path: Path, image: torch.Tensor) -> list[np.ndarray]:
 
 
 def run_program(path: Path, image: torch.Tensor) -> list[np.ndarray]:
-    """The outputs of a saved ``torch.export`` program for ``image``, loaded as ``export:`` teachers are."""
+    """The outputs of a saved ``torch.export`` program for ``image`` (the archive checked as for
+    ``export:`` teachers first)."""
+    check_archive(path)
     with torch.no_grad():
-        outputs = load_exported(path)(image)
+        outputs = torch.export.load(str(path)).module()(image)
     return [o.numpy() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
 
 

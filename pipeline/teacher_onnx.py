@@ -4,7 +4,7 @@ The model takes RGB float32 in [0, 1], (B, 3, H, W) (its first input), and gives
 (B, 1, H, W) or (B, H, W) (its first output), like every teacher. onnxruntime runs it on CUDA
 when it offers the CUDA provider (``onnxruntime-gpu``; ``--teacher-arg cuda=false`` keeps it on
 the CPU), else on the CPU. A model exported with a fixed batch is called once per slice of that
-size, so flip TTA (which doubles the batch) works with it too.
+size (the last slice padded), so flip TTA (which doubles the batch) works with it too.
 """
 
 from __future__ import annotations
@@ -51,14 +51,13 @@ class OnnxTeacher(nn.Module):
         images = image.detach().cpu().numpy().astype(self.input_dtype)
         if self.fixed_batch is None:
             depth = self._run(images)
-        else:
-            if len(images) % self.fixed_batch:
-                raise TeacherError(
-                    f"the ONNX teacher takes batches of exactly {self.fixed_batch}; pass a multiple as --batch-size "
-                    "(or export it with a dynamic batch)"
-                )
-            slices = range(0, len(images), self.fixed_batch)
-            depth = np.concatenate([self._run(images[i : i + self.fixed_batch]) for i in slices])
+        else:  # chunks of the fixed batch, the last one padded by repeating its final image
+            depth = []
+            for start in range(0, len(images), self.fixed_batch):
+                chunk = images[start : start + self.fixed_batch]
+                padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.fixed_batch - len(chunk), axis=0)])
+                depth.append(self._run(padded)[: len(chunk)])
+            depth = np.concatenate(depth)
         return torch.from_numpy(np.asarray(depth, dtype=np.float32)).to(image.device)
 
 
