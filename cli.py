@@ -195,7 +195,17 @@ def _choices_methods():
 @click.option("--method", default="tiekd", show_default=True, type=click.Choice(_choices_methods()))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option("--epochs", default=24, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Samples per process (GPU)."
+)
+@click.option(
+    "--accumulate",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Micro-batches per step: global batch = processes x batch size x this.",
+)
+@click.option("--sync-bn", is_flag=True, help="BatchNorm statistics over all processes (under torchrun).")
 @click.option("--crop", default="352x704", show_default=True, metavar="HxW", help="Random training crop.")
 @click.option("--scale", default=1.0, show_default=True, help="Resize crops and maps by this factor (quick runs).")
 @click.option("--lr", default=1e-3, show_default=True, help="Maximum learning rate (one-cycle).")
@@ -212,7 +222,15 @@ def _choices_methods():
 @click.option(
     "--pretrained/--no-pretrained", default=True, show_default=True, help="Start from timm's ImageNet weights."
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="yes",
+    default="no",
+    type=click.Choice(["no", "yes", "auto"]),
+    metavar="[auto]",
+    help="Continue the run in --out from last.pt; 'auto': continue if there is one, else start (torchrun restarts).",
+)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--amp", is_flag=True, help="float16 autocast with loss scaling on CUDA.")
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0))
@@ -220,12 +238,15 @@ def _choices_methods():
 @click.option(
     "--save-every", default=500, show_default=True, type=click.IntRange(min=1), help="Write last.pt every N steps too."
 )
-def train_student(crop, **options) -> None:
-    """Train a student from the teacher cache (stage two)."""
+def train_student(crop, resume, **options) -> None:
+    """Train a student from the teacher cache (stage two); under torchrun, in every process."""
     from tiekd.stages import train_student as stage
 
-    cfg = stage.TrainStudentConfig(crop=_size(crop, "--crop"), **options)
-    click.echo(stage.report(stage.run(cfg)))
+    resume = {"no": False, "yes": True}.get(resume, resume)
+    cfg = stage.TrainStudentConfig(crop=_size(crop, "--crop"), resume=resume, **options)
+    text = stage.report(stage.run(cfg))
+    if text:
+        click.echo(text)
 
 
 @main.command("evaluate")

@@ -22,19 +22,39 @@ def seed_everything(seed: int) -> None:
 
 
 class EpochSampler(Sampler):
-    """Yields ``(epoch, frame)`` keys: a seeded permutation per epoch, from any step on.
+    """Yields one process's ``(epoch, frame)`` keys: a seeded permutation per epoch, from any step on.
 
     Epoch ``e``'s order depends only on ``(seed, e)``, so a resumed run continues with exactly the
-    batches an uninterrupted one would have seen. Incomplete last batches are dropped.
+    batches an uninterrupted one would have seen. Step ``s`` of epoch ``e`` takes the global batch
+    ``order[s * G : (s + 1) * G]`` with ``G = world_size * batch_size * accumulate``; process ``rank``
+    takes its ``rank``-th slice of ``batch_size * accumulate`` keys, ``accumulate`` micro-batches of
+    ``batch_size`` in turn. The micro-batches of a step are thus the same for any split of ``G`` into
+    processes and accumulation, and a run may resume on another number of processes with the same
+    global batch. Incomplete last global batches are dropped.
     """
 
-    def __init__(self, n_frames: int, batch_size: int, *, seed: int, start_step: int, total_steps: int):
+    def __init__(
+        self,
+        n_frames: int,
+        batch_size: int,
+        *,
+        seed: int,
+        start_step: int,
+        total_steps: int,
+        accumulate: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.n_frames = n_frames
         self.batch_size = batch_size
         self.seed = seed
         self.start_step = start_step
         self.total_steps = total_steps
-        self.steps_per_epoch = n_frames // batch_size
+        self.per_process = batch_size * accumulate
+        """Keys this process takes per step."""
+        self.rank = rank
+        self.global_batch = world_size * self.per_process
+        self.steps_per_epoch = n_frames // self.global_batch
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -48,11 +68,12 @@ class EpochSampler(Sampler):
             for s in range(position, self.steps_per_epoch):
                 if step >= self.total_steps:
                     return
-                yield from ((epoch, i) for i in order[s * self.batch_size : (s + 1) * self.batch_size])
+                first = s * self.global_batch + self.rank * self.per_process
+                yield from ((epoch, i) for i in order[first : first + self.per_process])
                 step += 1
 
     def __len__(self) -> int:
-        return (self.total_steps - self.start_step) * self.batch_size
+        return (self.total_steps - self.start_step) * self.per_process
 
 
 def check_cache(

@@ -8,8 +8,6 @@ the loss on the training device. A run directory holds ``run.json`` (resolved op
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,18 +15,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from tiekd.data.augment import AugmentConfig
-from tiekd.data.datasets import DistillationSamples, raise_batch_errors
+from tiekd.data.datasets import DistillationSamples
 from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, KITTI_LOSS_TOP_ROW, check_root, read_split
-from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints, save_checkpoint
+from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints
 from tiekd.pipeline.dpm import DPM_FORMS, MAX_N_BINS, bin_edges
 from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.files import require_writable_folder
 from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
 from tiekd.pipeline.students import build_student
+from tiekd.stages.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.run_identity import cache_differences, cache_identity
-from tiekd.stages.runtime import default_workers, progress, resolve_device, use_amp
+from tiekd.stages.runtime import default_workers, resolve_device, use_amp
 from tiekd.stages.train_data import EpochSampler, check_cache, seed_everything
 from tiekd.stages.train_log import RunLog
+from tiekd.stages.train_loop import TrainSummary, train
 from tiekd.stages.trainer import Trainer, config_dict, optimisation
 
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
@@ -58,6 +58,11 @@ class TrainStudentConfig:
     method: str = "tiekd"
     epochs: int = 24
     batch_size: int = 8
+    """Samples per process and micro-batch (the paper: 8 per GPU)."""
+    accumulate: int = 1
+    """Micro-batches accumulated into one step: global batch = processes x batch_size x accumulate."""
+    sync_bn: bool = False
+    """BatchNorm with the statistics of all processes' batches (torchrun runs)."""
     crop: tuple[int, int] = (KB_HEIGHT, 704)
     """Random training crop (H, W) taken from the KB crop."""
     scale: float = 1.0
@@ -78,7 +83,8 @@ class TrainStudentConfig:
     """Split evaluated after every epoch; best.pt keeps the lowest RMSE."""
     pretrained: bool = True
     """Start from timm's ImageNet weights, as the paper's students do."""
-    resume: bool = False
+    resume: bool | str = False
+    """True: continue the run in ``out``; "auto": continue it if it has a last.pt, else start it."""
     device: str = "auto"
     amp: bool = False
     workers: int = field(default_factory=default_workers)
@@ -94,6 +100,10 @@ def _check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--method {cfg.method} distils from a teacher: pass --cache STORE")
     if (needs_gt(cfg.method) or cfg.val_split) and cfg.gt_root is None:
         raise ConfigError(f"--method {cfg.method}{' with --val-split' if cfg.val_split else ''} needs --gt-root")
+    if cfg.resume not in (False, True, "auto"):
+        raise ConfigError(f"--resume {cfg.resume!r} is not one of yes, auto (or leave it out)")
+    if cfg.accumulate < 1:
+        raise ConfigError(f"--accumulate {cfg.accumulate} must be at least 1")
     if not 0 < cfg.scale <= 1:
         raise ConfigError(f"--scale {cfg.scale} must be in (0, 1]")
     if cfg.crop[0] > KB_HEIGHT or cfg.crop[1] > KB_WIDTH:
@@ -135,7 +145,7 @@ RESUME_KEYS = (
     "method",
     "student",
     "epochs",
-    "batch_size",
+    "global_batch",
     "crop",
     "scale",
     "max_steps",
@@ -150,24 +160,21 @@ RESUME_KEYS = (
     "dpm_form",
     "loss_top_row",
 )
-"""Options a resumed run must share with the run it continues (same steps, data order and schedule)."""
+"""Options a resumed run must share with the run it continues (same steps, data order and schedule).
+The global batch may be split differently: other processes, --batch-size or --accumulate."""
 
 
-@dataclass
-class TrainSummary:
-    out: Path
-    steps: int
-    seconds: float
-    last_loss: float
-    validation: dict | None
-    steps_taken: int = 0
-    """Steps this invocation took (fewer than ``steps`` after a resume; 0 for a finished run)."""
-
-
-def build_trainer(cfg: TrainStudentConfig, n_frames: int, device: torch.device) -> Trainer:
-    steps_per_epoch = n_frames // cfg.batch_size
+def build_trainer(
+    cfg: TrainStudentConfig, n_frames: int, device: torch.device, processes: Processes = SINGLE
+) -> Trainer:
+    """The run's objects at step 0; the step takes ``processes.world_size`` x batch x accumulate samples."""
+    global_batch = processes.world_size * cfg.batch_size * cfg.accumulate
+    steps_per_epoch = n_frames // global_batch
     if steps_per_epoch == 0:
-        raise ConfigError(f"the split has {n_frames} images, fewer than --batch-size {cfg.batch_size}")
+        raise ConfigError(
+            f"the split has {n_frames} images, fewer than the global batch of {global_batch} "
+            f"(--batch-size {cfg.batch_size} x --accumulate {cfg.accumulate} x {processes.world_size} processes)"
+        )
     total_steps = (
         cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     )
@@ -192,21 +199,30 @@ def build_trainer(cfg: TrainStudentConfig, n_frames: int, device: torch.device) 
         device=device,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
+        processes=processes,
     )
 
 
-def _resume_state(cfg: TrainStudentConfig, cache: dict | None) -> dict | None:
+def _resume_state(cfg: TrainStudentConfig, world_size: int, cache: dict | None) -> dict | None:
     """The checkpoint to continue from, or None for a fresh run; refuses to clobber a run, or to
-    continue one with other options or another teacher ``cache`` (its identity)."""
+    continue one with other options or another teacher ``cache`` (its identity).
+
+    ``--resume auto`` continues when last.pt exists and starts otherwise, so the same command
+    serves a first start and every restart (``torchrun --max-restarts``).
+    """
     last = cfg.out / "last.pt"
-    if not cfg.resume:
+    if not cfg.resume or (cfg.resume == "auto" and not last.exists()):
         if last.exists():
-            raise ConfigError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
+            raise ConfigError(
+                f"{cfg.out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out"
+            )
         return None
     if not last.exists():
         raise ConfigError(f"--resume: {cfg.out} holds no last.pt to continue from; start without --resume")
     state = load_checkpoint(last)
-    ours, theirs = config_dict(cfg), state["config"]
+    ours = config_dict(cfg) | {"global_batch": world_size * cfg.batch_size * cfg.accumulate}
+    # Checkpoints from before multi-process training: one process, no accumulation.
+    theirs = state["config"] | {"global_batch": state.get("global_batch", state["config"].get("batch_size"))}
     differences = [f"{k} {theirs.get(k)!r} -> {ours[k]!r}" for k in RESUME_KEYS if theirs.get(k) != ours[k]]
     if differences:
         raise ConfigError(
@@ -235,7 +251,14 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
         gt_root=cfg.gt_root if needs_gt(cfg.method) else None,
     )
     sampler = EpochSampler(
-        len(records), cfg.batch_size, seed=cfg.seed, start_step=trainer.step, total_steps=trainer.total_steps
+        len(records),
+        cfg.batch_size,
+        seed=cfg.seed,
+        start_step=trainer.step,
+        total_steps=trainer.total_steps,
+        accumulate=cfg.accumulate,
+        rank=trainer.processes.rank,
+        world_size=trainer.processes.world_size,
     )
     return DataLoader(
         samples,
@@ -246,45 +269,6 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
         drop_last=True,
         persistent_workers=cfg.workers > 0,
     )
-
-
-def _validate(trainer: Trainer, cfg: TrainStudentConfig) -> dict:
-    from tiekd.data.datasets import EvaluationSamples
-    from tiekd.stages.evaluate import StudentPredictor, evaluate
-
-    samples = EvaluationSamples(read_split(cfg.val_split), cfg.data_root, cfg.gt_root)
-    result = evaluate(
-        StudentPredictor(trainer.model, scale=cfg.scale),
-        samples,
-        device=trainer.device,
-        min_depth=cfg.min_depth,
-        max_depth=cfg.max_depth,
-        show_progress=False,
-    )
-    trainer.model.train()
-    return result.metrics
-
-
-def _end_of_epoch(
-    trainer: Trainer, cfg: TrainStudentConfig, log: RunLog, losses: list[float], best: dict
-) -> dict | None:
-    """Validate, log the epoch and write last.pt (and best.pt when validation improves)."""
-    record = {
-        "step": trainer.step,
-        "epoch": math.ceil(trainer.step / trainer.steps_per_epoch),
-        "loss": sum(losses) / max(len(losses), 1),
-    }
-    metrics = _validate(trainer, cfg) if cfg.val_split else None
-    state = trainer.state()
-    if metrics:
-        record["val"] = metrics
-        if metrics["rmse"] < best.get("rmse", math.inf):
-            best.update(rmse=metrics["rmse"], step=trainer.step)
-            save_checkpoint(cfg.out / "best.pt", state | {"best": best})
-    save_checkpoint(cfg.out / "last.pt", state | {"best": best})
-    log.epoch(record)
-    losses.clear()
-    return metrics
 
 
 def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]:
@@ -313,68 +297,50 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
 
 
 def run(cfg: TrainStudentConfig) -> TrainSummary:
-    """Train (or continue training) a student; returns what the run did."""
+    """Train (or continue training) a student; returns what the run did. Under torchrun every
+    process calls this; they train one model together and rank 0 writes the run directory."""
     records, cache_ref = prepare(cfg)
     cache = cache_identity(cache_ref)
-    state = _resume_state(cfg, cache)
+    processes = processes_from_env()
+    device = join(processes, resolve_device(cfg.device))
+    try:
+        state = _resume_state(cfg, processes.world_size, cache)
+        trainer = build_trainer(cfg, len(records), device, processes)
+        trainer.cache = cache
+        if state is not None:
+            trainer.load(state, cfg.out / "last.pt")
+        trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn)
+        best = dict(state.get("best", {})) if state else {}
+        log = _start_log(cfg, trainer, cache_ref, resumed=state is not None) if processes.is_writer else None
+        return train(trainer, cfg, make_loader(cfg, records, cache_ref, trainer), log, best)
+    finally:
+        leave()
+
+
+def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed: bool) -> RunLog:
+    """The writer's run log, with run.json written; partial checkpoints of a killed run removed."""
     for name in CHECKPOINT_NAMES:
         remove_partial_checkpoints(cfg.out, name)
-    device = resolve_device(cfg.device)
-    trainer = build_trainer(cfg, len(records), device)
-    trainer.cache = cache
-    if state is not None:
-        trainer.load(state, cfg.out / "last.pt")
-    best = dict(state.get("best", {})) if state else {}
-    log = RunLog(cfg.out, resume_step=trainer.step if state else None)
+    log = RunLog(cfg.out, resume_step=trainer.step if resumed else None)
     log.write_config(
         config_dict(cfg)
         | {
-            "device": str(device),
+            "device": str(trainer.device),
             "cache": cache_ref and "/".join(cache_ref),
-            "cache_identity": cache,
+            "cache_identity": trainer.cache,
             "total_steps": trainer.total_steps,
             "steps_per_epoch": trainer.steps_per_epoch,
+            "processes": trainer.processes.world_size,
+            "global_batch": trainer.global_batch,
         }
     )
-    return _train(trainer, cfg, make_loader(cfg, records, cache_ref, trainer), log, best)
-
-
-def _train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: RunLog, best: dict) -> TrainSummary:
-    start, metrics, waited, first_step = time.perf_counter(), None, 0.0, trainer.step
-    losses = log.losses_after(trainer.step - trainer.step % trainer.steps_per_epoch)
-    trainer.model.train()
-    loss = math.nan
-    with progress(trainer.total_steps - trainer.step, f"training {cfg.student} ({cfg.method})") as bar:
-        tick = time.perf_counter()
-        for batch in loader:
-            wait = time.perf_counter() - tick
-            waited += wait
-            raise_batch_errors(batch)
-            lr = trainer.scheduler.get_last_lr()[0]
-            loss, terms = trainer.train_step(batch)
-            step_time = time.perf_counter() - tick
-            losses.append(loss)
-            log.step(
-                {"step": trainer.step, "loss": loss, **terms, "lr": lr, "step_seconds": step_time, "data_seconds": wait}
-            )
-            share = waited / max(time.perf_counter() - start, 1e-9)
-            bar.update(1, f"loss {loss:.4f}, {step_time:.2f} s/step, {share:.0%} waiting for data")
-            if trainer.step % trainer.steps_per_epoch == 0 or trainer.step == trainer.total_steps:
-                metrics = _end_of_epoch(trainer, cfg, log, losses, best) or metrics
-            elif trainer.step % cfg.save_every == 0:
-                save_checkpoint(cfg.out / "last.pt", trainer.state() | {"best": best})
-            tick = time.perf_counter()
-    return TrainSummary(
-        out=cfg.out,
-        steps=trainer.step,
-        seconds=time.perf_counter() - start,
-        last_loss=loss,
-        validation=metrics,
-        steps_taken=trainer.step - first_step,
-    )
+    return log
 
 
 def report(summary: TrainSummary) -> str:
+    """What the run did, in a line or two; empty in all processes but the writer."""
+    if not summary.is_writer:
+        return ""
     if summary.steps_taken == 0:
         return f"the run in {summary.out} has already taken its {summary.steps} steps; nothing to train"
     lines = [

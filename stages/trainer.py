@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ import torch
 
 from tiekd.pipeline.errors import CheckpointError, TrainingError
 from tiekd.pipeline.methods import Objective
+from tiekd.stages.distributed import SINGLE, Processes, accumulating, mean_over_processes
 
 if TYPE_CHECKING:
     from tiekd.stages.train_student import TrainStudentConfig
@@ -66,6 +68,14 @@ class Trainer:
     step: int = 0
     cache: dict | None = None
     """Identity of the teacher cache the run trains from (stages/run_identity.py), kept in checkpoints."""
+    processes: Processes = SINGLE
+    replica: torch.nn.Module | None = None
+    """The module the step runs: DDP around ``model`` in a process group, else ``model`` itself."""
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimisation step: processes x batch size x accumulated micro-batches."""
+        return self.processes.world_size * self.cfg.batch_size * self.cfg.accumulate
 
     def state(self) -> dict:
         """The checkpoint dict of the run at its current step."""
@@ -76,6 +86,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
+            "global_batch": self.global_batch,
             "config": config_dict(self.cfg),
             "architecture": self.model.arch,
             "normalisation": self.model.normalisation,
@@ -103,16 +114,36 @@ class Trainer:
         check = "the cache with `tiekd cache verify`" if self.cfg.method != "supervised" else "the GT under --gt-root"
         raise TrainingError(f"{what} at step {self.step + 1}; stopped without saving, {kept} (lower --lr or check {check})")
 
-    def train_step(self, batch: dict) -> tuple[float, dict]:
-        """One optimisation step; returns (loss, terms)."""
+    def _micro_step(self, batch: dict, weight: float, more_to_come: bool) -> dict[str, float]:
+        """Forward and backward of one micro-batch, its loss weighted by ``weight``; returns
+        the micro-batch's loss and terms (unweighted)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
-            output = self.model(batch["image"])
-        loss, terms = self.objective.loss(output.float(), batch)
-        if not torch.isfinite(loss):
-            self._stop(f"the loss became {float(loss.detach())}")
+        replica = self.replica or self.model
+        with accumulating(replica, more_to_come):
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+                output = replica(batch["image"])
+            loss, terms = self.objective.loss(output.float(), batch)
+            self.scaler.scale(loss * weight).backward()
+        return {"loss": float(loss.detach())} | terms
+
+    def train_step(self, batch: dict | list[dict]) -> tuple[float, dict]:
+        """One optimisation step on a batch, or on the micro-batches accumulated into one step;
+        returns (loss, terms), each the mean over micro-batches and processes, and the terms also
+        hold ``grad_norm``, the global gradient norm before clipping.
+
+        The loss is averaged over all processes before it is checked, so all stop together; a
+        non-finite loss or gradient stops before the optimiser changes any weight.
+        """
+        micro_batches = batch if isinstance(batch, list) else [batch]
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        sums: dict[str, float] = {}
+        for i, micro in enumerate(micro_batches):
+            values = self._micro_step(micro, 1 / len(micro_batches), more_to_come=i < len(micro_batches) - 1)
+            sums = {name: sums.get(name, 0.0) + value for name, value in values.items()}
+        means = mean_over_processes([value / len(micro_batches) for value in sums.values()], self.device)
+        loss, terms = means[0], dict(zip(list(sums)[1:], means[1:]))
+        if not math.isfinite(loss):
+            self._stop(f"the loss became {loss}")
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
         # With loss scaling, inf gradients are expected now and then: the scaler skips those steps.
@@ -122,4 +153,4 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        return float(loss.detach()), terms
+        return loss, terms | {"grad_norm": float(grad_norm)}

@@ -1,0 +1,121 @@
+"""Several training processes with torch's own DDP, as nanoGPT's ``train.py`` runs them.
+
+A process learns its place from torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``)
+once, at start-up (:func:`processes_from_env`). Without torchrun it is the only process
+(rank 0 of 1) and no process group exists; every helper here is then the identity, so one code
+path serves one process and many. Rank 0 is the writer: it alone writes run.json, the logs and
+the checkpoints. The backend is NCCL on CUDA and gloo on the CPU.
+
+Every process must call the collectives below (:func:`mean_over_processes`, :func:`from_writer`)
+in the same order; torchrun stops the whole group when one process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from tiekd.pipeline.sync_batchnorm import convert_sync_batchnorm
+
+COLLECTIVE_TIMEOUT = timedelta(minutes=60)
+"""How long a process waits in a collective: the others wait while the writer validates an epoch
+(minutes on KITTI's 652 images); a dead process is noticed by torchrun, not by this timeout."""
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    """Global rank, 0 .. world_size - 1."""
+    local_rank: int = 0
+    """Rank on this node: the CUDA device it trains on."""
+    world_size: int = 1
+    launched: bool = False
+    """Started by torchrun: a process group is joined (also with one process)."""
+
+    @property
+    def is_writer(self) -> bool:
+        """The one process that writes run.json, the logs and the checkpoints."""
+        return self.rank == 0
+
+
+SINGLE = Processes()
+"""A process on its own (no torchrun)."""
+
+
+def processes_from_env(env: dict | None = None) -> Processes:
+    """Read this process's place from torchrun's variables; :data:`SINGLE` without them."""
+    env = os.environ if env is None else env
+    if "RANK" not in env:
+        return SINGLE
+    return Processes(
+        rank=int(env["RANK"]),
+        local_rank=int(env.get("LOCAL_RANK", 0)),
+        world_size=int(env["WORLD_SIZE"]),
+        launched=True,
+    )
+
+
+def join(processes: Processes, device: torch.device) -> torch.device:
+    """Join the process group (under torchrun) and return this process's training device:
+    ``cuda:LOCAL_RANK`` with NCCL on CUDA, the CPU with gloo."""
+    if not processes.launched or dist.is_initialized():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", processes.local_rank)
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    return device
+
+
+def leave() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def replicate(model: torch.nn.Module, device: torch.device, *, sync_bn: bool) -> torch.nn.Module:
+    """The module a training step calls: ``model`` itself, or DDP around it in a process group.
+
+    ``model`` stays the bare network (its state dict has no ``module.`` prefix), so checkpoints
+    are the same for any number of processes. With ``sync_bn`` its BatchNorm layers are converted
+    in place to ones that normalise with the statistics of all processes' batches.
+    """
+    if sync_bn:
+        convert_sync_batchnorm(model, device)
+    if not dist.is_initialized():
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def accumulating(replica: torch.nn.Module, more_to_come: bool):
+    """Context for one micro-batch's backward: DDP averages gradients only after the last one."""
+    if more_to_come and isinstance(replica, DistributedDataParallel):
+        return replica.no_sync()
+    return contextlib.nullcontext()
+
+
+def mean_over_processes(values: list[float], device: torch.device) -> list[float]:
+    """The mean of each value over all processes (float64); the values themselves in one process."""
+    if not dist.is_initialized():
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return (tensor / dist.get_world_size()).tolist()
+
+
+def from_writer(value):
+    """The writer's ``value`` (any picklable object) in every process, so all processes agree."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
