@@ -210,7 +210,11 @@ def _choices_methods():
 @click.option("--scale", default=1.0, show_default=True, help="Resize crops and maps by this factor (quick runs).")
 @click.option("--lr", default=1e-3, show_default=True, help="Maximum learning rate (one-cycle).")
 @click.option("--alpha", default=0.1, show_default=True, help="TIE-KD weight of the DPM term.")
-@click.option("--sigma", default=0.8, show_default=True, help="Std (m) of the teacher DPM.")
+@click.option(
+    "--sigma",
+    type=float,
+    help="Std (m) of the teacher DPM [default: paper form 0.8; code form 0.5, as the released loss].",
+)
 @click.option("--dpm-form", default="paper", show_default=True, type=click.Choice(["paper", "code"]))
 @click.option("--n-bins", default=257, show_default=True, type=click.IntRange(min=2))
 @click.option("--max-depth", default=80.0, show_default=True)

@@ -41,7 +41,7 @@ below anything a float32 loss can see (KL terms of such bins are under 1e-17 nat
 
 RELEASED_CODE_SIGMA = 0.5
 """The sigma the released code uses in its full loss whatever the configuration says (method.md
-section 3). Not applied here: pass it as ``sigma`` to reproduce the released code exactly."""
+section 3); the default of the "code" form (:func:`dpm_sigma`)."""
 
 MAX_N_BINS = 4096
 """Most depth bins a DPM head may have: 16 times the paper's 257, bins of 2 cm over 80 m (finer
@@ -62,6 +62,20 @@ def bin_edges(min_depth: float, max_depth: float, n_bins: int) -> torch.Tensor:
 def bin_centres(edges: torch.Tensor) -> torch.Tensor:
     """Centres c_i = (e_{i-1} + e_i) / 2 of the bins, shape (K,), metres."""
     return (edges[:-1] + edges[1:]) / 2
+
+
+def dpm_sigma(sigma: float | None, form: str, *, paper_sigma: float) -> tuple[float, str]:
+    """The teacher DPM's sigma (metres) a run uses, and why.
+
+    An explicit ``sigma`` wins. Otherwise the "code" form takes RELEASED_CODE_SIGMA, as the
+    released TIE_KD_loss does whatever its configuration says, and the "paper" form takes
+    ``paper_sigma``, the dataset's configured value (KITTI 0.8).
+    """
+    if sigma is not None:
+        return float(sigma), "given explicitly (--sigma)"
+    if form == "code":
+        return RELEASED_CODE_SIGMA, "default of the code form: the released TIE_KD_loss always uses 0.5"
+    return float(paper_sigma), "default of the paper form: the dataset's configured sigma"
 
 
 def check_dpm_options(sigma: float, form: str) -> None:

@@ -124,7 +124,16 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, *, abs_variance: bool = False) ->
 def ssim(
     x: torch.Tensor, y: torch.Tensor, *, abs_variance: bool = False, valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean SSIM of two depth maps (B, 1, H, W) metres over the map, or over ``valid`` pixels."""
+    """Mean SSIM of depth maps x (prediction) and y (target), (B, 1, H, W) metres, over the map or
+    over ``valid`` pixels.
+
+    With ``valid``, y outside it (a missing target: a rotated-in corner, no LiDAR) is replaced by x,
+    detached, before the windows are taken: the 11x11 windows of valid pixels near the edge see
+    agreement there instead of whatever fills the hole (0, e_0), which would pull x towards it.
+    So the gradient at valid pixels does not depend on y's values outside ``valid``.
+    """
+    if valid is not None:
+        y = torch.where(valid, y, x.detach())
     return _masked_mean(ssim_map(x, y, abs_variance=abs_variance), valid)
 
 
@@ -259,8 +268,9 @@ def tiekd_loss_terms(
 
     student_logits (B, K, H, W); teacher_depth (B, 1, H, W) metres, given no gradient; edges the
     K+1 bin edges; ``valid`` (B, 1, H, W) bool restricts both terms to those pixels (all when
-    None). Teacher depth outside ``valid`` may be anything (0, NaN): it is read as e_0, which is
-    what SSIM windows reaching there see. "dpm" is the mean KL(DPM_T || DPM_S), "depth" is
+    None). Teacher depth outside ``valid`` may be anything (0, NaN): the DPM reads it as e_0 (and
+    leaves those pixels out of the mean), SSIM windows reaching there see the student's own depth
+    (:func:`ssim`). "dpm" is the mean KL(DPM_T || DPM_S), "depth" is
     1 - SSIM(depth_S, depth_T), SSIM with abs() variances under the "code" form, and
     total = 10 * (alpha * dpm + (1 - alpha) * depth).
     """

@@ -18,7 +18,8 @@ from tiekd.data.augment import AugmentConfig
 from tiekd.data.datasets import DistillationSamples
 from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, KITTI_LOSS_TOP_ROW, check_root, read_split
 from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints
-from tiekd.pipeline.dpm import DPM_FORMS, MAX_N_BINS, bin_edges
+from tiekd.pipeline.dpm import DPM_FORMS, MAX_N_BINS, bin_edges, dpm_sigma
+from tiekd.pipeline.losses import KITTI_DPM_SIGMA
 from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.files import require_writable_folder
 from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
@@ -70,7 +71,8 @@ class TrainStudentConfig:
     lr: float = 1e-3
     """Maximum learning rate of the one-cycle schedule."""
     alpha: float = 0.1
-    sigma: float = 0.8
+    sigma: float | None = None
+    """Std (m) of the teacher DPM; None = the form's default (dpm_sigma: code 0.5, paper 0.8)."""
     dpm_form: str = "paper"
     n_bins: int = 257
     min_depth: float = 1e-3
@@ -117,7 +119,7 @@ def _check_loss_options(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--dpm-form {cfg.dpm_form!r} is not one of {', '.join(DPM_FORMS)}")
     if not 2 <= cfg.n_bins <= MAX_N_BINS:
         raise ConfigError(f"--n-bins {cfg.n_bins} must be in [2, {MAX_N_BINS}] (default 257)")
-    if not cfg.sigma > 0:
+    if cfg.sigma is not None and not cfg.sigma > 0:
         raise ConfigError(f"--sigma {cfg.sigma} must be a positive standard deviation in metres")
     # The released code has a config with alpha = 1.5, a negative weight on the depth term.
     if not 0 <= cfg.alpha <= 1:
@@ -135,7 +137,7 @@ def _objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
         method=cfg.method,
         edges=bin_edges(cfg.min_depth, cfg.max_depth, cfg.n_bins).to(device),
         alpha=cfg.alpha,
-        sigma=cfg.sigma,
+        sigma=dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=KITTI_DPM_SIGMA)[0],
         dpm_form=cfg.dpm_form,
         top_row=round(cfg.loss_top_row * cfg.scale),
     )
@@ -329,6 +331,8 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
             "cache": cache_ref and "/".join(cache_ref),
             "cache_identity": trainer.cache,
             "total_steps": trainer.total_steps,
+            "dpm_sigma": trainer.objective.sigma,
+            "dpm_sigma_source": dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=KITTI_DPM_SIGMA)[1],
             "steps_per_epoch": trainer.steps_per_epoch,
             "processes": trainer.processes.world_size,
             "global_batch": trainer.global_batch,

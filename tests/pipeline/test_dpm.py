@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from tiekd.pipeline.dpm import (
+    DPM_FORMS,
     RELEASED_CODE_SIGMA,
     bin_centres,
     bin_edges,
     dpm_entropy,
+    dpm_sigma,
     dpm_window_size,
     expected_depth,
     teacher_dpm,
@@ -178,6 +180,20 @@ class TestTeacherDpm:
     def test_bad_options_raise(self, edges, form, sigma):
         with pytest.raises(ValueError):
             teacher_dpm(depth_map([5.0]), edges, sigma, form)
+
+
+class TestSigmaDefaults:
+    def test_code_form_defaults_to_the_released_sigma(self):
+        value, why = dpm_sigma(None, "code", paper_sigma=0.8)
+        assert value == RELEASED_CODE_SIGMA == 0.5 and "released" in why
+
+    def test_paper_form_defaults_to_the_dataset_sigma(self):
+        assert dpm_sigma(None, "paper", paper_sigma=0.15)[0] == 0.15
+
+    @pytest.mark.parametrize("form", DPM_FORMS)
+    def test_an_explicit_sigma_wins(self, form):
+        value, why = dpm_sigma(0.3, form, paper_sigma=0.8)
+        assert value == 0.3 and "--sigma" in why
 
 
 class TestStudentSide:

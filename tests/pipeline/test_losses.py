@@ -48,7 +48,9 @@ def naive_tiekd_loss(logits, teacher_depth, edges, *, alpha=0.1, sigma=0.8, form
     student = torch.softmax(logits, dim=1)
     kl = F.kl_div(torch.log(student + 1e-7), teacher, reduction="none").sum(dim=1, keepdim=True)
     depth = (student * bin_centres(edges).to(logits.dtype).view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
-    similarity = ssim_map(depth, teacher_depth, abs_variance=form == "code")
+    # SSIM windows see the student's own depth where the teacher is missing.
+    target = teacher_depth if valid is None else torch.where(valid, teacher_depth, depth.detach())
+    similarity = ssim_map(depth, target, abs_variance=form == "code")
     if valid is None:
         return 10 * (alpha * kl.mean() + (1 - alpha) * (1 - similarity.mean()))
     return 10 * (alpha * kl[valid].mean() + (1 - alpha) * (1 - similarity[valid].mean()))
@@ -73,7 +75,9 @@ def numpy_ssim_map(x, y, abs_variance=False):
 
 
 def numpy_ssim(x, y, valid=None, abs_variance=False):
-    """Mean SSIM over the valid pixels of (B, 1, H, W) tensors."""
+    """Mean SSIM over the valid pixels of (B, 1, H, W) tensors; y outside them is taken as x."""
+    if valid is not None:
+        y = torch.where(valid, y, x)
     maps = np.stack([numpy_ssim_map(a[0], b[0], abs_variance) for a, b in zip(x.double().numpy(), y.double().numpy())])
     return maps[valid[:, 0].numpy()].mean() if valid is not None else maps.mean()
 
@@ -114,6 +118,20 @@ class TestSsim:
         valid = torch.rand(2, 1, 15, 16, generator=generator) > 0.3
         assert ssim(x, y, valid=valid).item() == pytest.approx(numpy_ssim(x, y, valid), abs=1e-12)
 
+    def test_gradient_at_valid_pixels_ignores_missing_target_values(self):
+        """A rotated-in corner of missing target: what fills it (0, e_0, far) must not pull valid pixels."""
+        generator = torch.Generator().manual_seed(8)
+        x = (torch.rand(1, 1, 16, 20, generator=generator, dtype=torch.float64) * 30 + 5).requires_grad_()
+        y = x.detach() + torch.randn(1, 1, 16, 20, generator=generator, dtype=torch.float64)
+        rows, cols = torch.meshgrid(torch.arange(16), torch.arange(20), indexing="ij")
+        valid = (rows + cols >= 6).view(1, 1, 16, 20)  # a missing triangle in the top-left corner
+        gradients = []
+        for fill in (0.0, 1e-3, 80.0):
+            (gradient,) = torch.autograd.grad(ssim(x, torch.where(valid, y, fill), valid=valid), x)
+            gradients.append(gradient[valid])
+        torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=0)
+        torch.testing.assert_close(gradients[0], gradients[2], rtol=0, atol=0)
+
     def test_gradient_flows_to_both_inputs(self):
         x = (torch.rand(1, 1, 12, 12, dtype=torch.float64) * 10).requires_grad_()
         y = (torch.rand(1, 1, 12, 12, dtype=torch.float64) * 10).requires_grad_()
@@ -145,9 +163,12 @@ class TestTiekdLoss:
     def test_gradcheck(self, edges, form, monkeypatch):
         monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 2 * N_BINS * 4 * 2)  # 2 rows a chunk, then 1
         logits, teacher = make_inputs(torch.float64, shape=(2, 3, 4))
+        assert torch.autograd.gradcheck(lambda z: tiekd_loss(z, teacher, edges, alpha=0.3, sigma=1.5, form=form), (logits,))
+        # Under a mask SSIM's target is the detached student depth where the teacher is missing (a
+        # stop-gradient finite differences do not see), so the masked loss is checked on its KL term.
         valid = teacher > 20
         assert torch.autograd.gradcheck(
-            lambda z: tiekd_loss(z, teacher, edges, alpha=0.3, sigma=1.5, form=form, valid=valid), (logits,)
+            lambda z: tiekd_loss(z, teacher, edges, alpha=1.0, sigma=1.5, form=form, valid=valid), (logits,)
         )
 
     def test_terms_and_options_reach_the_loss(self, edges):
@@ -186,6 +207,20 @@ class TestTiekdLoss:
         assert torch.isfinite(grad).all()
         assert (grad[:, :, :3] == 0).all() and (grad[:, :, 3:] != 0).any()
         assert kl_only.item() == pytest.approx(tiekd_loss(logits, teacher, edges, alpha=1.0, valid=valid).item())
+
+    @pytest.mark.parametrize("form", ["paper", "code"])
+    def test_a_student_matching_the_teacher_where_it_exists_has_no_depth_loss(self, edges, form):
+        """Teacher missing in a corner (filled with 0): the SSIM term of a student that equals the
+        teacher on every valid pixel is 0 and pulls no pixel (before the fix it pulled toward e_0)."""
+        logits, _ = make_inputs(torch.float64)
+        with torch.no_grad():
+            teacher = (torch.softmax(logits, 1) * bin_centres(edges).double().view(1, -1, 1, 1)).sum(1, keepdim=True)
+        rows = torch.arange(teacher.shape[-2]).view(1, 1, -1, 1)
+        valid = (rows >= 3).expand_as(teacher)
+        terms = tiekd_loss_terms(logits, torch.where(valid, teacher, 0.0), edges, alpha=0.0, form=form, valid=valid)
+        (gradient,) = torch.autograd.grad(terms["total"], logits)
+        assert terms["depth"].item() == pytest.approx(0.0, abs=1e-12)
+        assert gradient.abs().max().item() < 1e-9
 
     def test_teacher_gets_no_gradient(self, edges):
         logits, teacher = make_inputs()

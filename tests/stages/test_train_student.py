@@ -219,7 +219,8 @@ class TestRunDirectory:
     def test_run_json(self, run_dir, sample, store):
         config = json.loads((run_dir / "run.json").read_text())
         assert config["student"] == STUDENT and config["method"] == "tiekd" and config["scale"] == SCALE
-        assert config["crop"] == [352, 704] and config["epochs"] == 2 and config["sigma"] == 0.8
+        assert config["crop"] == [352, 704] and config["epochs"] == 2 and config["sigma"] is None
+        assert config["dpm_sigma"] == 0.8 and config["dpm_sigma_source"].startswith("default of the paper form")
         assert config["total_steps"] == 8 and config["steps_per_epoch"] == STEPS_PER_EPOCH
         assert config["device"] == "cpu" and config["cache"] == f"{store}/row_prior/train"
         assert config["val_split"] == str(sample.test_split) and config["pretrained"] is False
@@ -353,6 +354,23 @@ class TestOptionsReachTheRun:
             losses.append(float(loss))
         assert abs(losses[0] - losses[1]) > 0.01  # the sigma of the options is the sigma of the loss
 
+    def test_code_form_trains_with_the_released_sigma_unless_sigma_is_given(self, sample, store, tmp_path):
+        code, loader = build(train_config(sample, store, tmp_path, dpm_form="code"))
+        explicit, _ = build(train_config(sample, store, tmp_path, dpm_form="code", sigma=0.8))
+        paper, _ = build(train_config(sample, store, tmp_path))
+        assert (code.objective.sigma, explicit.objective.sigma, paper.objective.sigma) == (0.5, 0.8, 0.8)
+        batch, top = next(iter(loader)), code.objective.top_row
+        logits = torch.randn(2, 257, 22, 44, generator=torch.Generator().manual_seed(0))
+        teacher = batch["teacher"][..., top:, :]
+        for sigma, trainer in ((0.5, code), (0.8, explicit)):
+            expected = tiekd_loss_terms(
+                logits[..., top:, :], teacher, bin_edges(1e-3, 80.0, 257), sigma=sigma, form="code", valid=teacher > 0
+            )
+            assert float(trainer.objective.loss(logits, batch)[0]) == pytest.approx(float(expected["total"]), rel=1e-6)
+        assert float(code.objective.loss(logits, batch)[0]) != pytest.approx(
+            float(explicit.objective.loss(logits, batch)[0]), rel=1e-3
+        )
+
     def test_shape_schedule_and_model_options(self, sample, store, tmp_path):
         cfg = train_config(
             sample,
@@ -481,7 +499,7 @@ class TestRefusals:
         line = error_line(cli(*train_args(sample, store, run_dir, *extra)))
         assert "already holds a run; pass --resume" in line
         line = error_line(cli(*train_args(sample, store, run_dir, *extra, "--resume", "--lr", 0.01, "--sigma", 1)))
-        assert "--resume with other options" in line and "lr 0.001 -> 0.01" in line and "sigma 0.8 -> 1.0" in line
+        assert "--resume with other options" in line and "lr 0.001 -> 0.01" in line and "sigma None -> 1.0" in line
         assert (run_dir / "last.pt").read_bytes() == before
 
     def test_resume_into_a_run_built_differently(self, sample, store, run_dir, tmp_path, cli):
