@@ -161,16 +161,23 @@ def cache_info(store: str, as_json: bool) -> None:
 
 @cache.command("verify")
 @click.argument("store")
-def cache_verify(store: str) -> None:
-    """Read every stored map of STORE and check mask, shapes and values."""
+@click.option("--repair", is_flag=True, help="Rebuild lost array metadata and mark damaged frames not done.")
+def cache_verify(store: str, repair: bool) -> None:
+    """Read back every stored map of STORE and check its checksum, mask, shape and values."""
     from tiekd.stages.cache_info import verify
 
-    frames, problems = verify(store)
-    for problem in problems:
+    result = verify(store, repair=repair)
+    for problem in result.problems:
         click.echo(problem, err=True)
-    if problems:
-        raise TiekdError(f"{store}: {len(problems)} problem(s) in {frames} stored frames; re-run cache-teacher on them")
-    click.echo(f"{store}: {frames} stored frames read, no problems")
+    for repaired in result.repairs:
+        click.echo(repaired)
+    if result.problems and not repair:
+        raise TiekdError(
+            f"{store}: {len(result.problems)} problem(s) in {result.frames} stored frames; "
+            f"run `tiekd cache verify --repair {store}`, then cache-teacher again"
+        )
+    found = f"{len(result.problems)} problem(s), repaired" if result.problems else "no problems"
+    click.echo(f"{store}: {result.frames} stored frames read, {found}")
 
 
 def _choices_methods():

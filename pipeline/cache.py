@@ -2,10 +2,11 @@
 
 Layout of a store (local path or any fsspec URL)::
 
-    STORE/                      root group, attrs {"tiekd_store_format": 1}
+    STORE/                      root group, attrs {"tiekd_store_format": N} (pipeline/store_format.py)
       <teacher>/<split>/        group whose attrs describe the cache (see ``CacheSpec``)
         depth    (N, H, W) uint16, value = round(depth_m * 256); one inner chunk per frame,
-                 FRAMES_PER_SHARD frames per shard file; 0 = never written
+                 FRAMES_PER_SHARD frames per shard file; 0 = never written; from format 2 on
+                 every frame carries a CRC32C that every read checks
         done     (N,) bool, one chunk per depth shard; set only after the frame's depth is stored
         clipped  (N,) int32, pixels of the frame clipped into [min_depth, max_depth]
         ids      (N,) str, the sample ids (RGB paths relative to the KITTI raw root), in split order
@@ -23,22 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs.numcodecs import Delta
-from zarr.codecs import ZstdCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.frame_reader import FrameReader
-
-STORE_FORMAT = 1
-"""Version of the layout above; bumped on any incompatible change."""
+from tiekd.pipeline.store_format import check_readable_format, damaged_frame, open_member
 
 DEPTH_SCALE = 256
 """uint16 value = round(depth * 256): rounding error <= 1/512 m, within KITTI's own GT precision
@@ -47,15 +43,6 @@ DEPTH_SCALE = 256
 FRAMES_PER_SHARD = 32
 """Default frames per shard file: 23,158 KITTI training frames make 724 files instead of 23,158.
 A store records its own value (attribute ``frames_per_shard``)."""
-
-# The Delta filter is numcodecs', not the Zarr v3 spec's: zarr-python and every numcodecs-aware
-# reader decode it. Said once here instead of warning on every open.
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3", category=UserWarning)
-DEPTH_FILTERS = (Delta(dtype="<u2"),)
-"""Depth maps are smooth along rows: differences of neighbouring values are mostly tiny or 0.
-Without this prediction no general compressor beats the authors' PNGs (bench/bench_cache.py)."""
-DEPTH_COMPRESSOR = ZstdCodec(level=9)
-"""zstd of the differences; level 9 encodes a frame in a few ms, off the teacher's path."""
 
 
 @dataclass(frozen=True)
@@ -120,9 +107,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _open_root(path: str, *, mode: str) -> zarr.Group:
+def _open_root(path: str, *, mode: str, attributes: dict | None = None) -> zarr.Group:
+    """The store's root group; ``attributes`` are written with it where ``mode`` creates it."""
     try:
-        return zarr.open_group(str(path), mode=mode, zarr_format=3)
+        return zarr.open_group(str(path), mode=mode, zarr_format=3, attributes=attributes)
     except FileNotFoundError as e:
         raise StoreError(f"no teacher cache at {path}; create it with `tiekd cache-teacher --out {path}`") from e
     except PermissionError as e:
@@ -157,12 +145,14 @@ class TeacherCache:
         self._group = group
         self.location = location
         """``STORE/teacher/split``, for messages."""
-        self._depth = group["depth"]
-        self.ids: list[str] = [str(s) for s in group["ids"][:]]
+        self._depth = open_member(group, "depth", location=location)
+        self.ids: list[str] = [str(s) for s in open_member(group, "ids", location=location)[:]]
         """Sample ids (RGB paths relative to the KITTI raw root) in split order."""
         self.index = {sample_id: i for i, sample_id in enumerate(self.ids)}
         """Sample id -> frame index."""
-        self._reader = FrameReader.for_array(self._depth, done=self.done)
+        self._done_seen = self.done
+        """(N,) bool: the completion mask as last read; re-read for a frame it does not list."""
+        self._reader = FrameReader.for_array(self._depth, done=self._done_seen, location=location)
         """Direct reads of local stores (``pipeline/frame_reader.py``); None = through zarr."""
 
     @classmethod
@@ -173,11 +163,7 @@ class TeacherCache:
         teacher = _pick(root, teacher, what="teacher", flag="--teacher", path=path)
         split = _pick(root[teacher], split, what="split", flag="--split-name", path=f"{path}/{teacher}")
         group = root[teacher][split]
-        if group.attrs.get("tiekd_store_format") != STORE_FORMAT:
-            raise StoreError(
-                f"{path}/{teacher}/{split} has store format {group.attrs.get('tiekd_store_format')!r}, "
-                f"this tiekd reads format {STORE_FORMAT}; re-create it with `tiekd cache-teacher --overwrite`"
-            )
+        check_readable_format(group.attrs.get("tiekd_store_format"), location=f"{path}/{teacher}/{split}")
         return cls(group, location=f"{path}/{teacher}/{split}")
 
     @classmethod
@@ -212,7 +198,7 @@ class TeacherCache:
     @property
     def done(self) -> np.ndarray:
         """(N,) bool: frames whose maps are stored."""
-        return self._group["done"][:]
+        return open_member(self._group, "done", location=self.location)[:]
 
     @property
     def complete(self) -> bool:
@@ -221,11 +207,34 @@ class TeacherCache:
     @property
     def clipped(self) -> np.ndarray:
         """(N,) int32: pixels per frame that were clipped into [min_depth, max_depth]."""
-        return self._group["clipped"][:]
+        return open_member(self._group, "clipped", location=self.location)[:]
 
     def depth(self, i: int) -> np.ndarray:
-        """Teacher depth of frame ``i``: float32 HxW metres at the crop (0 where never written)."""
-        return dequantise(self._depth[i] if self._reader is None else self._reader.values(i))
+        """Teacher depth of frame ``i``: float32 HxW metres at the crop.
+
+        A frame not stored yet, or whose bytes fail their checksum, is a ``StoreError``.
+        """
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"frame {i} is out of range for {len(self)} frames")
+        i %= len(self)
+        if not self._done_seen[i]:
+            self._done_seen = self.done  # a store being filled: the frame may be done by now
+            if not self._done_seen[i]:
+                missing = int((~self._done_seen).sum())
+                raise StoreError(
+                    f"{self.location} has no map for frame {i} ({self.ids[i]}): {missing} of {len(self)} frames "
+                    "are not stored yet; finish the store with `tiekd cache-teacher`"
+                )
+        if self._reader is not None:
+            return dequantise(self._reader.values(i, stored=True))
+        shard_file = f"{self.location}/depth/{self._depth.metadata.encode_chunk_key((i // self.frames_per_shard, 0, 0))}"
+        try:
+            values = self._depth[i]
+        except Exception as e:  # zarr's codecs fail in many ways on damaged bytes
+            raise damaged_frame(self.location, i, shard_file, f"{type(e).__name__}: {e}") from e
+        if not values.all():  # quantise() never stores 0: the frame's bytes are gone
+            raise damaged_frame(self.location, i, shard_file, "it is marked done but its map is missing")
+        return dequantise(values)
 
     def to_dask(self):
         """All maps as a lazy dask array (N, H, W) float32 metres, one chunk per store shard.
@@ -237,6 +246,16 @@ class TeacherCache:
 
         stored = da.from_zarr(self._depth, chunks=(self.frames_per_shard, *self._depth.shape[1:]))
         return stored.astype(np.float32) / DEPTH_SCALE
+
+    def require_stored(self, sample_ids: list[str], *, what: str) -> None:
+        """Refuse, in one line with the count, a list of samples not all of whose maps are stored."""
+        done = self.done
+        missing = [s for s in sample_ids if s not in self.index or not done[self.index[s]]]
+        if missing:
+            raise StoreError(
+                f"{self.location} has no map for {len(missing)} of the {len(sample_ids)} {what} "
+                f"(first: {missing[0]}); run cache-teacher on this split first"
+            )
 
     def depth_of(self, sample_id: str) -> np.ndarray:
         """Teacher depth by sample id (RGB relative path)."""

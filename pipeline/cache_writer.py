@@ -7,6 +7,7 @@ most the frames it had not yet marked; running it again continues with the frame
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 import tiekd
 from tiekd.pipeline.cache import (
-    DEPTH_COMPRESSOR,
-    DEPTH_FILTERS,
     DEPTH_SCALE,
     FRAMES_PER_SHARD,
-    STORE_FORMAT,
     CacheSpec,
     _now,
     _open_root,
@@ -31,6 +30,15 @@ from tiekd.pipeline.cache import (
     quantise,
 )
 from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.store_format import (
+    DEPTH_COMPRESSORS,
+    DEPTH_FILTERS,
+    READABLE_FORMATS,
+    STORE_FORMAT,
+    check_group_name,
+    lost_metadata,
+    open_member,
+)
 
 
 CREATE_ATTEMPTS = 5
@@ -53,34 +61,87 @@ def _check_writable(path: str) -> None:
         raise StoreError(f"cannot write to --out {path} ({e.strerror}); choose a writable location") from e
 
 
-def _require_array(group: zarr.Group, name: str, **kwargs) -> zarr.Array:
-    """Create an array, or open the one a concurrent or earlier writer created with the same spec."""
+class _StoreBeingCreated(Exception):
+    """Another process is part-way through creating the store's root: retry shortly."""
+
+
+def _check_target(path: str) -> None:
+    """Refuse a local ``--out`` that is neither new, nor empty, nor a tiekd store (never adopt,
+    and never add metadata over, another program's files or a zarr v2 store)."""
+    if "://" in path or not Path(path).exists():
+        return
+    target = Path(path)
+    if not target.is_dir():
+        raise StoreError(f"--out {path} is a file, not a tiekd store; choose a new or empty directory")
+    names = {p.name for p in target.iterdir()}
+    if not names:
+        return
+    if names & {".zgroup", ".zarray", ".zattrs"}:
+        raise StoreError(f"--out {path} is a zarr v2 store, not a tiekd store; choose a new or empty directory")
     try:
-        return group.create_array(name, **kwargs)
-    except ContainsArrayError:
-        array = group[name]
-        if array.shape != kwargs["shape"]:
-            raise StoreError(f"array {name} in the store has shape {array.shape}, expected {kwargs['shape']}") from None
-        return array
+        root = json.loads((target / "zarr.json").read_bytes())
+    except FileNotFoundError:
+        raise StoreError(f"--out {path} is a non-empty directory that is not a tiekd store; choose a new or empty one") from None
+    except ValueError as e:
+        raise _StoreBeingCreated(f"{path}/zarr.json is not readable yet") from e
+    if root.get("node_type") != "group" or "tiekd_store_format" not in root.get("attributes", {}):
+        raise StoreError(f"--out {path} is a zarr store that tiekd did not make; choose a new or empty directory")
 
 
-def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int], frames_per_shard: int) -> None:
-    n = len(ids)
-    _require_array(
-        group,
-        "depth",
-        shape=(n, *crop),
-        dtype="uint16",
-        fill_value=0,
-        chunks=(1, *crop),
-        shards=(frames_per_shard, *crop),
-        filters=DEPTH_FILTERS,
-        compressors=DEPTH_COMPRESSOR,
-    )
-    _require_array(group, "done", shape=(n,), dtype="bool", fill_value=False, chunks=(frames_per_shard,))
-    _require_array(group, "clipped", shape=(n,), dtype="int32", fill_value=0, chunks=(frames_per_shard,))
-    id_array = _require_array(group, "ids", shape=(n,), dtype=str, chunks=(n,))
-    id_array[:] = np.array(ids, dtype=object)
+async def _first_key(store, prefix: str) -> str | None:
+    async for key in store.list_prefix(prefix):
+        return key
+    return None
+
+
+def _require_array(group: zarr.Group, name: str, *, location: str, **kwargs) -> zarr.Array:
+    """Open the array an earlier or concurrent writer created with the same spec, or create it.
+
+    Array metadata is never created over existing chunks: that would re-read them with another
+    layout (lost or corrupt ``zarr.json``, issue 9); ``tiekd cache verify --repair`` rebuilds it.
+    """
+    prefix = f"{group.path}/{name}/" if group.path else f"{name}/"
+    try:
+        if sync(group.store.exists(prefix + "zarr.json")):
+            array = open_member(group, name, location=location)
+        elif sync(_first_key(group.store, prefix)) is not None:
+            raise lost_metadata(location, name)
+        else:
+            try:
+                return group.create_array(name, **kwargs)
+            except ContainsArrayError:
+                array = open_member(group, name, location=location)
+    except StoreError as e:
+        if "created" not in group.attrs:  # another process is writing this metadata right now
+            raise _StoreBeingCreated(e.message) from e
+        raise
+    if array.shape != kwargs["shape"]:
+        raise StoreError(f"array {name} of {location} has shape {array.shape}, expected {kwargs['shape']}")
+    return array
+
+
+def array_specs(n: int, crop: tuple[int, int], frames_per_shard: int) -> dict[str, dict]:
+    """Name -> ``create_array`` arguments of the arrays of a new cache group of ``n`` frames."""
+    return {
+        "depth": dict(
+            shape=(n, *crop),
+            dtype="uint16",
+            fill_value=0,
+            chunks=(1, *crop),
+            shards=(frames_per_shard, *crop),
+            filters=DEPTH_FILTERS,
+            compressors=DEPTH_COMPRESSORS,
+        ),
+        "done": dict(shape=(n,), dtype="bool", fill_value=False, chunks=(frames_per_shard,)),
+        "clipped": dict(shape=(n,), dtype="int32", fill_value=0, chunks=(frames_per_shard,)),
+        "ids": dict(shape=(n,), dtype=str, chunks=(n,)),
+    }
+
+
+def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int], frames_per_shard: int, location: str) -> None:
+    for name, kwargs in array_specs(len(ids), crop, frames_per_shard).items():
+        array = _require_array(group, name, location=location, **kwargs)
+    array[:] = np.array(ids, dtype=object)  # the ids, last
 
 
 class CacheWriter:
@@ -89,9 +150,9 @@ class CacheWriter:
     def __init__(self, group: zarr.Group, *, location: str):
         self._group = group
         self.location = location
-        self._depth = group["depth"]
-        self._done = group["done"]
-        self._clipped = group["clipped"]
+        self._depth = open_member(group, "depth", location=location)
+        self._done = open_member(group, "done", location=location)
+        self._clipped = open_member(group, "clipped", location=location)
         self.frames_per_shard = int(self._depth.shards[0])
         """Frames per shard file, as the store was created."""
 
@@ -114,14 +175,19 @@ class CacheWriter:
         ``overwrite``, which deletes that group (and only that group) first.
         """
         path = str(path)
+        check_group_name(teacher, flag="--name")
+        check_group_name(split, flag="--split-name")
         _check_writable(path)
         for attempt in range(CREATE_ATTEMPTS):
             try:
+                _check_target(path)
                 return cls._create_or_resume_once(
                     path, teacher=teacher, split=split, spec=spec, ids=ids, extra_attrs=extra_attrs,
                     overwrite=overwrite, frames_per_shard=frames_per_shard,
                 )
-            except (ContainsGroupError, ContainsArrayError) as e:
+            except (ContainsGroupError, ContainsArrayError, _StoreBeingCreated) as e:
+                if attempt == CREATE_ATTEMPTS - 1 and isinstance(e, _StoreBeingCreated):
+                    raise StoreError(str(e)) from e
                 if attempt == CREATE_ATTEMPTS - 1:
                     raise StoreError(f"could not create {path}/{teacher}/{split} ({e}); run the command again") from e
                 time.sleep(CREATE_BACKOFF_SECONDS * (attempt + 1))
@@ -131,8 +197,10 @@ class CacheWriter:
         cls, path: str, *, teacher: str, split: str, spec: CacheSpec, ids: list[str], extra_attrs: dict,
         overwrite: bool, frames_per_shard: int,
     ) -> CacheWriter:
-        root = _open_root(path, mode="a")
+        root = _open_root(path, mode="a", attributes={"tiekd_store_format": STORE_FORMAT})
         if "tiekd_store_format" not in root.attrs:
+            if any(True for _ in root.members()):
+                raise StoreError(f"--out {path} is a zarr store that tiekd did not make; choose a new or empty one")
             root.attrs["tiekd_store_format"] = STORE_FORMAT
         teacher_group = root.require_group(teacher)
         location = f"{path}/{teacher}/{split}"
@@ -141,7 +209,8 @@ class CacheWriter:
         if isinstance(teacher_group.get(split), zarr.Array):
             raise StoreError(f"{location} is an array, not a tiekd cache group; pass --overwrite")
         group = teacher_group.require_group(split)
-        _create_arrays(group, ids, spec.crop, frames_per_shard)
+        frames_per_shard = int(group.attrs.get("frames_per_shard", frames_per_shard))  # a store keeps its own
+        _create_arrays(group, ids, spec.crop, frames_per_shard, location)
         if "created" not in group.attrs:
             group.attrs.update(
                 spec.to_attrs()
@@ -170,7 +239,7 @@ class CacheWriter:
         if "created" not in attrs:
             return  # an earlier run stopped while creating it: creation is idempotent
         differences = spec.differences(CacheSpec.from_attrs(attrs))
-        if attrs.get("tiekd_store_format") != STORE_FORMAT:
+        if attrs.get("tiekd_store_format") not in READABLE_FORMATS:  # readable ones continue in their own format
             differences.insert(0, f"store format {attrs.get('tiekd_store_format')!r} vs {STORE_FORMAT}")
         if differences:
             raise StoreError(

@@ -7,10 +7,11 @@ took as long as decoding the authors' PNG.
 
 The depth array tiekd writes has one fixed, spec-defined layout (Zarr v3 ``sharding_indexed``
 with the index at the end of each shard file and a CRC32C over it; inner chunk = one frame,
-``numcodecs.delta <u2 -> bytes (little) -> zstd``), so ``FrameReader`` reads the index and the
-frame's bytes with plain file reads and decodes them itself, the delta filter with imagecodecs'
-C loop (NumPy's cumsum, which numcodecs uses, takes 6x as long on uint16). Any other store (an
-fsspec URL, another codec chain) is read through zarr; ``FrameReader.for_array`` returns None.
+``numcodecs.delta <u2 -> bytes (little) -> zstd [-> crc32c]``, see ``store_format.py``), so
+``FrameReader`` reads the index and the frame's bytes with plain file reads, checks the frame's
+CRC32C where it has one, and decodes them itself, the delta filter with imagecodecs' C loop
+(NumPy's cumsum, which numcodecs uses, takes 6x as long on uint16). Any other store (an fsspec
+URL, another codec chain) is read through zarr; ``FrameReader.for_array`` returns None.
 tests/pipeline/test_frame_reader.py checks the two readers give identical frames.
 """
 
@@ -29,6 +30,7 @@ from zarr.codecs.numcodecs import Delta
 from zarr.storage import LocalStore
 
 from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.store_format import damaged_frame
 
 EMPTY = 2**64 - 1
 """Offset and length of an inner chunk that was never written (Zarr v3 sharding spec)."""
@@ -41,46 +43,60 @@ def _little(codec) -> bool:
     return isinstance(codec, BytesCodec) and codec.endian is not None and codec.endian.value == "little"
 
 
-def is_tiekd_layout(array: zarr.Array) -> bool:
-    """Whether ``array`` is (N, H, W) uint16 in shards of whole frames, encoded as tiekd writes it."""
+def inner_layout(array: zarr.Array) -> tuple[str, bool] | None:
+    """(filter, checksummed) of a depth array in shards of whole frames encoded as tiekd writes it:
+    (N, H, W) uint16, one inner chunk per frame, ``FILTER -> bytes (little) -> zstd [-> crc32c]``;
+    None for any other array."""
     meta = array.metadata
     if meta.zarr_format != 3 or array.dtype != np.uint16 or len(meta.codecs) != 1 or array.fill_value != 0:
-        return False
+        return None
     sharding = meta.codecs[0]
     if not isinstance(sharding, ShardingCodec) or array.ndim != 3:
-        return False
+        return None
     inner = sharding.codecs
-    return (
+    checksummed = len(inner) == 4 and isinstance(inner[3], Crc32cCodec)
+    fits = (
         tuple(sharding.chunk_shape) == (1, *array.shape[1:])
         and tuple(array.shards[1:]) == tuple(array.shape[1:])
         and sharding.index_location == ShardingCodecIndexLocation.end
         and len(sharding.index_codecs) == 2
         and _little(sharding.index_codecs[0])
         and isinstance(sharding.index_codecs[1], Crc32cCodec)
-        and len(inner) == 3
+        and len(inner) == 3 + checksummed
         and isinstance(inner[0], Delta)
         and inner[0].codec_config.get("dtype") == "<u2"
         and _little(inner[1])
         and isinstance(inner[2], ZstdCodec)
     )
+    return ("delta", checksummed) if fits else None
+
+
+def is_tiekd_layout(array: zarr.Array) -> bool:
+    """Whether ``FrameReader`` can read ``array`` (see :func:`inner_layout`)."""
+    return inner_layout(array) is not None
 
 
 class FrameReader:
     """Reads frame i of a local tiekd depth array: its stored uint16 values (H, W)."""
 
-    def __init__(self, array: zarr.Array, *, shard_path, settled: np.ndarray):
+    def __init__(self, array: zarr.Array, *, shard_path, settled: np.ndarray, location: str):
         self.frames, *self.shape = array.shape
         self.frames_per_shard = int(array.shards[0])
         self._shard_path = shard_path
         self._settled = settled
         """(n_shards,) bool: every frame of the shard was done when the reader was made, so the
         shard is never written again and its index can be kept."""
+        self._checksummed = inner_layout(array)[1]
+        self._location = location
         self._indices: dict[int, np.ndarray] = {}
         self._zstd = Zstd()
 
     @classmethod
-    def for_array(cls, array: zarr.Array, *, done: np.ndarray) -> FrameReader | None:
-        """A reader for ``array``, or None where zarr must read it (not local, not tiekd's layout)."""
+    def for_array(cls, array: zarr.Array, *, done: np.ndarray, location: str | None = None) -> FrameReader | None:
+        """A reader for ``array``, or None where zarr must read it (not local, not tiekd's layout).
+
+        ``location`` (``STORE/teacher/split``) names the cache in messages; default the array's parent.
+        """
         store = array.store
         if not isinstance(store, LocalStore) or not is_tiekd_layout(array):
             return None
@@ -93,48 +109,70 @@ class FrameReader:
         def shard_path(shard: int) -> Path:
             return root / array.metadata.encode_chunk_key((shard, 0, 0))
 
-        return cls(array, shard_path=shard_path, settled=padded.reshape(n_shards, -1).all(axis=1))
+        settled = padded.reshape(n_shards, -1).all(axis=1)
+        return cls(array, shard_path=shard_path, settled=settled, location=location or str(root.parent))
 
-    def values(self, i: int) -> np.ndarray:
-        """Stored values of frame ``i`` (negative counts from the end), uint16 (H, W); 0 = never written."""
+    def values(self, i: int, *, stored: bool = False) -> np.ndarray:
+        """Stored values of frame ``i`` (negative counts from the end), uint16 (H, W); 0 = never written.
+
+        ``stored``: the frame is marked done, so missing bytes are damage (a ``StoreError``), not zeros.
+        """
         if not -self.frames <= i < self.frames:
             raise IndexError(f"frame {i} is out of range for {self.frames} frames")
         i %= self.frames
-        shard, inner = divmod(i, self.frames_per_shard)
-        try:
-            with open(self._shard_path(shard), "rb") as f:
-                offset, nbytes = self._index(shard, f)[inner]
-                if offset == EMPTY:
-                    return np.zeros(self.shape, np.uint16)
-                f.seek(int(offset))
-                encoded = f.read(int(nbytes))
-        except FileNotFoundError:
+        encoded = self._encoded(i)
+        if encoded is None:
+            if stored:
+                raise self._damaged(i, "it is marked done but its bytes are missing")
             return np.zeros(self.shape, np.uint16)
+        if self._checksummed:
+            encoded = self._checked(i, encoded)
         flat = np.empty(self.shape[0] * self.shape[1], np.uint16)
         try:
             self._zstd.decode(encoded, out=flat)  # x[0], x[1] - x[0], ... of the flattened frame
         except (RuntimeError, ValueError) as e:
-            raise self._corrupt(shard, f"frame {i} does not decode: {e}") from e
+            raise self._damaged(i, f"it does not decode: {e}") from e
         imagecodecs.delta_decode(flat, out=flat)
         return flat.reshape(self.shape)
 
-    def _index(self, shard: int, f) -> np.ndarray:
+    def _encoded(self, i: int) -> bytes | None:
+        """The frame's stored bytes, None where it was never written."""
+        shard, inner = divmod(i, self.frames_per_shard)
+        try:
+            with open(self._shard_path(shard), "rb") as f:
+                offset, nbytes = self._index(shard, i, f)[inner]
+                if offset == EMPTY:
+                    return None
+                f.seek(int(offset))
+                encoded = f.read(int(nbytes))
+        except FileNotFoundError:
+            return None
+        if len(encoded) != nbytes:
+            raise self._damaged(i, "the shard file is shorter than its index says")
+        return encoded
+
+    def _checked(self, i: int, encoded: bytes) -> bytes:
+        """The frame's bytes without their CRC32C, which must match."""
+        payload, checksum = encoded[:-CHECKSUM_BYTES], encoded[-CHECKSUM_BYTES:]
+        if len(checksum) < CHECKSUM_BYTES or google_crc32c.value(payload) != int.from_bytes(checksum, "little"):
+            raise self._damaged(i, "its bytes fail their CRC32C check")
+        return payload
+
+    def _index(self, shard: int, i: int, f) -> np.ndarray:
         """(frames_per_shard, 2) uint64 (offset, nbytes) of the shard's frames, checksum verified."""
         if shard in self._indices:
             return self._indices[shard]
         size = self.frames_per_shard * INDEX_ENTRY_BYTES + CHECKSUM_BYTES
         if os.fstat(f.fileno()).st_size < size:
-            raise self._corrupt(shard, "it is shorter than its index")
+            raise self._damaged(i, "its shard file is shorter than the shard's index")
         f.seek(-size, os.SEEK_END)
         raw = f.read(size)
         if google_crc32c.value(raw[:-CHECKSUM_BYTES]) != int.from_bytes(raw[-CHECKSUM_BYTES:], "little"):
-            raise self._corrupt(shard, "its index fails its CRC32C check")
+            raise self._damaged(i, "its shard's index fails its CRC32C check")
         index = np.frombuffer(raw[:-CHECKSUM_BYTES], "<u8").reshape(-1, 2)
         if self._settled[shard]:
             self._indices[shard] = index
         return index
 
-    def _corrupt(self, shard: int, why: str) -> StoreError:
-        return StoreError(
-            f"shard file {self._shard_path(shard)} is corrupt ({why}); `tiekd cache verify` lists the damage"
-        )
+    def _damaged(self, i: int, why: str) -> StoreError:
+        return damaged_frame(self._location, i, str(self._shard_path(i // self.frames_per_shard)), why)

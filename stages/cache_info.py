@@ -2,86 +2,126 @@
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass, field
 
 from tiekd.pipeline.cache import TeacherCache, _open_root
+from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.cache_repair import damaged_frames, lost_arrays, rebuild_metadata, unmark
+from tiekd.pipeline.store_format import check_readable_format, lost_metadata
 from tiekd.stages.runtime import directory_bytes
 
 
-def _caches(path: str):
-    """Every (teacher, split) group of a store, opened read-only."""
-    root = _open_root(path, mode="r")
-    for teacher, group in sorted(root.groups()):
-        for split, _ in sorted(group.groups()):
-            yield teacher, split, TeacherCache.open(path, teacher, split)
+def _groups(path: str, *, mode: str = "r"):
+    """Every (teacher, split, group) of a store."""
+    root = _open_root(path, mode=mode)
+    for teacher, teacher_group in sorted(root.groups()):
+        for split, group in sorted(teacher_group.groups()):
+            yield teacher, split, group
+
+
+def _entry(cache: TeacherCache) -> dict:
+    """One cache's line of :func:`info`: who made it, completion, size, dates."""
+    done = int(cache.done.sum())
+    size = directory_bytes(cache.location)
+    attrs = cache.attrs
+    return {
+        "frames": len(cache),
+        "done": done,
+        "complete": done == len(cache),
+        "bytes": size,
+        "bytes_per_frame": round(size / done) if size and done else None,
+        "teacher_spec": attrs.get("teacher_spec"),
+        "teacher_sha256": attrs.get("teacher_sha256"),
+        "split_file": attrs.get("split_file"),
+        "crop": attrs.get("crop"),
+        "flip_tta": attrs.get("flip_tta"),
+        "clipped_pixels": int(cache.clipped.sum()),
+        "store_format": attrs.get("tiekd_store_format"),
+        "tiekd_version": attrs.get("tiekd_version"),
+        "created": attrs.get("created"),
+        "completed": attrs.get("completed"),
+    }
 
 
 def info(path: str) -> dict:
-    """Teachers, splits, completion and sizes of a store, as a JSON-able dict."""
+    """Every teacher/split of a store with who made it, completion, size and dates, JSON-able.
+
+    A group that cannot be opened is listed with its ``error`` instead of ending the listing."""
     entries = []
-    for teacher, split, cache in _caches(path):
-        done = int(cache.done.sum())
-        size = directory_bytes(cache.location)
-        attrs = cache.attrs
-        entries.append(
-            {
-                "teacher": teacher,
-                "split": split,
-                "frames": len(cache),
-                "done": done,
-                "complete": done == len(cache),
-                "bytes": size,
-                "bytes_per_frame": round(size / done) if size and done else None,
-                "teacher_spec": attrs.get("teacher_spec"),
-                "crop": attrs.get("crop"),
-                "flip_tta": attrs.get("flip_tta"),
-                "clipped_pixels": int(cache.clipped.sum()),
-                "created": attrs.get("created"),
-                "completed": attrs.get("completed"),
-            }
-        )
+    for teacher, split, group in _groups(path):
+        location = f"{path}/{teacher}/{split}"
+        try:
+            check_readable_format(group.attrs.get("tiekd_store_format"), location=location)
+            entry = _entry(TeacherCache(group, location=location))
+        except StoreError as e:
+            entry = {"error": e.message}
+        entries.append({"teacher": teacher, "split": split} | entry)
     return {"store": path, "caches": entries}
+
+
+def _line(e: dict) -> str:
+    if "error" in e:
+        return f"  {e['teacher']}/{e['split']}: unreadable: {e['error']}"
+    size = f"{e['bytes'] / 1e6:.1f} MB" if e["bytes"] is not None else "remote"
+    per_frame = f", {e['bytes_per_frame'] / 1e3:.1f} kB/frame" if e["bytes_per_frame"] else ""
+    state = "complete" if e["complete"] else "incomplete"
+    sha = f" (weights sha256 {e['teacher_sha256'][:12]})" if e["teacher_sha256"] else ""
+    crop = "x".join(map(str, e["crop"] or ()))
+    return (
+        f"  {e['teacher']}/{e['split']}: {e['done']}/{e['frames']} frames ({state}), {size}{per_frame}\n"
+        f"      teacher {e['teacher_spec']}{sha}, crop {crop}, flip TTA {e['flip_tta']}, "
+        f"clipped pixels {e['clipped_pixels']}, format {e['store_format']}\n"
+        f"      created {e['created']}, completed {e['completed'] or '-'}"
+    )
 
 
 def format_info(summary: dict) -> str:
     """A table of :func:`info` for people."""
-    lines = [f"store {summary['store']}"]
-    for e in summary["caches"]:
-        size = f"{e['bytes'] / 1e6:.1f} MB" if e["bytes"] is not None else "remote"
-        per_frame = f", {e['bytes_per_frame'] / 1e3:.1f} kB/frame" if e["bytes_per_frame"] else ""
-        lines.append(
-            f"  {e['teacher']}/{e['split']}: {e['done']}/{e['frames']} frames"
-            f"{' (complete)' if e['complete'] else ''}, {size}{per_frame}, teacher {e['teacher_spec']}, "
-            f"crop {e['crop']}, flip TTA {e['flip_tta']}, clipped pixels {e['clipped_pixels']}"
-        )
+    lines = [f"store {summary['store']}"] + [_line(e) for e in summary["caches"]]
     if not summary["caches"]:
         lines.append("  (no caches)")
     return "\n".join(lines)
 
 
-def verify_cache(cache: TeacherCache) -> list[str]:
-    """Read every map of one cache (store shards in parallel, with dask); list what is wrong.
+@dataclass
+class Verification:
+    """What ``tiekd cache verify`` found, and did with ``--repair``."""
 
-    A frame marked done must have no unwritten (0) pixel; the arrays must have the crop's shape.
-    """
-    crop = tuple(cache.attrs.get("crop", ()))
-    shape = (len(cache), *crop)
-    if cache.to_dask().shape != shape:
-        return [f"{cache.location}: depth has shape {cache.to_dask().shape}, expected {shape}"]
-    try:
-        unwritten = (cache.to_dask() == 0).any(axis=(1, 2)).compute()
-    except Exception as e:  # a damaged shard can fail in the codec in many ways
-        return [f"{cache.location}: a shard cannot be read ({type(e).__name__}: {e})"]
-    return [
-        f"{cache.location}: frame {i} ({cache.ids[i]}) is marked done but has unwritten pixels"
-        for i in np.flatnonzero(cache.done & unwritten)
-    ]
+    frames: int = 0
+    """Stored frames read back."""
+    problems: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
 
 
-def verify(path: str) -> tuple[int, list[str]]:
-    """(frames read, problems) over every cache of a store."""
-    frames, problems = 0, []
-    for _, _, cache in _caches(path):
-        frames += int(cache.done.sum())
-        problems += verify_cache(cache)
-    return frames, problems
+def _verify_group(group, location: str, *, repair: bool, result: Verification) -> None:
+    lost = lost_arrays(group)
+    if lost:
+        result.problems.append(lost_metadata(location, lost[0]).message)
+        if not repair:
+            return
+        rebuild_metadata(group, lost, location=location)
+        result.repairs.append(f"{location}: rebuilt {', '.join(n + '/zarr.json' for n in lost)} from its attributes")
+    check_readable_format(group.attrs.get("tiekd_store_format"), location=location)
+    cache = TeacherCache(group, location=location)
+    shape = (len(cache), *tuple(cache.attrs.get("crop", ())))
+    if cache._depth.shape != shape:
+        result.problems.append(f"{location}: depth has shape {cache._depth.shape}, expected {shape}")
+        return
+    result.frames += int(cache.done.sum())
+    damaged = damaged_frames(cache)
+    result.problems += damaged.values()
+    if repair and damaged:
+        unmarked = unmark(group, list(damaged))
+        result.repairs.append(
+            f"{location}: marked {len(unmarked)} damaged frame(s) not done; run the same `tiekd cache-teacher` "
+            "command again to recompute exactly those"
+        )
+
+
+def verify(path: str, *, repair: bool = False) -> Verification:
+    """Read back every stored frame of every cache of a store; with ``repair``, rebuild lost array
+    metadata and mark damaged frames not done (``pipeline/cache_repair.py``)."""
+    result = Verification()
+    for teacher, split, group in _groups(path, mode="r+" if repair else "r"):
+        _verify_group(group, f"{path}/{teacher}/{split}", repair=repair, result=result)
+    return result

@@ -13,6 +13,7 @@ from pathlib import Path
 from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, Record, check_root, gt_path, read_split, rgb_path
 from tiekd.pipeline.cache import FRAMES_PER_SHARD, shard_frames
 from tiekd.pipeline.errors import ConfigError, DataError
+from tiekd.pipeline.store_format import check_group_name
 from tiekd.pipeline.teachers import load_teacher
 from tiekd.stages.cache_worker import fill_frames, finish, open_writer
 from tiekd.stages.runtime import Rate, default_workers, directory_bytes, progress, resolve_device, use_amp
@@ -92,6 +93,8 @@ class CacheSummary:
 
 def _check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
     """Fail before any work (and before the store is touched) on missing roots or files."""
+    check_group_name(cfg.name, flag="--name")
+    check_group_name(cfg.split_name, flag="--split-name")
     data_root = check_root(cfg.data_root, flag="--data-root")
     for record in records:
         if not rgb_path(data_root, record).is_file():

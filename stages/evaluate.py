@@ -196,8 +196,8 @@ def _image_writer(out: Path, *, max_depth: float, n_bins: int | None):
     return write
 
 
-def _predictor(cfg: EvaluateConfig, device: torch.device):
-    """(predict, description, n_bins) for a checkpoint or a cache."""
+def _predictor(cfg: EvaluateConfig, device: torch.device, records: list):
+    """(predict, description, n_bins) for a checkpoint or a cache holding every record's map."""
     if (cfg.checkpoint is None) == (cfg.cache is None):
         raise ConfigError("pass exactly one of --checkpoint (a student) and --cache (a cached teacher)")
     if cfg.cache is not None:
@@ -205,6 +205,7 @@ def _predictor(cfg: EvaluateConfig, device: torch.device):
         if tuple(cache.spec.crop) != (KB_HEIGHT, KB_WIDTH):
             crop = "x".join(map(str, cache.spec.crop))
             raise StoreError(f"{cache.location} holds {crop} maps; evaluation needs the {KB_HEIGHT}x{KB_WIDTH} KB crop")
+        cache.require_stored([r.rgb for r in records], what="evaluation images")
         return CachePredictor(cache), f"cached teacher {cache.location}", None
     state = load_checkpoint(cfg.checkpoint)
     model = student_from_checkpoint(state, path=cfg.checkpoint).to(device)
@@ -227,7 +228,7 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
     if cfg.json_out is not None:
         require_writable_folder(cfg.json_out.parent, flag="--json")
     device = resolve_device(cfg.device)
-    predict, description, n_bins = _predictor(cfg, device)
+    predict, description, n_bins = _predictor(cfg, device, records)
     on_image = None
     if cfg.save_images is not None:
         on_image = _image_writer(cfg.save_images, max_depth=cfg.max_depth, n_bins=n_bins)

@@ -102,12 +102,6 @@ def check_cache(
             f"{cache.location} holds depth in [{spec.min_depth}, {spec.max_depth}] m, this run uses "
             f"[{min_depth}, {max_depth}] m; pass --max-depth {spec.max_depth} or re-cache"
         )
-    done = cache.done
-    missing = [r.rgb for r in records if r.rgb not in cache.index or not done[cache.index[r.rgb]]]
-    if missing:
-        raise StoreError(
-            f"{cache.location} has no map for {len(missing)} of the {len(records)} training images "
-            f"(first: {missing[0]}); run cache-teacher on this split first"
-        )
+    cache.require_stored([r.rgb for r in records], what="training images")
     teacher_name, split_group = cache.location.rsplit("/", 2)[-2:]
     return path, teacher_name, split_group

@@ -12,13 +12,18 @@ class RowPrior(nn.Module):
     The column term is odd under a horizontal flip, so flip TTA visibly changes the output.
     """
 
-    def __init__(self, *, delay: float = 0.0, seed: int = 0):
+    def __init__(self, *, delay: float = 0.0, seed: int = 0, fail_after: int = -1):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.colour = nn.Parameter(torch.rand(3, generator=generator))
         self.delay = delay
+        self.calls_left = fail_after
+        """Forward calls before it raises, as a teacher that crashes mid-run; -1 = never."""
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.calls_left == 0:
+            raise RuntimeError("the toy teacher failed as asked (fail_after)")
+        self.calls_left -= 1
         if self.delay:
             time.sleep(self.delay)
         height, width = image.shape[-2:]
@@ -28,8 +33,8 @@ class RowPrior(nn.Module):
         return rows + 2.0 * colour + 1.5 * cols
 
 
-def row_prior(delay: float = 0.0, seed: int = 0) -> nn.Module:
-    return RowPrior(delay=delay, seed=seed)
+def row_prior(delay: float = 0.0, seed: int = 0, fail_after: int = -1) -> nn.Module:
+    return RowPrior(delay=delay, seed=seed, fail_after=fail_after)
 
 
 class _Broken(nn.Module):

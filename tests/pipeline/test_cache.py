@@ -84,7 +84,7 @@ def test_open_picks_names_and_explains(tmp_path):
 
 
 def test_opening_never_writes(tmp_path):
-    create(tmp_path / "s.zarr")
+    create(tmp_path / "s.zarr").write([0], np.ones((1, 16, 24), np.float32), np.zeros(1, np.int32))
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "s.zarr").rglob("*")}
     cache = TeacherCache.open(tmp_path / "s.zarr")
     cache.depth(0), cache.attrs, cache.complete

@@ -87,9 +87,9 @@ def test_settled_shard_index_is_read_once(tmp_path):
 @pytest.mark.parametrize(
     "damage, why",
     [
-        (lambda raw: raw[:20], "shorter than its index"),
-        (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "CRC32C"),
-        (lambda raw: bytes(64) + raw[64:], "does not decode"),
+        (lambda raw: raw[:20], "shorter than the shard's index"),
+        (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "index fails its CRC32C"),
+        (lambda raw: bytes(64) + raw[64:], "bytes fail their CRC32C"),
     ],
 )
 def test_a_corrupt_shard_is_a_store_error_naming_the_file(tmp_path, damage, why):

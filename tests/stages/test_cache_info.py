@@ -1,11 +1,15 @@
 """`tiekd cache info` and `tiekd cache verify` on real stores, sound and damaged."""
 
 import json
+import shutil
 
 import numpy as np
+import pytest
 
-from tiekd.pipeline.cache import CacheSpec
+from tiekd.pipeline.cache import CacheSpec, TeacherCache
 from tiekd.pipeline.cache_writer import CacheWriter
+from store_damage import flip_bit
+from test_cache_teacher import assert_same_store, cache_args
 
 SPEC = CacheSpec(
     teacher_spec="python:toy:make",
@@ -47,7 +51,7 @@ def test_info_json_and_table(tmp_path, cli):
     )
     assert entry["bytes"] > 0 and entry["bytes_per_frame"] == round(entry["bytes"] / 4)
     table = cli("cache", "info", path).output
-    assert "toy/test: 4/6 frames" in table and "teacher python:toy:make" in table
+    assert "toy/test: 4/6 frames (incomplete)" in table and "teacher python:toy:make" in table
 
 
 def test_verify_sound_store(tmp_path, cli):
@@ -60,7 +64,7 @@ def test_verify_finds_a_frame_marked_done_without_data(tmp_path, cli):
     shard = next(p for p in (path / "toy/test/depth").rglob("*") if p.is_file() and p.name != "zarr.json")
     shard.unlink()  # a lost shard file: its frames are marked done but read as 0
     result = cli("cache", "verify", path)
-    assert result.exit_code == 1 and "is marked done but has unwritten pixels" in result.output
+    assert result.exit_code == 1 and "is damaged (it is marked done but its bytes are missing" in result.output
     assert "Traceback" not in result.output
 
 
@@ -69,9 +73,76 @@ def test_verify_reports_a_corrupt_shard_in_one_line(tmp_path, cli):
     shard = next(p for p in (path / "toy/test/depth").rglob("*") if p.is_file() and p.name != "zarr.json")
     shard.write_bytes(b"\x00" * 40)
     result = cli("cache", "verify", path)
-    assert result.exit_code == 1 and "cannot be read" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and "index fails its CRC32C check" in result.output
+    assert "Traceback" not in result.output and "run `tiekd cache verify --repair" in result.output
 
 
 def test_info_on_a_missing_store(tmp_path, cli):
     result = cli("cache", "info", tmp_path / "none.zarr")
     assert result.exit_code == 1 and "no teacher cache at" in result.output
+
+
+class TestRepair:
+    """Issue 9 cases 8, 9 and 15 with the real stage: damage, repair, re-run, compare."""
+
+    @pytest.fixture
+    def stores(self, sample, tmp_path, cli):
+        """(damaged copy, untouched original) of the toy teacher's maps of the test split (2 shards)."""
+        assert cli(*cache_args(sample, tmp_path / "whole.zarr", sample.test_split)).exit_code == 0
+        return shutil.copytree(tmp_path / "whole.zarr", tmp_path / "s.zarr"), tmp_path / "whole.zarr"
+
+    def test_truncated_shard_and_flipped_bit_are_recomputed_exactly(self, sample, stores, cli):
+        damaged, whole = stores
+        truncated = damaged / "row_prior/test/depth/c/1/0/0"
+        truncated.write_bytes(truncated.read_bytes()[:100])
+        flip_bit(damaged / "row_prior/test/depth", 0, frames_per_shard=2)
+        found = cli("cache", "verify", damaged)
+        assert found.exit_code == 1 and "3 problem(s) in 4 stored frames" in found.output
+        assert all(f"frame {i} of" in found.output for i in (0, 2, 3)) and "frame 1 of" not in found.output
+        repaired = cli("cache", "verify", "--repair", damaged)
+        assert repaired.exit_code == 0 and "marked 3 damaged frame(s) not done" in repaired.output
+        assert TeacherCache.open(damaged).done.tolist() == [False, True, False, False]
+        rerun = cli(*cache_args(sample, damaged, sample.test_split))
+        assert rerun.exit_code == 0 and "wrote 3 frames" in rerun.output and "store complete" in rerun.output
+        assert_same_store(damaged, whole)
+        assert "4 stored frames read, no problems" in cli("cache", "verify", damaged).output
+
+    def test_lost_array_metadata_is_rebuilt_from_the_group_not_from_the_command(self, sample, stores, cli):
+        damaged, whole = stores
+        (damaged / "row_prior/test/depth/zarr.json").unlink()
+        (damaged / "row_prior/test/done/zarr.json").write_text("{not json")
+        rerun = cli(*cache_args(sample, damaged, sample.test_split, "--frames-per-shard", "32"))
+        assert rerun.exit_code == 1 and "depth/zarr.json is missing or corrupt" in rerun.output
+        info = cli("cache", "info", damaged)
+        assert info.exit_code == 0 and "row_prior/test: unreadable: " in info.output and "--repair" in info.output
+        assert cli("cache", "verify", damaged).exit_code == 1
+        repaired = cli("cache", "verify", "--repair", damaged)
+        assert "rebuilt depth/zarr.json, done/zarr.json from its attributes" in repaired.output
+        assert repaired.exit_code == 0
+        assert_same_store(damaged, whole)
+        assert (damaged / "row_prior/test/depth/zarr.json").read_bytes() == (whole / "row_prior/test/depth/zarr.json").read_bytes()
+
+    @pytest.mark.parametrize("fail_after", [0, 1])
+    def test_a_failed_first_run_shows_as_incomplete_and_the_next_continues(self, sample, stores, cli, fail_after):
+        _, whole = stores
+        store = whole.parent / "failed.zarr"
+        args = cache_args(sample, store, sample.test_split, "--teacher-arg", f"fail_after={fail_after}")
+        try:  # the teacher's exception, or the one line a TeacherError makes of it
+            assert cli(*args).exit_code != 0
+        except RuntimeError as e:
+            assert "failed as asked" in str(e)
+        summary = json.loads(cli("cache", "info", store, "--json").output)["caches"][0]
+        assert summary["complete"] is False and summary["done"] == 2 * fail_after and summary["frames"] == 4
+        assert "incomplete" in cli("cache", "info", store).output
+        rerun = cli(*cache_args(sample, store, sample.test_split))
+        assert rerun.exit_code == 0 and f"wrote {4 - 2 * fail_after} frames" in rerun.output
+        assert_same_store(store, whole)
+
+
+def test_cache_teacher_refuses_group_names_before_loading_the_teacher(sample, tmp_path, cli):
+    """Issue 9 case 12: names that would leave the store are one line, nothing is created."""
+    for flag, name in (("--name", "../../x"), ("--split-name", "../..")):
+        result = cli(*cache_args(sample, tmp_path / "s.zarr", sample.test_split, flag, name))
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert f"{flag} {name!r} is not a valid store group name" in result.output
+    assert list(tmp_path.iterdir()) == []

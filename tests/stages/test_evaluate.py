@@ -302,6 +302,18 @@ class TestRefusals:
         line = error_line(cli(*evaluate_args(sample, "--cache", path)))
         assert "holds 352x1200 maps; evaluation needs the 352x1216 KB crop" in line
 
+    def test_incomplete_cache_is_refused_with_the_count(self, sample, tmp_path, cli):
+        """Issue 9 case 1: frames never written used to score as 0 m with exit 0."""
+        path = tmp_path / "half.zarr"
+        cache_run(
+            CacheTeacherConfig(
+                teacher=TEACHER, data_root=sample.data_root, split=sample.test_split, out=str(path),
+                teacher_input=(88, 304), workers=0, shard=(0, 2), frames_per_shard=2,
+            )
+        )
+        line = error_line(cli(*evaluate_args(sample, "--cache", path)))
+        assert "has no map for 2 of the 4 evaluation images" in line and "run cache-teacher" in line
+
 
 class TestUncertainty:
     def test_sparsification_of_the_dpm_entropy(self, sample, checkpoints, tmp_path, cli):

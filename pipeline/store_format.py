@@ -1,0 +1,109 @@
+"""Versions of the teacher store's on-disk format and the depth codecs each one uses.
+
+Every teacher/split group records the format it was written in (attribute ``tiekd_store_format``);
+readers accept every version in ``READABLE_FORMATS``, writers create ``STORE_FORMAT`` and continue
+an existing group in its own format (its arrays carry their codecs).
+
+======  =======================================================  ==============================
+format  inner chunk (one frame) codecs                            integrity of a frame
+======  =======================================================  ==============================
+1       numcodecs.delta <u2 -> bytes -> zstd                      none (CRC on the shard index only)
+2       numcodecs.delta <u2 -> bytes -> zstd -> crc32c            CRC32C of the frame's bytes
+======  =======================================================  ==============================
+
+In every format a shard file ends with its index of (offset, nbytes) pairs and a CRC32C over it
+(Zarr v3 ``sharding_indexed``), so a frame is read only through a checked index.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.codecs.numcodecs import Delta
+
+from tiekd.pipeline.errors import StoreError
+
+STORE_FORMAT = 2
+"""The format new groups are written in (see the table above)."""
+READABLE_FORMATS = (1, 2)
+"""Formats this tiekd reads and continues."""
+
+# The Delta filter is numcodecs', not the Zarr v3 spec's: zarr-python and every numcodecs-aware
+# reader decode it. Said once here instead of warning on every open.
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3", category=UserWarning)
+DEPTH_FILTERS = (Delta(dtype="<u2"),)
+"""Depth maps are smooth along rows: differences of neighbouring values are mostly tiny or 0.
+Without this prediction no general compressor beats the authors' PNGs (bench/bench_cache.py)."""
+DEPTH_COMPRESSORS = (ZstdCodec(level=9), Crc32cCodec())
+"""zstd of the differences (level 9 encodes a frame in a few ms, off the teacher's path), then a
+CRC32C of the compressed frame that zarr-python and ``FrameReader`` check on every read."""
+
+FORMAT1_COMPRESSORS = (ZstdCodec(level=9),)
+"""Format 1: no checksum of the frame's bytes."""
+
+
+def depth_codecs(version: int) -> tuple[tuple, tuple]:
+    """(filters, compressors) of the depth array of a group written in format ``version``."""
+    check_readable_format(version, location="this group")
+    return DEPTH_FILTERS, FORMAT1_COMPRESSORS if version == 1 else DEPTH_COMPRESSORS
+
+
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
+"""Teacher and split group names: one path component of safe characters, never '.', '..' or
+zarr's reserved '__' prefix, so a name can never reach outside its store."""
+GROUP_NAME_CHARS = 100
+"""Longest group name: far below any filesystem's component limit (255 bytes)."""
+
+
+def check_group_name(name: str | None, *, flag: str) -> None:
+    """Refuse a teacher or split group name that is not one plain path component."""
+    if name is None:
+        return
+    if not GROUP_NAME.fullmatch(name) or len(name) > GROUP_NAME_CHARS or ".." in name:
+        raise StoreError(
+            f"{flag} {name!r} is not a valid store group name; use letters, digits and _ . + = - "
+            f"(at most {GROUP_NAME_CHARS}, starting with a letter or digit, no '..')"
+        )
+
+
+def check_readable_format(version, *, location: str) -> None:
+    """Refuse a group written in a format this tiekd cannot read."""
+    if version not in READABLE_FORMATS:
+        raise StoreError(
+            f"{location} has store format {version!r}, this tiekd reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}; upgrade tiekd or re-create it with `tiekd cache-teacher --overwrite`"
+        )
+
+
+def store_of(location: str) -> str:
+    """``STORE/teacher/split`` -> ``STORE``."""
+    return location.rsplit("/", 2)[0]
+
+
+def damaged_frame(location: str, frame: int, shard_file: str, why) -> StoreError:
+    """The one line for a frame whose stored bytes cannot be trusted."""
+    return StoreError(
+        f"frame {frame} of {location} is damaged ({why}; shard file {shard_file}); run "
+        f"`tiekd cache verify --repair {store_of(location)}` and then `tiekd cache-teacher` again to recompute it"
+    )
+
+
+def open_member(group: zarr.Group, name: str, *, location: str) -> zarr.Array:
+    """Array ``name`` of a cache group, or a one-line ``StoreError`` where its metadata is lost."""
+    try:
+        array = group[name]
+    except (KeyError, ValueError, TypeError) as e:  # missing, not JSON, or not array metadata
+        raise lost_metadata(location, name) from e
+    if not isinstance(array, zarr.Array):
+        raise lost_metadata(location, name)
+    return array
+
+
+def lost_metadata(location: str, name: str) -> StoreError:
+    return StoreError(
+        f"{location}/{name}/zarr.json is missing or corrupt; run `tiekd cache verify --repair {store_of(location)}` "
+        "to rebuild it from the group's attributes"
+    )
