@@ -39,9 +39,48 @@ def _shard(value: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--config FILE|RECIPE``: the file's options become the command's defaults (flags win)."""
+    if value is None:
+        return
+    from tiekd.pipeline.errors import ConfigError
+    from tiekd.stages.config_file import option_key, read_config
+    from tiekd.stages.recipes import config_path
+
+    path = config_path(value)
+    names = {option_key(opt): p.name for p in ctx.command.params if p.name != "config" for opt in p.opts}
+    names |= {p.name: p.name for p in ctx.command.params if p.name != "config"}
+    options = read_config(path)
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ConfigError(f"--config {path}: {unknown[0]!r} is not an option of `tiekd {ctx.info_name}`; fix the file")
+    ctx.default_map = (ctx.default_map or {}) | {names[key]: value for key, value in options.items()}
+
+
+class TiekdCommand(click.Command):
+    """A command that also takes ``--config`` (read before every other option)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.insert(
+            0,
+            click.Option(
+                ["--config"],
+                metavar="FILE|RECIPE",
+                is_eager=True,
+                expose_value=False,
+                callback=_apply_config,
+                help="YAML options (a run's config.yaml, or a recipe from `tiekd recipes`); flags win.",
+            ),
+        )
+
+
 class TiekdGroup(click.Group):
     """A group that turns allocation failures into one line too, and shows the traceback behind an
     error when ``--verbose`` was given."""
+
+    command_class = TiekdCommand
+    group_class = type
 
     def invoke(self, ctx: click.Context):
         try:
@@ -224,6 +263,7 @@ def _choices_methods():
 )
 @click.option("--dpm-form", default="paper", show_default=True, type=click.Choice(["paper", "code"]))
 @click.option("--n-bins", default=257, show_default=True, type=click.IntRange(min=2))
+@click.option("--min-depth", default=1e-3, show_default=True, help="Smallest depth (m): first bin edge.")
 @click.option("--max-depth", default=80.0, show_default=True)
 @click.option(
     "--loss-top-row", default=110, show_default=True, help="First crop row of the TIE-KD loss (KITTI sky above)."
@@ -249,15 +289,30 @@ def _choices_methods():
 @click.option(
     "--save-every", default=500, show_default=True, type=click.IntRange(min=1), help="Write last.pt every N steps too."
 )
-def train_student(crop, resume, **options) -> None:
+def train_student(**options) -> None:
     """Train a student from the teacher cache (stage two); under torchrun, in every process."""
     from tiekd.stages import train_student as stage
 
-    resume = {"no": False, "yes": True}.get(resume, resume)
-    cfg = stage.TrainStudentConfig(crop=_size(crop, "--crop"), resume=resume, **options)
-    text = stage.report(stage.run(cfg))
+    text = stage.report(stage.run(train_student_config(**options)))
     if text:
         click.echo(text)
+
+
+def train_student_config(crop, resume, **options):
+    """The ``train-student`` options as its stage's config."""
+    from tiekd.stages.train_student import TrainStudentConfig
+
+    resume = {"no": False, "yes": True}.get(resume, resume)
+    return TrainStudentConfig(crop=_size(crop, "--crop"), resume=resume, **options)
+
+
+@main.command("recipes")
+@click.argument("name", required=False)
+def recipes(name: str | None) -> None:
+    """List the shipped recipes (one per row of the paper's KITTI table), or print recipe NAME."""
+    from tiekd.stages.recipes import config_path, format_recipes, list_recipes
+
+    click.echo(config_path(name).read_text() if name else format_recipes(list_recipes()), nl=not name)
 
 
 @main.command("evaluate")

@@ -24,6 +24,7 @@ from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.files import require_writable_folder
 from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
 from tiekd.pipeline.students import build_student
+from tiekd.stages.config_file import write_rerun_config
 from tiekd.stages.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.run_identity import cache_differences, cache_identity
 from tiekd.stages.runtime import default_workers, resolve_device, use_amp
@@ -324,6 +325,7 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
     for name in CHECKPOINT_NAMES:
         remove_partial_checkpoints(cfg.out, name)
     log = RunLog(cfg.out, resume_step=trainer.step if resumed else None)
+    write_rerun_config(cfg.out, cfg)
     log.write_config(
         config_dict(cfg)
         | {
