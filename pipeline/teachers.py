@@ -6,16 +6,16 @@ A teacher is an ``nn.Module`` that takes the KB-cropped RGB image as float32 in 
 - ``export:PATH``       a ``torch.export`` program (``torch.export.save``)
 - ``torchscript:PATH``  a TorchScript module (``torch.jit.save``)
 - ``python:pkg.module:factory``  a factory returning an ``nn.Module`` (keyword args via --teacher-arg)
-- ``hf:MODEL_ID_OR_DIR``  a transformers depth-estimation model with its image processor
+- ``hf:MODEL_ID_OR_DIR``  a transformers depth-estimation model with its image processor (:mod:`tiekd.pipeline.teacher_hf`)
 - ``checkpoint:PATH``   a tiekd checkpoint (architecture and normalisation from the file)
 - ``onnx:PATH``         an ONNX model run by onnxruntime (:mod:`tiekd.pipeline.teacher_onnx`)
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
-import inspect
 import json
 import re
 import warnings
@@ -31,6 +31,7 @@ from tiekd.data.kitti import file_sha256
 from tiekd.pipeline.errors import TeacherError
 from tiekd.pipeline.export_archive import load_exported
 from tiekd.pipeline.files import require_file
+from tiekd.pipeline.teacher_hf import load_hf
 from tiekd.pipeline.teacher_onnx import load_onnx
 
 TEACHER_KINDS = ("export", "torchscript", "python", "hf", "checkpoint", "onnx")
@@ -46,6 +47,8 @@ class Teacher:
     """SHA-256 of the weights file, or of the state dict where there is no single file."""
     default_name: str
     """Group name in the store when --name is not given."""
+    dtype: str | None = None
+    """dtype of the teacher's floating-point weights ("float32"), None where it has none."""
 
 
 def parse_teacher_args(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -132,56 +135,11 @@ class PredictDepth(nn.Module):
         return self.student.predict_depth(image)
 
 
-class HFDepthTeacher(nn.Module):
-    """A transformers depth-estimation model behind the teacher contract.
-
-    The image processor does the model's own resizing and normalisation (it takes the [0, 1]
-    tensors with ``do_rescale=False``); its ``post_process_depth_estimation`` brings the
-    prediction back to the input size, or bilinear resizing where a processor has none.
-    """
-
-    def __init__(self, model: nn.Module, processor):
-        super().__init__()
-        self.model = model
-        self.processor = processor
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        size = tuple(image.shape[-2:])
-        inputs = self.processor(images=image, return_tensors="pt", do_rescale=False)
-        pixels = inputs["pixel_values"].to(image.device, self.model.dtype)
-        outputs = self.model(pixel_values=pixels)
-        post = getattr(self.processor, "post_process_depth_estimation", None)
-        if post is not None and "target_sizes" in inspect.signature(post).parameters:
-            maps = post(outputs, target_sizes=[size] * image.shape[0])
-            return torch.stack([m["predicted_depth"] for m in maps]).unsqueeze(1)
-        depth = outputs.predicted_depth.unsqueeze(1)
-        return F.interpolate(depth, size=size, mode="bilinear", align_corners=False)
-
-
-def _load_hf(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
-    try:
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-    except ImportError as e:
-        raise TeacherError("hf: teachers need transformers; install it with `pip install 'tiekd[hf]'`") from e
-    try:
-        model = AutoModelForDepthEstimation.from_pretrained(target, **args)
-        processor = AutoImageProcessor.from_pretrained(target)
-    except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise TeacherError(
-            f"--teacher {spec}: cannot load a depth-estimation model and image processor ({first}); "
-            "pass a local folder or make the model reachable"
-        ) from e
-    weights = sorted(Path(target).glob("*.safetensors")) + sorted(Path(target).glob("*.bin"))
-    sha = file_sha256(weights[0]) if len(weights) == 1 else state_dict_sha256(model)
-    return HFDepthTeacher(model, processor), sha
-
-
 _LOADERS: dict[str, Callable[[str, str, dict], tuple[nn.Module, str | None]]] = {
     "export": _load_export,
     "torchscript": _load_torchscript,
     "python": _load_python,
-    "hf": _load_hf,
+    "hf": load_hf,
     "checkpoint": _load_checkpoint,
     "onnx": load_onnx,
 }
@@ -203,14 +161,23 @@ def load_teacher(spec: str, *, args: dict | None = None, device: torch.device | 
         module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
-    return Teacher(spec=spec, module=module, weights_sha256=sha, default_name=default_name(spec))
+    return Teacher(
+        spec=spec, module=module, weights_sha256=sha, default_name=default_name(spec), dtype=weights_dtype(module)
+    )
+
+
+def weights_dtype(module: nn.Module) -> str | None:
+    """The dtype of a module's first floating-point parameter or buffer, e.g. "float32"."""
+    tensors = [*module.parameters(), *module.buffers()]
+    floating = [t.dtype for t in tensors if t.is_floating_point()]
+    return str(floating[0]).removeprefix("torch.") if floating else None
 
 
 def _hw(tensor: torch.Tensor) -> str:
     return "x".join(map(str, tensor.shape[-2:]))
 
 
-def _forward(module: nn.Module, image: torch.Tensor, input_size: tuple[int, int] | None) -> torch.Tensor:
+def _forward(module: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, input_size: tuple[int, int] | None) -> torch.Tensor:
     """One teacher call with optional resizing in and out; returns (B, 1, H, W) float32."""
     size = tuple(image.shape[-2:])
     x = image if input_size is None else F.interpolate(image, size=input_size, mode="bilinear", align_corners=False)
@@ -246,10 +213,13 @@ def predict_depth(
     """Teacher depth (B, 1, H, W) metres for image (B, 3, H, W) in [0, 1].
 
     With ``flip_tta`` the prediction is the mean of the prediction and the flipped-back
-    prediction of the mirrored image, both in one batch of 2B.
+    prediction of the mirrored image, both in one batch of 2B; a module with ``model_flip_tta``
+    (an hf: model whose post-processing averages flipped outputs) does its own.
     """
     if not flip_tta:
         return _forward(module, image, input_size)
+    if getattr(module, "model_flip_tta", False):  # the model averages its own flipped outputs (ZoeDepth)
+        return _forward(functools.partial(module, flip_tta=True), image, input_size)
     both = _forward(module, torch.cat([image, image.flip(-1)]), input_size)
     batch = image.shape[0]
     return (both[:batch] + both[batch:].flip(-1)) / 2

@@ -110,7 +110,13 @@ def open_writer(cfg, teacher: Teacher, records: list[Record]) -> CacheWriter:
             ids=[r.rgb for r in records],
             overwrite=cfg.overwrite,
             frames_per_shard=cfg.frames_per_shard,
-            extra_attrs={"teacher_name": name, "split_file": str(cfg.split)},
+            extra_attrs={
+                "teacher_name": name,
+                "split_file": str(cfg.split),
+                "teacher_args": cfg.teacher_args,
+                "teacher_dtype": teacher.dtype,
+                "amp": cfg.amp,
+            },
         )
 
 
