@@ -15,7 +15,7 @@ import click
 
 import tiekd
 from tiekd.pipeline.errors import TiekdError, out_of_memory
-from tiekd.stages.runtime import DEVICES, default_workers
+from tiekd.stages.runtime import DEVICES, default_workers, set_threads
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -101,10 +101,17 @@ class TiekdGroup(click.Group):
 @click.group(cls=TiekdGroup)
 @click.version_option(tiekd.__version__, prog_name="tiekd")
 @click.option("--verbose", is_flag=True, help="Show the traceback behind an error.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Torch CPU threads [default: OMP_NUM_THREADS, else all cores but one; the demo: 1].",
+)
 @click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
+def main(ctx: click.Context, verbose: bool, threads: int | None) -> None:
     """TIE-KD for monocular depth: cache a teacher once, distil many students from the cache."""
     ctx.meta["tiekd.verbose"] = verbose
+    ctx.meta["tiekd.threads"] = threads
+    set_threads(threads)
 
 
 @main.command("sample-data")
@@ -372,11 +379,13 @@ def export(input_size, **options) -> None:
 @click.option("--quick", is_flag=True, help="About a minute: fewer frames, lower resolution, a few steps.")
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps of each student [default: 120, quick 3].")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-def demo(**options) -> None:
+@click.pass_context
+def demo(ctx: click.Context, **options) -> None:
     """The whole pipeline on the embedded sample: teacher, cache, students, evaluation, table, pictures."""
     from tiekd.stages import demo as stage
 
-    path = stage.run(stage.DemoConfig(**options))
+    threads = ctx.meta.get("tiekd.threads")
+    path = stage.run(stage.DemoConfig(**options, **({"threads": threads} if threads else {})))
     click.echo(f"results: {path} (picture: {path.parent / 'comparison.png'})")
 
 

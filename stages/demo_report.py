@@ -34,7 +34,15 @@ def parameter_count(checkpoint: Path) -> int:
 
 
 def write_results(
-    path: Path, *, results: dict, seconds: dict, checkpoints: dict, picture: Path, size, student_steps: int
+    path: Path,
+    *,
+    results: dict,
+    seconds: dict,
+    checkpoints: dict,
+    picture: Path,
+    size,
+    student_steps: int,
+    settings: str,
 ) -> Path:
     """results.md: one row per method with parameters, AbsRel, RMSE, d1, the AUSE (RMSE) of the DPM
     entropy (DPM students; lower = the entropy ranks the errors better) and training seconds."""
@@ -59,7 +67,8 @@ def write_results(
         f"frames; training at {size.scale:g}x resolution, batch {size.batch_size}; teacher {size.teacher_steps} "
         f"steps, students {student_steps} steps each, no ImageNet weights. KITTI protocol: KB crop, flip TTA, "
         "Garg crop, depth in [1e-3, 80] m, metrics per image then averaged.",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}.",
+        f"Machine: {platform.machine()}; {settings}. Other torch versions, thread counts or CPUs give other "
+        "figures (float sums change with the order of the work).",
         "",
     ]
     path.write_text("\n".join(header + lines + ["", f"![comparison]({picture.name})", ""]))

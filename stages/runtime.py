@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -36,6 +37,67 @@ def use_amp(asked: bool, device: torch.device) -> bool:
 COMPUTE_CORES = 2
 """Cores left to the main process's compute threads: DataLoader workers that compete with them
 for the last cores make oneDNN's threads wait on each other (10x slower steps measured on 2 cores)."""
+
+
+SPARE_CORES = 1
+"""Cores torch's CPU threads leave free by default. With a thread on every core, one competing busy
+process (another job, a DataLoader worker) makes every OpenMP barrier of a step wait for a thread
+that is not running: the demo's step went from 0.7 s to 5-17 s on 2 cores (issue 8). With a core
+spare, the competitor takes that core and the step keeps its pace (bench/bench_threads.py)."""
+
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+"""torch's thread count when tiekd was imported: a program that changed it since chose its own."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a SLURM or taskset allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Torch CPU threads where nothing else decides: every usable core but SPARE_CORES, at least 1."""
+    return max(1, usable_cores() - SPARE_CORES)
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU threads for this process and return the count in effect.
+
+    ``threads`` (``--threads``) wins; without it, OMP_NUM_THREADS where set (torchrun sets it per
+    process) or a count the embedding program already set are kept, else :func:`default_threads`.
+    """
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads() != TORCH_DEFAULT_THREADS:
+            return torch.get_num_threads()
+        threads = default_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
+@contextmanager
+def reproducible(threads: int, device: torch.device):
+    """Run the block with ``threads`` torch threads and, on the CPU, torch's deterministic algorithms;
+    both are restored afterwards. Yields a one-line description of the settings for reports.
+
+    Float sums depend on how work is split among threads, so figures repeat only at one thread
+    count (and one torch version and CPU instruction set). On CUDA several kernels the demo needs
+    (bilinear upsampling's backward) have no deterministic version, so it is left off there.
+    """
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    deterministic = device.type == "cpu"
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        yield (
+            f"torch {torch.__version__}, {threads} CPU thread{'s' * (threads != 1)}, "
+            f"CPU instructions {torch.backends.cpu.get_cpu_capability()}, "
+            f"deterministic algorithms {'on' if deterministic else 'off (CUDA)'}"
+        )
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
 
 
 def default_workers() -> int:

@@ -1,12 +1,19 @@
-"""`tiekd demo --quick` end to end, as a newcomer runs it, and a second run reusing the first."""
+"""`tiekd demo --quick` end to end, as a newcomer runs it, a second run reusing the first, and a
+fresh run elsewhere repeating every figure."""
 
 import re
 
+import torch
 from PIL import Image
 
 from tiekd.pipeline.cache import TeacherCache
 
 ROWS = ("teacher (supervised on dense GT", "TIE-KD (DPM + SSIM", "response KD, SSIM", "supervised baseline")
+
+
+def metric_rows(results: str) -> list[list[str]]:
+    """The table's rows without their last cell (training seconds, a timing)."""
+    return [line.split("|")[1:-2] for line in results.splitlines() if line.startswith("| ")]
 
 
 def test_quick_demo_runs_everything_then_reuses_it(tmp_path, cli):
@@ -32,3 +39,9 @@ def test_quick_demo_runs_everything_then_reuses_it(tmp_path, cli):
     assert second.output.count("already trained") == 4 and "already there, reused" in second.output
     assert "wrote 0 frames" in second.output
     assert (out / "results.md").read_text().split("| method")[1] == results.split("| method")[1]
+    # What the figures depend on is in the table's header, and they repeat in a fresh run.
+    assert f"torch {torch.__version__}, 1 CPU thread, CPU instructions " in results
+    assert "deterministic algorithms on" in results
+    fresh = cli("demo", "--quick", "--out", tmp_path / "again", "--device", "cpu")
+    assert fresh.exit_code == 0, fresh.output
+    assert metric_rows((tmp_path / "again" / "results.md").read_text()) == metric_rows(results)

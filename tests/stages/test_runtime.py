@@ -33,3 +33,48 @@ def test_quiet_progress_prints_nothing():
             bar.update(2)
 
     assert CliRunner().invoke(job).output == ""
+
+
+def threads_in_a_fresh_process(omp_num_threads: str | None, *, code: str = "set_threads(None)") -> int:
+    """Torch's threads after ``code`` in a new interpreter with this OMP_NUM_THREADS."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env |= {"OMP_NUM_THREADS": omp_num_threads} if omp_num_threads else {}
+    code = f"from tiekd.stages.runtime import set_threads; import torch; {code}; print(torch.get_num_threads())"
+    return int(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True).stdout)
+
+
+def test_default_threads_leave_a_core_free_and_respect_omp_num_threads():
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert threads_in_a_fresh_process(None) == max(1, cores - 1)
+    # torch's own reading of OMP_NUM_THREADS (it may cap it at the cores) stays as it is.
+    assert threads_in_a_fresh_process("2") == threads_in_a_fresh_process("2", code="pass") == 2
+
+
+def test_threads_option_reaches_torch(tmp_path):
+    import torch
+
+    from tiekd.cli import main
+
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(main, ["--threads", "3", "sample-data", str(tmp_path), "--train", "1", "--test", "2"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_reproducible_sets_and_restores_threads_and_determinism():
+    import torch
+
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    with runtime.reproducible(1, torch.device("cpu")) as settings:
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+        assert settings.startswith(f"torch {torch.__version__}, 1 CPU thread, CPU instructions ")
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
