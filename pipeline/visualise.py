@@ -47,6 +47,9 @@ INVALID_COLOUR = (128, 128, 128)
 # (KITTI: 80 m to 5 m; NYU: 10 m to 0.625 m); nearer pixels saturate at the bright end.
 INVERSE_DEPTH_SPAN = 16.0
 
+# Relative-error pictures saturate at this |depth - gt| / gt (25 %: about d1's 1.25 ratio).
+MAX_RELATIVE_ERROR = 0.25
+
 # Panel layout: label font size (points = pixels), margin around each label and gap between
 # columns in pixels, and the colours.
 LABEL_FONT_SIZE = 16
@@ -93,6 +96,15 @@ def entropy_image(entropy: np.ndarray, *, n_bins: int) -> Image.Image:
     """Picture of a (H, W) DPM entropy in nats on [0, ln(n_bins)]: dark = one bin, bright = all
     bins equally likely. NaN pixels are INVALID_COLOUR."""
     return Image.fromarray(colourise(entropy, vmin=0.0, vmax=math.log(n_bins)))
+
+
+def relative_error_image(depth: np.ndarray, gt: np.ndarray, *, max_error: float = MAX_RELATIVE_ERROR) -> Image.Image:
+    """Picture of |depth - gt| / gt for (H, W) maps in metres on [0, max_error]: dark = exact,
+    bright = off by max_error or more. Pixels without GT (gt <= 0 or not finite) are INVALID_COLOUR."""
+    depth, gt = np.asarray(depth, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    invalid = ~(np.isfinite(gt) & (gt > 0))
+    error = np.abs(depth - gt) / np.where(invalid, 1.0, gt)
+    return Image.fromarray(colourise(error, vmin=0.0, vmax=max_error, invalid=invalid))
 
 
 def rgb_image(image: np.ndarray) -> Image.Image:

@@ -145,7 +145,7 @@ def evaluate(
     """Metrics of ``predict`` over the samples with GT, under the given protocol.
 
     ``predict(images uint8 (B, 3, H, W) on device, ids) -> (depth (B, 1, H, W), entropy or None)``;
-    ``on_image(record, image, depth, entropy)`` is called per image (pictures).
+    ``on_image(record, image, depth, entropy, gt)`` is called per image (pictures).
     """
     loader = DataLoader(samples, batch_size=1, num_workers=workers, pin_memory=device.type == "cuda")
     per_image, curves = [], []
@@ -162,7 +162,7 @@ def evaluate(
                 per_image.append({"id": record.rgb, **metrics, **(ause_aurg(image_curves) if image_curves else {})})
                 curves += [image_curves] if image_curves else []
             if on_image is not None:
-                on_image(record, batch["image"][0], pred, None if entropy is None else entropy[0, 0].cpu().numpy())
+                on_image(record, batch["image"][0], pred, None if entropy is None else entropy[0, 0].cpu().numpy(), gt)
             bar.update(1)
     n_skipped = len(samples.records) - len(per_image)
     if not per_image:
@@ -187,7 +187,7 @@ def evaluate(
 def _image_writer(out: Path, *, max_depth: float, n_bins: int | None):
     from tiekd.pipeline.visualise import depth_image, entropy_image, save_png
 
-    def write(record, image, depth, entropy) -> None:
+    def write(record, image, depth, entropy, gt) -> None:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(record.rgb).with_suffix("").as_posix())
         save_png(depth_image(depth, max_depth=max_depth), out / f"{stem}_depth.png")
         if entropy is not None:

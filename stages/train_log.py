@@ -1,9 +1,12 @@
-"""The run directory's records: resolved options, per-step and per-epoch metrics."""
+"""The run directory's records: resolved options, per-step and per-epoch metrics, and the same
+(with validation pictures) as TensorBoard events (:mod:`tiekd.stages.train_board`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from tiekd.stages.train_board import RunBoard
 
 
 class RunLog:
@@ -16,6 +19,7 @@ class RunLog:
     def __init__(self, out: Path, *, resume_step: int | None):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.board = RunBoard(self.out, resume_step=resume_step)
         self.steps = self.out / "steps.jsonl"
         self.epochs = self.out / "epochs.jsonl"
         for path in (self.steps, self.epochs):
@@ -40,10 +44,20 @@ class RunLog:
     def step(self, record: dict) -> None:
         with self.steps.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self.board.step(record)
 
     def epoch(self, record: dict) -> None:
         with self.epochs.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self.board.epoch(record)
+
+    def pictures(self, step: int, pictures: list) -> None:
+        """Validation pictures, uint8 (H, W, 3) each, into TensorBoard."""
+        self.board.pictures(step, pictures)
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard files (the JSON lines are written as they come)."""
+        self.board.close()
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -19,6 +19,7 @@ from tiekd.data.kitti import read_split
 from tiekd.pipeline.checkpoint import save_checkpoint
 from tiekd.stages.distributed import from_writer
 from tiekd.stages.runtime import progress
+from tiekd.stages.train_board import PictureCollector, entropy_bins
 from tiekd.stages.train_log import RunLog
 from tiekd.stages.trainer import Trainer
 
@@ -39,7 +40,8 @@ class TrainSummary:
     """From the process that wrote the run directory (the one that reports it)."""
 
 
-def _validate(trainer: Trainer, cfg: TrainStudentConfig) -> dict:
+def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollector | None = None) -> dict:
+    """Validation metrics; ``pictures`` (an on_image callback) draws the first images."""
     from tiekd.data.datasets import EvaluationSamples
     from tiekd.stages.evaluate import StudentPredictor, evaluate
 
@@ -51,6 +53,7 @@ def _validate(trainer: Trainer, cfg: TrainStudentConfig) -> dict:
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
         show_progress=False,
+        on_image=pictures,
     )
     trainer.model.train()
     return result.metrics
@@ -61,7 +64,8 @@ def _end_of_epoch(
 ) -> dict | None:
     """Validate (on the writer), log the epoch and write last.pt (and best.pt when validation improves)."""
     writer = trainer.processes.is_writer
-    metrics = from_writer(_validate(trainer, cfg) if cfg.val_split and writer else None)
+    pictures = PictureCollector(max_depth=cfg.max_depth, n_bins=entropy_bins(trainer.model)) if writer else None
+    metrics = from_writer(_validate(trainer, cfg, pictures) if cfg.val_split and writer else None)
     improved = bool(metrics) and metrics["rmse"] < best.get("rmse", math.inf)
     if improved:
         best.update(rmse=metrics["rmse"], step=trainer.step)
@@ -76,6 +80,8 @@ def _end_of_epoch(
             "loss": sum(losses) / max(len(losses), 1),
         }
         log.epoch(record | ({"val": metrics} if metrics else {}))
+        if pictures.pictures:
+            log.pictures(trainer.step, pictures.pictures)
     losses.clear()
     return metrics
 

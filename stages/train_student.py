@@ -315,7 +315,11 @@ def run(cfg: TrainStudentConfig) -> TrainSummary:
         trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn)
         best = dict(state.get("best", {})) if state else {}
         log = _start_log(cfg, trainer, cache_ref, resumed=state is not None) if processes.is_writer else None
-        return train(trainer, cfg, make_loader(cfg, records, cache_ref, trainer), log, best)
+        try:
+            return train(trainer, cfg, make_loader(cfg, records, cache_ref, trainer), log, best)
+        finally:
+            if log is not None:
+                log.close()
     finally:
         leave()
 

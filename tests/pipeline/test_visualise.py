@@ -18,6 +18,7 @@ from tiekd.pipeline.visualise import (
     label_band_height,
     label_font,
     panel,
+    relative_error_image,
     rgb_image,
     save_png,
 )
@@ -159,3 +160,13 @@ def test_save_png_creates_folders_and_round_trips(tmp_path):
     with Image.open(path) as reread:
         assert reread.format == "PNG"
         np.testing.assert_array_equal(np.asarray(reread.convert("RGB")), np.asarray(picture))
+
+
+def test_relative_error_image_scale_and_missing_gt():
+    gt = np.array([[10.0, 10.0, 0.0, 20.0]])
+    depth = np.array([[10.0, 12.5, 5.0, 22.5]])  # errors 0, 25 % (saturates), no GT, 12.5 %
+    rgb = np.asarray(relative_error_image(depth, gt))
+    assert tuple(rgb[0, 0]) == tuple(MAGMA_ANCHORS[0].astype(np.uint8))
+    assert tuple(rgb[0, 1]) == tuple(MAGMA_ANCHORS[-1].astype(np.uint8))
+    assert tuple(rgb[0, 2]) == INVALID_COLOUR
+    assert tuple(rgb[0, 3]) == tuple(MAGMA_ANCHORS[4].astype(np.uint8))  # half the scale: the middle anchor

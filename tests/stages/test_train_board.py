@@ -1,0 +1,62 @@
+"""TensorBoard records of a run, read back with tensorboard's own EventAccumulator."""
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from test_train_student import run_dir, store  # noqa: F401  (fixtures)
+from tiekd.data.kitti import kb_crop, read_rgb, read_split, rgb_path
+from tiekd.pipeline.metrics import METRIC_NAMES
+from tiekd.pipeline.visualise import label_band_height, label_font
+from tiekd.stages.train_board import VALIDATION_PICTURES
+from tiekd.stages.train_log import read_jsonl
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+STEP_TAGS = {"loss": "train/loss", "dpm": "train/dpm", "depth": "train/depth", "lr": "train/lr"}
+STEP_TAGS |= {"step_seconds": "time/step_seconds", "data_seconds": "time/data_seconds"}
+TILES = 4
+"""image, student depth, DPM entropy, relative error."""
+
+
+@pytest.fixture(scope="module")
+def events(run_dir):  # noqa: F811
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_every_step_is_a_scalar(events, run_dir):  # noqa: F811
+    steps = read_jsonl(run_dir / "steps.jsonl")
+    for key, tag in STEP_TAGS.items():
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == [s["step"] for s in steps], tag
+        np.testing.assert_allclose([e.value for e in logged], [s[key] for s in steps], rtol=1e-6, err_msg=tag)
+
+
+def test_every_epoch_has_its_validation_metrics(events, run_dir):  # noqa: F811
+    epochs = read_jsonl(run_dir / "epochs.jsonl")
+    np.testing.assert_allclose([e.value for e in events.Scalars("epoch/loss")], [e["loss"] for e in epochs], rtol=1e-6)
+    for name in METRIC_NAMES:
+        logged = events.Scalars(f"val/{name}")
+        assert [e.step for e in logged] == [e["step"] for e in epochs] == [4, 8]
+        np.testing.assert_allclose([e.value for e in logged], [e["val"][name] for e in epochs], rtol=1e-6)
+
+
+def test_every_epoch_has_validation_pictures(events, sample):
+    import io
+
+    from PIL import Image
+
+    tags = [f"pictures/{i}" for i in range(VALIDATION_PICTURES)]
+    assert set(tags) <= set(events.Tags()["images"])
+    record = next(r for r in read_split(sample.test_split) if r.gt is not None)
+    rgb = kb_crop(read_rgb(rgb_path(sample.data_root, record))).astype(np.float64)
+    half = rgb.reshape(176, 2, 608, 2, 3).mean(axis=(1, 3))  # the image tile: the KB crop at half size
+    band = label_band_height(label_font())
+    for tag in tags:
+        images = events.Images(tag)
+        assert [e.step for e in images] == [4, 8]
+        picture = np.asarray(Image.open(io.BytesIO(images[-1].encoded_image_string)).convert("RGB"))
+        assert picture.shape == (TILES * (band + 176), 608, 3)
+    first = np.asarray(Image.open(io.BytesIO(events.Images(tags[0])[0].encoded_image_string)).convert("RGB"))
+    assert np.abs(first[band : band + 176].astype(np.float64) - half).max() <= 1
