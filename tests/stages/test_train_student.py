@@ -29,6 +29,7 @@ from tiekd.pipeline.errors import CheckpointError, ConfigError, TrainingError
 from tiekd.pipeline.losses import tiekd_loss_terms
 from tiekd.pipeline.methods import METHODS
 from tiekd.pipeline.metrics import METRIC_NAMES
+from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
 from tiekd.stages.train_log import read_jsonl
@@ -214,7 +215,8 @@ class TestRunDirectory:
         for e in epochs:
             in_epoch = [s["loss"] for s in steps if e["step"] - STEPS_PER_EPOCH < s["step"] <= e["step"]]
             assert e["loss"] == pytest.approx(np.mean(in_epoch), rel=1e-12)
-            assert list(e["val"]) == list(METRIC_NAMES)
+            # The depth metrics, then the DPM entropy's sparsification scores (a DPM student).
+            assert list(e["val"]) == [*METRIC_NAMES, *UNCERTAINTY_METRIC_NAMES]
 
     def test_run_json(self, run_dir, sample, store):
         config = json.loads((run_dir / "run.json").read_text())
