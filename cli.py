@@ -75,6 +75,19 @@ class TiekdCommand(click.Command):
         )
 
 
+def _dataset_option(function):
+    """``--dataset kitti|nyu``: the description whose readers, crops and presets a stage uses."""
+    from tiekd.data.registry import DATASETS, DEFAULT_DATASET
+
+    return click.option(
+        "--dataset",
+        type=click.Choice(list(DATASETS)),
+        default=DEFAULT_DATASET,
+        show_default=True,
+        help="Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given.",
+    )(function)
+
+
 class TiekdGroup(click.Group):
     """A group that turns allocation failures into one line too, and shows the traceback behind an
     error when ``--verbose`` was given."""
@@ -166,7 +179,7 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int) -> None:
     default=0.05,
     show_default=True,
     type=click.FloatRange(0, 1),
-    help="Stop when more than this share of a frame lies outside [1e-3, 80] m.",
+    help="Stop when more than this share of a frame lies outside the depth range (KITTI [1e-3, 80] m).",
 )
 @click.option(
     "--frames-per-shard",
@@ -175,6 +188,7 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int) -> None:
     type=click.IntRange(min=1),
     help="Frames per shard file of a new store group.",
 )
+@_dataset_option
 def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:
     """Run a teacher once over a split and store its depth maps (stage one)."""
     from tiekd.pipeline.teachers import parse_teacher_args
@@ -259,21 +273,23 @@ def _choices_methods():
     help="Micro-batches per step: global batch = processes x batch size x this.",
 )
 @click.option("--sync-bn", is_flag=True, help="BatchNorm statistics over all processes (under torchrun).")
-@click.option("--crop", default="352x704", show_default=True, metavar="HxW", help="Random training crop.")
+@click.option("--crop", metavar="HxW", help="Random training crop [default: the dataset's, KITTI 352x704].")
 @click.option("--scale", default=1.0, show_default=True, help="Resize crops and maps by this factor (quick runs).")
 @click.option("--lr", default=1e-3, show_default=True, help="Maximum learning rate (one-cycle).")
 @click.option("--alpha", default=0.1, show_default=True, help="TIE-KD weight of the DPM term.")
 @click.option(
     "--sigma",
     type=float,
-    help="Std (m) of the teacher DPM [default: paper form 0.8; code form 0.5, as the released loss].",
+    help="Std (m) of the teacher DPM [default: paper form the dataset's, KITTI 0.8; code form 0.5 as released].",
 )
 @click.option("--dpm-form", default="paper", show_default=True, type=click.Choice(["paper", "code"]))
-@click.option("--n-bins", default=257, show_default=True, type=click.IntRange(min=2))
-@click.option("--min-depth", default=1e-3, show_default=True, help="Smallest depth (m): first bin edge.")
-@click.option("--max-depth", default=80.0, show_default=True)
+@click.option("--n-bins", type=click.IntRange(min=2), help="DPM bins [default: the dataset's, KITTI 257].")
+@click.option("--min-depth", type=float, help="Smallest depth (m): first bin edge [default: the dataset's, 1e-3].")
+@click.option("--max-depth", type=float, help="Largest depth (m) [default: the dataset's, KITTI 80].")
 @click.option(
-    "--loss-top-row", default=110, show_default=True, help="First crop row of the TIE-KD loss (KITTI sky above)."
+    "--loss-top-row",
+    type=int,
+    help="First crop row of the TIE-KD loss [default: the dataset's, KITTI 110: the sky above has no LiDAR].",
 )
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after N steps (the schedule spans them).")
 @click.option("--val-split", type=click.Path(path_type=Path), help="Split evaluated every epoch; best.pt by RMSE.")
@@ -296,6 +312,7 @@ def _choices_methods():
 @click.option(
     "--save-every", default=500, show_default=True, type=click.IntRange(min=1), help="Write last.pt every N steps too."
 )
+@_dataset_option
 def train_student(**options) -> None:
     """Train a student from the teacher cache (stage two); under torchrun, in every process."""
     from tiekd.stages import train_student as stage
@@ -330,7 +347,9 @@ def recipes(name: str | None) -> None:
 @click.option("--data-root", required=True, type=click.Path(path_type=Path))
 @click.option("--gt-root", required=True, type=click.Path(path_type=Path))
 @click.option("--split", required=True, type=click.Path(path_type=Path))
-@click.option("--crop", default="garg", show_default=True, type=click.Choice(["garg", "eigen", "none"]))
+@click.option(
+    "--crop", type=click.Choice(["garg", "eigen", "none"]), help="Evaluation crop [default: the dataset's, KITTI garg]."
+)
 @click.option(
     "--garg-on",
     default="kb",
@@ -345,8 +364,9 @@ def recipes(name: str | None) -> None:
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0))
+@_dataset_option
 def evaluate(**options) -> None:
-    """Evaluate a student or a cached teacher under the KITTI protocol."""
+    """Evaluate a student or a cached teacher under the dataset's protocol."""
     from tiekd.stages import evaluate as stage
 
     click.echo(stage.format_result(stage.run(stage.EvaluateConfig(**options))))
@@ -379,6 +399,7 @@ def export(input_size, **options) -> None:
 @click.option("--quick", is_flag=True, help="About a minute: fewer frames, lower resolution, a few steps.")
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps of each student [default: 120, quick 3].")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@_dataset_option
 @click.pass_context
 def demo(ctx: click.Context, **options) -> None:
     """The whole pipeline on the embedded sample: teacher, cache, students, evaluation, table, pictures."""

@@ -10,27 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tiekd.data.augment import augment
-from tiekd.data.kitti import (
-    KB_HEIGHT,
-    KB_WIDTH,
-    Record,
-    gt_path,
-    kb_crop,
-    kb_crop_box,
-    read_cropped_rgb,
-    read_depth_png,
-    read_rgb,
-    rgb_path,
-)
+from tiekd.data.description import DatasetDescription
+from tiekd.data.kitti import Record
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.errors import DataError, StoreError
 from torch.utils.data import Dataset
 
 
 class CroppedImages(Dataset):
-    """KB-cropped RGB images of some records, for running a teacher.
+    """Cache-cropped RGB images of some records (KITTI: the KB crop), for running a teacher.
 
     Item: ``{"index": frame index, "image": uint8 (3, H, W), "error": "" or a message}``.
     Images stay uint8 until they reach the device: a quarter of the bytes to copy.
@@ -42,12 +31,14 @@ class CroppedImages(Dataset):
         data_root: Path,
         indices: list[int],
         *,
-        crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH),
+        dataset: DatasetDescription,
+        crop: tuple[int, int] | None = None,
     ):
         self.records = records
         self.data_root = Path(data_root)
         self.indices = indices
-        self.crop = crop
+        self.dataset = dataset
+        self.crop = tuple(crop or dataset.cache_crop)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -55,7 +46,7 @@ class CroppedImages(Dataset):
     def __getitem__(self, k: int) -> dict:
         index = self.indices[k]
         try:
-            image = read_cropped_rgb(self.data_root, self.records[index], crop=self.crop)
+            image = self.dataset.read_cropped_image(self.data_root, self.records[index], self.crop)
             error = ""
         except DataError as e:
             image, error = np.zeros((*self.crop, 3), np.uint8), e.message
@@ -71,27 +62,6 @@ def raise_batch_errors(batch: dict) -> None:
     for error in batch["error"]:
         if error:
             raise DataError(error)
-
-
-def read_gt_of(path: Path, image_size: tuple[int, int]) -> np.ndarray:
-    """GT depth (H, W) metres of an image of ``image_size`` (H, W); DataError when the sizes differ.
-
-    The KB crop is taken from each array's own bottom rows, so a GT of another size would be
-    cropped out of line with its image (by as many rows as the heights differ).
-    """
-    gt = read_depth_png(path)
-    if gt.shape != tuple(image_size):
-        raise DataError(
-            f"GT {path} is {gt.shape[0]}x{gt.shape[1]} but its image is {image_size[0]}x{image_size[1]}; "
-            "the split pairs them wrongly or the GT is of another camera"
-        )
-    return gt
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file from its header, without decoding it."""
-    with Image.open(path) as image:
-        return image.height, image.width
 
 
 def _to_tensor_map(depth: np.ndarray) -> torch.Tensor:
@@ -134,7 +104,7 @@ class DistillationSamples(Dataset):
         scale: float = 1.0,
         cache_ref: tuple[str, str, str] | None = None,
         gt_root: Path | None = None,
-        crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH),
+        dataset: DatasetDescription,
     ):
         self.records = records
         self.data_root = Path(data_root)
@@ -143,7 +113,7 @@ class DistillationSamples(Dataset):
         self.scale = scale
         self.cache_ref = cache_ref
         self.gt_root = gt_root
-        self.crop = crop
+        self.dataset = dataset
         self._cache = None
 
     def __len__(self) -> int:
@@ -156,26 +126,26 @@ class DistillationSamples(Dataset):
             self._cache = TeacherCache.open(*self.cache_ref)
         return self._cache
 
-    def _maps(self, record: Record) -> dict[str, np.ndarray]:
-        maps = {}
+    def _region(self, record: Record) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Image uint8 (h, w, 3) and teacher map and/or GT float32 (h, w) metres of a record, cut to
+        the dataset's train region (inside the cache crop), before augmentation."""
+        dataset, maps = self.dataset, {}
+        full = dataset.read_full_image(self.data_root, record)
         if self.cache is not None:
             maps["teacher"] = self.cache.depth_of(record.rgb)
         if self.gt_root is not None:
-            path = gt_path(self.gt_root, record)
-            if path is None:
-                maps["gt"] = np.zeros(self.crop, np.float32)
-            else:
-                size = image_size(rgb_path(self.data_root, record))
-                maps["gt"] = kb_crop(read_gt_of(path, size), crop=self.crop)
-        return maps
+            gt = dataset.read_aligned_gt(self.gt_root, record, full.shape[:2])
+            maps["gt"] = np.zeros(dataset.cache_crop, np.float32) if gt is None else dataset.crop_to_cache(gt)
+        image = dataset.crop_image_to_cache(full, record)
+        return dataset.crop_to_train_region(image), {k: dataset.crop_to_train_region(v) for k, v in maps.items()}
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, index = key
         record = self.records[index]
         try:
-            image = read_cropped_rgb(self.data_root, record, crop=self.crop)
+            image, maps = self._region(record)
             rng = np.random.default_rng([self.seed, epoch, index])
-            image, maps = augment(image, self._maps(record), rng, self.augment_cfg)
+            image, maps = augment(image, maps, rng, self.augment_cfg)
             error = ""
         except (DataError, StoreError) as e:
             height, width = self.augment_cfg.crop
@@ -190,21 +160,20 @@ class DistillationSamples(Dataset):
 
 
 class EvaluationSamples(Dataset):
-    """KB-cropped images with their KB-cropped GT, for the records that have GT.
+    """Cache-cropped images with their cache-cropped GT (KITTI: KB crop), for the records that have GT.
 
     Item: ``index`` (into the records), ``image`` uint8 (3, H, W), ``gt`` (H, W) metres,
     ``full_size`` (H, W) of the uncropped image and ``box`` (top, left) of the crop in it, so a
     crop mask defined on the full image (the BTS convention) can be applied; ``error``.
     """
 
-    def __init__(
-        self, records: list[Record], data_root: Path, gt_root: Path, *, crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)
-    ):
+    def __init__(self, records: list[Record], data_root: Path, gt_root: Path, *, dataset: DatasetDescription):
         self.records = records
         self.indices = [i for i, r in enumerate(records) if r.gt is not None]
         self.data_root = Path(data_root)
         self.gt_root = Path(gt_root)
-        self.crop = crop
+        self.dataset = dataset
+        self.crop = dataset.cache_crop
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -213,10 +182,10 @@ class EvaluationSamples(Dataset):
         index = self.indices[k]
         record = self.records[index]
         try:
-            rgb = read_rgb(rgb_path(self.data_root, record))
-            gt = read_gt_of(gt_path(self.gt_root, record), rgb.shape[:2])
-            box = kb_crop_box(*rgb.shape[:2], crop=self.crop)
-            image, gt, error = kb_crop(rgb, crop=self.crop), kb_crop(gt, crop=self.crop), ""
+            rgb = self.dataset.read_full_image(self.data_root, record)
+            gt = self.dataset.read_aligned_gt(self.gt_root, record, rgb.shape[:2])
+            box = self.dataset.cache_crop_box(rgb.shape[:2])
+            image, gt, error = self.dataset.crop_to_cache(rgb), self.dataset.crop_to_cache(gt), ""
             full_size = rgb.shape[:2]
         except DataError as e:
             image, gt = np.zeros((*self.crop, 3), np.uint8), np.zeros(self.crop, np.float32)

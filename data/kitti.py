@@ -18,8 +18,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
+from tiekd.data.description import CropBox, DatasetDescription
 from tiekd.pipeline.errors import DataError
 from tiekd.pipeline.files import require_file
+from tiekd.pipeline.metrics import EIGEN_CROP, GARG_CROP
 
 # The "KB crop" of the KITTI depth benchmark (Uhrig et al. 2017), used by BTS, AdaBins and TIE-KD:
 # the bottom 352 rows and the central 1216 columns of every image, whatever its size.
@@ -29,6 +31,14 @@ KB_WIDTH = 1216
 # The TIE-KD loss starts at this row of the 352-row KB crop: LiDAR never reaches the sky above it
 # (the authors' KITTI setting; a dataset setting, not a test of the image width).
 KITTI_LOSS_TOP_ROW = 110
+
+# The authors' KITTI settings (method.md sections 2, 3, 6, 8): depth range in metres, DPM bins,
+# paper-form DPM sigma in metres, and the random training crop taken from the KB crop.
+MIN_DEPTH = 1e-3
+MAX_DEPTH = 80.0
+N_BINS = 257
+SIGMA = 0.8
+TRAIN_CROP = (352, 704)
 
 # KITTI depth PNGs are uint16 with depth = value / 256 metres and 0 = no measurement
 # (devkit of the KITTI depth benchmark, readme.txt).
@@ -221,3 +231,51 @@ def write_depth_png(path: Path, depth: np.ndarray) -> None:
     value = np.clip(np.round(depth * GT_SCALE), 0, np.iinfo(np.uint16).max).astype(np.uint16)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(value).save(path)
+
+
+def check_image(data_root: Path, record: Record) -> None:
+    """Refuse a record whose RGB image is not under the root."""
+    if not rgb_path(data_root, record).is_file():
+        raise DataError(f"image {record.rgb} (split line {record.line}) is not under --data-root {data_root}")
+
+
+def check_gt(gt_root: Path, record: Record) -> None:
+    """Refuse a record whose GT file is in none of the accepted places."""
+    gt_path(gt_root, record)
+
+
+def read_image(data_root: Path, record: Record) -> np.ndarray:
+    """A record's full RGB image, uint8 HxWx3."""
+    return read_rgb(rgb_path(data_root, record))
+
+
+def read_gt(gt_root: Path, record: Record) -> np.ndarray | None:
+    """A record's full-size GT depth, float32 HxW metres (0 = none); None where the split has none."""
+    path = gt_path(gt_root, record)
+    return None if path is None else read_depth_png(path)
+
+
+KITTI = DatasetDescription(
+    name="kitti",
+    title="KITTI",
+    cache_crop=(KB_HEIGHT, KB_WIDTH),
+    cache_crop_name="KB crop",
+    cache_box=kb_crop_box,
+    train_region=None,
+    train_crop=TRAIN_CROP,
+    random_top=False,
+    loss_top_row=KITTI_LOSS_TOP_ROW,
+    min_depth=MIN_DEPTH,
+    max_depth=MAX_DEPTH,
+    n_bins=N_BINS,
+    sigma=SIGMA,
+    eval_crops={"garg": CropBox(*GARG_CROP, relative=True), "eigen": CropBox(*EIGEN_CROP, relative=True)},
+    eval_crop="garg",
+    read_split=read_split,
+    check_root=check_root,
+    check_image=check_image,
+    check_gt=check_gt,
+    read_image=read_image,
+    read_gt=read_gt,
+)
+"""KITTI with the Eigen split, as the authors train and evaluate on it."""

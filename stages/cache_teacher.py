@@ -10,20 +10,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, Record, check_root, gt_path, read_split, rgb_path
+from tiekd.data.description import fill_presets
+from tiekd.data.kitti import Record
+from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.cache import FRAMES_PER_SHARD, shard_frames
-from tiekd.pipeline.errors import ConfigError, DataError
+from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.store_format import check_group_name
 from tiekd.pipeline.teachers import load_teacher
 from tiekd.stages.cache_worker import fill_frames, finish, open_writer
 from tiekd.stages.runtime import Rate, default_workers, directory_bytes, progress, resolve_device, use_amp
 
-MIN_DEPTH = 1e-3
-"""Smallest depth stored (metres); the KITTI protocol's lower bound."""
-MAX_DEPTH = 80.0
-"""Largest depth stored (metres); the KITTI protocol's upper bound."""
 MAX_CLIPPED_SHARE = 0.05
-"""Share of a frame's pixels that may lie outside [MIN_DEPTH, MAX_DEPTH] before the run stops:
+"""Share of a frame's pixels that may lie outside [min_depth, max_depth] before the run stops:
 a KITTI teacher clips a few far pixels; a map mostly out of range has the wrong units or sign."""
 MAX_TEACHER_INPUT_SCALE = 4
 """--teacher-input may be at most this many times the crop in each dimension: larger inputs only
@@ -37,7 +35,7 @@ class CacheTeacherConfig:
     teacher: str
     """Teacher spec, KIND:TARGET (see tiekd.pipeline.teachers)."""
     data_root: Path
-    """KITTI raw root holding the split's RGB paths."""
+    """Root holding the split's RGB paths (KITTI raw root)."""
     split: Path
     """Split file, one ``RGB_REL GT_REL|None FOCAL`` record a line."""
     out: str
@@ -65,14 +63,26 @@ class CacheTeacherConfig:
     """Replace an existing teacher/split group made differently."""
     frames_per_shard: int = FRAMES_PER_SHARD
     """Frames per shard file when the store group is created (a resumed store keeps its own)."""
-    crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)
-    min_depth: float = MIN_DEPTH
-    max_depth: float = MAX_DEPTH
+    dataset: str = DEFAULT_DATASET
+    """--dataset: which description (tiekd.data.registry) gives readers, crop and depth range."""
+    crop: tuple[int, int] | None = None
+    """(H, W) of the region the teacher runs on; None = the dataset's cache crop (KITTI: KB crop)."""
+    min_depth: float | None = None
+    """Smallest depth stored (metres); None = the dataset's."""
+    max_depth: float | None = None
+    """Largest depth stored (metres); None = the dataset's."""
     cluster: str | None = None
     """dask cluster for the teacher pass: ``local:N`` worker processes or a scheduler's
     ``tcp://HOST:PORT``; None = this process alone."""
     max_clipped_share: float = MAX_CLIPPED_SHARE
     """Stop when more than this share of a frame's pixels lies outside [min_depth, max_depth]."""
+
+    def __post_init__(self):
+        description = get_dataset(self.dataset)
+        # Here --crop is the region the teacher sees, not the training crop of the presets.
+        if self.crop is None:
+            self.crop = description.cache_crop
+        fill_presets(self, description)
 
 
 @dataclass
@@ -95,14 +105,14 @@ def _check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
     """Fail before any work (and before the store is touched) on missing roots or files."""
     check_group_name(cfg.name, flag="--name")
     check_group_name(cfg.split_name, flag="--split-name")
-    data_root = check_root(cfg.data_root, flag="--data-root")
+    dataset = get_dataset(cfg.dataset)
+    data_root = dataset.check_root(cfg.data_root, flag="--data-root")
     for record in records:
-        if not rgb_path(data_root, record).is_file():
-            raise DataError(f"image {record.rgb} (split line {record.line}) is not under --data-root {data_root}")
+        dataset.check_image(data_root, record)
     if cfg.gt_root is not None:
-        gt_root = check_root(cfg.gt_root, flag="--gt-root")
+        gt_root = dataset.check_root(cfg.gt_root, flag="--gt-root")
         for record in records:
-            gt_path(gt_root, record)
+            dataset.check_gt(gt_root, record)
     _check_teacher_input(cfg)
     index, count = cfg.shard
     if not 0 <= index < count:
@@ -128,7 +138,7 @@ def _check_teacher_input(cfg: CacheTeacherConfig) -> None:
 
 def run(cfg: CacheTeacherConfig) -> CacheSummary:
     """Fill (or continue filling) ``out/name/split_name`` with the teacher's maps."""
-    records = read_split(cfg.split)
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
     _check_inputs(cfg, records)
     if cfg.cluster:
         return _run_on_cluster(cfg, records)

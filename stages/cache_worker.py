@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from tiekd.data.datasets import CroppedImages, raise_batch_errors
-from tiekd.data.kitti import Record, file_sha256, read_split
+from tiekd.data.kitti import Record, file_sha256
+from tiekd.data.registry import get_dataset
 from tiekd.pipeline.cache import CacheSpec, shard_frames
 from tiekd.pipeline.cache_writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.errors import StoreError, TeacherError
@@ -31,7 +32,7 @@ from tiekd.stages.runtime import resolve_device, use_amp
 
 def _teacher_batches(cfg, records: list[Record], frames: list[int], device: torch.device):
     loader = DataLoader(
-        CroppedImages(records, cfg.data_root, frames, crop=cfg.crop),
+        CroppedImages(records, cfg.data_root, frames, dataset=get_dataset(cfg.dataset), crop=cfg.crop),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
@@ -200,7 +201,7 @@ def shard_range(shard: int, frames_per_shard: int, n_frames: int) -> list[int]:
 def prepare_store(cfg, shards_of: tuple[int, int]) -> tuple[str, dict[int, int]]:
     """Create or resume the store group (honouring ``cfg.overwrite``); returns its location and
     the frames still missing per store shard among those of process ``shards_of`` = (I, N)."""
-    records = read_split(cfg.split)
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
     teacher = _worker_teacher(cfg, worker_device(cfg.device))
     writer = open_writer(cfg, teacher, records)
     fps, todo = writer.frames_per_shard, {}
@@ -212,7 +213,7 @@ def prepare_store(cfg, shards_of: tuple[int, int]) -> tuple[str, dict[int, int]]
 def cache_shard(shard: int, cfg) -> int:
     """Store the missing maps of store shard ``shard``; returns the frames written. Idempotent:
     frames already marked done are skipped, so a shard redone after a lost worker costs only the rest."""
-    records = read_split(cfg.split)
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
     device = worker_device(cfg.device)
     teacher = _worker_teacher(cfg, device)
     writer = open_writer(dataclasses.replace(cfg, overwrite=False), teacher, records)
@@ -225,6 +226,6 @@ def cache_shard(shard: int, cfg) -> int:
 
 def finish_store(cfg) -> bool:
     """Record completion of the store group once every frame is stored; True if complete."""
-    records = read_split(cfg.split)
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
     teacher = _worker_teacher(cfg, worker_device(cfg.device))
     return finish(open_writer(dataclasses.replace(cfg, overwrite=False), teacher, records))

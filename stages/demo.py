@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH
+from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.stages import cache_teacher, evaluate, train_student
 from tiekd.stages.demo_report import METHOD_LABELS, write_pictures, write_results
@@ -63,6 +63,8 @@ class DemoConfig:
     threads: int = 1
     """Torch CPU threads (``tiekd --threads``): the figures repeat exactly only at one count
     (README). One thread also keeps the demo's pace beside another busy process."""
+    dataset: str = "kitti"
+    """--dataset: the sample data's layout and the protocol of every stage."""
 
 
 def _say(text: str) -> None:
@@ -72,9 +74,9 @@ def _say(text: str) -> None:
 def _sample(cfg: DemoConfig, size: DemoSize):
     from tiekd.data.sample import write_sample_dataset
 
-    from tiekd.data.kitti import read_split
     from tiekd.data.sample import SampleDataset
 
+    read_split = get_dataset(cfg.dataset).read_split
     folder = cfg.out / "data"
     _say(f"1/6 sample data: {size.n_train} train, {size.n_test} test frames in {folder}")
     splits = folder / "splits" / "train.txt", folder / "splits" / "test.txt"
@@ -112,6 +114,7 @@ def _train(cfg: DemoConfig, size: DemoSize, out: Path, **options) -> None:
         workers=cfg.workers,
         seed=cfg.seed,
         save_every=50,
+        dataset=cfg.dataset,
         **options,
     )
     click.echo(train_student.report(train_student.run(run_cfg)))
@@ -126,7 +129,8 @@ def _training_seconds(run_dir: Path) -> float:
 
 def _cache(cfg: DemoConfig, size: DemoSize, sample, teacher_ckpt: Path) -> str:
     store = str(cfg.out / "teacher-cache.zarr")
-    teacher_input = (round(KB_HEIGHT * size.scale), round(KB_WIDTH * size.scale))
+    height, width = get_dataset(cfg.dataset).cache_crop
+    teacher_input = (round(height * size.scale), round(width * size.scale))
     for split in (sample.train_split, sample.test_split):
         result = cache_teacher.run(
             cache_teacher.CacheTeacherConfig(
@@ -139,6 +143,7 @@ def _cache(cfg: DemoConfig, size: DemoSize, sample, teacher_ckpt: Path) -> str:
                 device=cfg.device,
                 workers=cfg.workers,
                 batch_size=size.batch_size,
+                dataset=cfg.dataset,
             )
         )
         click.echo(cache_teacher.report(result))
@@ -153,6 +158,7 @@ def _evaluate(cfg: DemoConfig, sample, **source) -> evaluate.EvaluationResult:
             split=sample.test_split,
             device=cfg.device,
             workers=cfg.workers,
+            dataset=cfg.dataset,
             **source,
         )
     )
@@ -225,7 +231,12 @@ def _run(cfg: DemoConfig, settings: str) -> Path:
     runs = {"teacher": teacher_dir, **runs}
     checkpoints = {name: run_dir / "last.pt" for name, run_dir in runs.items()}
     picture = write_pictures(
-        cfg.out / "comparison.png", sample=sample, store=store, checkpoints=checkpoints, device=cfg.device
+        cfg.out / "comparison.png",
+        sample=sample,
+        store=store,
+        checkpoints=checkpoints,
+        device=cfg.device,
+        dataset=cfg.dataset,
     )
     path = write_results(
         cfg.out / "results.md",

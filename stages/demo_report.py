@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from tiekd.data.datasets import EvaluationSamples
-from tiekd.data.kitti import read_split
+from tiekd.data.registry import get_dataset
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.visualise import depth_image, entropy_image, panel, rgb_image, save_png
@@ -75,17 +75,20 @@ def write_results(
     return path
 
 
-def _first_frame(sample):
-    samples = EvaluationSamples(read_split(sample.test_split), sample.data_root, sample.gt_root)
+def _first_frame(sample, dataset):
+    records = dataset.read_split(sample.test_split)
+    samples = EvaluationSamples(records, sample.data_root, sample.gt_root, dataset=dataset)
     item = samples[0]
     return samples.records[item["index"]], item["image"]
 
 
-def write_pictures(path: Path, *, sample, store: str, checkpoints: dict, device: str) -> Path:
+def write_pictures(path: Path, *, sample, store: str, checkpoints: dict, device: str, dataset: str) -> Path:
     """One PNG, a row per student: input, teacher, student depth, and the student's DPM entropy."""
     from tiekd.stages.evaluate import StudentPredictor
 
-    record, image = _first_frame(sample)
+    description = get_dataset(dataset)
+    max_depth = description.max_depth
+    record, image = _first_frame(sample, description)
     size = (round(image.shape[2] * TILE_SCALE), round(image.shape[1] * TILE_SCALE))
     shrink = lambda picture: picture.resize(size, Image.Resampling.BILINEAR)  # noqa: E731
     teacher = TeacherCache.open(store, "teacher", Path(sample.test_split).stem).depth_of(record.rgb)
@@ -106,8 +109,8 @@ def write_pictures(path: Path, *, sample, store: str, checkpoints: dict, device:
         )
         tiles += [
             ("input", shrink(rgb_image(image.permute(1, 2, 0).numpy()))),
-            ("teacher (cached)", shrink(depth_image(teacher))),
-            (f"{METHOD_LABELS[name]}: depth", shrink(depth_image(depth[0, 0].cpu().numpy()))),
+            ("teacher (cached)", shrink(depth_image(teacher, max_depth=max_depth))),
+            (f"{METHOD_LABELS[name]}: depth", shrink(depth_image(depth[0, 0].cpu().numpy(), max_depth=max_depth))),
             (
                 "DPM entropy (bright = unsure)" if entropy is not None else "no DPM (regression head)",
                 shrink(entropy_tile),

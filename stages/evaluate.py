@@ -1,9 +1,9 @@
-"""``tiekd evaluate``: the KITTI protocol (method.md section 8) for a student or a cached teacher.
+"""``tiekd evaluate``: the dataset's protocol (method.md section 8) for a student or a cached teacher.
 
-Default protocol, the authors': KB crop, horizontal-flip TTA, prediction clamped to
+Default protocol on KITTI, the authors': KB crop, horizontal-flip TTA, prediction clamped to
 [1e-3, 80] m, GT valid in (1e-3, 80) inside the Garg crop computed on the 352x1216 map, metrics
 per image and then their mean (AdaBins' convention too). ``garg_on="full"`` computes the crop on the
-full image first (BTS's convention).
+full image first (BTS's convention). Crops and depth range come from the dataset's description.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from tiekd.data.datasets import EvaluationSamples, raise_batch_errors
-from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, check_root, read_split
+from tiekd.data.description import fill_presets
+from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
 from tiekd.pipeline.errors import ConfigError, DataError, StoreError
 from tiekd.pipeline.files import require_writable_folder
-from tiekd.pipeline.metrics import METRIC_NAMES, crop_mask, depth_metrics, mean_metrics
+from tiekd.pipeline.metrics import METRIC_NAMES, depth_metrics, mean_metrics
 from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES, ause_aurg, image_sparsification, mean_curves
 from tiekd.stages.runtime import default_workers, progress, resolve_device
 
@@ -43,17 +44,26 @@ class EvaluateConfig:
     """A teacher store to evaluate as it is, without running the teacher."""
     teacher: str | None = None
     split_name: str | None = None
-    crop: str = "garg"
-    """Evaluation crop: garg, eigen or none."""
+    crop: str | None = None
+    """Evaluation crop (KITTI: garg, eigen or none); None = the dataset's protocol crop."""
     garg_on: str = "kb"
-    """Compute the crop on the 352x1216 KB crop (authors, AdaBins) or on the full image (BTS)."""
+    """Compute the crop on the cache crop (KITTI: 352x1216 KB crop; authors, AdaBins) or on the full image (BTS)."""
     flip_tta: bool = True
-    min_depth: float = 1e-3
-    max_depth: float = 80.0
+    min_depth: float | None = None
+    max_depth: float | None = None
+    """Valid GT and prediction clamp range (m); None = the dataset's."""
     json_out: Path | None = None
     save_images: Path | None = None
     device: str = "auto"
     workers: int = field(default_factory=default_workers)
+    dataset: str = DEFAULT_DATASET
+    """--dataset: which description (tiekd.data.registry) gives readers, crops and depth range."""
+
+    def __post_init__(self):
+        description = get_dataset(self.dataset)
+        fill_presets(self, description)
+        if self.crop is None:
+            self.crop = description.eval_crop
 
 
 @dataclass
@@ -112,11 +122,13 @@ class CachePredictor:
         return torch.from_numpy(maps)[:, None], None
 
 
-def _mask(crop: str, garg_on: str, full_size, box, shape) -> np.ndarray:
+def _mask(dataset, crop: str, garg_on: str, full_size, box, shape) -> np.ndarray:
+    """The evaluation crop as a bool mask of the cache-cropped map, computed on it or on the full image."""
     if garg_on == "kb":
-        return crop_mask(*shape, crop)
+        return dataset.eval_mask(crop, *shape)
     top, left = int(box[0]), int(box[1])
-    return crop_mask(int(full_size[0]), int(full_size[1]), crop)[top : top + shape[0], left : left + shape[1]]
+    full = dataset.eval_mask(crop, int(full_size[0]), int(full_size[1]))
+    return full[top : top + shape[0], left : left + shape[1]]
 
 
 def _image_scores(pred, gt, entropy, mask, *, min_depth: float, max_depth: float) -> tuple[dict | None, dict | None]:
@@ -133,10 +145,10 @@ def evaluate(
     predict,
     samples: EvaluationSamples,
     *,
-    crop: str = "garg",
+    crop: str | None = None,
     garg_on: str = "kb",
-    min_depth: float = 1e-3,
-    max_depth: float = 80.0,
+    min_depth: float | None = None,
+    max_depth: float | None = None,
     device: torch.device = torch.device("cpu"),
     workers: int = 0,
     on_image=None,
@@ -144,9 +156,15 @@ def evaluate(
 ) -> EvaluationResult:
     """Metrics of ``predict`` over the samples with GT, under the given protocol.
 
+    ``crop``, ``min_depth`` and ``max_depth`` default to the protocol of the samples' dataset.
+
     ``predict(images uint8 (B, 3, H, W) on device, ids) -> (depth (B, 1, H, W), entropy or None)``;
     ``on_image(record, image, depth, entropy, gt)`` is called per image (pictures).
     """
+    dataset = samples.dataset
+    crop = crop or dataset.eval_crop
+    min_depth = dataset.min_depth if min_depth is None else min_depth
+    max_depth = dataset.max_depth if max_depth is None else max_depth
     loader = DataLoader(samples, batch_size=1, num_workers=workers, pin_memory=device.type == "cuda")
     per_image, curves = [], []
     with progress(len(samples), "evaluating", quiet=not show_progress) as bar:
@@ -156,7 +174,7 @@ def evaluate(
             depth, entropy = predict(batch["image"].to(device), [record.rgb])
             pred = depth[0, 0].float().clamp(min_depth, max_depth).cpu().numpy()
             gt = batch["gt"][0].numpy()
-            mask = _mask(crop, garg_on, batch["full_size"][0], batch["box"][0], gt.shape)
+            mask = _mask(dataset, crop, garg_on, batch["full_size"][0], batch["box"][0], gt.shape)
             metrics, image_curves = _image_scores(pred, gt, entropy, mask, min_depth=min_depth, max_depth=max_depth)
             if metrics is not None:
                 per_image.append({"id": record.rgb, **metrics, **(ause_aurg(image_curves) if image_curves else {})})
@@ -170,7 +188,7 @@ def evaluate(
             f"none of the {n_skipped} records has a ground-truth depth in ({min_depth}, {max_depth}) m "
             f"inside the {crop} crop; check --split and --gt-root"
         )
-    protocol = {"crop": crop, "garg_on": garg_on, "min_depth": min_depth, "max_depth": max_depth}
+    protocol = dict(dataset=dataset.name, crop=crop, garg_on=garg_on, min_depth=min_depth, max_depth=max_depth)
     metrics = mean_metrics([{k: m[k] for k in METRIC_NAMES} for m in per_image])
     if curves:
         metrics |= {k: float(np.mean([m[k] for m in per_image if k in m])) for k in UNCERTAINTY_METRIC_NAMES}
@@ -202,9 +220,10 @@ def _predictor(cfg: EvaluateConfig, device: torch.device, records: list):
         raise ConfigError("pass exactly one of --checkpoint (a student) and --cache (a cached teacher)")
     if cfg.cache is not None:
         cache = TeacherCache.open_for_split(cfg.cache, cfg.teacher, cfg.split_name, cfg.split)
-        if tuple(cache.spec.crop) != (KB_HEIGHT, KB_WIDTH):
+        dataset = get_dataset(cfg.dataset)
+        if tuple(cache.spec.crop) != tuple(dataset.cache_crop):
             crop = "x".join(map(str, cache.spec.crop))
-            raise StoreError(f"{cache.location} holds {crop} maps; evaluation needs the {KB_HEIGHT}x{KB_WIDTH} KB crop")
+            raise StoreError(f"{cache.location} holds {crop} maps; evaluation needs the {dataset.cache_crop_title}")
         cache.require_stored([r.rgb for r in records], what="evaluation images")
         return CachePredictor(cache), f"cached teacher {cache.location}", None
     state = load_checkpoint(cfg.checkpoint)
@@ -216,11 +235,16 @@ def _predictor(cfg: EvaluateConfig, device: torch.device, records: list):
 
 def run(cfg: EvaluateConfig) -> EvaluationResult:
     """Evaluate and, if asked, write the JSON report and the pictures."""
-    if cfg.crop not in ("garg", "eigen", "none") or cfg.garg_on not in ("kb", "full"):
-        raise ConfigError(f"--crop {cfg.crop} / --garg-on {cfg.garg_on}: expected garg|eigen|none and kb|full")
-    records = read_split(cfg.split)
+    dataset = get_dataset(cfg.dataset)
+    if cfg.garg_on not in ("kb", "full"):
+        raise ConfigError(f"--garg-on {cfg.garg_on}: expected kb or full")
+    dataset.check_eval_crop(cfg.crop)
+    records = dataset.read_split(cfg.split)
     samples = EvaluationSamples(
-        records, check_root(cfg.data_root, flag="--data-root"), check_root(cfg.gt_root, flag="--gt-root")
+        records,
+        dataset.check_root(cfg.data_root, flag="--data-root"),
+        dataset.check_root(cfg.gt_root, flag="--gt-root"),
+        dataset=dataset,
     )
     # Before the work: a folder that cannot be written would otherwise fail after the evaluation.
     if cfg.save_images is not None:
@@ -257,15 +281,13 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
 def format_result(result: EvaluationResult) -> str:
     """The table printed after an evaluation: protocol, split, images, each metric."""
     p = result.protocol
-    crop = (
-        "no crop"
-        if p["crop"] == "none"
-        else f"{p['crop']} crop on the {'352x1216 KB crop' if p['garg_on'] == 'kb' else 'full image'}"
-    )
+    dataset = get_dataset(p["dataset"])
+    crop_on = dataset.cache_crop_title if p["garg_on"] == "kb" else "full image"
+    crop = "no crop" if p["crop"] == "none" else f"{p['crop']} crop on the {crop_on}"
     tta = {True: ", flip TTA", False: ", no TTA", None: ""}[p.get("flip_tta")]
     lines = [
         f"{p.get('model', 'model')} on {p.get('split', '?')}: {result.n_images} images "
-        f"({result.n_skipped} without GT skipped); KB crop, {crop}{tta}, "
+        f"({result.n_skipped} without GT skipped); {dataset.cache_crop_name}, {crop}{tta}, "
         f"depth in [{p['min_depth']}, {p['max_depth']}] m",
         " | ".join(f"{name:>8}" for name in METRIC_NAMES),
         " | ".join(f"{result.metrics.get(name, float('nan')):8.4f}" for name in METRIC_NAMES),

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from tiekd.data.description import DatasetDescription
 from tiekd.data.kitti import Record
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.errors import StoreError
@@ -83,19 +84,20 @@ def check_cache(
     split: Path,
     records: list[Record],
     *,
-    crop: tuple[int, int],
+    dataset: DatasetDescription,
     min_depth: float,
     max_depth: float,
 ) -> tuple[str, str, str]:
     """Open the cache for a training split and refuse one that does not fit; returns its reference.
 
-    Every record must have a stored map; the cache's crop and depth range must be the run's.
+    Every record must have a stored map; the cache's crop must be the dataset's cache crop and
+    its depth range the run's.
     """
     cache = TeacherCache.open_for_split(path, teacher, split_name, split)
     spec = cache.spec
-    if tuple(spec.crop) != tuple(crop):
+    if tuple(spec.crop) != tuple(dataset.cache_crop):
         raise StoreError(
-            f"{cache.location} holds {spec.crop[0]}x{spec.crop[1]} maps, this run needs the {crop[0]}x{crop[1]} KB crop"
+            f"{cache.location} holds {spec.crop[0]}x{spec.crop[1]} maps, this run needs the {dataset.cache_crop_title}"
         )
     if (spec.min_depth, spec.max_depth) != (min_depth, max_depth):
         raise StoreError(

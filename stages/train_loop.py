@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from torch.utils.data import DataLoader
 
 from tiekd.data.datasets import raise_batch_errors
-from tiekd.data.kitti import read_split
+from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import save_checkpoint
 from tiekd.stages.distributed import from_writer
 from tiekd.stages.runtime import progress
@@ -45,7 +45,8 @@ def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollec
     from tiekd.data.datasets import EvaluationSamples
     from tiekd.stages.evaluate import StudentPredictor, evaluate
 
-    samples = EvaluationSamples(read_split(cfg.val_split), cfg.data_root, cfg.gt_root)
+    dataset = get_dataset(cfg.dataset)
+    samples = EvaluationSamples(dataset.read_split(cfg.val_split), cfg.data_root, cfg.gt_root, dataset=dataset)
     result = evaluate(
         StudentPredictor(trainer.model, scale=cfg.scale),
         samples,

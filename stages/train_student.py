@@ -16,10 +16,10 @@ from torch.utils.data import DataLoader
 
 from tiekd.data.augment import AugmentConfig
 from tiekd.data.datasets import DistillationSamples
-from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, KITTI_LOSS_TOP_ROW, check_root, read_split
+from tiekd.data.description import fill_presets
+from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints
 from tiekd.pipeline.dpm import DPM_FORMS, MAX_N_BINS, bin_edges, dpm_sigma
-from tiekd.pipeline.losses import KITTI_DPM_SIGMA
 from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.files import require_writable_folder
 from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
@@ -42,7 +42,7 @@ class TrainStudentConfig:
     """Options of ``tiekd train-student``, one field per flag."""
 
     data_root: Path
-    """KITTI raw root."""
+    """Image root (KITTI raw root)."""
     split: Path
     """Training split file."""
     out: Path
@@ -65,21 +65,23 @@ class TrainStudentConfig:
     """Micro-batches accumulated into one step: global batch = processes x batch_size x accumulate."""
     sync_bn: bool = False
     """BatchNorm with the statistics of all processes' batches (torchrun runs)."""
-    crop: tuple[int, int] = (KB_HEIGHT, 704)
-    """Random training crop (H, W) taken from the KB crop."""
+    crop: tuple[int, int] | None = None
+    """Random training crop (H, W) taken from the dataset's train region; None = the dataset's."""
     scale: float = 1.0
     """Resize crop and maps by this factor (quick experiments at low resolution)."""
     lr: float = 1e-3
     """Maximum learning rate of the one-cycle schedule."""
     alpha: float = 0.1
     sigma: float | None = None
-    """Std (m) of the teacher DPM; None = the form's default (dpm_sigma: code 0.5, paper 0.8)."""
+    """Std (m) of the teacher DPM; None = the form's default (dpm_sigma: code 0.5, paper the dataset's)."""
     dpm_form: str = "paper"
-    n_bins: int = 257
-    min_depth: float = 1e-3
-    max_depth: float = 80.0
-    loss_top_row: int = KITTI_LOSS_TOP_ROW
-    """First row of the (unscaled) crop the TIE-KD loss sees; KITTI's sky rows lie above it."""
+    n_bins: int | None = None
+    """DPM bins; None = the dataset's."""
+    min_depth: float | None = None
+    max_depth: float | None = None
+    """Depth range (m) of bins and regression head; None = the dataset's."""
+    loss_top_row: int | None = None
+    """First row of the (unscaled) crop the TIE-KD loss sees (KITTI's sky rows lie above it); None = the dataset's."""
     max_steps: int | None = None
     """Stop after this many steps (the schedule spans them)."""
     val_split: Path | None = None
@@ -94,6 +96,14 @@ class TrainStudentConfig:
     seed: int = 0
     save_every: int = 500
     """Also write last.pt every this many steps (and at every epoch end)."""
+    dataset: str = DEFAULT_DATASET
+    """--dataset: which description (tiekd.data.registry) gives readers, crops and the presets above."""
+
+    def __post_init__(self):
+        description = get_dataset(self.dataset)
+        if self.crop is None:
+            self.crop = description.train_crop
+        fill_presets(self, description)
 
 
 def _check_config(cfg: TrainStudentConfig) -> None:
@@ -109,8 +119,9 @@ def _check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--accumulate {cfg.accumulate} must be at least 1")
     if not 0 < cfg.scale <= 1:
         raise ConfigError(f"--scale {cfg.scale} must be in (0, 1]")
-    if cfg.crop[0] > KB_HEIGHT or cfg.crop[1] > KB_WIDTH:
-        raise ConfigError(f"--crop {cfg.crop[0]}x{cfg.crop[1]} is larger than the {KB_HEIGHT}x{KB_WIDTH} KB crop")
+    dataset = get_dataset(cfg.dataset)
+    if cfg.crop[0] > dataset.train_size[0] or cfg.crop[1] > dataset.train_size[1]:
+        raise ConfigError(f"--crop {cfg.crop[0]}x{cfg.crop[1]} is larger than the {dataset.train_region_title}")
     _check_loss_options(cfg)
 
 
@@ -119,7 +130,8 @@ def _check_loss_options(cfg: TrainStudentConfig) -> None:
     if cfg.dpm_form not in DPM_FORMS:
         raise ConfigError(f"--dpm-form {cfg.dpm_form!r} is not one of {', '.join(DPM_FORMS)}")
     if not 2 <= cfg.n_bins <= MAX_N_BINS:
-        raise ConfigError(f"--n-bins {cfg.n_bins} must be in [2, {MAX_N_BINS}] (default 257)")
+        default = get_dataset(cfg.dataset).n_bins
+        raise ConfigError(f"--n-bins {cfg.n_bins} must be in [2, {MAX_N_BINS}] (default {default})")
     if cfg.sigma is not None and not cfg.sigma > 0:
         raise ConfigError(f"--sigma {cfg.sigma} must be a positive standard deviation in metres")
     # The released code has a config with alpha = 1.5, a negative weight on the depth term.
@@ -138,7 +150,7 @@ def _objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
         method=cfg.method,
         edges=bin_edges(cfg.min_depth, cfg.max_depth, cfg.n_bins).to(device),
         alpha=cfg.alpha,
-        sigma=dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=KITTI_DPM_SIGMA)[0],
+        sigma=dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=get_dataset(cfg.dataset).sigma)[0],
         dpm_form=cfg.dpm_form,
         top_row=round(cfg.loss_top_row * cfg.scale),
     )
@@ -244,10 +256,12 @@ def _resume_state(cfg: TrainStudentConfig, world_size: int, cache: dict | None) 
 
 def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
     """The training DataLoader, continuing at the trainer's step with the same data order."""
+    dataset = get_dataset(cfg.dataset)
     samples = DistillationSamples(
         records,
         cfg.data_root,
-        augment_cfg=AugmentConfig(crop=cfg.crop, rotate_teacher=cfg.dpm_form != "code"),
+        dataset=dataset,
+        augment_cfg=AugmentConfig(crop=cfg.crop, rotate_teacher=cfg.dpm_form != "code", random_top=dataset.random_top),
         seed=cfg.seed,
         scale=cfg.scale,
         cache_ref=cache_ref,
@@ -277,12 +291,13 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
 def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]:
     """Check options, split, roots and cache before anything is built; returns (records, cache reference)."""
     _check_config(cfg)
-    records = read_split(cfg.split)
-    if cfg.val_split is not None and not any(r.gt for r in read_split(cfg.val_split)):
+    dataset = get_dataset(cfg.dataset)
+    records = dataset.read_split(cfg.split)
+    if cfg.val_split is not None and not any(r.gt for r in dataset.read_split(cfg.val_split)):
         raise DataError(f"--val-split {cfg.val_split} has no record with GT to validate on")
-    check_root(cfg.data_root, flag="--data-root")
+    dataset.check_root(cfg.data_root, flag="--data-root")
     if cfg.gt_root is not None:
-        check_root(cfg.gt_root, flag="--gt-root")
+        dataset.check_root(cfg.gt_root, flag="--gt-root")
     cache_ref = None
     if needs_teacher(cfg.method):
         cache_ref = check_cache(
@@ -291,7 +306,7 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
             cfg.split_name,
             cfg.split,
             records,
-            crop=(KB_HEIGHT, KB_WIDTH),
+            dataset=dataset,
             min_depth=cfg.min_depth,
             max_depth=cfg.max_depth,
         )
@@ -338,7 +353,7 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
             "cache_identity": trainer.cache,
             "total_steps": trainer.total_steps,
             "dpm_sigma": trainer.objective.sigma,
-            "dpm_sigma_source": dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=KITTI_DPM_SIGMA)[1],
+            "dpm_sigma_source": dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=get_dataset(cfg.dataset).sigma)[1],
             "steps_per_epoch": trainer.steps_per_epoch,
             "processes": trainer.processes.world_size,
             "global_batch": trainer.global_batch,

@@ -174,6 +174,7 @@ class TestFromCache:
         assert [m["id"] for m in result["per_image"]] == [r.rgb for r in with_gt(sample)]
         assert_metrics_equal(result, reference(sample, cached(store)))
         assert result["protocol"] == {
+            "dataset": "kitti",
             "crop": "garg",
             "garg_on": "kb",
             "min_depth": 1e-3,
