@@ -6,6 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from test_train_student import run_dir, store  # noqa: F401  (fixtures)
 from tiekd.data.kitti import kb_crop, read_rgb, read_split, rgb_path
+from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.pipeline.metrics import METRIC_NAMES
 from tiekd.pipeline.visualise import label_band_height, label_font
 from tiekd.stages.train_board import VALIDATION_PICTURES
@@ -60,3 +61,36 @@ def test_every_epoch_has_validation_pictures(events, sample):
         assert picture.shape == (TILES * (band + 176), 608, 3)
     first = np.asarray(Image.open(io.BytesIO(events.Images(tags[0])[0].encoded_image_string)).convert("RGB"))
     assert np.abs(first[band : band + 176].astype(np.float64) - half).max() <= 1
+
+
+def test_a_resumed_run_reads_as_one_run(sample, store, run_dir, tmp_path, monkeypatch):  # noqa: F811
+    """Interrupted after step 6 with last.pt at step 5: on resume the events of step 6 are dropped
+    and written again, so the board shows each step once, as the uninterrupted run has it."""
+    from test_train_student import train_config
+
+    from tiekd.stages.train_student import run
+    from tiekd.stages.trainer import Trainer
+
+    cfg = train_config(sample, store, tmp_path, epochs=2, val_split=sample.test_split, save_every=5)
+    take_step = Trainer.train_step
+
+    def interrupted(self, batch):
+        if self.step == 6:
+            raise KeyboardInterrupt  # the run stops at step 7, after step 6 was logged
+        return take_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    monkeypatch.setattr(Trainer, "train_step", take_step)
+    before = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    before.Reload()
+    assert [e.step for e in before.Scalars("train/loss")] == list(range(1, 7))
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 5
+    run(cfg.__class__(**{**cfg.__dict__, "resume": True}))
+    accumulator = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    logged = accumulator.Scalars("train/loss")
+    assert [e.step for e in logged] == list(range(1, 9))
+    whole = [s["loss"] for s in read_jsonl(run_dir / "steps.jsonl")]
+    np.testing.assert_allclose([e.value for e in logged], whole, rtol=1e-6)
