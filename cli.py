@@ -360,7 +360,9 @@ def recipes(name: str | None) -> None:
 @click.option("--flip-tta/--no-flip-tta", default=True, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write metrics as JSON.")
 @click.option(
-    "--save-images", type=click.Path(file_okay=False, path_type=Path), help="Write depth and DPM-entropy PNGs."
+    "--save-images",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one labelled figure per image: input, depth, GT, error, DPM entropy (colour bars in metres).",
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0))
@@ -391,6 +393,36 @@ def export(input_size, **options) -> None:
     from tiekd.stages import export as stage
 
     cfg = stage.ExportConfig(input_size=_size(input_size, "--input"), **options)
+    click.echo(stage.report(stage.run(cfg)))
+
+
+def _pixel(value: str) -> tuple[int, int]:
+    """``"120,600"`` -> (120, 600)."""
+    match = re.fullmatch(r"(\d+),(\d+)", value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r} is not ROW,COL, e.g. 200,600", param_hint="--pixel")
+    return int(match[1]), int(match[2])
+
+
+@main.command("explain")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="DPM student checkpoint.")
+@click.option("--cache", help="Teacher store: teacher depth, teacher DPM and KL panels.")
+@click.option("--teacher", help="Teacher group in the store.")
+@click.option("--split-name", help="Split group in the store.")
+@click.option("--data-root", required=True, type=click.Path(path_type=Path))
+@click.option("--gt-root", required=True, type=click.Path(path_type=Path))
+@click.option("--split", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for index.html.")
+@click.option("--images", default=4, show_default=True, type=click.IntRange(min=1), help="First N records with GT.")
+@click.option("--ids", multiple=True, help="RGB path of a record, as in the split (repeatable).")
+@click.option("--pixel", "pixels", multiple=True, metavar="ROW,COL", help="Pixel on the KB crop (repeatable).")
+@click.option("--crop", default="garg", show_default=True, type=click.Choice(["garg", "eigen", "none"]))
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+def explain(ids, pixels, **options) -> None:
+    """Figures of what a DPM student believes, per image and per pixel, with an offline index.html."""
+    from tiekd.stages import explain as stage
+
+    cfg = stage.ExplainConfig(ids=tuple(ids), pixels=tuple(_pixel(p) for p in pixels), **options)
     click.echo(stage.report(stage.run(cfg)))
 
 

@@ -180,7 +180,8 @@ def evaluate(
                 per_image.append({"id": record.rgb, **metrics, **(ause_aurg(image_curves) if image_curves else {})})
                 curves += [image_curves] if image_curves else []
             if on_image is not None:
-                on_image(record, batch["image"][0], pred, None if entropy is None else entropy[0, 0].cpu().numpy(), gt)
+                entropy_map = None if entropy is None else entropy[0, 0].cpu().numpy()
+                on_image(record, batch["image"][0], pred, entropy_map, gt)
             bar.update(1)
     n_skipped = len(samples.records) - len(per_image)
     if not per_image:
@@ -202,14 +203,20 @@ def evaluate(
     )
 
 
-def _image_writer(out: Path, *, max_depth: float, n_bins: int | None):
-    from tiekd.pipeline.visualise import depth_image, entropy_image, save_png
+def _image_writer(out: Path, *, max_depth: float, n_bins: int | None, description: str):
+    """``on_image`` writing one labelled figure per image: input, depth, GT, error, entropy."""
+    from tiekd.pipeline.figures import evaluation_figure, save_figure
+
+    depth_title = "cached teacher depth" if description.startswith("cached teacher") else "student depth (flip TTA)"
 
     def write(record, image, depth, entropy, gt) -> None:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(record.rgb).with_suffix("").as_posix())
-        save_png(depth_image(depth, max_depth=max_depth), out / f"{stem}_depth.png")
-        if entropy is not None:
-            save_png(entropy_image(entropy, n_bins=n_bins), out / f"{stem}_entropy.png")
+        rgb = image.permute(1, 2, 0).numpy()
+        figure = evaluation_figure(
+            rgb, depth, gt, entropy, title=f"{record.rgb}: {description}", depth_title=depth_title,
+            max_depth=max_depth, n_bins=n_bins,
+        )  # fmt: skip
+        save_figure(figure, out / f"{stem}.png")
 
     return write
 
@@ -255,7 +262,8 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
     predict, description, n_bins = _predictor(cfg, device, records)
     on_image = None
     if cfg.save_images is not None:
-        on_image = _image_writer(cfg.save_images, max_depth=cfg.max_depth, n_bins=n_bins)
+        max_depth = dataset.max_depth if cfg.max_depth is None else cfg.max_depth
+        on_image = _image_writer(cfg.save_images, max_depth=max_depth, n_bins=n_bins, description=description)
     result = evaluate(
         predict,
         samples,

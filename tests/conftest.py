@@ -22,6 +22,24 @@ def sample(tmp_path_factory):
     return write_sample_dataset(tmp_path_factory.mktemp("sample"), n_train=8, n_test=4, seed=0)
 
 
+@pytest.fixture(scope="session")
+def test_split_store(sample, tmp_path_factory):
+    """The toy teacher ``row_prior`` cached over the sample's test split (3 of its 4 records have GT)."""
+    from tiekd.stages.cache_teacher import CacheTeacherConfig, run
+
+    path = tmp_path_factory.mktemp("store") / "s.zarr"
+    config = CacheTeacherConfig(
+        teacher="python:toy_teachers:row_prior",
+        data_root=sample.data_root,
+        split=sample.test_split,
+        out=str(path),
+        teacher_input=(88, 304),
+        workers=0,
+    )
+    run(config)
+    return path
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module of tiny training steps: on a busy 2-core machine two OpenMP

@@ -1,0 +1,197 @@
+"""``tiekd explain``: what a DPM student believes, image by image and pixel by pixel.
+
+For each chosen image one figure (input, cached teacher depth, student depth, |error| against GT,
+DPM entropy, KL(teacher DPM || student DPM), and the student's distribution against the teacher's
+DPM at a few pixels), the sparsification curves of the DPM entropy over those images, and an
+offline ``index.html`` showing them with captions. The teacher DPM is built from the cached
+teacher depth with the checkpoint's own sigma and DPM form, as its training built it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tiekd.data.datasets import EvaluationSamples, raise_batch_errors, resize_sample
+from tiekd.data.kitti import check_root, read_split
+from tiekd.pipeline import explain as explaining
+from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
+from tiekd.pipeline.dpm import bin_edges
+from tiekd.pipeline.errors import ConfigError, DataError
+from tiekd.pipeline.explain_figures import caption, explanation_figure, sparsification_figure, write_index
+from tiekd.pipeline.figures import save_figure
+from tiekd.pipeline.losses import KITTI_DPM_SIGMA
+from tiekd.pipeline.metrics import crop_mask
+from tiekd.pipeline.sparsification import (
+    REMOVED_FRACTIONS,
+    UNCERTAINTY_METRIC_NAMES,
+    ause_aurg,
+    image_sparsification,
+    mean_curves,
+)
+from tiekd.stages.runtime import resolve_device
+
+
+@dataclass
+class ExplainConfig:
+    """Options of ``tiekd explain``, one field per flag."""
+
+    checkpoint: Path
+    data_root: Path
+    gt_root: Path
+    split: Path
+    out: Path
+    cache: str | None = None
+    """Teacher store: teacher depth, teacher DPM and KL panels (left empty without it)."""
+    teacher: str | None = None
+    split_name: str | None = None
+    images: int = 4
+    """The first N records of the split that have GT (ignored when ``ids`` are given)."""
+    ids: tuple[str, ...] = ()
+    """RGB paths as written in the split file."""
+    pixels: tuple[tuple[int, int], ...] = ()
+    """(row, col) on the 352x1216 KB crop; replaces the automatic choice."""
+    crop: str = "garg"
+    """Region of the automatic pixels and of the sparsification curves (garg, eigen, none)."""
+    device: str = "auto"
+
+
+@dataclass
+class ExplainResult:
+    index: Path
+    figures: list[Path] = field(default_factory=list)
+    scores: dict = field(default_factory=dict)
+    """Mean AUSE / AURG over the explained images."""
+
+
+def _records(cfg: ExplainConfig):
+    records = read_split(cfg.split)
+    if cfg.ids:
+        by_id = {r.rgb: r for r in records}
+        unknown = [i for i in cfg.ids if i not in by_id]
+        if unknown:
+            raise ConfigError(f"--ids {unknown[0]} is not a record of {cfg.split}; pass RGB paths as in the split file")
+        records = [by_id[i] for i in cfg.ids]
+    roots = check_root(cfg.data_root, flag="--data-root"), check_root(cfg.gt_root, flag="--gt-root")
+    samples = EvaluationSamples(records, *roots)
+    if len(samples) == 0:
+        raise DataError(f"none of the chosen records of {cfg.split} has ground truth; choose others with --ids")
+    return samples, len(samples) if cfg.ids else min(cfg.images, len(samples))
+
+
+def _student(cfg: ExplainConfig, device: torch.device):
+    state = load_checkpoint(cfg.checkpoint)
+    model = student_from_checkpoint(state, path=cfg.checkpoint).to(device).eval()
+    if model.head != "dpm":
+        raise ConfigError(f"{cfg.checkpoint} is a regression student; explain needs a DPM student (--method tiekd)")
+    training = state.get("config") or {}
+    dpm = {"sigma": float(training.get("sigma", KITTI_DPM_SIGMA)), "form": training.get("dpm_form", "paper")}
+    edges = bin_edges(model.min_depth, model.max_depth, model.arch["n_bins"])
+    return model, float(state.get("input_scale", 1.0)), edges, dpm
+
+
+@dataclass
+class _Context:
+    model: torch.nn.Module
+    scale: float
+    edges: torch.Tensor
+    dpm: dict
+    cache: TeacherCache | None
+    region: np.ndarray | None = None
+
+
+def _explain_one(item: dict, record_id: str, ctx: _Context, pixels) -> explaining.ImageExplanation:
+    image, gt = item["image"], item["gt"].numpy()
+    teacher = None if ctx.cache is None else torch.from_numpy(ctx.cache.depth_of(record_id).astype(np.float32))
+    sample = {"image": image.float() / 255} | ({} if teacher is None else {"teacher": teacher[None]})
+    small = resize_sample(sample, ctx.scale)
+    device = ctx.edges.device
+    with torch.no_grad():
+        logits = ctx.model(small["image"][None].to(device)).float()
+    centres = ctx.model.bin_centres
+    depth, entropy = explaining.student_maps(logits, centres, gt.shape)
+    kl = None
+    if teacher is not None:
+        kl = explaining.kl_map(logits, small["teacher"][None].to(device), ctx.edges, **ctx.dpm)
+    explanation = explaining.ImageExplanation(
+        id=record_id, image=image.permute(1, 2, 0).numpy(), gt=gt, student_depth=depth, entropy=entropy,
+        teacher_depth=None if teacher is None else teacher.numpy(), kl=kl, n_bins=len(centres),
+    )  # fmt: skip
+    if pixels:
+        points = {f"pixel ({row}, {col})": (row, col) for row, col in pixels}
+    else:
+        edge_depth = explanation.teacher_depth if teacher is not None else depth
+        points = explaining.pick_pixels(
+            entropy=entropy, error=explanation.error, gt=gt, edge_depth=edge_depth, region=ctx.region
+        )
+    explanation.pixels = explaining.explain_pixels(
+        explanation, logits, points, centres=centres, edges=ctx.edges, **ctx.dpm
+    )
+    return explanation
+
+
+def _check_pixels(pixels, shape) -> None:
+    for row, col in pixels:
+        if not (0 <= row < shape[0] and 0 <= col < shape[1]):
+            raise ConfigError(f"--pixel {row},{col} is outside the {shape[0]}x{shape[1]} KB crop")
+
+
+def _figure_of(k: int, samples, ctx: _Context, cfg: ExplainConfig) -> tuple[explaining.ImageExplanation, Path]:
+    """Explain the k-th sample and save its figure as ``image-KKK.png``."""
+    item = samples[k]
+    raise_batch_errors({"error": [item["error"]]})
+    ctx.region = crop_mask(*item["gt"].shape, cfg.crop)
+    _check_pixels(cfg.pixels, item["gt"].shape)
+    explanation = _explain_one(item, samples.records[item["index"]].rgb, ctx, cfg.pixels)
+    centres = ctx.model.bin_centres.cpu().numpy()
+    figure = explanation_figure(explanation, centres=centres, max_depth=ctx.model.max_depth)
+    return explanation, save_figure(figure, cfg.out / f"image-{k:03d}.png")
+
+
+def run(cfg: ExplainConfig) -> ExplainResult:
+    """Write the figures and ``index.html`` into ``cfg.out``."""
+    device = resolve_device(cfg.device)
+    samples, count = _records(cfg)
+    model, scale, edges, dpm = _student(cfg, device)
+    cache = None
+    if cfg.cache is not None:
+        cache = TeacherCache.open_for_split(cfg.cache, cfg.teacher, cfg.split_name, cfg.split)
+    ctx = _Context(model=model, scale=scale, edges=edges.to(device), dpm=dpm, cache=cache)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    result, entries, curves = ExplainResult(index=cfg.out / "index.html"), [], []
+    for k in range(count):
+        explanation, path = _figure_of(k, samples, ctx, cfg)
+        result.figures.append(path)
+        entries.append((path.name, caption(explanation)))
+        image_curves = image_sparsification(
+            explanation.student_depth, explanation.gt, explanation.entropy, crop=ctx.region,
+            min_depth=model.min_depth, max_depth=model.max_depth,
+        )  # fmt: skip
+        curves += [image_curves] if image_curves is not None else []
+    if curves:
+        result.scores = {k: float(np.mean([ause_aurg(c)[k] for c in curves])) for k in UNCERTAINTY_METRIC_NAMES}
+        figure = sparsification_figure(mean_curves(curves), result.scores, REMOVED_FRACTIONS, len(curves))
+        result.figures.append(save_figure(figure, cfg.out / "sparsification.png"))
+        entries.append(("sparsification.png", _curves_caption(result.scores, len(curves))))
+    teacher = cfg.cache or "not given"
+    intro = f"Student {cfg.checkpoint}; teacher {teacher}; split {cfg.split}; "
+    intro += f"DPM sigma {dpm['sigma']} m, form {dpm['form']}."
+    write_index(cfg.out, entries, title="tiekd explain", intro=intro)
+    return result
+
+
+def _curves_caption(scores: dict, n_images: int) -> str:
+    return (
+        f"Sparsification curves of the DPM entropy over the {n_images} image(s) above (no flip TTA): "
+        f"removing the most uncertain pixels first (model) against removing the largest errors first "
+        f"(oracle) and the metric of all pixels (random). AUSE (RMSE) {scores['ause_rmse']:.3f} m, "
+        f"AURG (RMSE) {scores['aurg_rmse']:.3f} m."
+    )
+
+
+def report(result: ExplainResult) -> str:
+    return f"wrote {len(result.figures)} figure(s) and {result.index}"
