@@ -20,7 +20,7 @@ from tiekd.data.kitti import check_root, read_split
 from tiekd.pipeline import explain as explaining
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
-from tiekd.pipeline.dpm import bin_edges
+from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.explain_figures import caption, explanation_figure, sparsification_figure, write_index
 from tiekd.pipeline.figures import save_figure
@@ -89,7 +89,8 @@ def _student(cfg: ExplainConfig, device: torch.device):
     if model.head != "dpm":
         raise ConfigError(f"{cfg.checkpoint} is a regression student; explain needs a DPM student (--method tiekd)")
     training = state.get("config") or {}
-    dpm = {"sigma": float(training.get("sigma", KITTI_DPM_SIGMA)), "form": training.get("dpm_form", "paper")}
+    form = training.get("dpm_form", "paper")
+    dpm = {"sigma": dpm_sigma(training.get("sigma"), form, paper_sigma=KITTI_DPM_SIGMA)[0], "form": form}
     edges = bin_edges(model.min_depth, model.max_depth, model.arch["n_bins"])
     return model, float(state.get("input_scale", 1.0)), edges, dpm
 

@@ -85,3 +85,14 @@ def test_pixels_by_hand_without_a_cache(sample, checkpoints, tmp_path, cli):
 def test_refusals(sample, checkpoints, tmp_path, cli, head, extra, fragment):
     result = cli(*explain_args(sample, checkpoints[head], tmp_path / "x", *extra))
     assert result.exit_code != 0 and fragment in result.output and "Traceback" not in result.output
+
+
+def test_the_dpm_sigma_training_used(sample, checkpoints, tmp_path, cli):
+    """A code-form run without --sigma trained with the released code's 0.5 m: explain uses it too."""
+    from tiekd.pipeline.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoints["dpm"])
+    save_checkpoint(tmp_path / "code.pt", state | {"config": {"sigma": None, "dpm_form": "code"}})
+    result = cli(*explain_args(sample, tmp_path / "code.pt", tmp_path / "x", "--pixel", "300,600"))
+    assert result.exit_code == 0, result.output
+    assert "DPM sigma 0.5 m, form code" in (tmp_path / "x" / "index.html").read_text()
