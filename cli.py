@@ -415,8 +415,11 @@ def _pixel(value: str) -> tuple[int, int]:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for index.html.")
 @click.option("--images", default=4, show_default=True, type=click.IntRange(min=1), help="First N records with GT.")
 @click.option("--ids", multiple=True, help="RGB path of a record, as in the split (repeatable).")
-@click.option("--pixel", "pixels", multiple=True, metavar="ROW,COL", help="Pixel on the KB crop (repeatable).")
-@click.option("--crop", default="garg", show_default=True, type=click.Choice(["garg", "eigen", "none"]))
+@click.option(
+    "--pixel", "pixels", multiple=True, metavar="ROW,COL", help="Pixel on the cache crop, KITTI's KB crop (repeatable)."
+)
+@click.option("--crop", help="Evaluation crop of the automatic pixels and curves [default: the dataset's, KITTI garg].")
+@_dataset_option
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 def explain(ids, pixels, **options) -> None:
     """Figures of what a DPM student believes, per image and per pixel, with an offline index.html."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tiekd.data.datasets import EvaluationSamples, raise_batch_errors, resize_sample
-from tiekd.data.kitti import check_root, read_split
+from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline import explain as explaining
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
@@ -24,8 +24,6 @@ from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.explain_figures import caption, explanation_figure, sparsification_figure, write_index
 from tiekd.pipeline.figures import save_figure
-from tiekd.pipeline.losses import KITTI_DPM_SIGMA
-from tiekd.pipeline.metrics import crop_mask
 from tiekd.pipeline.sparsification import (
     REMOVED_FRACTIONS,
     UNCERTAINTY_METRIC_NAMES,
@@ -54,9 +52,10 @@ class ExplainConfig:
     ids: tuple[str, ...] = ()
     """RGB paths as written in the split file."""
     pixels: tuple[tuple[int, int], ...] = ()
-    """(row, col) on the 352x1216 KB crop; replaces the automatic choice."""
-    crop: str = "garg"
-    """Region of the automatic pixels and of the sparsification curves (garg, eigen, none)."""
+    """(row, col) on the cache crop (KITTI: the 352x1216 KB crop); replaces the automatic choice."""
+    crop: str | None = None
+    """Evaluation crop holding the automatic pixels and the sparsification curves; None = the dataset's."""
+    dataset: str = DEFAULT_DATASET
     device: str = "auto"
 
 
@@ -68,29 +67,29 @@ class ExplainResult:
     """Mean AUSE / AURG over the explained images."""
 
 
-def _records(cfg: ExplainConfig):
-    records = read_split(cfg.split)
+def _records(cfg: ExplainConfig, dataset):
+    records = dataset.read_split(cfg.split)
     if cfg.ids:
         by_id = {r.rgb: r for r in records}
         unknown = [i for i in cfg.ids if i not in by_id]
         if unknown:
             raise ConfigError(f"--ids {unknown[0]} is not a record of {cfg.split}; pass RGB paths as in the split file")
         records = [by_id[i] for i in cfg.ids]
-    roots = check_root(cfg.data_root, flag="--data-root"), check_root(cfg.gt_root, flag="--gt-root")
-    samples = EvaluationSamples(records, *roots)
+    roots = dataset.check_root(cfg.data_root, flag="--data-root"), dataset.check_root(cfg.gt_root, flag="--gt-root")
+    samples = EvaluationSamples(records, *roots, dataset=dataset)
     if len(samples) == 0:
         raise DataError(f"none of the chosen records of {cfg.split} has ground truth; choose others with --ids")
     return samples, len(samples) if cfg.ids else min(cfg.images, len(samples))
 
 
-def _student(cfg: ExplainConfig, device: torch.device):
+def _student(cfg: ExplainConfig, device: torch.device, dataset):
     state = load_checkpoint(cfg.checkpoint)
     model = student_from_checkpoint(state, path=cfg.checkpoint).to(device).eval()
     if model.head != "dpm":
         raise ConfigError(f"{cfg.checkpoint} is a regression student; explain needs a DPM student (--method tiekd)")
     training = state.get("config") or {}
     form = training.get("dpm_form", "paper")
-    dpm = {"sigma": dpm_sigma(training.get("sigma"), form, paper_sigma=KITTI_DPM_SIGMA)[0], "form": form}
+    dpm = {"sigma": dpm_sigma(training.get("sigma"), form, paper_sigma=dataset.sigma)[0], "form": form}
     edges = bin_edges(model.min_depth, model.max_depth, model.arch["n_bins"])
     return model, float(state.get("input_scale", 1.0)), edges, dpm
 
@@ -102,6 +101,7 @@ class _Context:
     edges: torch.Tensor
     dpm: dict
     cache: TeacherCache | None
+    dataset: object
     region: np.ndarray | None = None
 
 
@@ -135,18 +135,18 @@ def _explain_one(item: dict, record_id: str, ctx: _Context, pixels) -> explainin
     return explanation
 
 
-def _check_pixels(pixels, shape) -> None:
+def _check_pixels(pixels, shape, crop_name: str) -> None:
     for row, col in pixels:
         if not (0 <= row < shape[0] and 0 <= col < shape[1]):
-            raise ConfigError(f"--pixel {row},{col} is outside the {shape[0]}x{shape[1]} KB crop")
+            raise ConfigError(f"--pixel {row},{col} is outside the {shape[0]}x{shape[1]} {crop_name}")
 
 
 def _figure_of(k: int, samples, ctx: _Context, cfg: ExplainConfig) -> tuple[explaining.ImageExplanation, Path]:
     """Explain the k-th sample and save its figure as ``image-KKK.png``."""
     item = samples[k]
     raise_batch_errors({"error": [item["error"]]})
-    ctx.region = crop_mask(*item["gt"].shape, cfg.crop)
-    _check_pixels(cfg.pixels, item["gt"].shape)
+    ctx.region = ctx.dataset.eval_mask(cfg.crop or ctx.dataset.eval_crop, *item["gt"].shape)
+    _check_pixels(cfg.pixels, item["gt"].shape, ctx.dataset.cache_crop_name)
     explanation = _explain_one(item, samples.records[item["index"]].rgb, ctx, cfg.pixels)
     centres = ctx.model.bin_centres.cpu().numpy()
     figure = explanation_figure(explanation, centres=centres, max_depth=ctx.model.max_depth)
@@ -156,12 +156,15 @@ def _figure_of(k: int, samples, ctx: _Context, cfg: ExplainConfig) -> tuple[expl
 def run(cfg: ExplainConfig) -> ExplainResult:
     """Write the figures and ``index.html`` into ``cfg.out``."""
     device = resolve_device(cfg.device)
-    samples, count = _records(cfg)
-    model, scale, edges, dpm = _student(cfg, device)
+    dataset = get_dataset(cfg.dataset)
+    if cfg.crop is not None:
+        dataset.check_eval_crop(cfg.crop)
+    samples, count = _records(cfg, dataset)
+    model, scale, edges, dpm = _student(cfg, device, dataset)
     cache = None
     if cfg.cache is not None:
         cache = TeacherCache.open_for_split(cfg.cache, cfg.teacher, cfg.split_name, cfg.split)
-    ctx = _Context(model=model, scale=scale, edges=edges.to(device), dpm=dpm, cache=cache)
+    ctx = _Context(model=model, scale=scale, edges=edges.to(device), dpm=dpm, cache=cache, dataset=dataset)
     cfg.out.mkdir(parents=True, exist_ok=True)
     result, entries, curves = ExplainResult(index=cfg.out / "index.html"), [], []
     for k in range(count):

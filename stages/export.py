@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH
+from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline import export as exporting
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.errors import ConfigError, ExportError
@@ -38,7 +38,7 @@ class ExportConfig:
     format: str = "onnx"
     """onnx, export (torch.export) or checkpoint (weights only)."""
     input_size: tuple[int, int] | None = None
-    """H, W of the exported input; default: the KB crop at the checkpoint's training scale."""
+    """H, W of the exported input; default: the dataset's cache crop at the checkpoint's training scale."""
     dynamic: bool = False
     """Any batch size instead of batch 1."""
     with_entropy: bool = False
@@ -54,9 +54,11 @@ class ExportResult:
 
 
 def default_input_size(state: dict) -> tuple[int, int]:
-    """The 352x1216 KB crop at the scale the student was trained at."""
+    """The training dataset's cache crop (KITTI: the 352x1216 KB crop) at the scale the student was
+    trained at."""
     scale = float(state.get("input_scale", 1.0))
-    return round(KB_HEIGHT * scale), round(KB_WIDTH * scale)
+    height, width = get_dataset((state.get("config") or {}).get("dataset", DEFAULT_DATASET)).cache_crop
+    return round(height * scale), round(width * scale)
 
 
 def _write_checked(out: Path, write, check) -> list[str]:
