@@ -18,7 +18,6 @@ from zarr.storage import MemoryStore
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.cache_writer import array_specs
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store_format import depth_codecs
 
 CACHE_ARRAYS = ("depth", "done", "clipped", "ids")
 
@@ -45,9 +44,8 @@ def rebuild_metadata(group: zarr.Group, names: list[str], *, location: str) -> N
     attrs = dict(group.attrs)
     if "created" not in attrs:
         raise StoreError(f"{location} never finished its creation; remove it with `tiekd cache rm` and re-run")
-    filters, compressors = depth_codecs(attrs["tiekd_store_format"])
-    specs = array_specs(int(attrs["n_frames"]), tuple(attrs["crop"]), int(attrs["frames_per_shard"]))
-    specs["depth"] |= {"filters": filters, "compressors": compressors}
+    shape = int(attrs["n_frames"]), tuple(attrs["crop"]), int(attrs["frames_per_shard"])
+    specs = array_specs(*shape, store_format=attrs["tiekd_store_format"])
     template = zarr.open_group(MemoryStore(), mode="w", zarr_format=3)
     prototype = default_buffer_prototype()
     for name in names:

@@ -31,11 +31,11 @@ from tiekd.pipeline.cache import (
 )
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store_format import (
-    DEPTH_COMPRESSORS,
-    DEPTH_FILTERS,
     READABLE_FORMATS,
     STORE_FORMAT,
     check_group_name,
+    check_readable_format,
+    depth_codecs,
     lost_metadata,
     open_member,
 )
@@ -120,8 +120,9 @@ def _require_array(group: zarr.Group, name: str, *, location: str, **kwargs) -> 
     return array
 
 
-def array_specs(n: int, crop: tuple[int, int], frames_per_shard: int) -> dict[str, dict]:
-    """Name -> ``create_array`` arguments of the arrays of a new cache group of ``n`` frames."""
+def array_specs(n: int, crop: tuple[int, int], frames_per_shard: int, store_format: int) -> dict[str, dict]:
+    """Name -> ``create_array`` arguments of the arrays of a cache group of ``n`` frames."""
+    filters, compressors = depth_codecs(store_format)
     return {
         "depth": dict(
             shape=(n, *crop),
@@ -129,8 +130,8 @@ def array_specs(n: int, crop: tuple[int, int], frames_per_shard: int) -> dict[st
             fill_value=0,
             chunks=(1, *crop),
             shards=(frames_per_shard, *crop),
-            filters=DEPTH_FILTERS,
-            compressors=DEPTH_COMPRESSORS,
+            filters=filters,
+            compressors=compressors,
         ),
         "done": dict(shape=(n,), dtype="bool", fill_value=False, chunks=(frames_per_shard,)),
         "clipped": dict(shape=(n,), dtype="int32", fill_value=0, chunks=(frames_per_shard,)),
@@ -138,8 +139,9 @@ def array_specs(n: int, crop: tuple[int, int], frames_per_shard: int) -> dict[st
     }
 
 
-def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int], frames_per_shard: int, location: str) -> None:
-    for name, kwargs in array_specs(len(ids), crop, frames_per_shard).items():
+def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int], *, frames_per_shard: int,
+                   store_format: int, location: str) -> None:
+    for name, kwargs in array_specs(len(ids), crop, frames_per_shard, store_format).items():
         array = _require_array(group, name, location=location, **kwargs)
     array[:] = np.array(ids, dtype=object)  # the ids, last
 
@@ -168,22 +170,26 @@ class CacheWriter:
         extra_attrs: dict,
         overwrite: bool = False,
         frames_per_shard: int = FRAMES_PER_SHARD,
+        store_format: int = STORE_FORMAT,
     ) -> CacheWriter:
         """Open ``path/teacher/split`` for writing, creating it if needed.
 
         An existing group made with another spec is refused with the differences, unless
-        ``overwrite``, which deletes that group (and only that group) first.
+        ``overwrite``, which deletes that group (and only that group) first. ``frames_per_shard``
+        and ``store_format`` (an older one only to compare formats, as bench/ does) apply to a new
+        group; an existing one keeps its own.
         """
         path = str(path)
         check_group_name(teacher, flag="--name")
         check_group_name(split, flag="--split-name")
+        check_readable_format(store_format, location="store_format")
         _check_writable(path)
         for attempt in range(CREATE_ATTEMPTS):
             try:
                 _check_target(path)
                 return cls._create_or_resume_once(
                     path, teacher=teacher, split=split, spec=spec, ids=ids, extra_attrs=extra_attrs,
-                    overwrite=overwrite, frames_per_shard=frames_per_shard,
+                    overwrite=overwrite, layout={"frames_per_shard": frames_per_shard, "store_format": store_format},
                 )
             except (ContainsGroupError, ContainsArrayError, _StoreBeingCreated) as e:
                 if attempt == CREATE_ATTEMPTS - 1 and isinstance(e, _StoreBeingCreated):
@@ -195,7 +201,7 @@ class CacheWriter:
     @classmethod
     def _create_or_resume_once(
         cls, path: str, *, teacher: str, split: str, spec: CacheSpec, ids: list[str], extra_attrs: dict,
-        overwrite: bool, frames_per_shard: int,
+        overwrite: bool, layout: dict,
     ) -> CacheWriter:
         root = _open_root(path, mode="a", attributes={"tiekd_store_format": STORE_FORMAT})
         if "tiekd_store_format" not in root.attrs:
@@ -209,14 +215,16 @@ class CacheWriter:
         if isinstance(teacher_group.get(split), zarr.Array):
             raise StoreError(f"{location} is an array, not a tiekd cache group; pass --overwrite")
         group = teacher_group.require_group(split)
-        frames_per_shard = int(group.attrs.get("frames_per_shard", frames_per_shard))  # a store keeps its own
-        _create_arrays(group, ids, spec.crop, frames_per_shard, location)
+        frames_per_shard = int(group.attrs.get("frames_per_shard", layout["frames_per_shard"]))  # a group keeps its own
+        store_format = int(group.attrs.get("tiekd_store_format", layout["store_format"]))
+        _create_arrays(group, ids, spec.crop, frames_per_shard=frames_per_shard, store_format=store_format,
+                       location=location)
         if "created" not in group.attrs:
             group.attrs.update(
                 spec.to_attrs()
                 | extra_attrs
                 | {
-                    "tiekd_store_format": STORE_FORMAT,
+                    "tiekd_store_format": store_format,
                     "tiekd_version": tiekd.__version__,
                     "depth_dtype": "uint16",
                     "depth_scale": DEPTH_SCALE,

@@ -7,10 +7,10 @@ took as long as decoding the authors' PNG.
 
 The depth array tiekd writes has one fixed, spec-defined layout (Zarr v3 ``sharding_indexed``
 with the index at the end of each shard file and a CRC32C over it; inner chunk = one frame,
-``numcodecs.delta <u2 -> bytes (little) -> zstd [-> crc32c]``, see ``store_format.py``), so
-``FrameReader`` reads the index and the frame's bytes with plain file reads, checks the frame's
-CRC32C where it has one, and decodes them itself, the delta filter with imagecodecs' C loop
-(NumPy's cumsum, which numcodecs uses, takes 6x as long on uint16). Any other store (an fsspec
+``FILTER -> bytes (little) -> zstd [-> crc32c]``, FILTER ``tiekd.predict_2d`` or ``numcodecs.delta
+<u2``, see ``store_format.py``), so ``FrameReader`` reads the index and the frame's bytes with
+plain file reads, checks the frame's CRC32C where it has one, and decodes them itself, the
+filters with imagecodecs' C loops (NumPy's cumsum, which numcodecs uses, takes 6x as long on uint16). Any other store (an fsspec
 URL, another codec chain) is read through zarr; ``FrameReader.for_array`` returns None.
 tests/pipeline/test_frame_reader.py checks the two readers give identical frames.
 """
@@ -29,6 +29,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecInd
 from zarr.codecs.numcodecs import Delta
 from zarr.storage import LocalStore
 
+from tiekd.pipeline.depth_codec import Predict2D, predict_2d_decode
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store_format import damaged_frame
 
@@ -63,12 +64,14 @@ def inner_layout(array: zarr.Array) -> tuple[str, bool] | None:
         and _little(sharding.index_codecs[0])
         and isinstance(sharding.index_codecs[1], Crc32cCodec)
         and len(inner) == 3 + checksummed
-        and isinstance(inner[0], Delta)
-        and inner[0].codec_config.get("dtype") == "<u2"
         and _little(inner[1])
         and isinstance(inner[2], ZstdCodec)
     )
-    return ("delta", checksummed) if fits else None
+    if fits and isinstance(inner[0], Predict2D):
+        return "predict_2d", checksummed
+    if fits and isinstance(inner[0], Delta) and inner[0].codec_config.get("dtype") == "<u2":
+        return "delta", checksummed
+    return None
 
 
 def is_tiekd_layout(array: zarr.Array) -> bool:
@@ -86,7 +89,7 @@ class FrameReader:
         self._settled = settled
         """(n_shards,) bool: every frame of the shard was done when the reader was made, so the
         shard is never written again and its index can be kept."""
-        self._checksummed = inner_layout(array)[1]
+        self._filter, self._checksummed = inner_layout(array)
         self._location = location
         self._indices: dict[int, np.ndarray] = {}
         self._zstd = Zstd()
@@ -127,13 +130,15 @@ class FrameReader:
             return np.zeros(self.shape, np.uint16)
         if self._checksummed:
             encoded = self._checked(i, encoded)
-        flat = np.empty(self.shape[0] * self.shape[1], np.uint16)
+        frame = np.empty(self.shape, np.uint16)
         try:
-            self._zstd.decode(encoded, out=flat)  # x[0], x[1] - x[0], ... of the flattened frame
+            self._zstd.decode(encoded, out=frame.reshape(-1))
         except (RuntimeError, ValueError) as e:
             raise self._damaged(i, f"it does not decode: {e}") from e
-        imagecodecs.delta_decode(flat, out=flat)
-        return flat.reshape(self.shape)
+        if self._filter == "predict_2d":
+            return predict_2d_decode(frame)
+        imagecodecs.delta_decode(frame.reshape(-1), out=frame.reshape(-1))  # x[0], x[1] - x[0], ... flattened
+        return frame
 
     def _encoded(self, i: int) -> bytes | None:
         """The frame's stored bytes, None where it was never written."""

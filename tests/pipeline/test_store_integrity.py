@@ -19,6 +19,8 @@ SPEC = CacheSpec("python:toy:make", "ab" * 32, "cd" * 32, (16, 24), None, True, 
 IDS = [f"f{i}.png" for i in range(6)]
 FORMAT1 = Path(__file__).parent / "stores" / "format1.zarr"
 """Written by tiekd at format 1 (main before this change): frames 0-4 of the maps below done."""
+CHECKSUMMED_FORMATS = (2, 3)
+"""Formats whose frames carry a CRC32C (format 1 checks the shard index only)."""
 FORMAT1_DEPTH = np.random.default_rng(7).uniform(1, 80, (6, 16, 24)).astype(np.float32)
 
 
@@ -28,9 +30,10 @@ def create(path, **kwargs):
     )
 
 
-def full_store(path):
+def full_store(path, store_format=STORE_FORMAT):
     depth = np.random.default_rng(3).uniform(1, 80, (6, 16, 24)).astype(np.float32)
-    create(path).write(list(range(6)), depth, np.zeros(6, np.int32))
+    create(path, store_format=store_format).write(list(range(6)), depth, np.zeros(6, np.int32))
+    assert TeacherCache.open(path).attrs["tiekd_store_format"] == store_format
     return path
 
 
@@ -57,9 +60,10 @@ class TestFramesNotDone:
 
 
 class TestDamagedFrames:
-    def test_a_flipped_byte_in_each_frame_is_refused_and_only_that_frame(self, tmp_path):
+    @pytest.mark.parametrize("store_format", CHECKSUMMED_FORMATS)
+    def test_a_flipped_byte_in_each_frame_is_refused_and_only_that_frame(self, tmp_path, store_format):
         """Done-when of issue 9: every damaged frame refused, no undamaged one, by both readers."""
-        path = full_store(tmp_path / "s.zarr")
+        path = full_store(tmp_path / "s.zarr", store_format)
         expected = [TeacherCache.open(path).depth(i) for i in range(6)]
         for damaged in range(6):
             shard, offset, nbytes = frame_bytes(path / "toy/test/depth", damaged, frames_per_shard=4)

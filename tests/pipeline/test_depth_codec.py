@@ -1,0 +1,77 @@
+"""The 2-D prediction filter: against an independent int64 reference, through zarr-python, and
+found by zarr-python through the setup.cfg entry point alone."""
+
+import configparser
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from tiekd.pipeline.depth_codec import CODEC_NAME, Predict2D, predict_2d_decode, predict_2d_encode
+
+SETUP_CFG = Path(__file__).parents[2] / "setup.cfg"
+
+
+def reference_residuals(values: np.ndarray) -> np.ndarray:
+    """v - (left + up - upper_left) modulo 2**16 in int64, with 0 outside the frame."""
+    v = np.pad(values.astype(np.int64), [(0, 0)] * (values.ndim - 2) + [(1, 0), (1, 0)])
+    prediction = v[..., 1:, :-1] + v[..., :-1, 1:] - v[..., :-1, :-1]
+    return ((v[..., 1:, 1:] - prediction) % 2**16).astype(np.uint16)
+
+
+def test_residuals_equal_the_reference_and_decode_back_including_wrap_around():
+    values = np.random.default_rng(0).integers(0, 2**16, (3, 17, 29), dtype=np.uint16)  # white noise wraps
+    residuals = predict_2d_encode(values)
+    np.testing.assert_array_equal(residuals, reference_residuals(values))
+    np.testing.assert_array_equal(predict_2d_decode(residuals.copy()), values)
+
+
+def test_a_plane_leaves_only_the_first_row_and_column():
+    rows, cols = np.mgrid[0:16, 0:24]
+    residuals = predict_2d_encode((1000 + 7 * rows + 3 * cols).astype(np.uint16))
+    assert np.count_nonzero(residuals[1:, 1:]) == 0 and residuals[0, 0] == 1000
+
+
+def array_with_codec(path, values):
+    array = zarr.create_array(
+        path, shape=values.shape, dtype="uint16", chunks=(1, *values.shape[1:]), shards=values.shape,
+        filters=(Predict2D(),), compressors=(ZstdCodec(level=9), Crc32cCodec()), fill_value=0,
+    )
+    array[:] = values
+    return array
+
+
+def test_zarr_round_trip_and_metadata(tmp_path):
+    values = np.random.default_rng(1).integers(1, 2**16, (4, 16, 24), dtype=np.uint16)
+    array_with_codec(tmp_path / "a.zarr", values)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "a.zarr", mode="r")[:], values)
+    meta = (tmp_path / "a.zarr/zarr.json").read_text()
+    assert f'"name": "{CODEC_NAME}"' in meta
+
+
+READ_WITHOUT_TIEKD = """
+import sys, numpy, zarr
+assert not any(name.startswith("tiekd") for name in sys.modules)
+numpy.save(sys.argv[2], zarr.open_array(sys.argv[1], mode="r")[:])
+assert "tiekd.pipeline.depth_codec" in sys.modules  # loaded by zarr, through the entry point
+"""
+
+
+def test_zarr_python_finds_the_codec_through_the_entry_point_alone(tmp_path):
+    """The entry point as setup.cfg declares it, installed as a distribution's metadata would be."""
+    values = np.random.default_rng(2).integers(1, 2**16, (2, 8, 8), dtype=np.uint16)
+    array_with_codec(tmp_path / "a.zarr", values)
+    config = configparser.ConfigParser()
+    config.read(SETUP_CFG)
+    dist_info = tmp_path / "site/tiekd_codec_probe-0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiekd-codec-probe\nVersion: 0\n")
+    (dist_info / "entry_points.txt").write_text(f"[zarr.codecs]\n{config['options.entry_points']['zarr.codecs']}\n")
+    package_parent = SETUP_CFG.parents[1]  # the folder holding the tiekd package, as PYTHONPATH has it
+    env = {"PYTHONPATH": f"{tmp_path / 'site'}:{package_parent}", "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", READ_WITHOUT_TIEKD, str(tmp_path / "a.zarr"), str(tmp_path / "v.npy")],
+                   env=env, check=True, timeout=120)
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), values)
