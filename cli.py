@@ -205,6 +205,19 @@ def cache_verify(store: str, repair: bool) -> None:
     click.echo(f"{store}: {result.frames} stored frames read, {found}")
 
 
+@cache.command("rm")
+@click.argument("store")
+@click.option("--teacher", required=True, help="Teacher group to remove (all its splits unless --split).")
+@click.option("--split", default=None, help="Only this split group of the teacher.")
+@click.option("--force", is_flag=True, help="Also remove incomplete groups (make sure no cache-teacher writes them).")
+def cache_rm(store: str, teacher: str, split: str | None, force: bool) -> None:
+    """Remove one teacher's maps (or one split of them) from STORE."""
+    from tiekd.stages.cache_rm import remove
+
+    for location in remove(store, teacher=teacher, split=split, force=force):
+        click.echo(f"removed {location}")
+
+
 def _choices_methods():
     from tiekd.pipeline.methods import METHODS
 

@@ -34,6 +34,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.frame_reader import FrameReader
+from tiekd.pipeline.remote_store import check_byte_ranges
 from tiekd.pipeline.store_format import check_readable_format, damaged_frame, open_member
 
 DEPTH_SCALE = 256
@@ -109,6 +110,8 @@ def _now() -> str:
 
 def _open_root(path: str, *, mode: str, attributes: dict | None = None) -> zarr.Group:
     """The store's root group; ``attributes`` are written with it where ``mode`` creates it."""
+    if mode == "r":
+        check_byte_ranges(str(path))
     try:
         return zarr.open_group(str(path), mode=mode, zarr_format=3, attributes=attributes)
     except FileNotFoundError as e:

@@ -1,5 +1,6 @@
 """`tiekd cache info` and `tiekd cache verify` on real stores, sound and damaged."""
 
+import dataclasses
 import json
 import shutil
 
@@ -8,6 +9,7 @@ import pytest
 
 from tiekd.pipeline.cache import CacheSpec, TeacherCache
 from tiekd.pipeline.cache_writer import CacheWriter
+from tiekd.pipeline.store_format import STORE_FORMAT
 from store_damage import flip_bit
 from test_cache_teacher import assert_same_store, cache_args
 
@@ -50,8 +52,26 @@ def test_info_json_and_table(tmp_path, cli):
         False,
     )
     assert entry["bytes"] > 0 and entry["bytes_per_frame"] == round(entry["bytes"] / 4)
+    assert entry["store_format"] == STORE_FORMAT and entry["created"] and entry["completed"] is None
     table = cli("cache", "info", path).output
     assert "toy/test: 4/6 frames (incomplete)" in table and "teacher python:toy:make" in table
+    assert "completed -" in table
+
+
+def test_info_lists_every_group_with_who_made_it(tmp_path, cli):
+    path = store(tmp_path / "s.zarr", 6)
+    writer = CacheWriter.create_or_resume(
+        str(path), teacher="other", split="val", spec=dataclasses.replace(SPEC, teacher_sha256="ab" * 32),
+        ids=["a.png"], extra_attrs={}, store_format=2,
+    )
+    writer.write([0], np.ones((1, 16, 24), np.float32), np.zeros(1, np.int32))
+    writer.finish()
+    entries = {(e["teacher"], e["split"]): e for e in json.loads(cli("cache", "info", path, "--json").output)["caches"]}
+    assert sorted(entries) == [("other", "val"), ("toy", "test")]
+    assert entries["other", "val"]["teacher_sha256"] == "ab" * 32 and entries["other", "val"]["store_format"] == 2
+    assert entries["toy", "test"]["complete"] and entries["toy", "test"]["completed"] >= entries["toy", "test"]["created"]
+    table = cli("cache", "info", path).output
+    assert "other/val: 1/1 frames (complete)" in table and "(weights sha256 abababababab)" in table
 
 
 def test_verify_sound_store(tmp_path, cli):

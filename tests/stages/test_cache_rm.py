@@ -1,0 +1,60 @@
+"""``tiekd cache rm``: one group removed, everything else byte for byte as it was; incomplete
+groups only with --force; unknown or unsafe names refused in one line."""
+
+import numpy as np
+
+from tiekd.pipeline.cache import CacheSpec, TeacherCache
+from tiekd.pipeline.cache_writer import CacheWriter
+
+SPEC = CacheSpec("python:toy:make", None, "cd" * 32, (16, 24), None, True, 1e-3, 80.0)
+
+
+def add(path, teacher, split, n_done):
+    writer = CacheWriter.create_or_resume(str(path), teacher=teacher, split=split, spec=SPEC,
+                                          ids=[f"f{i}.png" for i in range(4)], extra_attrs={}, frames_per_shard=2)
+    writer.write(list(range(n_done)), np.full((n_done, 16, 24), 5.0, np.float32), np.zeros(n_done, np.int32))
+    writer.finish()
+
+
+def files(path, below):
+    return {p: p.read_bytes() for p in (path / below).rglob("*") if p.is_file()}
+
+
+def a_store(tmp_path):
+    path = tmp_path / "s.zarr"
+    add(path, "toy", "test", 4)
+    add(path, "toy", "train", 2)
+    add(path, "other", "test", 4)
+    return path
+
+
+def test_one_complete_split_is_removed_and_nothing_else(tmp_path, cli):
+    path = a_store(tmp_path)
+    kept = files(path, "toy/train") | files(path, "other")
+    result = cli("cache", "rm", path, "--teacher", "toy", "--split", "test")
+    assert result.exit_code == 0 and f"removed {path}/toy/test" in result.output
+    assert not (path / "toy/test").exists() and files(path, "toy/train") | files(path, "other") == kept
+    assert TeacherCache.open(path, "other", "test").complete
+
+
+def test_an_incomplete_group_needs_force_and_the_teacher_goes_with_its_last_split(tmp_path, cli):
+    path = a_store(tmp_path)
+    refused = cli("cache", "rm", path, "--teacher", "toy")
+    assert refused.exit_code == 1 and "toy/train is incomplete and may still be being written" in refused.output
+    assert (path / "toy/test/depth").exists() and (path / "toy/train/depth").exists()
+    removed = cli("cache", "rm", path, "--teacher", "toy", "--force")
+    assert removed.exit_code == 0 and removed.output.count("removed") == 2
+    assert not (path / "toy").exists() and TeacherCache.open(path).location.endswith("other/test")
+
+
+def test_unknown_and_unsafe_names_are_one_line(tmp_path, cli):
+    path = a_store(tmp_path)
+    before = files(path, ".")
+    for args, fragment in ((("--teacher", "nope"), "holds no teacher 'nope' (it has: other, toy)"),
+                           (("--teacher", "toy", "--split", "val"), "holds no split 'val'"),
+                           (("--teacher", "../x"), "--teacher '../x' is not a valid store group name")):
+        result = cli("cache", "rm", path, *args)
+        assert result.exit_code == 1 and fragment in result.output and "Traceback" not in result.output
+    assert cli("cache", "rm", tmp_path / "none.zarr", "--teacher", "toy").exit_code == 1
+    assert not (tmp_path / "none.zarr").exists()
+    assert files(path, ".") == before
