@@ -189,33 +189,21 @@ def cache_info(store: str, as_json: bool) -> None:
 @click.option("--repair", is_flag=True, help="Rebuild lost array metadata and mark damaged frames not done.")
 def cache_verify(store: str, repair: bool) -> None:
     """Read back every stored map of STORE and check its checksum, mask, shape and values."""
-    from tiekd.stages.cache_info import verify
+    from tiekd.stages.cache_info import report_verification, verify
 
-    result = verify(store, repair=repair)
-    for problem in result.problems:
-        click.echo(problem, err=True)
-    for repaired in result.repairs:
-        click.echo(repaired)
-    if result.problems and not repair:
-        raise TiekdError(
-            f"{store}: {len(result.problems)} problem(s) in {result.frames} stored frames; "
-            f"run `tiekd cache verify --repair {store}`, then cache-teacher again"
-        )
-    found = f"{len(result.problems)} problem(s), repaired" if result.problems else "no problems"
-    click.echo(f"{store}: {result.frames} stored frames read, {found}")
+    click.echo(report_verification(store, verify(store, repair=repair)))
 
 
 @cache.command("rm")
 @click.argument("store")
 @click.option("--teacher", required=True, help="Teacher group to remove (all its splits unless --split).")
-@click.option("--split", default=None, help="Only this split group of the teacher.")
-@click.option("--force", is_flag=True, help="Also remove incomplete groups (make sure no cache-teacher writes them).")
+@click.option("--split", help="Only this split group of the teacher.")
+@click.option("--force", is_flag=True, help="Also remove incomplete groups (when no cache-teacher writes them).")
 def cache_rm(store: str, teacher: str, split: str | None, force: bool) -> None:
     """Remove one teacher's maps (or one split of them) from STORE."""
     from tiekd.stages.cache_rm import remove
 
-    for location in remove(store, teacher=teacher, split=split, force=force):
-        click.echo(f"removed {location}")
+    click.echo("\n".join(f"removed {location}" for location in remove(store, teacher=teacher, split=split, force=force)))
 
 
 def _choices_methods():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import click
+
 from tiekd.pipeline.cache import TeacherCache, _open_root
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.cache_repair import damaged_frames, lost_arrays, rebuild_metadata, unmark
@@ -125,3 +127,17 @@ def verify(path: str, *, repair: bool = False) -> Verification:
     for teacher, split, group in _groups(path, mode="r+" if repair else "r"):
         _verify_group(group, f"{path}/{teacher}/{split}", repair=repair, result=result)
     return result
+
+
+def report_verification(store: str, result: Verification) -> str:
+    """The lines ``tiekd cache verify`` prints: problems (on stderr), repairs, the summary; a
+    ``StoreError`` where problems were found and not repaired."""
+    for problem in result.problems:
+        click.echo(problem, err=True)
+    if result.problems and not result.repairs:
+        raise StoreError(
+            f"{store}: {len(result.problems)} problem(s) in {result.frames} stored frames; "
+            f"run `tiekd cache verify --repair {store}`, then cache-teacher again"
+        )
+    found = f"{len(result.problems)} problem(s), repaired" if result.problems else "no problems"
+    return "\n".join([*result.repairs, f"{store}: {result.frames} stored frames read, {found}"])
