@@ -226,6 +226,13 @@ def _choices_methods():
     help="mobilenetv2, resnet18, resnet50 or any timm encoder name.",
 )
 @click.option("--method", default="tiekd", show_default=True, type=click.Choice(_choices_methods()))
+@click.option(
+    "--decoder",
+    default="standard",
+    show_default=True,
+    type=click.Choice(["standard", "light"]),
+    help="The authors' decoder, or a light one (fewer channels at full resolution; see bench/bench_student.py).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option("--epochs", default=24, show_default=True, type=click.IntRange(min=1))
 @click.option(

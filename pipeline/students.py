@@ -49,6 +49,11 @@ DECODER_WIDTH = 128
 # Each upsample block doubles the resolution.
 UPSAMPLE_FACTOR = 2
 HEADS = ("dpm", "regression")
+DECODERS = ("standard", "light")
+"""``standard``: the authors' decoder. ``light``: the general width rule for the fusions (no hand-set
+2048-channel bottleneck) and x2 upsample blocks that halve the width each time, so the
+full-resolution convolutions and the head run at 128 / 2^n channels (MobileNetV2: 32 instead of
+128); bench/bench_student.py measures what that saves."""
 # Probe input of check_any_input_size, in multiples of the encoder's input multiple: small and not
 # square, so it differs from the square size a fixed-size model was built for.
 PROBE_MULTIPLES = (2, 3)
@@ -121,11 +126,11 @@ class FusionBlock(nn.Module):
 
 
 class UpsampleBlock(nn.Module):
-    """x2 bilinear upsample (align_corners=True), two 3x3 conv + ReLU at constant width."""
+    """x2 bilinear upsample (align_corners=True), two 3x3 conv + ReLU (constant width by default)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, out_channels: int | None = None):
         super().__init__()
-        self.convs = conv_relu_pair(channels, channels)
+        self.convs = conv_relu_pair(channels, out_channels or channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) -> (B, C, 2h, 2w)."""
@@ -136,7 +141,7 @@ class UpsampleBlock(nn.Module):
 class DenseDepthDecoder(nn.Module):
     """Encoder features (shallowest first) -> (B, 128, H, W) at the input resolution."""
 
-    def __init__(self, channels: list[int], shallowest_reduction: int, widths: list[int]):
+    def __init__(self, channels: list[int], shallowest_reduction: int, widths: list[int], *, halve_upsamples=False):
         super().__init__()
         if len(widths) != len(channels) or widths[-1] != DECODER_WIDTH:
             raise ConfigError(f"Decoder widths {widths} must give one width per encoder feature and end at 128.")
@@ -148,7 +153,10 @@ class DenseDepthDecoder(nn.Module):
         self.fusions = nn.ModuleList(
             FusionBlock(width_in, skip, width_out) for width_in, skip, width_out in zip(widths, skips, widths[1:])
         )
-        self.upsamples = nn.ModuleList(UpsampleBlock(DECODER_WIDTH) for _ in range(int(n_upsample)))
+        # Output width of each x2 block: 128 throughout, or halved by every block (light decoder).
+        out = [DECODER_WIDTH // (2 ** (i + 1) if halve_upsamples else 1) for i in range(int(n_upsample))]
+        self.upsamples = nn.ModuleList(UpsampleBlock(w_in, w_out) for w_in, w_out in zip([DECODER_WIDTH] + out, out))
+        self.out_channels = out[-1] if out else DECODER_WIDTH
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Features shallowest first, each (B, C_i, H / r_i, W / r_i) -> (B, 128, H, W)."""
@@ -174,7 +182,9 @@ class DepthStudent(nn.Module):
         self.min_depth, self.max_depth = arch["min_depth"], arch["max_depth"]
         info = encoder.feature_info
         self.encoder = encoder
-        self.decoder = DenseDepthDecoder(info.channels(), info.reduction()[0], widths)
+        light = arch.get("decoder", "standard") == "light"
+        self.decoder = DenseDepthDecoder(info.channels(), info.reduction()[0], widths, halve_upsamples=light)
+        width = self.decoder.out_channels
         # H and W of the input must be multiples of the encoder's largest reduction.
         self.input_multiple = max(info.reduction())
         self.channels_last_features = getattr(encoder, "output_fmt", "NCHW") == "NHWC"
@@ -183,11 +193,11 @@ class DepthStudent(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         if self.head == "dpm":
-            self.output_conv = nn.Conv2d(DECODER_WIDTH, arch["n_bins"], kernel_size=1)
+            self.output_conv = nn.Conv2d(width, arch["n_bins"], kernel_size=1)
             edges = bin_edges(self.min_depth, self.max_depth, arch["n_bins"])
             self.register_buffer("bin_centres", bin_centres(edges), persistent=False)
         else:
-            self.output_conv = nn.Conv2d(DECODER_WIDTH, 1, kernel_size=3, padding=1)
+            self.output_conv = nn.Conv2d(width, 1, kernel_size=3, padding=1)
 
     @property
     def normalisation(self) -> dict[str, list[float]]:
@@ -311,6 +321,7 @@ def build_student(
     min_depth: float = 1e-3,
     max_depth: float = 80.0,
     pretrained: bool = False,
+    decoder: str = "standard",
 ) -> DepthStudent:
     """A student: ``encoder`` is a key of :data:`STUDENTS` or any timm model name.
 
@@ -320,17 +331,23 @@ def build_student(
         n_bins: number K of depth bins of the DPM head.
         min_depth, max_depth: depth range in metres.
         pretrained: load timm's ImageNet weights into the encoder.
+        decoder: ``"standard"`` (the authors') or ``"light"`` (see :data:`DECODERS`).
     """
     if head not in HEADS:
         raise ConfigError(f"Unknown student head {head!r}; use one of {', '.join(HEADS)}.")
+    if decoder not in DECODERS:
+        raise ConfigError(f"Unknown --decoder {decoder!r}; use one of {', '.join(DECODERS)}.")
     if not 0 < min_depth < max_depth or n_bins < 2:
         raise ConfigError(
             f"Depth bins need 0 < min_depth < max_depth and n_bins >= 2; got min_depth {min_depth}, "
             f"max_depth {max_depth}, n_bins {n_bins}."
         )
     module, widths = create_encoder(encoder, pretrained=pretrained)
-    widths = widths or decoder_widths(module.feature_info.channels())
+    if widths is None or decoder == "light":
+        widths = decoder_widths(module.feature_info.channels())
     arch = dict(encoder=encoder, head=head, n_bins=int(n_bins), min_depth=float(min_depth), max_depth=float(max_depth))
+    if decoder != "standard":  # only then: checkpoints of the standard decoder keep their architecture dict
+        arch["decoder"] = decoder
     student = DepthStudent(module, widths, arch)
     check_any_input_size(student, encoder)
     return student

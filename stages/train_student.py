@@ -58,6 +58,8 @@ class TrainStudentConfig:
     student: str = "mobilenetv2"
     """Preset (mobilenetv2, resnet18, resnet50) or any timm model name."""
     method: str = "tiekd"
+    decoder: str = "standard"
+    """Student decoder: the authors' ("standard") or "light" (fewer channels at full resolution)."""
     epochs: int = 24
     batch_size: int = 8
     """Samples per process and micro-batch (the paper: 8 per GPU)."""
@@ -201,6 +203,7 @@ def build_trainer(
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
         pretrained=cfg.pretrained,
+        decoder=cfg.decoder,
     ).to(device)
     optimizer, scheduler = optimisation(model, cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp(cfg.amp, device))
