@@ -108,9 +108,7 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int) -> None:
 
 
 @main.command("cache-teacher")
-@click.option(
-    "--teacher", required=True, help="KIND:TARGET with KIND export, torchscript, python, hf, checkpoint or onnx."
-)
+@click.option("--teacher", required=True, help="KIND:TARGET, KIND: export, torchscript, python, hf, checkpoint, onnx.")
 @click.option("--data-root", required=True, type=click.Path(path_type=Path), help="KITTI raw root.")
 @click.option("--split", required=True, type=click.Path(path_type=Path), help="Split file (RGB GT|None FOCAL a line).")
 @click.option("--out", required=True, help="Store path or fsspec URL.")
@@ -226,13 +224,8 @@ def _choices_methods():
     help="mobilenetv2, resnet18, resnet50 or any timm encoder name.",
 )
 @click.option("--method", default="tiekd", show_default=True, type=click.Choice(_choices_methods()))
-@click.option(
-    "--decoder",
-    default="standard",
-    show_default=True,
-    type=click.Choice(["standard", "light"]),
-    help="The authors' decoder, or a light one (fewer channels at full resolution; see bench/bench_student.py).",
-)
+@click.option("--decoder", default="standard", show_default=True, type=click.Choice(["standard", "light"]),
+              help="The authors' decoder, or a light one (fewer channels at full resolution).")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option("--epochs", default=24, show_default=True, type=click.IntRange(min=1))
 @click.option(
@@ -349,14 +342,8 @@ def evaluate(**options) -> None:
 
 @main.command("export")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Student checkpoint to export.")
-@click.option(
-    "--format",
-    "format",
-    default="onnx",
-    show_default=True,
-    type=click.Choice(["onnx", "export", "checkpoint"]),
-    help="ONNX model, torch.export program, or a weights-only checkpoint (small file to share).",
-)
+@click.option("--format", default="onnx", show_default=True, type=click.Choice(["onnx", "export", "checkpoint"]),
+              help="ONNX model, torch.export program, or weights-only checkpoint (a small file to share).")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
 @click.option("--input", "input_size", metavar="HxW", help="Input size [default: the KB crop at the training scale].")
 @click.option("--dynamic", is_flag=True, help="Any batch size (needed for flip TTA as a teacher).")
@@ -367,14 +354,6 @@ def export(input_size, **options) -> None:
 
     cfg = stage.ExportConfig(input_size=_size(input_size, "--input"), **options)
     click.echo(stage.report(stage.run(cfg)))
-
-
-def _pixel(value: str) -> tuple[int, int]:
-    """``"120,600"`` -> (120, 600)."""
-    match = re.fullmatch(r"(\d+),(\d+)", value.strip())
-    if not match:
-        raise click.BadParameter(f"{value!r} is not ROW,COL, e.g. 200,600", param_hint="--pixel")
-    return int(match[1]), int(match[2])
 
 
 @main.command("explain")
@@ -388,9 +367,7 @@ def _pixel(value: str) -> tuple[int, int]:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for index.html.")
 @click.option("--images", default=4, show_default=True, type=click.IntRange(min=1), help="First N records with GT.")
 @click.option("--ids", multiple=True, help="RGB path of a record, as in the split (repeatable).")
-@click.option(
-    "--pixel", "pixels", multiple=True, metavar="ROW,COL", help="Pixel on the cache crop, KITTI's KB crop (repeatable)."
-)
+@click.option("--pixel", "pixels", multiple=True, metavar="ROW,COL", help="Pixel on the cache crop (repeatable).")
 @click.option("--crop", help="Evaluation crop of the automatic pixels and curves [default: the dataset's, KITTI garg].")
 @_dataset_option
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
@@ -398,7 +375,7 @@ def explain(ids, pixels, **options) -> None:
     """Figures of what a DPM student believes, per image and per pixel, with an offline index.html."""
     from tiekd.stages import explain as stage
 
-    cfg = stage.ExplainConfig(ids=tuple(ids), pixels=tuple(_pixel(p) for p in pixels), **options)
+    cfg = stage.ExplainConfig(ids=tuple(ids), pixels=tuple(stage.parse_pixel(p) for p in pixels), **options)
     click.echo(stage.report(stage.run(cfg)))
 
 

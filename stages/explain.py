@@ -9,6 +9,7 @@ teacher depth with the checkpoint's own sigma and DPM form, as its training buil
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,14 @@ def _explain_one(item: dict, record_id: str, ctx: _Context, pixels) -> explainin
         explanation, logits, points, centres=centres, edges=ctx.edges, **ctx.dpm
     )
     return explanation
+
+
+def parse_pixel(value: str) -> tuple[int, int]:
+    """``--pixel "120,600"`` -> (120, 600)."""
+    match = re.fullmatch(r"(\d+),(\d+)", value.strip())
+    if not match:
+        raise ConfigError(f"--pixel {value!r} is not ROW,COL, e.g. 200,600")
+    return int(match[1]), int(match[2])
 
 
 def _check_pixels(pixels, shape, crop_name: str) -> None:
