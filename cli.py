@@ -6,7 +6,6 @@ status 1; ``tiekd --verbose ...`` also prints the traceback.
 
 from __future__ import annotations
 
-import json
 import re
 import traceback
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import click
 
 import tiekd
+from tiekd.cli_cache import cache
 from tiekd.config_option import TiekdCommand
 from tiekd.pipeline.errors import TiekdError, out_of_memory
 from tiekd.stages.runtime import DEVICES, default_workers, set_threads
@@ -166,42 +166,7 @@ def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:
     click.echo(stage.report(stage.run(cfg)))
 
 
-@main.group("cache")
-def cache() -> None:
-    """Inspect and check a teacher store."""
-
-
-@cache.command("info")
-@click.argument("store")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def cache_info(store: str, as_json: bool) -> None:
-    """Teachers, splits, completion and size of STORE."""
-    from tiekd.stages.cache_info import format_info, info
-
-    summary = info(store)
-    click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
-
-
-@cache.command("verify")
-@click.argument("store")
-@click.option("--repair", is_flag=True, help="Rebuild lost array metadata and mark damaged frames not done.")
-def cache_verify(store: str, repair: bool) -> None:
-    """Read back every stored map of STORE and check its checksum, mask, shape and values."""
-    from tiekd.stages.cache_info import report_verification, verify
-
-    click.echo(report_verification(store, verify(store, repair=repair)))
-
-
-@cache.command("rm")
-@click.argument("store")
-@click.option("--teacher", required=True, help="Teacher group to remove (all its splits unless --split).")
-@click.option("--split", help="Only this split group of the teacher.")
-@click.option("--force", is_flag=True, help="Also remove incomplete groups (when no cache-teacher writes them).")
-def cache_rm(store: str, teacher: str, split: str | None, force: bool) -> None:
-    """Remove one teacher's maps (or one split of them) from STORE."""
-    from tiekd.stages.cache_rm import remove
-
-    click.echo("\n".join(f"removed {location}" for location in remove(store, teacher=teacher, split=split, force=force)))
+main.add_command(cache)
 
 
 def _choices_methods():

@@ -1,0 +1,53 @@
+"""``tiekd cache info|verify|rm``: the store's commands, added to the ``tiekd`` group by cli.py."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tiekd.config_option import TiekdCommand
+
+
+class CacheGroup(click.Group):
+    """Its commands take ``--config`` as every tiekd command does."""
+
+    command_class = TiekdCommand
+
+
+@click.group("cache", cls=CacheGroup)
+def cache() -> None:
+    """Inspect and check a teacher store."""
+
+
+@cache.command("info")
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cache_info(store: str, as_json: bool) -> None:
+    """Teachers, splits, completion and size of STORE."""
+    from tiekd.stages.cache_info import format_info, info
+
+    summary = info(store)
+    click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
+
+
+@cache.command("verify")
+@click.argument("store")
+@click.option("--repair", is_flag=True, help="Rebuild lost array metadata and mark damaged frames not done.")
+def cache_verify(store: str, repair: bool) -> None:
+    """Read back every stored map of STORE and check its checksum, mask, shape and values."""
+    from tiekd.stages.cache_info import report_verification, verify
+
+    click.echo(report_verification(store, verify(store, repair=repair)))
+
+
+@cache.command("rm")
+@click.argument("store")
+@click.option("--teacher", required=True, help="Teacher group to remove (all its splits unless --split).")
+@click.option("--split", help="Only this split group of the teacher.")
+@click.option("--force", is_flag=True, help="Also remove incomplete groups (when no cache-teacher writes them).")
+def cache_rm(store: str, teacher: str, split: str | None, force: bool) -> None:
+    """Remove one teacher's maps (or one split of them) from STORE."""
+    from tiekd.stages.cache_rm import remove
+
+    click.echo("\n".join(f"removed {location}" for location in remove(store, teacher=teacher, split=split, force=force)))
