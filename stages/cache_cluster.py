@@ -69,7 +69,9 @@ def run_shards(cfg, client) -> tuple[str, int, float, bool]:
     rate = Rate()
     futures = client.map(cache_shard, sorted(todo), cfg=cfg, retries=SHARD_RETRIES, pure=False)
     frames = {future.key: todo[shard] for future, shard in zip(futures, sorted(todo))}
-    with progress(sum(todo.values()), f"caching {location} on {len(client.scheduler_info()['workers'])} workers") as bar:
+    workers = len(client.scheduler_info()["workers"])
+    label = f"caching {location} on {workers} worker{'s' if workers != 1 else ''}"
+    with progress(sum(todo.values()), label) as bar:
         try:
             for future in as_completed(futures):
                 rate.add(future.result())  # re-raises a shard's one-line error here

@@ -76,3 +76,18 @@ def test_shard_errors_are_one_line_from_the_workers(sample, tmp_path, cli):
 def test_bad_cluster_refused(text):
     with pytest.raises(ConfigError, match="is neither local:N"):
         parse_cluster(text)
+
+
+def test_unreachable_scheduler_is_one_line(sample, tmp_path, cli, monkeypatch):
+    import socket
+
+    from tiekd.stages import cache_cluster
+
+    monkeypatch.setattr(cache_cluster, "CONNECT_TIMEOUT", "2s")
+    with socket.socket() as probe:  # a port nobody listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = cli(*cache_args(sample, tmp_path / "s.zarr", sample.test_split, "--cluster", f"tcp://127.0.0.1:{port}"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"--cluster tcp://127.0.0.1:{port}: cannot reach the dask scheduler" in result.output
+    assert not (tmp_path / "s.zarr").exists()
