@@ -4,9 +4,24 @@
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
+from tiekd.pipeline.errors import OutputError
+from tiekd.pipeline.files import os_reason
 from tiekd.stages.train_board import RunBoard
+
+
+@contextmanager
+def _writing(path: Path):
+    """Turn a failed write of ``path`` (disk full, read-only) into one line that says how to go on."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(
+            f"cannot write {path} ({os_reason(e)}); the checkpoints are intact: free space, then --resume"
+        ) from e
 
 
 class RunLog:
@@ -24,31 +39,38 @@ class RunLog:
         self.epochs = self.out / "epochs.jsonl"
         for path in (self.steps, self.epochs):
             if resume_step is None:
-                path.write_text("")
+                with _writing(path):
+                    path.write_text("")
             else:
                 self._truncate(path, resume_step)
 
     @staticmethod
     def _truncate(path: Path, step: int) -> None:
+        """Keep the records up to ``step``; rewritten beside and renamed, so a full disk loses nothing.
+        A last line torn by a kill or a full disk is dropped (its step is past the checkpoint's)."""
         lines = path.read_text().splitlines() if path.exists() else []
+        if lines and not _is_json(lines[-1]):
+            lines.pop()
         kept = [line for line in lines if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+        partial = path.with_name(f".{path.name}.tmp")
+        with _writing(path):
+            partial.write_text("".join(line + "\n" for line in kept))
+            os.replace(partial, path)
 
     def losses_after(self, step: int) -> list[float]:
         """Losses of the logged steps after ``step``: on resume, the current epoch's steps so far."""
         return [record["loss"] for record in read_jsonl(self.steps) if record["step"] > step]
 
     def write_config(self, config: dict) -> None:
-        (self.out / "run.json").write_text(json.dumps(config, indent=2) + "\n")
+        with _writing(self.out / "run.json"):
+            (self.out / "run.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def step(self, record: dict) -> None:
-        with self.steps.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        _append(self.steps, record)
         self.board.step(record)
 
     def epoch(self, record: dict) -> None:
-        with self.epochs.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        _append(self.epochs, record)
         self.board.epoch(record)
 
     def pictures(self, step: int, pictures: list) -> None:
@@ -58,6 +80,19 @@ class RunLog:
     def close(self) -> None:
         """Flush and close the TensorBoard files (the JSON lines are written as they come)."""
         self.board.close()
+
+
+def _append(path: Path, record: dict) -> None:
+    with _writing(path), path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except json.JSONDecodeError:
+        return False
 
 
 def read_jsonl(path: Path) -> list[dict]:
