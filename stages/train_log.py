@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
+
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 
 from tiekd.pipeline.errors import OutputError
 from tiekd.pipeline.files import os_reason
@@ -14,14 +17,26 @@ from tiekd.stages.train_board import RunBoard
 
 
 @contextmanager
-def _writing(path: Path):
-    """Turn a failed write of ``path`` (disk full, read-only) into one line that says how to go on."""
+def _writing(what: Path | str):
+    """Turn a failed write of ``what`` (disk full, read-only) into one line that says how to go on."""
     try:
         yield
     except OSError as e:
         raise OutputError(
-            f"cannot write {path} ({os_reason(e)}); the checkpoints are intact: free space, then --resume"
+            f"cannot write {what} ({os_reason(e)}); the checkpoints are intact: free space, then --resume"
         ) from e
+
+
+def _quiet_board_writer(args) -> None:
+    """threading.excepthook: tensorboard's writer thread raises a failed write in its own thread (a
+    traceback on stderr) and again in the training thread at the next event, where :func:`_writing`
+    makes it one line; the thread's copy is not printed. Anything else goes to the previous hook."""
+    if isinstance(args.exc_value, OSError) and isinstance(args.thread, _AsyncWriterThread):
+        return
+    _previous_excepthook(args)
+
+
+_previous_excepthook = threading.excepthook
 
 
 class RunLog:
@@ -34,7 +49,10 @@ class RunLog:
     def __init__(self, out: Path, *, resume_step: int | None):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.board = RunBoard(self.out, resume_step=resume_step)
+        threading.excepthook = _quiet_board_writer
+        self.events = f"the TensorBoard events in {self.out}"
+        with _writing(self.events):
+            self.board = RunBoard(self.out, resume_step=resume_step)
         self.steps = self.out / "steps.jsonl"
         self.epochs = self.out / "epochs.jsonl"
         for path in (self.steps, self.epochs):
@@ -67,19 +85,23 @@ class RunLog:
 
     def step(self, record: dict) -> None:
         _append(self.steps, record)
-        self.board.step(record)
+        with _writing(self.events):
+            self.board.step(record)
 
     def epoch(self, record: dict) -> None:
         _append(self.epochs, record)
-        self.board.epoch(record)
+        with _writing(self.events):
+            self.board.epoch(record)
 
     def pictures(self, step: int, pictures: list) -> None:
         """Validation pictures, uint8 (H, W, 3) each, into TensorBoard."""
-        self.board.pictures(step, pictures)
+        with _writing(self.events):
+            self.board.pictures(step, pictures)
 
     def close(self) -> None:
         """Flush and close the TensorBoard files (the JSON lines are written as they come)."""
-        self.board.close()
+        with _writing(self.events):
+            self.board.close()
 
 
 def _append(path: Path, record: dict) -> None:
