@@ -97,14 +97,16 @@ def main(ctx: click.Context, verbose: bool, threads: int | None) -> None:
 @click.option("--train", "n_train", default=32, show_default=True, help="Training frames.")
 @click.option("--test", "n_test", default=8, show_default=True, help="Test frames.")
 @click.option("--seed", default=0, show_default=True, help="Random seed; the same seed gives identical files.")
-def sample_data(out: Path, n_train: int, n_test: int, seed: int) -> None:
-    """Write a small procedural dataset in the KITTI layout to OUT."""
-    from tiekd.data.sample import write_sample_dataset
+@_dataset_option
+def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -> None:
+    """Write a small procedural dataset in the dataset's layout to OUT (KITTI: streets; NYU: rooms)."""
+    from tiekd.data.registry import get_dataset
 
-    paths = write_sample_dataset(out, n_train=n_train, n_test=n_test, seed=seed)
+    paths = get_dataset(dataset).write_sample(out, n_train=n_train, n_test=n_test, seed=seed)
     click.echo(f"wrote {n_train} train and {n_test} test frames to {out}")
-    click.echo(f"  --data-root {paths.data_root} --gt-root {paths.gt_root}")
-    click.echo(f"  --split {paths.train_split} | {paths.test_split}   (dense GT: {paths.dense_gt_root})")
+    click.echo(f"  train: --data-root {paths.data_root} --gt-root {paths.gt_root} --split {paths.train_split}")
+    click.echo(f"  test:  --data-root {paths.eval_data_root} --gt-root {paths.eval_gt_root} --split {paths.test_split}")
+    click.echo(f"  (dense GT: {paths.dense_gt_root})")
 
 
 @main.command("cache-teacher")

@@ -107,6 +107,10 @@ class DatasetDescription:
     read_gt: Callable
     image_size: tuple[int, int] | None = None
     """(H, W) every image must have; None where sizes vary (KITTI: by recording date)."""
+    sample_paths: Callable | None = None
+    """``sample_paths(out) -> SampleDataset``: where the procedural sample lives under ``out``."""
+    write_sample: Callable | None = None
+    """``write_sample(out, n_train=, n_test=, seed=) -> SampleDataset``: write the procedural sample."""
 
     @property
     def cache_crop_title(self) -> str:

@@ -71,9 +71,13 @@ class Record:
     """1-based line number in the split file, for error messages."""
 
 
-def _checked_relative(text: str, *, split: Path, line: int) -> str:
-    """Refuse a path that is absolute or climbs out of its root."""
-    path = PurePosixPath(text)
+def _checked_relative(text: str, *, split: Path, line: int, rooted: bool = False) -> str:
+    """Refuse a path that is absolute or climbs out of its root.
+
+    ``rooted``: one leading "/" means the root itself, as in the BTS NYU training split
+    (``/kitchen_0028b/rgb_00045.jpg``), which BTS joins to the data root by concatenation.
+    """
+    path = PurePosixPath(text[1:] if rooted and text.startswith("/") else text)
     if path.is_absolute() or ".." in path.parts:
         raise DataError(
             f"{split}:{line}: path {text!r} is absolute or escapes its root; "
@@ -82,8 +86,8 @@ def _checked_relative(text: str, *, split: Path, line: int) -> str:
     return str(path)
 
 
-def parse_split_line(text: str, *, split: Path, line: int) -> Record:
-    """Parse one non-blank split line into a :class:`Record`."""
+def parse_split_line(text: str, *, split: Path, line: int, rooted: bool = False) -> Record:
+    """Parse one non-blank split line into a :class:`Record` (``rooted``: see :func:`_checked_relative`)."""
     fields = text.split()
     if len(fields) != 3:
         raise DataError(f"{split}:{line}: expected 'RGB_PATH GT_PATH|None FOCAL', got {text.strip()!r}")
@@ -93,15 +97,16 @@ def parse_split_line(text: str, *, split: Path, line: int) -> Record:
     except ValueError:
         raise DataError(f"{split}:{line}: focal length {focal!r} is not a number") from None
     return Record(
-        rgb=_checked_relative(rgb, split=split, line=line),
-        gt=None if gt == "None" else _checked_relative(gt, split=split, line=line),
+        rgb=_checked_relative(rgb, split=split, line=line, rooted=rooted),
+        gt=None if gt == "None" else _checked_relative(gt, split=split, line=line, rooted=rooted),
         focal=focal_px,
         line=line,
     )
 
 
-def read_split(path: str | Path) -> list[Record]:
-    """All records of a split file, in order. Blank lines are skipped; ids must be unique."""
+def read_split(path: str | Path, *, rooted: bool = False) -> list[Record]:
+    """All records of a split file, in order. Blank lines are skipped; ids must be unique.
+    ``rooted``: paths may start with one "/" that stands for the root (BTS's NYU split)."""
     path = require_file(path, what="split file", error=DataError, hint="; pass an existing file to --split")
     try:
         # utf-8-sig drops the byte-order mark some Windows editors put before the first path.
@@ -112,7 +117,7 @@ def read_split(path: str | Path) -> list[Record]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        record = parse_split_line(line, split=path, line=number)
+        record = parse_split_line(line, split=path, line=number, rooted=rooted)
         if record.rgb in first_line:
             raise DataError(
                 f"{path}:{number}: image {record.rgb} is listed twice "
@@ -218,17 +223,18 @@ def read_cropped_rgb(data_root: Path, record: Record, *, crop: tuple[int, int] =
         raise DataError(f"image {path}: {e.message}") from None
 
 
-def read_depth_png(path: Path) -> np.ndarray:
-    """A KITTI depth PNG as float32 HxW metres (0 where there is no measurement)."""
+def read_depth_png(path: Path, *, scale: float = GT_SCALE) -> np.ndarray:
+    """A 16-bit depth PNG as float32 HxW metres = value / scale (0 where there is no measurement);
+    KITTI's scale is 256 (NYU's millimetres: 1000)."""
     image = _open_image(path, what="depth map")
     if image.mode not in ("I;16", "I;16B", "I"):
-        raise DataError(f"depth map {path} has mode {image.mode}; KITTI depth PNGs are 16-bit")
-    return np.asarray(image, dtype=np.float32) / GT_SCALE
+        raise DataError(f"depth map {path} has mode {image.mode}; KITTI and NYU depth PNGs are 16-bit")
+    return np.asarray(image, dtype=np.float32) / np.float32(scale)
 
 
-def write_depth_png(path: Path, depth: np.ndarray) -> None:
-    """Write float metres as a KITTI depth PNG (uint16, value = round(depth * 256), 0 = none)."""
-    value = np.clip(np.round(depth * GT_SCALE), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+def write_depth_png(path: Path, depth: np.ndarray, *, scale: float = GT_SCALE) -> None:
+    """Write float metres as a 16-bit depth PNG (uint16, value = round(depth * scale), 0 = none)."""
+    value = np.clip(np.round(depth * scale), 0, np.iinfo(np.uint16).max).astype(np.uint16)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(value).save(path)
 
@@ -255,6 +261,20 @@ def read_gt(gt_root: Path, record: Record) -> np.ndarray | None:
     return None if path is None else read_depth_png(path)
 
 
+def sample_paths(out: Path):
+    """Where ``tiekd sample-data OUT`` puts its files (nothing is written)."""
+    from tiekd.data.sample import sample_paths as paths
+
+    return paths(out)
+
+
+def write_sample(out: Path, **options):
+    """Write the procedural street sample in KITTI's layout (see :mod:`tiekd.data.sample`)."""
+    from tiekd.data.sample import write_sample_dataset
+
+    return write_sample_dataset(out, **options)
+
+
 KITTI = DatasetDescription(
     name="kitti",
     title="KITTI",
@@ -277,5 +297,7 @@ KITTI = DatasetDescription(
     check_gt=check_gt,
     read_image=read_image,
     read_gt=read_gt,
+    sample_paths=sample_paths,
+    write_sample=write_sample,
 )
 """KITTI with the Eigen split, as the authors train and evaluate on it."""

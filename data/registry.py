@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from tiekd.data.description import DatasetDescription
 from tiekd.data.kitti import KITTI
+from tiekd.data.nyu import NYU
 from tiekd.pipeline.errors import ConfigError
 
-DATASETS: dict[str, DatasetDescription] = {"kitti": KITTI}
+DATASETS: dict[str, DatasetDescription] = {"kitti": KITTI, "nyu": NYU}
 """--dataset name -> description; a new dataset is one more entry."""
 
 DEFAULT_DATASET = "kitti"

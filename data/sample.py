@@ -72,6 +72,20 @@ class SampleDataset:
     """Dense depth of every frame with GT, merged layout: for training a small teacher."""
     train_split: Path
     test_split: Path
+    test_data_root: Path | None = None
+    """Images of the test split where they are not under data_root (NYU: the labeled .mat)."""
+    test_gt_root: Path | None = None
+    """GT of the test split where it is not under gt_root."""
+
+    @property
+    def eval_data_root(self) -> Path:
+        """--data-root for the test split."""
+        return self.test_data_root or self.data_root
+
+    @property
+    def eval_gt_root(self) -> Path:
+        """--gt-root for the test split."""
+        return self.test_gt_root or self.gt_root
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,18 @@ def write_frame(dataset: SampleDataset, plan: FramePlan, *, seed: int) -> None:
         write_depth_png(dataset.dense_gt_root / plan.gt_rel, dense)
 
 
+def sample_paths(out: Path) -> SampleDataset:
+    """Where :func:`write_sample_dataset` puts the data under ``out``."""
+    out = Path(out)
+    return SampleDataset(
+        data_root=out / "raw",
+        gt_root=out / "gt",
+        dense_gt_root=out / "dense",
+        train_split=out / "splits" / "train.txt",
+        test_split=out / "splits" / "test.txt",
+    )
+
+
 def write_sample_dataset(out: Path, *, n_train: int = 32, n_test: int = 8, seed: int = 0) -> SampleDataset:
     """Write a procedural KITTI-format dataset of n_train + n_test frames under ``out``.
 
@@ -150,14 +176,7 @@ def write_sample_dataset(out: Path, *, n_train: int = 32, n_test: int = 8, seed:
         )
     if seed < 0:
         raise ConfigError(f"--seed {seed}: pass a seed of 0 or more")
-    out = Path(out)
-    dataset = SampleDataset(
-        data_root=out / "raw",
-        gt_root=out / "gt",
-        dense_gt_root=out / "dense",
-        train_split=out / "splits" / "train.txt",
-        test_split=out / "splits" / "test.txt",
-    )
+    dataset = sample_paths(out)
     train, test = plan_frames("train", n_train), plan_frames("test", n_test)
     for plan in train + test:
         write_frame(dataset, plan, seed=seed)

@@ -64,6 +64,16 @@ class CacheSpec:
     """Whether maps average the teacher's prediction and its flipped-back flipped prediction."""
     min_depth: float
     max_depth: float
+    dataset: str = "kitti"
+    """The --dataset the maps were made for (stores from before the field were all KITTI)."""
+
+    def require_dataset(self, dataset: str, *, location: str) -> None:
+        """Refuse to use maps made for another dataset (StoreError naming both)."""
+        if self.dataset != dataset:
+            raise StoreError(
+                f"{location} holds maps cached for --dataset {self.dataset}, this run is --dataset {dataset}; "
+                f"pass --dataset {self.dataset} or cache the teacher with --dataset {dataset}"
+            )
 
     def differences(self, other: CacheSpec) -> list[str]:
         """Human-readable 'field: theirs vs ours' for every field that differs.

@@ -100,8 +100,10 @@ def open_writer(cfg, teacher: Teacher, records: list[Record]) -> CacheWriter:
         flip_tta=cfg.flip_tta,
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
+        dataset=cfg.dataset,
     )
     name = cfg.name or teacher.default_name
+    dataset = get_dataset(cfg.dataset)
     with _store_errors(f"{cfg.out}/{name}"):
         return CacheWriter.create_or_resume(
             cfg.out,
@@ -117,6 +119,8 @@ def open_writer(cfg, teacher: Teacher, records: list[Record]) -> CacheWriter:
                 "teacher_args": cfg.teacher_args,
                 "teacher_dtype": teacher.dtype,
                 "amp": cfg.amp,
+                "maps": f"{cfg.crop[0]}x{cfg.crop[1]} {dataset.cache_crop_name} of each {dataset.title} image, "
+                "pixel-aligned with it",
             },
         )
 

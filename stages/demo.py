@@ -72,25 +72,16 @@ def _say(text: str) -> None:
 
 
 def _sample(cfg: DemoConfig, size: DemoSize):
-    from tiekd.data.sample import write_sample_dataset
-
-    from tiekd.data.sample import SampleDataset
-
-    read_split = get_dataset(cfg.dataset).read_split
+    dataset = get_dataset(cfg.dataset)
     folder = cfg.out / "data"
-    _say(f"1/6 sample data: {size.n_train} train, {size.n_test} test frames in {folder}")
-    splits = folder / "splits" / "train.txt", folder / "splits" / "test.txt"
+    _say(f"1/6 sample data ({dataset.title} layout): {size.n_train} train, {size.n_test} test frames in {folder}")
+    paths = dataset.sample_paths(folder)
+    splits = paths.train_split, paths.test_split
     # The generator writes the split files last: both present with the right lengths = done.
-    if all(p.exists() for p in splits) and [len(read_split(p)) for p in splits] == [size.n_train, size.n_test]:
+    if all(p.exists() for p in splits) and [len(dataset.read_split(p)) for p in splits] == [size.n_train, size.n_test]:
         click.echo("already there, reused")
-        return SampleDataset(
-            data_root=folder / "raw",
-            gt_root=folder / "gt",
-            dense_gt_root=folder / "dense",
-            train_split=splits[0],
-            test_split=splits[1],
-        )
-    return write_sample_dataset(folder, n_train=size.n_train, n_test=size.n_test, seed=cfg.seed)
+        return paths
+    return dataset.write_sample(folder, n_train=size.n_train, n_test=size.n_test, seed=cfg.seed)
 
 
 def _train(cfg: DemoConfig, size: DemoSize, out: Path, **options) -> None:
@@ -131,11 +122,11 @@ def _cache(cfg: DemoConfig, size: DemoSize, sample, teacher_ckpt: Path) -> str:
     store = str(cfg.out / "teacher-cache.zarr")
     height, width = get_dataset(cfg.dataset).cache_crop
     teacher_input = (round(height * size.scale), round(width * size.scale))
-    for split in (sample.train_split, sample.test_split):
+    for split, data_root in ((sample.train_split, sample.data_root), (sample.test_split, sample.eval_data_root)):
         result = cache_teacher.run(
             cache_teacher.CacheTeacherConfig(
                 teacher=f"checkpoint:{teacher_ckpt}",
-                data_root=sample.data_root,
+                data_root=data_root,
                 split=split,
                 out=store,
                 name="teacher",
@@ -153,8 +144,8 @@ def _cache(cfg: DemoConfig, size: DemoSize, sample, teacher_ckpt: Path) -> str:
 def _evaluate(cfg: DemoConfig, sample, **source) -> evaluate.EvaluationResult:
     result = evaluate.run(
         evaluate.EvaluateConfig(
-            data_root=sample.data_root,
-            gt_root=sample.gt_root,
+            data_root=sample.eval_data_root,
+            gt_root=sample.eval_gt_root,
             split=sample.test_split,
             device=cfg.device,
             workers=cfg.workers,
@@ -247,6 +238,7 @@ def _run(cfg: DemoConfig, settings: str) -> Path:
         seconds={name: _training_seconds(run_dir) for name, run_dir in runs.items()},
         student_steps=student_steps,
         settings=settings,
+        dataset=cfg.dataset,
     )
     click.echo(path.read_text())
     return path

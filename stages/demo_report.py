@@ -43,6 +43,7 @@ def write_results(
     size,
     student_steps: int,
     settings: str,
+    dataset: str = "kitti",
 ) -> Path:
     """results.md: one row per method with parameters, AbsRel, RMSE, d1, the AUSE (RMSE) of the DPM
     entropy (DPM students; lower = the entropy ranks the errors better) and training seconds."""
@@ -60,13 +61,16 @@ def write_results(
             f"| {metrics['abs_rel']:.4f} | {metrics['rmse']:.3f} | {metrics['d1']:.3f} | {ause} | {seconds[name]:.0f} |"
         )
     n_images = next(iter(results.values())).n_images
+    description = get_dataset(dataset)
+    crop = f"{description.eval_crop.capitalize()} crop"
     header = [
         "# tiekd demo results",
         "",
-        f"Synthetic sample scenes (procedural, not KITTI), {size.n_train} training and {n_images} evaluated test "
-        f"frames; training at {size.scale:g}x resolution, batch {size.batch_size}; teacher {size.teacher_steps} "
-        f"steps, students {student_steps} steps each, no ImageNet weights. KITTI protocol: KB crop, flip TTA, "
-        "Garg crop, depth in [1e-3, 80] m, metrics per image then averaged.",
+        f"Synthetic sample scenes (procedural, not {description.title}), {size.n_train} training and {n_images} "
+        f"evaluated test frames; training at {size.scale:g}x resolution, batch {size.batch_size}; teacher "
+        f"{size.teacher_steps} steps, students {student_steps} steps each, no ImageNet weights. {description.title} "
+        f"protocol: {description.cache_crop_name}, flip TTA, {crop}, depth in [{description.min_depth:g}, "
+        f"{description.max_depth:g}] m, metrics per image then averaged.",
         f"Machine: {platform.machine()}; {settings}. Other torch versions, thread counts or CPUs give other "
         "figures (float sums change with the order of the work).",
         "",
@@ -77,7 +81,7 @@ def write_results(
 
 def _first_frame(sample, dataset):
     records = dataset.read_split(sample.test_split)
-    samples = EvaluationSamples(records, sample.data_root, sample.gt_root, dataset=dataset)
+    samples = EvaluationSamples(records, sample.eval_data_root, sample.eval_gt_root, dataset=dataset)
     item = samples[0]
     return samples.records[item["index"]], item["image"]
 

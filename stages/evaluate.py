@@ -228,6 +228,7 @@ def _predictor(cfg: EvaluateConfig, device: torch.device, records: list):
     if cfg.cache is not None:
         cache = TeacherCache.open_for_split(cfg.cache, cfg.teacher, cfg.split_name, cfg.split)
         dataset = get_dataset(cfg.dataset)
+        cache.spec.require_dataset(dataset.name, location=cache.location)
         if tuple(cache.spec.crop) != tuple(dataset.cache_crop):
             crop = "x".join(map(str, cache.spec.crop))
             raise StoreError(f"{cache.location} holds {crop} maps; evaluation needs the {dataset.cache_crop_title}")

@@ -95,6 +95,7 @@ def check_cache(
     """
     cache = TeacherCache.open_for_split(path, teacher, split_name, split)
     spec = cache.spec
+    spec.require_dataset(dataset.name, location=cache.location)
     if tuple(spec.crop) != tuple(dataset.cache_crop):
         raise StoreError(
             f"{cache.location} holds {spec.crop[0]}x{spec.crop[1]} maps, this run needs the {dataset.cache_crop_title}"

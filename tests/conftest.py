@@ -40,6 +40,14 @@ def test_split_store(sample, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def nyu_sample(tmp_path_factory):
+    """4 training and 2 test frames in NYU's layouts (BTS folders and the labeled .mat)."""
+    from tiekd.data.sample_nyu import write_sample_dataset
+
+    return write_sample_dataset(tmp_path_factory.mktemp("nyu_sample"), n_train=4, n_test=2, seed=0)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module of tiny training steps: on a busy 2-core machine two OpenMP

@@ -37,6 +37,17 @@ def row_prior(delay: float = 0.0, seed: int = 0, fail_after: int = -1) -> nn.Mod
     return RowPrior(delay=delay, seed=seed, fail_after=fail_after)
 
 
+class IndoorPrior(RowPrior):
+    """RowPrior scaled to a room: depth within NYU's (0, 10) m for images in [0, 1]."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return super().forward(image) / 10
+
+
+def indoor_prior(seed: int = 0) -> nn.Module:
+    return IndoorPrior(seed=seed)
+
+
 class _Broken(nn.Module):
     def __init__(self, kind: str):
         super().__init__()

@@ -145,5 +145,5 @@ class TestReaders:
         from PIL import Image
 
         Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "eight.png")
-        with pytest.raises(DataError, match="KITTI depth PNGs are 16-bit"):
+        with pytest.raises(DataError, match="KITTI and NYU depth PNGs are 16-bit"):
             read_depth_png(tmp_path / "eight.png")
