@@ -19,6 +19,7 @@ Geometry, in the order the pipeline applies it to an image of H x W pixels:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +108,9 @@ class DatasetDescription:
     read_gt: Callable
     image_size: tuple[int, int] | None = None
     """(H, W) every image must have; None where sizes vary (KITTI: by recording date)."""
-    sample_paths: Callable | None = None
-    """``sample_paths(out) -> SampleDataset``: where the procedural sample lives under ``out``."""
-    write_sample: Callable | None = None
-    """``write_sample(out, n_train=, n_test=, seed=) -> SampleDataset``: write the procedural sample."""
+    sample_module: str | None = None
+    """Module of the procedural sample (``sample_paths(out)``, ``write_sample_dataset(out, ...)``),
+    imported on use: the sample generators import the readers, not the other way round."""
 
     @property
     def cache_crop_title(self) -> str:
@@ -151,6 +151,15 @@ class DatasetDescription:
         crop = crop or self.cache_crop
         top, left = self.cache_crop_box(array.shape[:2], crop)
         return array[top : top + crop[0], left : left + crop[1]]
+
+    def sample_paths(self, out: Path):
+        """Where the procedural sample lives under ``out`` (a SampleDataset; nothing is written)."""
+        return importlib.import_module(self.sample_module).sample_paths(out)
+
+    def write_sample(self, out: Path, *, n_train: int, n_test: int, seed: int):
+        """Write the procedural sample under ``out``; returns its SampleDataset."""
+        module = importlib.import_module(self.sample_module)
+        return module.write_sample_dataset(out, n_train=n_train, n_test=n_test, seed=seed)
 
     def crop_to_train_region(self, array: np.ndarray) -> np.ndarray:
         """The train region of an array aligned with the cache crop."""

@@ -261,20 +261,6 @@ def read_gt(gt_root: Path, record: Record) -> np.ndarray | None:
     return None if path is None else read_depth_png(path)
 
 
-def sample_paths(out: Path):
-    """Where ``tiekd sample-data OUT`` puts its files (nothing is written)."""
-    from tiekd.data.sample import sample_paths as paths
-
-    return paths(out)
-
-
-def write_sample(out: Path, **options):
-    """Write the procedural street sample in KITTI's layout (see :mod:`tiekd.data.sample`)."""
-    from tiekd.data.sample import write_sample_dataset
-
-    return write_sample_dataset(out, **options)
-
-
 KITTI = DatasetDescription(
     name="kitti",
     title="KITTI",
@@ -297,7 +283,6 @@ KITTI = DatasetDescription(
     check_gt=check_gt,
     read_image=read_image,
     read_gt=read_gt,
-    sample_paths=sample_paths,
-    write_sample=write_sample,
+    sample_module="tiekd.data.sample",
 )
 """KITTI with the Eigen split, as the authors train and evaluate on it."""

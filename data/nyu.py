@@ -66,22 +66,23 @@ def check_root(root: str | Path, *, flag: str) -> Path:
     return kitti.check_root(root, flag=flag)
 
 
+def _check_file(root: Path, relative: str, *, line: int, what: str, flag: str) -> None:
+    """Refuse a split path that is not a file under the folder, or a frame beyond the labeled file."""
+    if nyu_mat.is_labeled_file(root):
+        nyu_mat.frame_index(root, relative, line=line)
+    elif not (root / relative).is_file():
+        raise DataError(f"{what} {relative} (split line {line}) is not under {flag} {root}")
+
+
 def check_image(data_root: Path, record: Record) -> None:
-    """Refuse a record whose image is not in the folder or whose frame is beyond the labeled file."""
-    if nyu_mat.is_labeled_file(data_root):
-        nyu_mat.frame_index(data_root, record.rgb, line=record.line)
-    elif not (data_root / record.rgb).is_file():
-        raise DataError(f"image {record.rgb} (split line {record.line}) is not under --data-root {data_root}")
+    """Refuse a record whose image is missing (folder) or beyond the labeled file."""
+    _check_file(data_root, record.rgb, line=record.line, what="image", flag="--data-root")
 
 
 def check_gt(gt_root: Path, record: Record) -> None:
-    """Refuse a record whose GT is not in the folder or whose frame is beyond the labeled file."""
-    if record.gt is None:
-        return
-    if nyu_mat.is_labeled_file(gt_root):
-        nyu_mat.frame_index(gt_root, record.gt, line=record.line)
-    elif not (gt_root / record.gt).is_file():
-        raise DataError(f"ground truth {record.gt} (split line {record.line}) is not under --gt-root {gt_root}")
+    """Refuse a record whose GT is missing (folder) or beyond the labeled file."""
+    if record.gt is not None:
+        _check_file(gt_root, record.gt, line=record.line, what="ground truth", flag="--gt-root")
 
 
 def read_image(data_root: Path, record: Record) -> np.ndarray:
@@ -120,20 +121,6 @@ def whole_image_box(height: int, width: int, *, crop: tuple[int, int] = IMAGE_SI
     return (height - crop[0]) // 2, (width - crop[1]) // 2
 
 
-def sample_paths(out: Path):
-    """Where ``tiekd sample-data --dataset nyu OUT`` puts its files (nothing is written)."""
-    from tiekd.data.sample_nyu import sample_paths as paths
-
-    return paths(out)
-
-
-def write_sample(out: Path, **options):
-    """Write the procedural indoor sample in both layouts (see :mod:`tiekd.data.sample_nyu`)."""
-    from tiekd.data.sample_nyu import write_sample_dataset
-
-    return write_sample_dataset(out, **options)
-
-
 NYU = DatasetDescription(
     name="nyu",
     title="NYU Depth v2",
@@ -157,7 +144,6 @@ NYU = DatasetDescription(
     read_image=read_image,
     read_gt=read_gt,
     image_size=IMAGE_SIZE,
-    sample_paths=sample_paths,
-    write_sample=write_sample,
+    sample_module="tiekd.data.sample_nyu",
 )
 """NYU Depth v2 as BTS, AdaBins and the authors train and evaluate on it."""
