@@ -17,11 +17,19 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+import click
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from tiekd.pipeline.sync_batchnorm import convert_sync_batchnorm
+
+SHARED_STORE_NOTE = (
+    "note: torchrun --max-restarts with its shared rendezvous store can fail to restart the group "
+    "(a restarted process reads its predecessor's address; pytorch/pytorch#135712): launch torchrun "
+    "with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1"
+)
+"""Seen with torch 2.14: about one restart in two failed on gloo's connect without the variable."""
 
 COLLECTIVE_TIMEOUT = timedelta(minutes=60)
 """How long a process waits in a collective: the others wait while the writer validates an epoch
@@ -72,6 +80,9 @@ def join(processes: Processes, device: torch.device) -> torch.device:
         device = torch.device("cuda", processes.local_rank)
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+    if processes.is_writer and restarts and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        click.echo(SHARED_STORE_NOTE, err=True)
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
     return device
 

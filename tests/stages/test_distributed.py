@@ -5,9 +5,9 @@ N processes of batch B take, step by step, the micro-batches one process accumul
 ``--accumulate 2``, and with ``--sync-bn`` (BatchNorm over both processes' samples) a 1-process
 run of batch 4. The runs use ``--dpm-form code``: its teacher map is not rotated, so every pixel
 is valid, every sample weighs the same in the loss, and the mean of two batch-2 losses is the
-batch-4 loss. The learning rate is large enough that the runs' losses move by about 40 % in 8
-steps, so a wrong gradient (or BatchNorm) shows as a clear difference (checked against the run
-that does differ).
+batch-4 loss. The learning rate is large enough that the losses fall by about 30 % in 8 steps,
+so a wrong gradient (or BatchNorm) shows as a clear difference: the run without --sync-bn differs
+by 500x the tolerance the equal runs meet.
 """
 
 import json
@@ -28,7 +28,7 @@ from tiekd.pipeline.errors import ConfigError
 from tiekd.stages.train_log import read_jsonl
 from tiekd.stages.train_student import run
 
-OPTIONS = dict(dpm_form="code", lr=3e-3, epochs=4, save_every=1)
+OPTIONS = dict(dpm_form="code", lr=1e-3, epochs=4, save_every=1)
 """8 training frames, global batch 4: 2 steps an epoch, 8 steps; last.pt after every step."""
 TIMING = ("step_seconds", "data_seconds")
 SECONDS = 240
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def options_args(sample) -> list:
-    return ["--dpm-form", "code", "--lr", 3e-3, "--epochs", 4, "--save-every", 1, "--val-split", sample.test_split]
+    return ["--dpm-form", "code", "--lr", 1e-3, "--epochs", 4, "--save-every", 1, "--val-split", sample.test_split]
 
 
 def torchrun(sample, store, out, *extra, restarts: int = 0) -> list[str]:  # noqa: F811
@@ -50,7 +50,8 @@ def torchrun(sample, store, out, *extra, restarts: int = 0) -> list[str]:  # noq
 
 @pytest.fixture(scope="module")
 def env():
-    return dict(os.environ, OMP_NUM_THREADS="1")
+    """One thread a process; torchrun's restarts without its shared store (see stages/distributed.py)."""
+    return dict(os.environ, OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
 
 
 @pytest.fixture(scope="module")
@@ -90,22 +91,22 @@ class TestTwoProcessesEqualOne:
         two, one, unsynchronised = runs / "two_b2_sync", runs / "one_b4", runs / "two_b2"
         assert steps(two, "step") == steps(one, "step") == list(range(1, 9))
         assert steps(two, "lr") == steps(one, "lr")
-        assert max(relative_differences(steps(two, "loss"), steps(one, "loss"))) < 1e-4
-        assert max(relative_differences(steps(two, "grad_norm"), steps(one, "grad_norm"))) < 1e-3
+        assert max(relative_differences(steps(two, "loss"), steps(one, "loss"))) < 1e-5
+        assert max(relative_differences(steps(two, "grad_norm"), steps(one, "grad_norm"))) < 1e-4
         # Adam moves weights of near-zero gradient by about +-lr whatever their rounding, so the
         # weights are compared as a whole, against the distance of the run that truly differs.
         for buffers in (False, True):
             assert distance(two, one, buffers=buffers) < 0.01 * distance(unsynchronised, one, buffers=buffers)
         validation = [e["val"]["rmse"] for e in read_jsonl(one / "epochs.jsonl")]
-        assert max(relative_differences([e["val"]["rmse"] for e in read_jsonl(two / "epochs.jsonl")], validation)) < 1e-3
+        assert max(relative_differences([e["val"]["rmse"] for e in read_jsonl(two / "epochs.jsonl")], validation)) < 1e-4
 
     def test_runs_that_should_differ_do(self, runs):
         """Without --sync-bn the BatchNorm statistics (and so the gradients) are of 2 samples, not 4:
         the same comparisons tell that run from the batch-4 run by far more than their tolerance."""
         losses, unsynchronised = steps(runs / "one_b4", "loss"), runs / "two_b2"
-        assert max(relative_differences(steps(unsynchronised, "loss"), losses)) > 1e-2
-        assert max(relative_differences(steps(unsynchronised, "grad_norm"), steps(runs / "one_b4", "grad_norm"))) > 1e-2
-        assert losses[-1] < 0.9 * losses[0], "the learning rate moves the loss"
+        assert max(relative_differences(steps(unsynchronised, "loss"), losses)) > 5e-3
+        assert max(relative_differences(steps(unsynchronised, "grad_norm"), steps(runs / "one_b4", "grad_norm"))) > 5e-2
+        assert losses[-1] < 0.8 * losses[0], "the learning rate moves the loss"
 
     def test_two_processes_equal_one_process_accumulating(self, runs):
         """The same micro-batches, the same mean gradient: the same weights. The BatchNorm running
@@ -192,7 +193,8 @@ def wait_for_steps(folder, n: int, launcher: subprocess.Popen) -> None:
 class TestFaults:
     def test_kill_9_stops_the_group_and_resume_continues_exactly(self, runs, sample, store, tmp_path, env):  # noqa: F811
         killed = tmp_path / "killed"
-        launcher = subprocess.Popen(torchrun(sample, store, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = (tmp_path / "torchrun.log").open("w")
+        launcher = subprocess.Popen(torchrun(sample, store, killed), env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for_steps(killed, 3, launcher)
         ranks = [worker(launcher, 0), worker(launcher, 1)]
         os.kill(ranks[1].pid, signal.SIGKILL)
@@ -207,12 +209,12 @@ class TestFaults:
         launcher = subprocess.Popen(
             torchrun(sample, store, killed, "--resume", "auto", restarts=1),
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         wait_for_steps(killed, reached + 2, launcher)
         os.kill(worker(launcher, 0).pid, signal.SIGKILL)
-        assert launcher.wait(timeout=SECONDS) == 0
+        assert launcher.wait(timeout=SECONDS) == 0, (tmp_path / "torchrun.log").read_text()[-3000:]
 
         whole = runs / "two_b2"
         strip = [{k: v for k, v in s.items() if k not in TIMING} for s in read_jsonl(whole / "steps.jsonl")]
