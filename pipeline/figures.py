@@ -18,6 +18,9 @@ from matplotlib import patheffects
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
+from tiekd.pipeline.errors import OutputError
+from tiekd.pipeline.files import os_reason
+
 DEPTH_MAP, ERROR_MAP, ENTROPY_MAP, KL_MAP = "magma_r", "cividis", "viridis", "inferno"
 
 NEAR_DEPTH_FRACTION = 1 / 16
@@ -166,10 +169,14 @@ def map_height(n_rows: int) -> float:
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Write a figure as PNG at FIGURE_DPI, creating the folder; returns the path."""
+    """Write a figure as PNG at FIGURE_DPI, creating the folder; returns the path. A failed write
+    (disk full, read-only folder) is one OutputError line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=FIGURE_DPI)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=FIGURE_DPI)
+    except OSError as e:
+        raise OutputError(f"cannot write {path} ({os_reason(e)}); free space or choose another folder") from e
     return path
 
 

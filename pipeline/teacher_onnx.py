@@ -64,10 +64,9 @@ class OnnxTeacher(nn.Module):
 def load_onnx(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
     """Loader of the teacher-kind table: (module, SHA-256 of the .onnx file)."""
     from tiekd.data.kitti import file_sha256
+    from tiekd.pipeline.files import require_file
 
-    path = Path(target)
-    if not path.is_file():
-        raise TeacherError(f"teacher file {path} of --teacher {spec} does not exist")
+    path = require_file(target, what="teacher file", error=TeacherError, hint=f" (--teacher {spec})")
     unknown = set(args) - {"cuda"}
     if unknown:
         raise TeacherError(f"--teacher {spec}: onnx teachers take only --teacher-arg cuda=true|false, not {unknown}")

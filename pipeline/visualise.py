@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
+from tiekd.pipeline.errors import OutputError
+from tiekd.pipeline.files import os_reason
+
 # matplotlib's "magma" (van der Walt and Smith, https://bids.github.io/colormap/) at 9 even steps.
 MAGMA_ANCHORS = np.array(
     [
@@ -155,8 +158,12 @@ def panel(tiles: list[tuple[str, Image.Image]], *, columns: int = 1) -> Image.Im
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
-    """Write a picture as PNG, creating the parent folders; returns the path."""
+    """Write a picture as PNG, creating the parent folders; returns the path. A failed write (disk
+    full, read-only folder) is one OutputError line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, format="PNG")
+    except OSError as e:
+        raise OutputError(f"cannot write {path} ({os_reason(e)}); free space or choose another folder") from e
     return path

@@ -24,8 +24,8 @@ from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
-from tiekd.pipeline.errors import ConfigError, DataError, StoreError
-from tiekd.pipeline.files import require_writable_folder
+from tiekd.pipeline.errors import ConfigError, DataError, OutputError, StoreError
+from tiekd.pipeline.files import os_reason, require_writable_folder
 from tiekd.pipeline.metrics import METRIC_NAMES, depth_metrics, mean_metrics
 from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES, ause_aurg, image_sparsification, mean_curves
 from tiekd.stages.runtime import default_workers, progress, resolve_device
@@ -282,8 +282,11 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
         "flip_tta": cfg.flip_tta if cfg.checkpoint else None,
     }
     if cfg.json_out is not None:
-        cfg.json_out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.json_out.write_text(json.dumps(result.__dict__, indent=2) + "\n")
+        try:
+            cfg.json_out.parent.mkdir(parents=True, exist_ok=True)
+            cfg.json_out.write_text(json.dumps(result.__dict__, indent=2) + "\n")
+        except OSError as e:
+            raise OutputError(f"--json {cfg.json_out} cannot be written ({os_reason(e)}); free space") from e
     return result
 
 

@@ -6,6 +6,7 @@ Runs are as tiny as in test_train_student: ``test_resnet`` at 1/16 scale, batch 
 """
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -21,6 +22,8 @@ from tiekd.pipeline.errors import OutOfMemory, out_of_memory
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+"""A one-page tmpfs holds empty files only."""
 EXTRA_GT_ROWS = 5
 """A GT of another size: this many rows taller than its image (the KB crop then misaligns by as many)."""
 
@@ -143,6 +146,14 @@ class TestEvaluate:
             line = only_error(result)
         assert line.startswith(f"Error: --save-images {folder / 'pictures'} cannot be written (")
         assert "evaluating" not in result.stdout
+
+
+    def test_a_full_disk_while_saving_pictures(self, sample, tmp_path, cli, store):
+        with tmpfs(tmp_path / "disk", size_bytes=PAGE) as disk:
+            args = ["evaluate", "--cache", store, "--data-root", sample.data_root, "--gt-root", sample.gt_root]
+            args += ["--split", sample.test_split, "--device", "cpu", "--workers", 0]
+            line = only_error(cli(*args, "--save-images", disk / "pictures"))
+        assert line.startswith(f"Error: cannot write {disk / 'pictures'}/") and "(No space left on device)" in line
 
 
 class TestAllocationFailures:
