@@ -144,10 +144,10 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
         return _run_on_cluster(cfg, records)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
-    writer = open_writer(cfg, teacher, records)
+    amp = use_amp(cfg.amp, device)
+    writer = open_writer(cfg, teacher, records, amp=amp)
     todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
-    amp = use_amp(cfg.amp, device)
     with progress(len(todo), f"caching {writer.location}") as bar:
 
         def on_batch(n: int) -> None:

@@ -27,7 +27,7 @@ from tiekd.pipeline.cache_writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.errors import StoreError, TeacherError
 from tiekd.pipeline.files import os_reason
 from tiekd.pipeline.teachers import Teacher, load_teacher, predict_depth
-from tiekd.stages.runtime import resolve_device, use_amp
+from tiekd.stages.runtime import resolve_device
 
 
 def _teacher_batches(cfg, records: list[Record], frames: list[int], device: torch.device):
@@ -89,8 +89,9 @@ def clip_depth(cfg, depth: torch.Tensor, ids: list[str]) -> tuple[np.ndarray, np
     return depth.cpu().numpy(), clipped.cpu().numpy().astype(np.int32)
 
 
-def open_writer(cfg, teacher: Teacher, records: list[Record]) -> CacheWriter:
-    """Create or resume the store group ``cfg`` names for ``teacher``'s maps of ``records``."""
+def open_writer(cfg, teacher: Teacher, records: list[Record], *, amp: bool) -> CacheWriter:
+    """Create or resume the store group ``cfg`` names for ``teacher``'s maps of ``records``;
+    ``amp``: whether float16 autocast runs (recorded with the teacher's dtype and arguments)."""
     spec = CacheSpec(
         teacher_spec=cfg.teacher,
         teacher_sha256=teacher.weights_sha256,
@@ -118,7 +119,7 @@ def open_writer(cfg, teacher: Teacher, records: list[Record]) -> CacheWriter:
                 "split_file": str(cfg.split),
                 "teacher_args": cfg.teacher_args,
                 "teacher_dtype": teacher.dtype,
-                "amp": cfg.amp,
+                "autocast": "float16" if amp else None,
                 "maps": f"{cfg.crop[0]}x{cfg.crop[1]} {dataset.cache_crop_name} of each {dataset.title} image, "
                 "pixel-aligned with it",
             },
@@ -202,12 +203,17 @@ def shard_range(shard: int, frames_per_shard: int, n_frames: int) -> list[int]:
     return list(range(shard * frames_per_shard, min((shard + 1) * frames_per_shard, n_frames)))
 
 
+def _worker_amp(cfg, device: torch.device) -> bool:
+    """Whether autocast runs; quietly (runtime.use_amp's note would repeat once a shard)."""
+    return cfg.amp and device.type == "cuda"
+
+
 def prepare_store(cfg, shards_of: tuple[int, int]) -> tuple[str, dict[int, int]]:
     """Create or resume the store group (honouring ``cfg.overwrite``); returns its location and
     the frames still missing per store shard among those of process ``shards_of`` = (I, N)."""
     records = get_dataset(cfg.dataset).read_split(cfg.split)
-    teacher = _worker_teacher(cfg, worker_device(cfg.device))
-    writer = open_writer(cfg, teacher, records)
+    device = worker_device(cfg.device)
+    writer = open_writer(cfg, _worker_teacher(cfg, device), records, amp=_worker_amp(cfg, device))
     fps, todo = writer.frames_per_shard, {}
     for frame in writer.pending(shard_frames(len(records), *shards_of, frames_per_shard=writer.frames_per_shard)):
         todo[frame // fps] = todo.get(frame // fps, 0) + 1
@@ -220,16 +226,18 @@ def cache_shard(shard: int, cfg) -> int:
     records = get_dataset(cfg.dataset).read_split(cfg.split)
     device = worker_device(cfg.device)
     teacher = _worker_teacher(cfg, device)
-    writer = open_writer(dataclasses.replace(cfg, overwrite=False), teacher, records)
+    amp = _worker_amp(cfg, device)
+    writer = open_writer(dataclasses.replace(cfg, overwrite=False), teacher, records, amp=amp)
     frames = writer.pending(shard_range(shard, writer.frames_per_shard, len(records)))
     # dask's worker processes are daemons, which may not start DataLoader workers
     loader_workers = 0 if multiprocessing.current_process().daemon else cfg.workers
     run_cfg = dataclasses.replace(cfg, workers=loader_workers)
-    return fill_frames(run_cfg, teacher, writer, records, frames, device=device, amp=use_amp(cfg.amp, device))
+    return fill_frames(run_cfg, teacher, writer, records, frames, device=device, amp=amp)
 
 
 def finish_store(cfg) -> bool:
     """Record completion of the store group once every frame is stored; True if complete."""
     records = get_dataset(cfg.dataset).read_split(cfg.split)
-    teacher = _worker_teacher(cfg, worker_device(cfg.device))
-    return finish(open_writer(dataclasses.replace(cfg, overwrite=False), teacher, records))
+    device = worker_device(cfg.device)
+    writer = open_writer(dataclasses.replace(cfg, overwrite=False), _worker_teacher(cfg, device), records, amp=False)
+    return finish(writer)

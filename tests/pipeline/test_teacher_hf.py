@@ -171,6 +171,7 @@ def test_zoedepth_through_cache_teacher_stores_transformers_maps(sample, tmp_pat
     assert result.exit_code == 0, result.output
     cache = TeacherCache.open(tmp_path / "s.zarr")
     assert cache.attrs["teacher_dtype"] == "float32" and cache.attrs["teacher_args"] == {"revision": "main"}
+    assert cache.attrs["autocast"] is None  # --amp runs on CUDA only
     for k, crop in enumerate(crops_of(sample, cache.ids[:2])):
         # the store's smallest value is one step (0 means "never written"); bicubic resizing undershoots
         reference = transformers_path(folder, crop, flip=True).clamp(1 / DEPTH_SCALE, 80)
