@@ -35,7 +35,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.frame_reader import FrameReader
 from tiekd.pipeline.remote_store import check_byte_ranges
-from tiekd.pipeline.store_format import check_readable_format, damaged_frame, open_member
+from tiekd.pipeline.store_format import check_readable_format, child_groups, damaged_frame, open_member
 
 DEPTH_SCALE = 256
 """uint16 value = round(depth * 256): rounding error <= 1/512 m, within KITTI's own GT precision
@@ -136,7 +136,7 @@ def _open_root(path: str, *, mode: str, attributes: dict | None = None) -> zarr.
 
 def _pick(group: zarr.Group, name: str | None, *, what: str, flag: str, path: str) -> str:
     """The one member name to use: the given one, or the only one there is."""
-    names = sorted(k for k, _ in group.groups())
+    names = list(child_groups(group, location=path))
     if name is not None:
         if name not in names:
             raise StoreError(f"{path} holds no {what} {name!r} (it has: {', '.join(names) or 'none'}); fix {flag}")

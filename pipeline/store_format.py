@@ -22,6 +22,7 @@ import re
 import warnings
 
 import zarr
+from zarr.core.sync import sync
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta
 
@@ -117,3 +118,27 @@ def lost_metadata(location: str, name: str) -> StoreError:
         f"{location}/{name}/zarr.json is missing or corrupt; run `tiekd cache verify --repair {store_of(location)}` "
         "to rebuild it from the group's attributes"
     )
+
+
+async def _names(store, prefix: str) -> set[str]:
+    """Names below ``prefix`` (fsspec's HTTP listing ends folder names with '/')."""
+    return {name.rstrip("/") async for name in store.list_dir(prefix)} - {"", "zarr.json"}
+
+
+def child_groups(group: zarr.Group, *, location: str) -> dict[str, zarr.Group]:
+    """Name -> sub-group of a store's group, in name order. A member whose ``zarr.json`` cannot
+    be read is a one-line ``StoreError`` naming it (zarr's own listing ends in a traceback)."""
+    children = {}
+    for name in sorted(sync(_names(group.store, group.path))):
+        try:
+            member = group[name]
+        except KeyError:
+            continue  # a folder without zarr metadata is no member
+        except (ValueError, TypeError) as e:
+            raise StoreError(
+                f"{location}/{name}/zarr.json is corrupt ({e}); restore it from a backup, or delete the "
+                f"folder {location}/{name} and cache that teacher again"
+            ) from e
+        if isinstance(member, zarr.Group):
+            children[name] = member
+    return children

@@ -9,15 +9,15 @@ import click
 from tiekd.pipeline.cache import TeacherCache, _open_root
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.cache_repair import damaged_frames, lost_arrays, rebuild_metadata, unmark
-from tiekd.pipeline.store_format import check_readable_format, lost_metadata
+from tiekd.pipeline.store_format import check_readable_format, child_groups, lost_metadata
 from tiekd.stages.runtime import directory_bytes
 
 
 def _groups(path: str, *, mode: str = "r"):
     """Every (teacher, split, group) of a store."""
     root = _open_root(path, mode=mode)
-    for teacher, teacher_group in sorted(root.groups()):
-        for split, group in sorted(teacher_group.groups()):
+    for teacher, teacher_group in child_groups(root, location=path).items():
+        for split, group in child_groups(teacher_group, location=f"{path}/{teacher}").items():
             yield teacher, split, group
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tiekd.pipeline.cache import _open_root
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store_format import check_group_name
+from tiekd.pipeline.store_format import check_group_name, child_groups
 
 
 def _incomplete(group) -> bool:
@@ -28,12 +28,14 @@ def remove(path: str, *, teacher: str, split: str | None = None, force: bool = F
     root = _open_root(path, mode="r+")
     if "tiekd_store_format" not in root.attrs:
         raise StoreError(f"{path} is not a tiekd store; nothing removed")
-    if teacher not in root:
-        raise StoreError(f"{path} holds no teacher {teacher!r} (it has: {', '.join(sorted(root.group_keys())) or 'none'})")
-    teacher_group = root[teacher]
-    splits = sorted(teacher_group.group_keys()) if split is None else [split]
-    if split is not None and split not in teacher_group:
-        raise StoreError(f"{path}/{teacher} holds no split {split!r} (it has: {', '.join(sorted(teacher_group.group_keys()))})")
+    teachers = child_groups(root, location=path)
+    if teacher not in teachers:
+        raise StoreError(f"{path} holds no teacher {teacher!r} (it has: {', '.join(teachers) or 'none'})")
+    teacher_group = teachers[teacher]
+    names = list(child_groups(teacher_group, location=f"{path}/{teacher}"))
+    splits = names if split is None else [split]
+    if split is not None and split not in names:
+        raise StoreError(f"{path}/{teacher} holds no split {split!r} (it has: {', '.join(names)})")
     unfinished = [s for s in splits if _incomplete(teacher_group[s])]
     if unfinished and not force:
         raise StoreError(
@@ -42,6 +44,6 @@ def remove(path: str, *, teacher: str, split: str | None = None, force: bool = F
         )
     for name in splits:
         del teacher_group[name]
-    if not any(True for _ in teacher_group.group_keys()):
+    if not child_groups(teacher_group, location=f"{path}/{teacher}"):
         del root[teacher]
     return [f"{path}/{teacher}/{name}" for name in splits]

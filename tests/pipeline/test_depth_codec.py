@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
@@ -22,8 +23,10 @@ def reference_residuals(values: np.ndarray) -> np.ndarray:
     return ((v[..., 1:, 1:] - prediction) % 2**16).astype(np.uint16)
 
 
-def test_residuals_equal_the_reference_and_decode_back_including_wrap_around():
-    values = np.random.default_rng(0).integers(0, 2**16, (3, 17, 29), dtype=np.uint16)  # white noise wraps
+@pytest.mark.parametrize("shape", [(3, 17, 29), (1, 352, 40), (5, 7), (1, 48, 3)])
+def test_residuals_equal_the_reference_and_decode_back_including_wrap_around(shape):
+    """Heights below, at and between multiples of the decoder's row block; white noise wraps."""
+    values = np.random.default_rng(0).integers(0, 2**16, shape, dtype=np.uint16)
     residuals = predict_2d_encode(values)
     np.testing.assert_array_equal(residuals, reference_residuals(values))
     np.testing.assert_array_equal(predict_2d_decode(residuals.copy()), values)

@@ -9,6 +9,7 @@ import pytest
 
 from tiekd.pipeline.cache import CacheSpec, TeacherCache
 from tiekd.pipeline.cache_writer import CacheWriter
+from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store_format import STORE_FORMAT
 from store_damage import flip_bit
 from test_cache_teacher import assert_same_store, cache_args
@@ -166,3 +167,14 @@ def test_cache_teacher_refuses_group_names_before_loading_the_teacher(sample, tm
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert f"{flag} {name!r} is not a valid store group name" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_group_zarr_json_is_one_line_everywhere(tmp_path, cli):
+    path = store(tmp_path / "s.zarr", 6)
+    (path / "toy/test/zarr.json").write_text("{bad")
+    for args in (("cache", "info", path), ("cache", "verify", path), ("cache", "rm", path, "--teacher", "toy")):
+        result = cli(*args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert f"{path}/toy/test/zarr.json is corrupt" in result.output
+    with pytest.raises(StoreError, match="toy/test/zarr.json is corrupt"):
+        TeacherCache.open(path)
