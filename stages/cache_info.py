@@ -35,6 +35,8 @@ def _entry(cache: TeacherCache) -> dict:
         "teacher_spec": attrs.get("teacher_spec"),
         "teacher_sha256": attrs.get("teacher_sha256"),
         "split_file": attrs.get("split_file"),
+        # Stores from before the dataset was recorded were all KITTI (CacheSpec's default).
+        "dataset": attrs.get("dataset", "kitti"),
         "crop": attrs.get("crop"),
         "flip_tta": attrs.get("flip_tta"),
         "clipped_pixels": int(cache.clipped.sum()),
@@ -71,7 +73,7 @@ def _line(e: dict) -> str:
     crop = "x".join(map(str, e["crop"] or ()))
     return (
         f"  {e['teacher']}/{e['split']}: {e['done']}/{e['frames']} frames ({state}), {size}{per_frame}\n"
-        f"      teacher {e['teacher_spec']}{sha}, crop {crop}, flip TTA {e['flip_tta']}, "
+        f"      teacher {e['teacher_spec']}{sha}, dataset {e['dataset']}, crop {crop}, flip TTA {e['flip_tta']}, "
         f"clipped pixels {e['clipped_pixels']}, format {e['store_format']}\n"
         f"      created {e['created']}, completed {e['completed'] or '-'}"
     )

@@ -75,7 +75,8 @@ def nyu_reference(nyu_sample, store) -> list[dict]:
 
 
 class TestCacheAndEvaluate:
-    def test_store_records_the_dataset_and_its_480x640_maps(self, store):
+    def test_store_records_the_dataset_and_its_480x640_maps(self, cli, store):
+        assert "dataset nyu, crop 480x640" in ok(cli("cache", "info", store)).output
         cache = TeacherCache.open(store, "t", "test")
         assert cache.complete and cache.spec.dataset == "nyu" and cache.spec.crop == (480, 640)
         assert cache.attrs["maps"] == "480x640 full image of each NYU Depth v2 image, pixel-aligned with it"
