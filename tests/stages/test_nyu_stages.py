@@ -5,11 +5,13 @@ run with the NYU settings, and the NYU demo."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
 import pytest
 
+from tiekd.data.kitti import write_depth_png
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint
 
@@ -117,6 +119,25 @@ class TestCacheAndEvaluate:
         train = ("--cache", store, "--teacher", "t", "--data-root", folder, "--split", nyu_sample.test_split,
                  "--out", "unused", "--dataset", "kitti", "--no-pretrained")
         assert "cached for --dataset nyu, this run is --dataset kitti" in error_line(cli("train-student", *train))
+
+
+class TestBadInputThroughTheStages:
+    def test_frame_beyond_the_labeled_file(self, cli, nyu_sample, tmp_path):
+        split = tmp_path / "test.txt"
+        split.write_text("bathroom/rgb_00099.jpg bathroom/sync_depth_00099.png 518.8579")
+        args = ("--teacher", TEACHER, "--data-root", nyu_sample.eval_data_root, "--split", split)
+        line = error_line(cli("cache-teacher", *args, "--out", tmp_path / "s.zarr", *COMMON))
+        assert "selects frame 99 but" in line and "holds 4 frames" in line
+        assert not (tmp_path / "s.zarr").exists()
+
+    def test_gt_in_metres(self, cli, nyu_sample, store, tmp_path):
+        folder = tmp_path / "test"
+        shutil.copytree(nyu_sample.train_split.parent.parent / "official_splits" / "test", folder)
+        first = nyu_sample.test_split.read_text().split()[1]
+        write_depth_png(folder / first, np.full((480, 640), 2.5), scale=1.0)
+        args = ("--cache", store, "--teacher", "t", "--data-root", folder, "--gt-root", folder)
+        line = error_line(cli("evaluate", *args, "--split", nyu_sample.test_split, *COMMON))
+        assert "metres, not the millimetres" in line
 
 
 def test_tiekd_run_takes_the_nyu_settings(cli, nyu_sample, store, tmp_path):
