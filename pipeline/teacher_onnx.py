@@ -21,14 +21,18 @@ ONNX_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, 
 """onnxruntime's input type names -> the NumPy dtype fed to them."""
 
 
-def onnx_session(path: str | Path, *, cuda: bool = True):
-    """An onnxruntime session: CUDA first when ``cuda`` and onnxruntime offers it, then the CPU."""
+def onnx_session(path: str | Path, *, cuda: bool = True, threads: int | None = None):
+    """An onnxruntime session: CUDA first when ``cuda`` and onnxruntime offers it, then the CPU
+    with ``threads`` intra-op threads (default: onnxruntime's choice)."""
     import onnxruntime
 
     providers = ["CPUExecutionProvider"]
     if cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    return onnxruntime.InferenceSession(str(path), providers=providers)
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
 class OnnxTeacher(nn.Module):
