@@ -226,6 +226,8 @@ def _choices_methods():
 )
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after N steps (the schedule spans them).")
 @click.option("--val-split", type=click.Path(path_type=Path), help="Split evaluated every epoch; best.pt by RMSE.")
+@click.option("--val-data-root", type=click.Path(path_type=Path), help="Its images [default: --data-root].")
+@click.option("--val-gt-root", type=click.Path(path_type=Path), help="Its GT [default: --gt-root].")
 @click.option(
     "--pretrained/--no-pretrained", default=True, show_default=True, help="Start from timm's ImageNet weights."
 )

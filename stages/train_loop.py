@@ -46,7 +46,10 @@ def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollec
     from tiekd.stages.evaluate import StudentPredictor, evaluate
 
     dataset = get_dataset(cfg.dataset)
-    samples = EvaluationSamples(dataset.read_split(cfg.val_split), cfg.data_root, cfg.gt_root, dataset=dataset)
+    records = dataset.read_split(cfg.val_split)
+    samples = EvaluationSamples(
+        records, cfg.val_data_root or cfg.data_root, cfg.val_gt_root or cfg.gt_root, dataset=dataset
+    )
     result = evaluate(
         StudentPredictor(trainer.model, scale=cfg.scale),
         samples,

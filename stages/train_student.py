@@ -88,6 +88,10 @@ class TrainStudentConfig:
     """Stop after this many steps (the schedule spans them)."""
     val_split: Path | None = None
     """Split evaluated after every epoch; best.pt keeps the lowest RMSE."""
+    val_data_root: Path | None = None
+    """Images of --val-split where they are not under --data-root (NYU: official_splits/test or the .mat)."""
+    val_gt_root: Path | None = None
+    """GT of --val-split where it is not under --gt-root."""
     pretrained: bool = True
     """Start from timm's ImageNet weights, as the paper's students do."""
     resume: bool | str = False
@@ -113,7 +117,7 @@ def _check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--method {cfg.method!r} is not one of {', '.join(METHODS)}")
     if needs_teacher(cfg.method) and cfg.cache is None:
         raise ConfigError(f"--method {cfg.method} distils from a teacher: pass --cache STORE")
-    if (needs_gt(cfg.method) or cfg.val_split) and cfg.gt_root is None:
+    if (needs_gt(cfg.method) or (cfg.val_split and cfg.val_gt_root is None)) and cfg.gt_root is None:
         raise ConfigError(f"--method {cfg.method}{' with --val-split' if cfg.val_split else ''} needs --gt-root")
     if cfg.resume not in (False, True, "auto"):
         raise ConfigError(f"--resume {cfg.resume!r} is not one of yes, auto (or leave it out)")
@@ -298,9 +302,11 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
     records = dataset.read_split(cfg.split)
     if cfg.val_split is not None and not any(r.gt for r in dataset.read_split(cfg.val_split)):
         raise DataError(f"--val-split {cfg.val_split} has no record with GT to validate on")
-    dataset.check_root(cfg.data_root, flag="--data-root")
-    if cfg.gt_root is not None:
-        dataset.check_root(cfg.gt_root, flag="--gt-root")
+    roots = {"--data-root": cfg.data_root, "--gt-root": cfg.gt_root}
+    roots |= {"--val-data-root": cfg.val_data_root, "--val-gt-root": cfg.val_gt_root}
+    for flag, root in roots.items():
+        if root is not None:
+            dataset.check_root(root, flag=flag)
     cache_ref = None
     if needs_teacher(cfg.method):
         cache_ref = check_cache(

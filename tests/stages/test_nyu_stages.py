@@ -142,15 +142,19 @@ class TestBadInputThroughTheStages:
 
 def test_tiekd_run_takes_the_nyu_settings(cli, nyu_sample, store, tmp_path):
     out = tmp_path / "run"
+    val = ("--val-split", nyu_sample.test_split, "--val-data-root", nyu_sample.eval_data_root, "--val-gt-root",
+           nyu_sample.eval_gt_root)
     ok(cli("train-student", "--cache", store, "--teacher", "t", "--data-root", nyu_sample.data_root, "--split",
            nyu_sample.train_split, "--out", out, "--student", "test_resnet", "--max-steps", 2, "--batch-size", 2,
-           "--scale", 0.125, "--no-pretrained", *COMMON))
+           "--scale", 0.125, "--no-pretrained", *val, *COMMON))
     run = json.loads((out / "run.json").read_text())
     settings = {k: run[k] for k in ("dataset", "n_bins", "min_depth", "max_depth", "crop", "loss_top_row")}
     assert settings == dict(dataset="nyu", n_bins=49, min_depth=1e-3, max_depth=10.0, crop=[416, 544], loss_top_row=0)
     assert run["dpm_sigma"] == 0.15
     state = load_checkpoint(out / "last.pt")
     assert state["step"] == 2 and state["architecture"]["n_bins"] == 49 and state["architecture"]["max_depth"] == 10.0
+    [epoch] = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
+    assert epoch["val"]["rmse"] > 0  # validated on the labeled file's frames
 
 
 def test_nyu_demo_runs_the_whole_pipeline(cli, tmp_path):
