@@ -338,6 +338,9 @@ def export(input_size, **options) -> None:
 @click.option("--ids", multiple=True, help="RGB path of a record, as in the split (repeatable).")
 @click.option("--pixel", "pixels", multiple=True, metavar="ROW,COL", help="Pixel on the cache crop (repeatable).")
 @click.option("--crop", help="Evaluation crop of the automatic pixels and curves [default: the dataset's, KITTI garg].")
+@click.option(
+    "--evaluation", type=click.Path(path_type=Path), help="An `evaluate --json` file: also draw its set's curves."
+)
 @_dataset_option
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 def explain(ids, pixels, **options) -> None:

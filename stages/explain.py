@@ -9,6 +9,7 @@ teacher depth with the checkpoint's own sigma and DPM form, as its training buil
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ class ExplainConfig:
     crop: str | None = None
     """Evaluation crop holding the automatic pixels and the sparsification curves; None = the dataset's."""
     dataset: str = DEFAULT_DATASET
+    evaluation: Path | None = None
+    """An ``evaluate --json`` file of a DPM student: also draw the curves of its whole evaluated set."""
     device: str = "auto"
 
 
@@ -190,11 +193,32 @@ def run(cfg: ExplainConfig) -> ExplainResult:
         figure = sparsification_figure(mean_curves(curves), result.scores, REMOVED_FRACTIONS, len(curves))
         result.figures.append(save_figure(figure, cfg.out / "sparsification.png"))
         entries.append(("sparsification.png", _curves_caption(result.scores, len(curves))))
+    if cfg.evaluation is not None:
+        result.figures.append(_evaluated_curves(cfg.evaluation, cfg.out / "sparsification-evaluated.png", entries))
     teacher = cfg.cache or "not given"
     intro = f"Student {cfg.checkpoint}; teacher {teacher}; split {cfg.split}; "
     intro += f"DPM sigma {dpm['sigma']} m, form {dpm['form']}."
     write_index(cfg.out, entries, title="tiekd explain", intro=intro)
     return result
+
+
+def _evaluated_curves(path: Path, out: Path, entries: list) -> Path:
+    """Draw the mean sparsification curves an ``evaluate --json`` file holds; add their caption."""
+    try:
+        evaluation = json.loads(Path(path).read_text())
+        curves, n_images = evaluation["sparsification"], evaluation["n_images"]
+        if curves is None:
+            raise ConfigError(f"--evaluation {path} holds no sparsification curves; evaluate a DPM student with --json")
+        scores = {k: evaluation["metrics"][k] for k in UNCERTAINTY_METRIC_NAMES}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--evaluation {path} is not an `evaluate --json` file of a DPM student ({e})") from e
+    figure = sparsification_figure(curves, scores, REMOVED_FRACTIONS, n_images)
+    model = evaluation.get("protocol", {}).get("model", "?")
+    entries.append(
+        (out.name, f"Sparsification curves of the whole evaluated set: {model}, {n_images} images, from {path}. "
+         f"AUSE (RMSE) {scores['ause_rmse']:.3f} m, AURG (RMSE) {scores['aurg_rmse']:.3f} m.")
+    )  # fmt: skip
+    return save_figure(figure, out)
 
 
 def _curves_caption(scores: dict, n_images: int) -> str:

@@ -96,3 +96,20 @@ def test_the_dpm_sigma_training_used(sample, checkpoints, tmp_path, cli):
     result = cli(*explain_args(sample, tmp_path / "code.pt", tmp_path / "x", "--pixel", "300,600"))
     assert result.exit_code == 0, result.output
     assert "DPM sigma 0.5 m, form code" in (tmp_path / "x" / "index.html").read_text()
+
+
+def test_curves_of_the_whole_evaluated_set(sample, store, checkpoints, tmp_path, cli):
+    evaluation = tmp_path / "evaluation.json"
+    evaluate = ["evaluate", "--data-root", sample.data_root, "--gt-root", sample.gt_root, "--split", sample.test_split]
+    result = cli(*evaluate, "--checkpoint", checkpoints["dpm"], "--json", evaluation, "--workers", "0", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "explain"
+    result = cli(*explain_args(sample, checkpoints["dpm"], out, "--pixel", "300,600", "--evaluation", evaluation))
+    assert result.exit_code == 0, result.output
+    page = (out / "index.html").read_text()
+    assert '<img src="sparsification-evaluated.png"' in page
+    assert "whole evaluated set" in page and "3 images" in page
+    teacher_json = tmp_path / "teacher.json"
+    assert cli(*evaluate, "--cache", store, "--json", teacher_json, "--workers", "0").exit_code == 0
+    result = cli(*explain_args(sample, checkpoints["dpm"], out, "--pixel", "300,600", "--evaluation", teacher_json))
+    assert result.exit_code != 0 and "holds no sparsification curves" in result.output
