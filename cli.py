@@ -153,6 +153,13 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
     type=click.IntRange(min=1),
     help="Frames per shard file of a new store group.",
 )
+@click.option(
+    "--store-format",
+    default=3,
+    show_default=True,
+    type=click.IntRange(2, 3),
+    help="Format of a new store group: 3 = 2-D predictor (smaller), 2 = row delta (reads ~1.3x faster).",
+)
 @_dataset_option
 def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:
     """Run a teacher once over a split and store its depth maps (stage one)."""

@@ -15,7 +15,7 @@ from tiekd.data.kitti import Record
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.cache import FRAMES_PER_SHARD, shard_frames
 from tiekd.pipeline.errors import ConfigError
-from tiekd.pipeline.store_format import check_group_name
+from tiekd.pipeline.store_format import STORE_FORMAT, check_group_name
 from tiekd.pipeline.teachers import load_teacher
 from tiekd.stages.cache_worker import fill_frames, finish, open_writer
 from tiekd.stages.runtime import Rate, default_workers, directory_bytes, progress, resolve_device, use_amp
@@ -63,6 +63,8 @@ class CacheTeacherConfig:
     """Replace an existing teacher/split group made differently."""
     frames_per_shard: int = FRAMES_PER_SHARD
     """Frames per shard file when the store group is created (a resumed store keeps its own)."""
+    store_format: int = STORE_FORMAT
+    """Store format of a new group (pipeline/store_format.py); a resumed group keeps its own."""
     dataset: str = DEFAULT_DATASET
     """--dataset: which description (tiekd.data.registry) gives readers, crop and depth range."""
     crop: tuple[int, int] | None = None

@@ -114,6 +114,7 @@ def open_writer(cfg, teacher: Teacher, records: list[Record], *, amp: bool) -> C
             ids=[r.rgb for r in records],
             overwrite=cfg.overwrite,
             frames_per_shard=cfg.frames_per_shard,
+            store_format=cfg.store_format,
             extra_attrs={
                 "teacher_name": name,
                 "split_file": str(cfg.split),

@@ -178,3 +178,14 @@ def test_a_corrupt_group_zarr_json_is_one_line_everywhere(tmp_path, cli):
         assert f"{path}/toy/test/zarr.json is corrupt" in result.output
     with pytest.raises(StoreError, match="toy/test/zarr.json is corrupt"):
         TeacherCache.open(path)
+
+
+def test_store_format_2_on_request_holds_the_same_maps(sample, tmp_path, cli):
+    """--store-format reaches the store: format 2 (row delta, faster reads) equals format 3 frame for frame."""
+    for store_format in (2, 3):
+        args = cache_args(sample, tmp_path / f"f{store_format}.zarr", sample.test_split, "--store-format", store_format)
+        assert cli(*args).exit_code == 0
+    old, new = (TeacherCache.open(tmp_path / f"f{f}.zarr") for f in (2, 3))
+    assert (old.attrs["tiekd_store_format"], new.attrs["tiekd_store_format"]) == (2, 3)
+    assert_same_store(tmp_path / "f2.zarr", tmp_path / "f3.zarr")
+    assert "format 2" in cli("cache", "info", tmp_path / "f2.zarr").output
