@@ -114,6 +114,9 @@ def write_labeled_file(path: Path, images: np.ndarray, depths: np.ndarray) -> No
     """Write images uint8 (N, H, W, 3) and depths float32 (N, H, W) metres in the labeled file's
     MATLAB v7.3 layout: a MAT header in the user block, arrays transposed to MATLAB's axis order."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    stale = _OPEN.pop((str(path), os.getpid()), None)
+    if stale is not None:  # a reader of an earlier file at this path would block the rewrite
+        stale.close()
     with h5py.File(path, "w", userblock_size=MAT_HEADER_BYTES) as f:
         f.create_dataset(IMAGES, data=np.ascontiguousarray(images.transpose(0, 3, 2, 1)), chunks=True)
         f.create_dataset(DEPTHS, data=np.ascontiguousarray(depths.transpose(0, 2, 1), dtype=np.float32), chunks=True)
