@@ -9,6 +9,7 @@ stored. The client only shows one progress display and the summary: it never loa
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 from tiekd.pipeline.errors import ConfigError
@@ -44,12 +45,25 @@ def _local_cluster(n_workers: int):
 
 
 @contextlib.contextmanager
+def environment_kept():
+    """Put this process's environment back afterwards: dask's nanny writes its workers' settings
+    (``distributed.nanny.pre-spawn-environ``: OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, ...) into the
+    environment of the process that starts a LocalCluster, where torch would later read them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
 def cluster_client(text: str):
     """A dask Client for ``--cluster`` (a LocalCluster it starts and stops, or an existing one)."""
     from distributed import Client
 
     kind, value = parse_cluster(text)
-    with contextlib.ExitStack() as stack:
+    with environment_kept(), contextlib.ExitStack() as stack:
         try:
             if kind == "local":
                 cluster = stack.enter_context(_local_cluster(value))

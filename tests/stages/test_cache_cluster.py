@@ -5,15 +5,22 @@ import signal
 import subprocess
 import time
 
+import distributed
 import pytest
 
 from conftest import tiekd_command
 from tiekd.pipeline.cache import TeacherCache
 from tiekd.pipeline.errors import ConfigError
-from tiekd.stages.cache_cluster import parse_cluster
+from tiekd.stages.cache_cluster import environment_kept, parse_cluster
 from test_cache_teacher import assert_same_store, cache_args
 
-distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(autouse=True)
+def _environment_kept():
+    """The clusters started here must not leave their workers' OMP_NUM_THREADS=1 to later tests."""
+    with environment_kept():
+        yield
 
 
 def busy_worker(client, store, deadline: float) -> str:
@@ -91,3 +98,11 @@ def test_unreachable_scheduler_is_one_line(sample, tmp_path, cli, monkeypatch):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"--cluster tcp://127.0.0.1:{port}: cannot reach the dask scheduler" in result.output
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_local_cluster_leaves_the_environment_as_it_was(sample, tmp_path, cli, monkeypatch):
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    result = cli(*cache_args(sample, tmp_path / "s.zarr", sample.test_split, "--cluster", "local:1"))
+    assert result.exit_code == 0, result.output
+    assert dict(os.environ) == before

@@ -41,7 +41,9 @@ def threads_in_a_fresh_process(omp_num_threads: str | None, *, code: str = "set_
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    # Every *_NUM_THREADS goes: a dask LocalCluster started earlier in the session leaves
+    # MKL_NUM_THREADS=1 in this process's environment, and torch takes the smaller count.
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     env |= {"OMP_NUM_THREADS": omp_num_threads} if omp_num_threads else {}
     code = f"from tiekd.stages.runtime import set_threads; import torch; {code}; print(torch.get_num_threads())"
     return int(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True).stdout)
