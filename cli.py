@@ -155,10 +155,11 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
 )
 @click.option(
     "--store-format",
-    default=3,
+    default=4,
     show_default=True,
-    type=click.IntRange(2, 3),
-    help="Format of a new store group: 3 = 2-D predictor (smaller), 2 = row delta (reads ~1.3x faster).",
+    type=click.IntRange(2, 4),
+    help="Format of a new store group: 4 = 2-D predictor with byte planes (smallest, fastest reads); "
+    "3 and 2 (2-D predictor, row delta) for readers with a tiekd older than format 4.",
 )
 @_dataset_option
 def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:

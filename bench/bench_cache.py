@@ -2,12 +2,12 @@
 
     python bench/bench_cache.py [--frames 32] [--network-steps 40] [--teacher-frames 4]
 
-1. Bytes per frame of the same maps in each store format (format 3: 2-D predictor, format 2: row
-   delta) against one 16-bit PNG per frame holding floor(d / 80 * 65535) (the authors' teacher
+1. Bytes per frame of the same maps in each store format (format 4: 2-D predictor with byte
+   planes, format 3: 2-D predictor, format 2: row delta) against one 16-bit PNG per frame holding floor(d / 80 * 65535) (the authors' teacher
    files): on real network output (a teacher trained and cached as ``tiekd demo`` does) and on
    teacher-like maps made from the sample's dense GT.
 2. Reading one frame's map (random order, float32 metres) from each against decoding its PNG;
-   also format 3 through zarr-python, the path for stores that are not local.
+   also format 4 through zarr-python, the path for stores that are not local.
 3. ``cache-teacher`` wall time against the bare teacher forward (with the same flip TTA) over
    the same frames: the overhead of loading, cropping, TTA bookkeeping, quantising and writing.
 """
@@ -86,25 +86,29 @@ def store_of(maps: np.ndarray, path: Path, store_format: int) -> tuple[TeacherCa
     return TeacherCache.open(path), sum(p.stat().st_size for p in depth_files) / len(maps)
 
 
+FORMATS = {
+    4: "tiekd format 4 (2-D predictor + byte planes + zstd + CRC32C)",
+    3: "tiekd format 3 (2-D predictor + zstd + CRC32C)",
+    2: "tiekd format 2 (row delta + zstd + CRC32C)",
+}
+
+
 def compare_formats(maps: np.ndarray, folder: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """(bytes per frame, seconds per read) of the formats side by side: the 2-D predictor store
-    (format 3, direct and through zarr-python), the row-delta store (format 2) and the PNGs."""
-    new, new_bytes = store_of(maps, folder / "f3.zarr", 3)
-    old, old_bytes = store_of(maps, folder / "f2.zarr", 2)
+    """(bytes per frame, seconds per read) of the formats side by side: each store format (format
+    4 also through zarr-python) and the PNGs."""
+    sizes, readers = {}, {}
+    for version in FORMATS:
+        cache, sizes[f"format {version}"] = store_of(maps, folder / f"f{version}.zarr", version)
+        readers[f"format {version}"] = cache.depth
     pngs = []
     for i, depth in enumerate(maps):
         (folder / f"{i}.png").write_bytes(authors_png(depth))
         pngs.append(folder / f"{i}.png")
-    png_bytes = float(np.mean([p.stat().st_size for p in pngs]))
-    through_zarr = zarr.open_array(str(folder / "f3.zarr/t/s/depth"), mode="r")
+    sizes["png"] = float(np.mean([p.stat().st_size for p in pngs]))
+    through_zarr = zarr.open_array(str(folder / "f4.zarr/t/s/depth"), mode="r")
+    readers["zarr"] = lambda i: dequantise(through_zarr[i])
+    readers["png"] = lambda i: np.asarray(Image.open(pngs[i]), np.float32) / AUTHORS_SCALE
     order = np.random.default_rng(0).permutation(len(maps)).tolist()
-    readers = {
-        "format 3": new.depth,
-        "format 2": old.depth,
-        "zarr": lambda i: dequantise(through_zarr[i]),
-        "png": lambda i: np.asarray(Image.open(pngs[i]), np.float32) / AUTHORS_SCALE,
-    }
-    sizes = {"format 3": new_bytes, "format 2": old_bytes, "png": png_bytes}
     return sizes, per_read(readers, order)
 
 
@@ -162,10 +166,9 @@ def print_formats(title: str, sizes: dict[str, float], reads: dict[str, float]) 
     print(f"\n{title}")
     print("| format | bytes/frame | x PNG | read one map | PNG decode / read |")
     print("|---|---|---|---|---|")
-    rows = [("tiekd format 3 (2-D predictor + zstd + CRC32C)", "format 3", "format 3"),
-            ("tiekd format 2 (row delta + zstd + CRC32C)", "format 2", "format 2"),
-            ("format 3 through zarr-python (fsspec stores)", "format 3", "zarr"),
-            ("authors' 16-bit PNG of floor(d/80*65535)", "png", "png")]
+    rows = [(label, f"format {version}", f"format {version}") for version, label in FORMATS.items()]
+    rows += [("format 4 through zarr-python (fsspec stores)", "format 4", "zarr"),
+             ("authors' 16-bit PNG of floor(d/80*65535)", "png", "png")]
     for label, size_key, read_key in rows:
         print(f"| {label} | {sizes[size_key] / 1e3:.1f} kB | {sizes[size_key] / png_bytes:.2f}x "
               f"| {reads[read_key] * 1e3:.2f} ms | {png_read / reads[read_key]:.1f}x |")

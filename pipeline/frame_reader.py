@@ -7,18 +7,21 @@ took as long as decoding the authors' PNG.
 
 The depth array tiekd writes has one fixed, spec-defined layout (Zarr v3 ``sharding_indexed``
 with the index at the end of each shard file and a CRC32C over it; inner chunk = one frame,
-``FILTER -> bytes (little) -> zstd [-> crc32c]``, FILTER ``tiekd.predict_2d`` or ``numcodecs.delta
-<u2``, see ``store_format.py``), so ``FrameReader`` reads the index and the frame's bytes with
-plain file reads, checks the frame's CRC32C where it has one, and decodes them itself, the
-filters with imagecodecs' C loops (NumPy's cumsum, which numcodecs uses, takes 6x as long on uint16). Any other store (an fsspec
-URL, another codec chain) is read through zarr; ``FrameReader.for_array`` returns None.
-tests/pipeline/test_frame_reader.py checks the two readers give identical frames.
+``FILTER -> bytes (little) [-> shuffle] -> zstd [-> crc32c]``, FILTER ``tiekd.predict_2d`` or
+``numcodecs.delta <u2``, see ``store_format.py``), so ``FrameReader`` reads the index and the
+frame's bytes with plain file reads, checks the frame's CRC32C where it has one, and decodes them
+itself: the plane prediction with ``depth_codec.undo_prediction`` (one numba pass that also joins
+the byte planes), the row delta with imagecodecs' C loop (NumPy's cumsum, which numcodecs uses,
+takes 6x as long on uint16). Any other store (an fsspec URL, another codec chain) is read through
+zarr; ``FrameReader.for_array`` returns None. tests/pipeline/test_frame_reader.py checks the two
+readers give identical frames.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import google_crc32c
 import imagecodecs
@@ -26,10 +29,10 @@ import numpy as np
 import zarr
 from numcodecs import Zstd
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation, ZstdCodec
-from zarr.codecs.numcodecs import Delta
+from zarr.codecs.numcodecs import Delta, Shuffle
 from zarr.storage import LocalStore
 
-from tiekd.pipeline.depth_codec import Predict2D, predict_2d_decode
+from tiekd.pipeline.depth_codec import Predict2D, undo_prediction
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store_format import damaged_frame
 
@@ -40,22 +43,40 @@ INDEX_ENTRY_BYTES = 16
 """One (offset, nbytes) pair of little-endian uint64 per inner chunk."""
 
 
+class Layout(NamedTuple):
+    """How a frame's bytes are decoded (see :func:`inner_layout`)."""
+
+    filter: str
+    """'predict_2d' (formats 3, 4) or 'delta' (formats 1, 2)."""
+    checksummed: bool
+    offset: int = 0
+    """predict_2d's offset (format 4: 128)."""
+    shuffled: bool = False
+    """The frame's low bytes come before its high bytes (format 4)."""
+
+
 def _little(codec) -> bool:
     return isinstance(codec, BytesCodec) and codec.endian is not None and codec.endian.value == "little"
 
 
-def inner_layout(array: zarr.Array) -> tuple[str, bool] | None:
-    """(filter, checksummed) of a depth array in shards of whole frames encoded as tiekd writes it:
-    (N, H, W) uint16, one inner chunk per frame, ``FILTER -> bytes (little) -> zstd [-> crc32c]``;
+def _is_shuffle(codec) -> bool:
+    return isinstance(codec, Shuffle) and codec.codec_config.get("elementsize") == 2
+
+
+def inner_layout(array: zarr.Array) -> Layout | None:
+    """The layout of a depth array in shards of whole frames encoded as tiekd writes it: (N, H, W)
+    uint16, one inner chunk per frame, ``FILTER -> bytes (little) [-> shuffle] -> zstd [-> crc32c]``;
     None for any other array."""
     meta = array.metadata
     if meta.zarr_format != 3 or array.dtype != np.uint16 or len(meta.codecs) != 1 or array.fill_value != 0:
         return None
     sharding = meta.codecs[0]
-    if not isinstance(sharding, ShardingCodec) or array.ndim != 3:
+    if not isinstance(sharding, ShardingCodec) or array.ndim != 3 or len(sharding.codecs) < 3:
         return None
-    inner = sharding.codecs
-    checksummed = len(inner) == 4 and isinstance(inner[3], Crc32cCodec)
+    first, serializer, *compressors = sharding.codecs
+    shuffled = _is_shuffle(compressors[0])
+    compressors = compressors[shuffled:]
+    checksummed = len(compressors) == 2 and isinstance(compressors[1], Crc32cCodec)
     fits = (
         tuple(sharding.chunk_shape) == (1, *array.shape[1:])
         and tuple(array.shards[1:]) == tuple(array.shape[1:])
@@ -63,14 +84,14 @@ def inner_layout(array: zarr.Array) -> tuple[str, bool] | None:
         and len(sharding.index_codecs) == 2
         and _little(sharding.index_codecs[0])
         and isinstance(sharding.index_codecs[1], Crc32cCodec)
-        and len(inner) == 3 + checksummed
-        and _little(inner[1])
-        and isinstance(inner[2], ZstdCodec)
+        and _little(serializer)
+        and len(compressors) == 1 + checksummed
+        and isinstance(compressors[0], ZstdCodec)
     )
-    if fits and isinstance(inner[0], Predict2D):
-        return "predict_2d", checksummed
-    if fits and isinstance(inner[0], Delta) and inner[0].codec_config.get("dtype") == "<u2":
-        return "delta", checksummed
+    if fits and isinstance(first, Predict2D):
+        return Layout("predict_2d", checksummed, first.offset, shuffled)
+    if fits and not shuffled and isinstance(first, Delta) and first.codec_config.get("dtype") == "<u2":
+        return Layout("delta", checksummed)
     return None
 
 
@@ -89,7 +110,7 @@ class FrameReader:
         self._settled = settled
         """(n_shards,) bool: every frame of the shard was done when the reader was made, so the
         shard is never written again and its index can be kept."""
-        self._filter, self._checksummed = inner_layout(array)
+        self._layout = inner_layout(array)
         self._location = location
         self._indices: dict[int, np.ndarray] = {}
         self._zstd = Zstd()
@@ -128,17 +149,28 @@ class FrameReader:
             if stored:
                 raise self._damaged(i, "it is marked done but its bytes are missing")
             return np.zeros(self.shape, np.uint16)
-        if self._checksummed:
+        if self._layout.checksummed:
             encoded = self._checked(i, encoded)
-        frame = np.empty(self.shape, np.uint16)
+        stored_bytes = np.empty(2 * self.shape[0] * self.shape[1], np.uint8)
         try:
-            self._zstd.decode(encoded, out=frame.reshape(-1))
+            self._zstd.decode(encoded, out=stored_bytes)
         except (RuntimeError, ValueError) as e:
             raise self._damaged(i, f"it does not decode: {e}") from e
-        if self._filter == "predict_2d":
-            return predict_2d_decode(frame)
-        imagecodecs.delta_decode(frame.reshape(-1), out=frame.reshape(-1))  # x[0], x[1] - x[0], ... flattened
-        return frame
+        return self._unfiltered(stored_bytes)
+
+    def _unfiltered(self, stored_bytes: np.ndarray) -> np.ndarray:
+        """The frame's values from its decompressed bytes (2 per value, little-endian)."""
+        if self._layout.filter == "delta":
+            values = stored_bytes.view("<u2")
+            imagecodecs.delta_decode(values, out=values)  # x[0], x[1] - x[0], ... flattened
+            return values.astype(np.uint16, copy=False).reshape(self.shape)
+        if self._layout.shuffled:
+            low, high = stored_bytes.reshape(2, *self.shape)
+        else:
+            low, high = np.moveaxis(stored_bytes.reshape(*self.shape, 2), -1, 0)
+        values = np.empty(self.shape, np.uint16)
+        undo_prediction(low, high, self._layout.offset, values)
+        return values
 
     def _encoded(self, i: int) -> bytes | None:
         """The frame's stored bytes, None where it was never written."""

@@ -7,7 +7,7 @@ import zarr
 from tiekd.pipeline.cache import CacheSpec, TeacherCache
 from tiekd.pipeline.cache_writer import CacheWriter
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.frame_reader import FrameReader, inner_layout, is_tiekd_layout
+from tiekd.pipeline.frame_reader import FrameReader, Layout, inner_layout, is_tiekd_layout
 from tiekd.pipeline.store_format import READABLE_FORMATS, STORE_FORMAT
 
 WIDE = CacheSpec("python:toy:make", None, "cd" * 32, (16, 24), None, True, min_depth=1e-3, max_depth=255.0)
@@ -36,15 +36,21 @@ def reader_of(path):
     return FrameReader.for_array(cache._depth, done=cache.done)
 
 
+LAYOUTS = {
+    1: Layout("delta", checksummed=False),
+    2: Layout("delta", checksummed=True),
+    3: Layout("predict_2d", checksummed=True),
+    4: Layout("predict_2d", checksummed=True, offset=128, shuffled=True),
+}
+
+
 @pytest.mark.parametrize("store_format", READABLE_FORMATS)
 def test_every_frame_equals_zarr_including_unwritten_frames_and_shards(tmp_path, store_format):
     path = tmp_path / "s.zarr"
     # Shard 0 partly written, shard 1 untouched (no file), shard 2 complete (frames 8, 9).
     create(path, store_format=store_format).write([0, 2, 3, 8, 9], random_depth(5), np.zeros(5, np.int32))
     reader = reader_of(path)
-    assert inner_layout(TeacherCache.open(path)._depth) == (
-        ("delta", store_format > 1) if store_format < 3 else ("predict_2d", True)
-    )
+    assert inner_layout(TeacherCache.open(path)._depth) == LAYOUTS[store_format]
     expected = zarr_values(path)
     assert expected.max() > 65000 and np.count_nonzero(expected[[0, 2, 3, 8, 9]] == 0) == 0
     for i in range(len(IDS)):

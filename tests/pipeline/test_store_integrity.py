@@ -1,5 +1,5 @@
 """Issue 9 on the store: frames not done, damaged frames, lost metadata, foreign --out, bad names,
-and stores written by an older tiekd (format 1, ``stores/format1.zarr``)."""
+and stores written by an older tiekd (formats 1 and 3, ``stores/format1.zarr``, ``stores/format3.zarr``)."""
 
 import json
 import shutil
@@ -17,11 +17,12 @@ from store_damage import frame_bytes
 
 SPEC = CacheSpec("python:toy:make", "ab" * 32, "cd" * 32, (16, 24), None, True, 1e-3, 80.0)
 IDS = [f"f{i}.png" for i in range(6)]
-FORMAT1 = Path(__file__).parent / "stores" / "format1.zarr"
-"""Written by tiekd at format 1 (main before this change): frames 0-4 of the maps below done."""
-CHECKSUMMED_FORMATS = (2, 3)
+OLD_STORES = {1: Path(__file__).parent / "stores" / "format1.zarr", 3: Path(__file__).parent / "stores" / "format3.zarr"}
+"""Written by tiekd at format 1 (main before format 2) and at format 3 (main at 35685ed, before format
+4): frames 0-4 of the maps below done."""
+CHECKSUMMED_FORMATS = (2, 3, 4)
 """Formats whose frames carry a CRC32C (format 1 checks the shard index only)."""
-FORMAT1_DEPTH = np.random.default_rng(7).uniform(1, 80, (6, 16, 24)).astype(np.float32)
+OLD_DEPTH = np.random.default_rng(7).uniform(1, 80, (6, 16, 24)).astype(np.float32)
 
 
 def create(path, **kwargs):
@@ -146,20 +147,23 @@ def test_group_names_that_could_leave_the_store_are_refused(tmp_path, flag, name
     assert not (tmp_path / "s.zarr").exists() and sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-class TestFormat1Store:
-    def test_read_by_both_readers_with_its_maps(self):
-        for cache in readers(FORMAT1):
-            assert cache.attrs["tiekd_store_format"] == 1 and cache.done.tolist() == [True] * 5 + [False]
+@pytest.mark.parametrize("store_format", OLD_STORES)
+class TestOlderStores:
+    def test_read_by_both_readers_with_its_maps(self, store_format):
+        for cache in readers(OLD_STORES[store_format]):
+            assert cache.attrs["tiekd_store_format"] == store_format and cache.done.tolist() == [True] * 5 + [False]
             for i in range(5):
-                assert np.abs(cache.depth(i) - FORMAT1_DEPTH[i]).max() <= 1 / 512 + 1e-6
+                assert np.abs(cache.depth(i) - OLD_DEPTH[i]).max() <= 1 / 512 + 1e-6
             with pytest.raises(StoreError, match="1 of 6 frames are not stored"):
                 cache.depth(5)
 
-    def test_resumed_in_its_own_format(self, tmp_path):
-        path = shutil.copytree(FORMAT1, tmp_path / "old.zarr")
+    def test_resumed_in_its_own_format(self, tmp_path, store_format):
+        path = shutil.copytree(OLD_STORES[store_format], tmp_path / "old.zarr")
         writer = create(path)
         assert writer.pending(list(range(6))) == [5]
-        writer.write([5], FORMAT1_DEPTH[5:], np.zeros(1, np.int32))
+        writer.write([5], OLD_DEPTH[5:], np.zeros(1, np.int32))
         cache = TeacherCache.open(path)
-        assert cache.attrs["tiekd_store_format"] == 1 and cache.complete
-        assert np.abs(cache.depth(5) - FORMAT1_DEPTH[5]).max() <= 1 / 512 + 1e-6
+        assert cache.attrs["tiekd_store_format"] == store_format and cache.complete
+        metadata = "toy/test/depth/zarr.json"
+        assert (path / metadata).read_text() == (OLD_STORES[store_format] / metadata).read_text()
+        assert np.abs(cache.depth(5) - OLD_DEPTH[5]).max() <= 1 / 512 + 1e-6

@@ -180,12 +180,12 @@ def test_a_corrupt_group_zarr_json_is_one_line_everywhere(tmp_path, cli):
         TeacherCache.open(path)
 
 
-def test_store_format_2_on_request_holds_the_same_maps(sample, tmp_path, cli):
-    """--store-format reaches the store: format 2 (row delta, faster reads) equals format 3 frame for frame."""
+def test_older_store_formats_on_request_hold_the_same_maps(sample, tmp_path, cli):
+    """--store-format reaches the store: formats 2 and 3 equal the default (the newest) frame for frame."""
+    flags = {STORE_FORMAT: (), 3: ("--store-format", 3), 2: ("--store-format", 2)}
+    for store_format, flag in flags.items():
+        assert cli(*cache_args(sample, tmp_path / f"f{store_format}.zarr", sample.test_split, *flag)).exit_code == 0
+        assert TeacherCache.open(tmp_path / f"f{store_format}.zarr").attrs["tiekd_store_format"] == store_format
     for store_format in (2, 3):
-        args = cache_args(sample, tmp_path / f"f{store_format}.zarr", sample.test_split, "--store-format", store_format)
-        assert cli(*args).exit_code == 0
-    old, new = (TeacherCache.open(tmp_path / f"f{f}.zarr") for f in (2, 3))
-    assert (old.attrs["tiekd_store_format"], new.attrs["tiekd_store_format"]) == (2, 3)
-    assert_same_store(tmp_path / "f2.zarr", tmp_path / "f3.zarr")
+        assert_same_store(tmp_path / f"f{store_format}.zarr", tmp_path / f"f{STORE_FORMAT}.zarr")
     assert "format 2" in cli("cache", "info", tmp_path / "f2.zarr").output
