@@ -21,6 +21,7 @@ import time
 import psutil
 import pytest
 import torch
+from test_evaluate import evaluate_args
 from test_train_student import STUDENT, assert_same, store, train_args, train_config  # noqa: F401 (fixture)
 
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
@@ -146,21 +147,7 @@ class TestCheckpointsAreWorldSizeFree:
         assert state["global_batch"] == 4
         student = student_from_checkpoint(state)  # a plain BatchNorm student, loaded strictly
         assert not [m for m in student.modules() if "Sync" in type(m).__name__]
-        result = cli(
-            "evaluate",
-            "--checkpoint",
-            runs / "two_b2_sync" / "last.pt",
-            "--data-root",
-            sample.data_root,
-            "--gt-root",
-            sample.gt_root,
-            "--split",
-            sample.test_split,
-            "--workers",
-            0,
-            "--device",
-            "cpu",
-        )
+        result = cli(*evaluate_args(sample, "--checkpoint", runs / "two_b2_sync" / "last.pt"))
         assert result.exit_code == 0, result.output
         assert "rmse" in result.output
 
