@@ -10,7 +10,9 @@ row delta of formats 1 and 2; ``bench/bench_cache.py``).
 
 Decoding is two prefix sums (the residual is ``D_y(D_x(v))``, the row difference of the column
 difference), done in one pass by a numba kernel that also joins the byte planes, so a frame is
-read in one sweep over its bytes.
+read in one sweep over its bytes. The kernel compiles on its first call in each process (under a
+second); it is not cached on disk, so an installed tiekd never writes into its own folder (numba
+refuses to import a cached function where it finds no writable cache folder).
 
 The codec is registered with zarr-python when this module is imported (``tiekd.pipeline.cache``
 does) and through the ``zarr.codecs`` entry point in setup.cfg, so any zarr-python with tiekd
@@ -48,7 +50,7 @@ def predict_2d_decode(residuals: np.ndarray, offset: int = 0) -> np.ndarray:
     return values
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True)
 def undo_prediction(low, high, offset, out):
     """``out`` (H, W) uint16 = the values whose residuals + ``offset`` have bytes ``low`` and ``high``
     (each (H, W) uint8). A running sum along the row undoes the row difference; adding the value above
