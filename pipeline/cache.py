@@ -239,7 +239,7 @@ class TeacherCache:
                     "are not stored yet; finish the store with `tiekd cache-teacher`"
                 )
         if self._reader is not None:
-            return dequantise(self._reader.values(i, stored=True))
+            return self._reader.scaled(i, 1 / DEPTH_SCALE, stored=True)
         shard_file = f"{self.location}/depth/{self._depth.metadata.encode_chunk_key((i // self.frames_per_shard, 0, 0))}"
         try:
             values = self._depth[i]

@@ -46,23 +46,30 @@ def predict_2d_decode(residuals: np.ndarray, offset: int = 0) -> np.ndarray:
     little = np.ascontiguousarray(residuals, dtype="<u2").view(np.uint8).reshape(*residuals.shape, 2)
     values = np.empty(residuals.shape, np.uint16)
     for frame, frame_bytes in zip(values.reshape(-1, *values.shape[-2:]), little.reshape(-1, *little.shape[-3:])):
-        undo_prediction(frame_bytes[..., 0], frame_bytes[..., 1], offset, frame)
+        undo_prediction(frame_bytes[..., 0], frame_bytes[..., 1], offset, np.uint16(1), frame)
     return values
 
 
 @numba.njit(nogil=True)
-def undo_prediction(low, high, offset, out):
-    """``out`` (H, W) uint16 = the values whose residuals + ``offset`` have bytes ``low`` and ``high``
-    (each (H, W) uint8). A running sum along the row undoes the row difference; adding the value above
-    undoes the column difference. One pass that also joins the bytes: 0.22 ms a 352x1216 frame,
-    against 0.35 ms for the two NumPy/imagecodecs prefix sums it replaced (2 Xeon cores)."""
+def undo_prediction(low, high, offset, scale, out):
+    """``out`` (H, W) = ``scale`` x the values whose residuals + ``offset`` have bytes ``low`` and
+    ``high`` (each (H, W) uint8); ``out`` uint16 with ``scale`` 1, or float32 (metres in one pass).
+
+    Row by row: join the bytes, a running sum along the row undoes the row difference, and adding the
+    row above undoes the column difference (all modulo 2**16). One pass over the frame: 0.19 ms for a
+    352x1216 frame of uint16 (0.24 ms to float32), against 0.35 ms for the two NumPy/imagecodecs prefix
+    sums it replaced and 0.13 ms more for the float conversion (2 Xeon cores)."""
     height, width = out.shape
+    column = np.zeros(width, np.uint16)
+    row = np.empty(width, np.uint16)
     for y in range(height):
-        run = 0
         for x in range(width):
-            run += (np.int64(high[y, x]) << 8 | low[y, x]) - offset
-            above = out[y - 1, x] if y else 0
-            out[y, x] = (above + run) & 0xFFFF
+            row[x] = (np.uint16(high[y, x]) << 8 | low[y, x]) - offset
+        for x in range(1, width):
+            row[x] += row[x - 1]
+        for x in range(width):
+            column[x] += row[x]
+            out[y, x] = column[x] * scale
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,17 @@ def test_residuals_equal_the_reference_and_decode_back_including_wrap_around(sha
     np.testing.assert_array_equal(predict_2d_decode(residuals.astype(">u2"), offset), values)  # any byte order
 
 
-def test_the_kernel_joins_byte_planes_and_scales_nothing():
+def test_the_kernel_joins_byte_planes_and_scales_in_the_same_pass():
     """undo_prediction reads the low and high bytes from separate planes, as store format 4 keeps them."""
     values = np.random.default_rng(3).integers(0, 2**16, (9, 13), dtype=np.uint16)
     residuals = predict_2d_encode(values, 128)
     low, high = (residuals & 0xFF).astype(np.uint8), (residuals >> 8).astype(np.uint8)
     out = np.empty_like(values)
-    undo_prediction(low, high, 128, out)
+    undo_prediction(low, high, 128, np.uint16(1), out)
     np.testing.assert_array_equal(out, values)
+    metres = np.empty(values.shape, np.float32)
+    undo_prediction(low, high, 128, np.float32(1 / 256), metres)
+    np.testing.assert_array_equal(metres, values.astype(np.float64) / 256)
 
 
 def test_small_residuals_of_either_sign_have_a_zero_high_byte_with_offset_128():

@@ -56,6 +56,8 @@ def test_every_frame_equals_zarr_including_unwritten_frames_and_shards(tmp_path,
     for i in range(len(IDS)):
         assert np.array_equal(reader.values(i), expected[i]), i
         assert np.array_equal(reader.values(i - len(IDS)), expected[i]), i
+        scaled = reader.scaled(i, 1 / 256)
+        assert scaled.dtype == np.float32 and np.array_equal(scaled, expected[i] / 256), i
     assert not expected[[1, 4, 5, 6, 7]].any()
 
 
