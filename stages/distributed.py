@@ -6,7 +6,7 @@ once, at start-up (:func:`processes_from_env`). Without torchrun it is the only 
 path serves one process and many. Rank 0 is the writer: it alone writes run.json, the logs and
 the checkpoints. The backend is NCCL on CUDA and gloo on the CPU.
 
-Every process must call the collectives below (:func:`mean_over_processes`, :func:`from_writer`)
+Every process must call the collectives below (:func:`mean_over_processes`, :func:`gathered`)
 in the same order; torchrun stops the whole group when one process dies.
 """
 
@@ -123,10 +123,11 @@ def mean_over_processes(values: list[float], device: torch.device) -> list[float
     return (tensor / dist.get_world_size()).tolist()
 
 
-def from_writer(value):
-    """The writer's ``value`` (any picklable object) in every process, so all processes agree."""
+def gathered(values: list) -> list:
+    """Every process's ``values`` (a picklable list) joined in rank order, in every process;
+    ``values`` itself in one process."""
     if not dist.is_initialized():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+        return list(values)
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, values)
+    return [value for part in parts for value in part]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from tiekd.data.datasets import EvaluationSamples, raise_batch_errors
 from tiekd.data.description import fill_presets
@@ -153,6 +153,8 @@ def evaluate(
     workers: int = 0,
     on_image=None,
     show_progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+    gather=list,
 ) -> EvaluationResult:
     """Metrics of ``predict`` over the samples with GT, under the given protocol.
 
@@ -160,36 +162,59 @@ def evaluate(
 
     ``predict(images uint8 (B, 3, H, W) on device, ids) -> (depth (B, 1, H, W), entropy or None)``;
     ``on_image(record, image, depth, entropy, gt)`` is called per image (pictures).
+    ``shard=(k, n)`` scores records k, k + n, k + 2n, ... and ``gather`` joins every process's
+    scores (``stages.distributed.gathered``), so n processes share the work and all return the
+    result one process gives.
     """
     dataset = samples.dataset
-    crop = crop or dataset.eval_crop
-    min_depth = dataset.min_depth if min_depth is None else min_depth
-    max_depth = dataset.max_depth if max_depth is None else max_depth
-    loader = DataLoader(samples, batch_size=1, num_workers=workers, pin_memory=device.type == "cuda")
-    per_image, curves = [], []
-    with progress(len(samples), "evaluating", quiet=not show_progress) as bar:
+    protocol = dict(
+        dataset=dataset.name,
+        crop=crop or dataset.eval_crop,
+        garg_on=garg_on,
+        min_depth=dataset.min_depth if min_depth is None else min_depth,
+        max_depth=dataset.max_depth if max_depth is None else max_depth,
+    )
+    indices = range(shard[0], len(samples), shard[1])
+    scores = gather(_scores(predict, samples, indices, protocol, device, workers, on_image, show_progress))
+    return _summary(sorted(scores, key=lambda score: score[0]), len(samples.records), protocol)
+
+
+def _scores(predict, samples, indices, protocol, device, workers, on_image, show_progress) -> list[tuple]:
+    """(record index, per-image row, sparsification curves or None) of each scored record in ``indices``."""
+    dataset, crop, min_depth, max_depth = (samples.dataset, protocol["crop"], protocol["min_depth"],
+                                           protocol["max_depth"])
+    loader = DataLoader(Subset(samples, indices), batch_size=1, num_workers=workers, pin_memory=device.type == "cuda")
+    scores = []
+    with progress(len(indices), "evaluating", quiet=not show_progress) as bar:
         for batch in loader:
             raise_batch_errors(batch)
-            record = samples.records[int(batch["index"][0])]
+            index = int(batch["index"][0])
+            record = samples.records[index]
             depth, entropy = predict(batch["image"].to(device), [record.rgb])
             pred = depth[0, 0].float().clamp(min_depth, max_depth).cpu().numpy()
             gt = batch["gt"][0].numpy()
-            mask = _mask(dataset, crop, garg_on, batch["full_size"][0], batch["box"][0], gt.shape)
-            metrics, image_curves = _image_scores(pred, gt, entropy, mask, min_depth=min_depth, max_depth=max_depth)
+            mask = _mask(dataset, crop, protocol["garg_on"], batch["full_size"][0], batch["box"][0], gt.shape)
+            metrics, curves = _image_scores(pred, gt, entropy, mask, min_depth=min_depth, max_depth=max_depth)
             if metrics is not None:
-                per_image.append({"id": record.rgb, **metrics, **(ause_aurg(image_curves) if image_curves else {})})
-                curves += [image_curves] if image_curves else []
+                row = {"id": record.rgb, **metrics, **(ause_aurg(curves) if curves else {})}
+                scores.append((index, row, curves))
             if on_image is not None:
                 entropy_map = None if entropy is None else entropy[0, 0].cpu().numpy()
                 on_image(record, batch["image"][0], pred, entropy_map, gt)
             bar.update(1)
-    n_skipped = len(samples.records) - len(per_image)
+    return scores
+
+
+def _summary(scores: list[tuple], n_records: int, protocol: dict) -> EvaluationResult:
+    """The result over the scores of all records, in record order."""
+    per_image = [row for _, row, _ in scores]
+    curves = [c for _, _, c in scores if c]
+    n_skipped = n_records - len(per_image)
     if not per_image:
         raise DataError(
-            f"none of the {n_skipped} records has a ground-truth depth in ({min_depth}, {max_depth}) m "
-            f"inside the {crop} crop; check --split and --gt-root"
+            f"none of the {n_skipped} records has a ground-truth depth in ({protocol['min_depth']}, "
+            f"{protocol['max_depth']}) m inside the {protocol['crop']} crop; check --split and --gt-root"
         )
-    protocol = dict(dataset=dataset.name, crop=crop, garg_on=garg_on, min_depth=min_depth, max_depth=max_depth)
     metrics = mean_metrics([{k: m[k] for k in METRIC_NAMES} for m in per_image])
     if curves:
         metrics |= {k: float(np.mean([m[k] for m in per_image if k in m])) for k in UNCERTAINTY_METRIC_NAMES}

@@ -18,7 +18,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tiekd.pipeline.visualise import depth_image, entropy_image, panel, relative_error_image, rgb_image
 
 VALIDATION_PICTURES = 3
-"""Validation images drawn at every epoch (the first ones of the validation split)."""
+"""Validation images drawn at every epoch: the first ones of the validation split (under torchrun,
+of the writer's share: records 0, N, 2N, ... of N processes)."""
 
 PICTURE_WIDTH = 608
 """Tiles wider than this are shrunk to it (half the 1216-pixel KB crop): 24 epochs of pictures

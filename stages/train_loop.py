@@ -1,7 +1,9 @@
 """The loop of ``tiekd train-student``: steps, per-epoch validation, logs and checkpoints.
 
 Every process runs this loop; only the writer (:attr:`Processes.is_writer`) logs and writes
-checkpoints, and its validation result is handed to the others so that all agree on ``best``.
+checkpoints. Validation is shared: each process scores its share of the split and all of them
+gather the scores, so every process holds the same result (the one a single process gives) and
+they agree on ``best``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch.utils.data import DataLoader
 from tiekd.data.datasets import raise_batch_errors
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import save_checkpoint
-from tiekd.stages.distributed import from_writer
+from tiekd.stages.distributed import gathered
 from tiekd.stages.runtime import progress
 from tiekd.stages.train_board import PictureCollector, entropy_bins
 from tiekd.stages.train_log import RunLog
@@ -41,7 +43,8 @@ class TrainSummary:
 
 
 def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollector | None = None) -> dict:
-    """Validation metrics; ``pictures`` (an on_image callback) draws the first images."""
+    """Validation metrics over the whole split, each process scoring records rank, rank + world
+    size, ...; ``pictures`` (an on_image callback) draws the first images of this process's share."""
     from tiekd.data.datasets import EvaluationSamples
     from tiekd.stages.evaluate import StudentPredictor, evaluate
 
@@ -58,6 +61,8 @@ def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollec
         max_depth=cfg.max_depth,
         show_progress=False,
         on_image=pictures,
+        shard=(trainer.processes.rank, trainer.processes.world_size),
+        gather=gathered,
     )
     trainer.model.train()
     return result.metrics
@@ -66,10 +71,11 @@ def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollec
 def _end_of_epoch(
     trainer: Trainer, cfg: TrainStudentConfig, log: RunLog | None, losses: list[float], best: dict
 ) -> dict | None:
-    """Validate (on the writer), log the epoch and write last.pt (and best.pt when validation improves)."""
+    """Validate (every process its share), log the epoch and write last.pt (and best.pt when
+    validation improves)."""
     writer = trainer.processes.is_writer
     pictures = PictureCollector(max_depth=cfg.max_depth, n_bins=entropy_bins(trainer.model)) if writer else None
-    metrics = from_writer(_validate(trainer, cfg, pictures) if cfg.val_split and writer else None)
+    metrics = _validate(trainer, cfg, pictures) if cfg.val_split else None
     improved = bool(metrics) and metrics["rmse"] < best.get("rmse", math.inf)
     if improved:
         best.update(rmse=metrics["rmse"], step=trainer.step)

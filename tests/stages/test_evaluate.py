@@ -344,3 +344,52 @@ class TestUncertainty:
         for source in (("--checkpoint", checkpoints["regression"]), ("--cache", store)):
             result = evaluate_json(cli, sample, tmp_path, *source)
             assert result["sparsification"] is None and "ause_rmse" not in result["metrics"]
+
+
+def dpm_evaluation(sample, checkpoint, **kwargs):
+    """The DPM student of ``checkpoint`` evaluated on the sample's test split (sparsification included)."""
+    from tiekd.data.datasets import EvaluationSamples
+    from tiekd.data.registry import get_dataset
+    from tiekd.stages.evaluate import StudentPredictor, evaluate
+
+    kitti = get_dataset("kitti")
+    samples = EvaluationSamples(read_split(sample.test_split), sample.data_root, sample.gt_root, dataset=kitti)
+    student = student_from_checkpoint(load_checkpoint(checkpoint))
+    return evaluate(StudentPredictor(student, scale=SCALE), samples, show_progress=False, **kwargs)
+
+
+def evaluate_a_share(rank: int, world: int, port: int, sample, checkpoint, out) -> None:
+    """One of ``world`` gloo processes: its share of the evaluation, gathered, and the records it scored."""
+    import torch.distributed as dist
+
+    from tiekd.stages.distributed import gathered
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        scored = []
+        result = dpm_evaluation(sample, checkpoint, shard=(rank, world), gather=gathered,
+                                on_image=lambda record, *_: scored.append(record.rgb))
+        torch.save({"result": result, "scored": scored}, out / f"{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_processes_share_the_evaluation_and_each_returns_the_one_process_result(sample, checkpoints, tmp_path):
+    """Validation under torchrun: 2 real gloo processes score disjoint halves of the split, and after
+    gathering each holds exactly what one process computes alone (per image, means, curves)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(evaluate_a_share, args=(2, port, sample, checkpoints["dpm"], tmp_path), nprocs=2)
+    alone = dpm_evaluation(sample, checkpoints["dpm"])
+    with_gt = [r.rgb for r in read_split(sample.test_split) if r.gt is not None]
+    shares = [torch.load(tmp_path / f"{rank}.pt", weights_only=False) for rank in (0, 1)]
+    assert [share["scored"] for share in shares] == [with_gt[0::2], with_gt[1::2]]
+    assert alone.sparsification is not None and alone.n_images == len(with_gt) == 3
+    for share in shares:
+        assert share["result"] == alone
