@@ -36,8 +36,8 @@ STORE_FORMAT = 4
 READABLE_FORMATS = (1, 2, 3, 4)
 """Formats this tiekd reads and continues."""
 
-# The Delta filter of formats 1 and 2 is numcodecs', not the Zarr v3 spec's: zarr-python and every numcodecs-aware
-# reader decode it. Said once here instead of warning on every open.
+# The Delta filter of formats 1 and 2 and the Shuffle of format 4 are numcodecs', not the Zarr v3 spec's: zarr-python
+# and every numcodecs-aware reader decode them. Said once here instead of warning on every open.
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3", category=UserWarning)
 PLANE_PREDICTION = (Predict2D(),)
 """Format 3. Depth maps are locally close to planes: the residual of the plane prediction (left + up
