@@ -14,7 +14,7 @@ import click
 
 import tiekd
 from tiekd.cli_cache import cache
-from tiekd.config_option import TiekdCommand
+from tiekd.cli_options import TiekdCommand
 from tiekd.pipeline.errors import TiekdError, out_of_memory
 from tiekd.stages.runtime import DEVICES, default_workers, set_threads
 
@@ -164,7 +164,7 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
 @_dataset_option
 def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:
     """Run a teacher once over a split and store its depth maps (stage one)."""
-    from tiekd.pipeline.teachers import parse_teacher_args
+    from tiekd.pipeline.teachers.load import parse_teacher_args
     from tiekd.stages import cache_teacher as stage
 
     cfg = stage.CacheTeacherConfig(

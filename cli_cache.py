@@ -6,7 +6,7 @@ import json
 
 import click
 
-from tiekd.config_option import TiekdCommand
+from tiekd.cli_options import TiekdCommand
 
 
 class CacheGroup(click.Group):

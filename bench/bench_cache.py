@@ -26,11 +26,12 @@ import torch
 import zarr
 from PIL import Image
 
-from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, kb_crop, read_depth_png, read_rgb, read_split
-from tiekd.data.sample import write_sample_dataset
-from tiekd.pipeline.cache import CacheSpec, TeacherCache, dequantise
-from tiekd.pipeline.cache_writer import CacheWriter
-from tiekd.pipeline.teachers import load_teacher, predict_depth
+from tiekd.data.images import read_rgb
+from tiekd.data.kitti import KB_HEIGHT, KB_WIDTH, kb_crop, read_depth, read_split
+from tiekd.data.sample.kitti import write_sample_dataset
+from tiekd.pipeline.store.cache import CacheSpec, TeacherCache, dequantise
+from tiekd.pipeline.store.writer import CacheWriter
+from tiekd.pipeline.teachers.load import load_teacher, predict_depth
 from tiekd.stages.cache_teacher import CacheTeacherConfig, run
 from tiekd.stages.train_student import TrainStudentConfig
 from tiekd.stages.train_student import run as train_run
@@ -49,7 +50,7 @@ def teacher_like_maps(sample, n: int) -> np.ndarray:
     """Dense sample depth at the KB crop with the sky (no surface) set to 80 m, as a teacher predicts it."""
     maps = []
     for record in read_split(sample.train_split)[:n]:
-        dense = kb_crop(read_depth_png(sample.dense_gt_root / record.gt))
+        dense = kb_crop(read_depth(sample.dense_gt_root / record.gt))
         maps.append(np.where(dense > 0, dense, 80.0).astype(np.float32))
     return np.stack(maps)
 

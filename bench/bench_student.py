@@ -30,9 +30,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tiekd.pipeline.dpm import expected_depth
-from tiekd.pipeline.export import DeployedStudent, export_onnx, export_program
+from tiekd.pipeline.deploy.export import DeployedStudent, export_onnx, export_program
 from tiekd.pipeline.students import build_student
-from tiekd.pipeline.teacher_onnx import onnx_session
+from tiekd.pipeline.teachers.onnx import onnx_session
 
 DEFAULT_NETWORKS = ("mobilenetv2", "mobilenetv2:light", "resnet50")
 """The paper's student, its light-decoder variant, and the 78 M teacher-sized network (last)."""

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import transformers
 
-from tiekd.pipeline.teacher_hf import HFDepthTeacher
-from tiekd.pipeline.teachers import predict_depth
+from tiekd.pipeline.teachers.hf import HFDepthTeacher
+from tiekd.pipeline.teachers.load import predict_depth
 
 KB_CROP = (352, 1216)
 DEPTH_ANYTHING_PROCESSOR = dict(

@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 
 from tiekd.data.kitti import KB_HEIGHT
-from tiekd.data.sample import write_sample_dataset
-from tiekd.pipeline.cache import TeacherCache
-from tiekd.pipeline.teachers import Teacher, load_teacher, predict_depth
+from tiekd.data.sample.kitti import write_sample_dataset
+from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
 from tiekd.stages import cache_teacher
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.runtime import default_workers, resolve_device

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from tiekd.data.augment import augment
 from tiekd.data.description import DatasetDescription
-from tiekd.data.kitti import Record
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.data.records import Record
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.errors import DataError, StoreError
 from torch.utils.data import Dataset
 

@@ -1,27 +1,19 @@
-"""KITTI split records, paths and readers.
+"""KITTI (Eigen split): paths, crops, readers and its dataset description.
 
-A split file has one record a line, ``RGB_REL GT_REL|None FOCAL``, e.g.::
-
-    2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png \
-        2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377
-
-Each line is parsed once into a :class:`Record`; every path is derived from the record and a
-root, never by slicing strings at fixed offsets, so the data can live anywhere.
+Split files hold ``RGB_REL GT_REL|None FOCAL`` a line (:mod:`tiekd.data.records`); RGB paths are
+relative to the KITTI raw root, GT paths to the annotated-depth root, merged or as downloaded.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageMode, UnidentifiedImageError
 
+from tiekd.data import images, records
 from tiekd.data.description import CropBox, DatasetDescription
+from tiekd.data.records import Record, check_root
 from tiekd.pipeline.errors import DataError
-from tiekd.pipeline.files import require_file
-from tiekd.pipeline.metrics import EIGEN_CROP, GARG_CROP
 
 # The "KB crop" of the KITTI depth benchmark (Uhrig et al. 2017), used by BTS, AdaBins and TIE-KD:
 # the bottom 352 rows and the central 1216 columns of every image, whatever its size.
@@ -56,95 +48,27 @@ IMAGE_SIZES = {
 # The annotated depth maps are downloaded as train/ and val/ folders; users may also merge them.
 GT_SUBFOLDERS = ("", "train", "val")
 
-
-@dataclass(frozen=True)
-class Record:
-    """One line of a split file."""
-
-    rgb: str
-    """RGB image path relative to the KITTI raw root; also the sample id in the cache."""
-    gt: str | None
-    """Ground-truth depth path relative to the annotated-depth root; None where the split has none."""
-    focal: float
-    """Focal length in pixels."""
-    line: int
-    """1-based line number in the split file, for error messages."""
+# Evaluation crops as fractions (top, bottom, left, right) of the map's height and width; row and
+# column bounds are int(fraction * size), bottom and right exclusive. Garg et al. 2016
+# ("Unsupervised CNN for single view depth estimation") and Eigen et al. 2014, with the fractions
+# written as in the BTS (bts_eval.py) and AdaBins (evaluate.py) evaluation scripts.
+GARG_CROP = CropBox(0.40810811, 0.99189189, 0.03594771, 0.96405229, relative=True)
+EIGEN_CROP = CropBox(0.3324324, 0.91351351, 0.0359477, 0.96405229, relative=True)
 
 
-def _checked_relative(text: str, *, split: Path, line: int, rooted: bool = False) -> str:
-    """Refuse a path that is absolute or climbs out of its root.
-
-    ``rooted``: one leading "/" means the root itself, as in the BTS NYU training split
-    (``/kitchen_0028b/rgb_00045.jpg``), which BTS joins to the data root by concatenation.
-    """
-    path = PurePosixPath(text[1:] if rooted and text.startswith("/") else text)
-    if path.is_absolute() or ".." in path.parts:
-        raise DataError(
-            f"{split}:{line}: path {text!r} is absolute or escapes its root; "
-            "split files hold paths relative to --data-root and --gt-root"
-        )
-    return str(path)
+def read_split(path: str | Path) -> list[Record]:
+    """All records of a KITTI split file, in order (paths relative to the roots, no leading "/")."""
+    return records.read_split(path, rooted=False)
 
 
-def parse_split_line(text: str, *, split: Path, line: int, rooted: bool = False) -> Record:
-    """Parse one non-blank split line into a :class:`Record` (``rooted``: see :func:`_checked_relative`)."""
-    fields = text.split()
-    if len(fields) != 3:
-        raise DataError(f"{split}:{line}: expected 'RGB_PATH GT_PATH|None FOCAL', got {text.strip()!r}")
-    rgb, gt, focal = fields
-    try:
-        focal_px = float(focal)
-    except ValueError:
-        raise DataError(f"{split}:{line}: focal length {focal!r} is not a number") from None
-    return Record(
-        rgb=_checked_relative(rgb, split=split, line=line, rooted=rooted),
-        gt=None if gt == "None" else _checked_relative(gt, split=split, line=line, rooted=rooted),
-        focal=focal_px,
-        line=line,
-    )
+def read_depth(path: Path) -> np.ndarray:
+    """A KITTI depth PNG as float32 (H, W) metres (value / 256; 0 = no measurement)."""
+    return images.read_depth_png(path, scale=GT_SCALE)
 
 
-def read_split(path: str | Path, *, rooted: bool = False) -> list[Record]:
-    """All records of a split file, in order. Blank lines are skipped; ids must be unique.
-    ``rooted``: paths may start with one "/" that stands for the root (BTS's NYU split)."""
-    path = require_file(path, what="split file", error=DataError, hint="; pass an existing file to --split")
-    try:
-        # utf-8-sig drops the byte-order mark some Windows editors put before the first path.
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read split file {path}: {e}") from e
-    records, first_line = [], {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        record = parse_split_line(line, split=path, line=number, rooted=rooted)
-        if record.rgb in first_line:
-            raise DataError(
-                f"{path}:{number}: image {record.rgb} is listed twice "
-                f"(first on line {first_line[record.rgb]}); remove the duplicate"
-            )
-        first_line[record.rgb] = number
-        records.append(record)
-    if not records:
-        raise DataError(f"split file {path} holds no records")
-    return records
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_root(root: str | Path, *, flag: str) -> Path:
-    """An existing directory given by ``flag``, or a DataError that names the flag."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{flag} {root} is not an existing directory")
-    return root
+def write_depth(path: Path, depth: np.ndarray) -> None:
+    """Write float metres as a KITTI depth PNG (uint16 value = round(depth * 256), 0 = none)."""
+    images.write_depth_png(path, depth, scale=GT_SCALE)
 
 
 def rgb_path(data_root: Path, record: Record) -> Path:
@@ -188,57 +112,6 @@ def kb_crop(array: np.ndarray, *, crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH))
     return array[top : top + crop[0], left : left + crop[1]]
 
 
-def _open_image(path: Path, *, what: str) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()
-        return image
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} does not exist; check --data-root / --gt-root") from None
-    except IsADirectoryError:
-        raise DataError(f"{what} {path} is a directory, not a file; check the split file's paths") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{what} {path} is not a readable image ({type(e).__name__}); re-extract it") from e
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An RGB image as uint8 HxWx3. Images of more than 8 bits a channel (e.g. 16-bit grayscale)
-    are refused: PIL's conversion to RGB would saturate them instead of scaling."""
-    image = _open_image(path, what="image")
-    if ImageMode.getmode(image.mode).typestr not in ("|u1", "|b1"):
-        raise DataError(
-            f"image {path} is not an 8-bit image (PIL mode {image.mode}); convert it to 8-bit RGB "
-            "(KITTI's colour images are 8-bit RGB PNGs)"
-        )
-    return np.asarray(image.convert("RGB"))
-
-
-def read_cropped_rgb(data_root: Path, record: Record, *, crop: tuple[int, int] = (KB_HEIGHT, KB_WIDTH)) -> np.ndarray:
-    """The KB crop of a record's image, uint8 HxWx3; errors name the image."""
-    path = rgb_path(data_root, record)
-    image = read_rgb(path)
-    try:
-        return kb_crop(image, crop=crop)
-    except DataError as e:
-        raise DataError(f"image {path}: {e.message}") from None
-
-
-def read_depth_png(path: Path, *, scale: float = GT_SCALE) -> np.ndarray:
-    """A 16-bit depth PNG as float32 HxW metres = value / scale (0 where there is no measurement);
-    KITTI's scale is 256 (NYU's millimetres: 1000)."""
-    image = _open_image(path, what="depth map")
-    if image.mode not in ("I;16", "I;16B", "I"):
-        raise DataError(f"depth map {path} has mode {image.mode}; KITTI and NYU depth PNGs are 16-bit")
-    return np.asarray(image, dtype=np.float32) / np.float32(scale)
-
-
-def write_depth_png(path: Path, depth: np.ndarray, *, scale: float = GT_SCALE) -> None:
-    """Write float metres as a 16-bit depth PNG (uint16, value = round(depth * scale), 0 = none)."""
-    value = np.clip(np.round(depth * scale), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(value).save(path)
-
-
 def check_image(data_root: Path, record: Record) -> None:
     """Refuse a record whose RGB image is not under the root."""
     if not rgb_path(data_root, record).is_file():
@@ -252,13 +125,13 @@ def check_gt(gt_root: Path, record: Record) -> None:
 
 def read_image(data_root: Path, record: Record) -> np.ndarray:
     """A record's full RGB image, uint8 HxWx3."""
-    return read_rgb(rgb_path(data_root, record))
+    return images.read_rgb(rgb_path(data_root, record))
 
 
 def read_gt(gt_root: Path, record: Record) -> np.ndarray | None:
     """A record's full-size GT depth, float32 HxW metres (0 = none); None where the split has none."""
     path = gt_path(gt_root, record)
-    return None if path is None else read_depth_png(path)
+    return None if path is None else read_depth(path)
 
 
 KITTI = DatasetDescription(
@@ -275,7 +148,7 @@ KITTI = DatasetDescription(
     max_depth=MAX_DEPTH,
     n_bins=N_BINS,
     sigma=SIGMA,
-    eval_crops={"garg": CropBox(*GARG_CROP, relative=True), "eigen": CropBox(*EIGEN_CROP, relative=True)},
+    eval_crops={"garg": GARG_CROP, "eigen": EIGEN_CROP},
     eval_crop="garg",
     read_split=read_split,
     check_root=check_root,
@@ -283,6 +156,6 @@ KITTI = DatasetDescription(
     check_gt=check_gt,
     read_image=read_image,
     read_gt=read_gt,
-    sample_module="tiekd.data.sample",
+    sample_module="tiekd.data.sample.kitti",
 )
 """KITTI with the Eigen split, as the authors train and evaluate on it."""

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tiekd.data import kitti, nyu_mat
+from tiekd.data import images, nyu_mat, records
 from tiekd.data.description import CropBox, DatasetDescription
-from tiekd.data.kitti import Record
+from tiekd.data.records import Record
 from tiekd.pipeline.errors import DataError
 
 IMAGE_SIZE = (480, 640)
@@ -55,7 +55,7 @@ METRES_SUSPECT_BELOW = 20
 def read_split(path: str | Path) -> list[Record]:
     """A BTS NYU split: ``RGB GT FOCAL`` a line, paths relative to the root with or without one
     leading "/"; paths that climb out of the root are refused."""
-    return kitti.read_split(path, rooted=True)
+    return records.read_split(path, rooted=True)
 
 
 def check_root(root: str | Path, *, flag: str) -> Path:
@@ -63,7 +63,7 @@ def check_root(root: str | Path, *, flag: str) -> Path:
     root = Path(root)
     if root.is_file():
         return nyu_mat.check_labeled_file(root, flag=flag)
-    return kitti.check_root(root, flag=flag)
+    return records.check_root(root, flag=flag)
 
 
 def _check_file(root: Path, relative: str, *, line: int, what: str, flag: str) -> None:
@@ -89,12 +89,12 @@ def read_image(data_root: Path, record: Record) -> np.ndarray:
     """A record's image, uint8 (480, 640, 3), from the folder's JPEG or the labeled file."""
     if nyu_mat.is_labeled_file(data_root):
         return nyu_mat.read_labeled_image(data_root, record.rgb, line=record.line)
-    return kitti.read_rgb(data_root / record.rgb)
+    return images.read_rgb(data_root / record.rgb)
 
 
 def read_depth_mm_png(path: Path) -> np.ndarray:
     """A sync_depth PNG (uint16 millimetres) as float32 (H, W) metres; refuses one holding metres."""
-    raw = kitti.read_depth_png(path, scale=1.0)
+    raw = images.read_depth_png(path, scale=1.0)
     largest = float(raw.max())
     if 0 < largest < METRES_SUSPECT_BELOW:
         raise DataError(
@@ -144,6 +144,6 @@ NYU = DatasetDescription(
     read_image=read_image,
     read_gt=read_gt,
     image_size=IMAGE_SIZE,
-    sample_module="tiekd.data.sample_nyu",
+    sample_module="tiekd.data.sample.nyu",
 )
 """NYU Depth v2 as BTS, AdaBins and the authors train and evaluate on it."""

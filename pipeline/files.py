@@ -1,4 +1,5 @@
-"""Checks on the paths a user passes: a file where a file is expected, a folder that can be written.
+"""Checks on the paths a user passes (a file where a file is expected, a folder that can be
+written) and the content hashes that identify files and weights.
 
 Both run before any work, so a wrong path costs one line and no time: "does not exist" and "is a
 directory" are told apart (a directory given as a file is a different mistake), and an output
@@ -8,10 +9,13 @@ nothing about a read-only mount).
 
 from __future__ import annotations
 
-import errno
+import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+import torch
+from torch import nn
 
 from tiekd.pipeline.errors import OutputError, TiekdError
 
@@ -34,11 +38,6 @@ def os_reason(e: OSError) -> str:
     return e.strerror or (os.strerror(e.errno) if e.errno else type(e).__name__)
 
 
-def is_disk_full(e: BaseException) -> bool:
-    """Whether an error means the disk (or the process's file-size limit) is full."""
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
 def require_writable_folder(path: str | Path, *, flag: str) -> Path:
     """Create ``path`` (and parents) if needed and prove it writable with a temporary file.
 
@@ -54,3 +53,21 @@ def require_writable_folder(path: str | Path, *, flag: str) -> Path:
     except OSError as e:
         raise OutputError(f"{flag} {path} cannot be written ({os_reason(e)}); choose a writable folder") from e
     return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """SHA-256 over a module's state dict (names and bytes, in order): identifies its weights."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -7,9 +7,9 @@ incomplete group is removed only with ``force``.
 
 from __future__ import annotations
 
-from tiekd.pipeline.cache import _open_root
+from tiekd.pipeline.store.cache import _open_root
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store_format import check_group_name, child_groups
+from tiekd.pipeline.store.formats import check_group_name, child_groups
 
 
 def _incomplete(group) -> bool:

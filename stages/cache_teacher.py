@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tiekd.data.description import fill_presets
-from tiekd.data.kitti import Record
+from tiekd.data.records import Record
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
-from tiekd.pipeline.cache import FRAMES_PER_SHARD, shard_frames
+from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, shard_frames
 from tiekd.pipeline.errors import ConfigError
-from tiekd.pipeline.store_format import STORE_FORMAT, check_group_name
-from tiekd.pipeline.teachers import load_teacher
-from tiekd.stages.cache_worker import fill_frames, finish, open_writer
+from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name
+from tiekd.pipeline.teachers.load import load_teacher
+from tiekd.stages.caching.worker import fill_frames, finish, open_writer
 from tiekd.stages.runtime import Rate, default_workers, directory_bytes, progress, resolve_device, use_amp
 
 MAX_CLIPPED_SHARE = 0.05
@@ -33,7 +33,7 @@ class CacheTeacherConfig:
     """Options of ``tiekd cache-teacher``, one field per flag."""
 
     teacher: str
-    """Teacher spec, KIND:TARGET (see tiekd.pipeline.teachers)."""
+    """Teacher spec, KIND:TARGET (see tiekd.pipeline.teachers.load)."""
     data_root: Path
     """Root holding the split's RGB paths (KITTI raw root)."""
     split: Path
@@ -182,7 +182,7 @@ def _absolute(cfg: CacheTeacherConfig) -> CacheTeacherConfig:
 
 
 def _run_on_cluster(cfg: CacheTeacherConfig, records: list[Record]) -> CacheSummary:
-    from tiekd.stages.cache_cluster import cluster_client, run_shards
+    from tiekd.stages.caching.cluster import cluster_client, run_shards
 
     with cluster_client(cfg.cluster) as client:
         location, written, seconds, complete = run_shards(_absolute(cfg), client)

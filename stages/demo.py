@@ -113,7 +113,7 @@ def _train(cfg: DemoConfig, size: DemoSize, out: Path, **options) -> None:
 
 def _training_seconds(run_dir: Path) -> float:
     """Seconds spent in training steps (data waiting included), from the run's steps.jsonl."""
-    from tiekd.stages.train_log import read_jsonl
+    from tiekd.stages.training.log import read_jsonl
 
     return sum(r["step_seconds"] for r in read_jsonl(run_dir / "steps.jsonl"))
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from tiekd.data.datasets import EvaluationSamples, raise_batch_errors
 from tiekd.data.description import fill_presets
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
 from tiekd.pipeline.errors import ConfigError, DataError, OutputError, StoreError
@@ -230,7 +230,7 @@ def _summary(scores: list[tuple], n_records: int, protocol: dict) -> EvaluationR
 
 def _image_writer(out: Path, *, max_depth: float, n_bins: int | None, description: str):
     """``on_image`` writing one labelled figure per image: input, depth, GT, error, entropy."""
-    from tiekd.pipeline.figures import evaluation_figure, save_figure
+    from tiekd.pipeline.pictures.figures import evaluation_figure, save_figure
 
     depth_title = "cached teacher depth" if description.startswith("cached teacher") else "student depth (flip TTA)"
 

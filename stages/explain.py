@@ -20,12 +20,12 @@ import torch
 from tiekd.data.datasets import EvaluationSamples, raise_batch_errors, resize_sample
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline import explain as explaining
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
-from tiekd.pipeline.explain_figures import caption, explanation_figure, sparsification_figure, write_index
-from tiekd.pipeline.figures import save_figure
+from tiekd.pipeline.pictures.explain import caption, explanation_figure, sparsification_figure, write_index
+from tiekd.pipeline.pictures.figures import save_figure
 from tiekd.pipeline.sparsification import (
     REMOVED_FRACTIONS,
     UNCERTAINTY_METRIC_NAMES,

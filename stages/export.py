@@ -1,7 +1,7 @@
 """``tiekd export``: a trained student as a file to deploy or share, checked against its checkpoint.
 
 Formats: ``export`` (a ``torch.export`` program, ``torch.export.save``), ``onnx`` (opset
-:data:`~tiekd.pipeline.export.ONNX_OPSET`) and ``checkpoint`` (weights and architecture only,
+:data:`~tiekd.pipeline.deploy.export.ONNX_OPSET`) and ``checkpoint`` (weights and architecture only,
 without optimizer state: the small file to share; every tiekd command that takes a checkpoint reads
 it). The first two take RGB float32 in [0, 1] (B, 3, H, W) and give depth in metres (B, 1, H, W),
 so they are valid ``--teacher export:FILE`` / ``--teacher onnx:FILE`` teachers.
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
-from tiekd.pipeline import export as exporting
+from tiekd.pipeline.deploy import export as exporting
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.errors import ConfigError, ExportError
 

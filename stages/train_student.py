@@ -25,13 +25,13 @@ from tiekd.pipeline.files import require_writable_folder
 from tiekd.pipeline.methods import METHODS, Objective, head_for, needs_gt, needs_teacher
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
-from tiekd.stages.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
-from tiekd.stages.run_identity import cache_differences, cache_identity
+from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
+from tiekd.stages.training.identity import cache_differences, cache_identity
 from tiekd.stages.runtime import default_workers, resolve_device, use_amp
-from tiekd.stages.train_data import EpochSampler, check_cache, seed_everything
-from tiekd.stages.train_log import RunLog
-from tiekd.stages.train_loop import TrainSummary, train
-from tiekd.stages.trainer import Trainer, config_dict, optimisation
+from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everything
+from tiekd.stages.training.log import RunLog
+from tiekd.stages.training.loop import TrainSummary, train
+from tiekd.stages.training.trainer import Trainer, config_dict, optimisation
 
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
 """Checkpoints of a run directory; a kill mid-write leaves their temporaries, removed on the next start."""

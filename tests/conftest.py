@@ -17,7 +17,7 @@ TESTS = Path(__file__).parent
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory):
     """8 training and 4 test frames in the KITTI layout (one test record without GT)."""
-    from tiekd.data.sample import write_sample_dataset
+    from tiekd.data.sample.kitti import write_sample_dataset
 
     return write_sample_dataset(tmp_path_factory.mktemp("sample"), n_train=8, n_test=4, seed=0)
 
@@ -43,7 +43,7 @@ def test_split_store(sample, tmp_path_factory):
 @pytest.fixture(scope="session")
 def nyu_sample(tmp_path_factory):
     """4 training and 2 test frames in NYU's layouts (BTS folders and the labeled .mat)."""
-    from tiekd.data.sample_nyu import write_sample_dataset
+    from tiekd.data.sample.nyu import write_sample_dataset
 
     return write_sample_dataset(tmp_path_factory.mktemp("nyu_sample"), n_train=4, n_test=2, seed=0)
 

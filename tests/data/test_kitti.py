@@ -5,19 +5,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tiekd.data.records import Record
 from tiekd.data.kitti import (
     IMAGE_SIZES,
     KB_HEIGHT,
     KB_WIDTH,
-    Record,
     gt_path,
     kb_crop,
     kb_crop_box,
-    read_depth_png,
-    read_rgb,
+    read_depth,
     read_split,
-    write_depth_png,
+    write_depth,
 )
+from tiekd.data.images import read_rgb
 from tiekd.pipeline.errors import DataError
 
 SHARED_SPLITS = Path(__file__).parents[3] / "shared" / "splits"
@@ -95,7 +95,7 @@ class TestGtLayouts:
     @pytest.mark.parametrize("sub", ["", "train", "val"])
     def test_found_merged_and_as_downloaded(self, tmp_path, sub):
         path = tmp_path / sub / self.record.gt
-        write_depth_png(path, np.full((2, 3), 5.0, np.float32))
+        write_depth(path, np.full((2, 3), 5.0, np.float32))
         assert gt_path(tmp_path, self.record) == path
 
     def test_missing_names_line_and_root(self, tmp_path):
@@ -125,8 +125,8 @@ class TestCrop:
 class TestReaders:
     def test_depth_png_round_trip_within_half_a_step(self, tmp_path):
         depth = np.array([[0.0, 1.0, 79.99], [12.3456, 0.002, 80.0]], np.float32)
-        write_depth_png(tmp_path / "d.png", depth)
-        back = read_depth_png(tmp_path / "d.png")
+        write_depth(tmp_path / "d.png", depth)
+        back = read_depth(tmp_path / "d.png")
         assert back.dtype == np.float32 and np.abs(back - depth).max() <= 0.5 / 256 + 1e-6
         assert back[0, 0] == 0
 
@@ -134,7 +134,7 @@ class TestReaders:
         records = read_split(sample.test_split)
         with_gt = [r for r in records if r.gt]
         image = read_rgb(sample.data_root / with_gt[0].rgb)
-        gt = read_depth_png(gt_path(sample.gt_root, with_gt[0]))
+        gt = read_depth(gt_path(sample.gt_root, with_gt[0]))
         assert image.dtype == np.uint8 and image.shape[:2] == gt.shape
         assert (gt > 0).any() and (gt == 0).any()
 
@@ -146,4 +146,4 @@ class TestReaders:
 
         Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "eight.png")
         with pytest.raises(DataError, match="KITTI and NYU depth PNGs are 16-bit"):
-            read_depth_png(tmp_path / "eight.png")
+            read_depth(tmp_path / "eight.png")

@@ -14,9 +14,10 @@ from PIL import Image
 import tiekd
 from tiekd.data.augment import AugmentConfig, draw_augmentation
 from tiekd.data.datasets import DistillationSamples
-from tiekd.data.kitti import Record, write_depth_png
+from tiekd.data.images import write_depth_png
+from tiekd.data.records import Record
 from tiekd.data.nyu import NYU
-from tiekd.data.sample_nyu import render, official_test_folder
+from tiekd.data.sample.nyu import render, official_test_folder
 from tiekd.pipeline.errors import DataError
 
 SHARED_SPLITS = Path(tiekd.__file__).resolve().parent.parent / "shared" / "splits"

@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from tiekd.data import kitti
-from tiekd.data import sample
-from tiekd.data import sample_render as render
-from tiekd.data import sample_scene as scene
-from tiekd.data.sample import write_sample_dataset
+from tiekd.data.images import read_rgb
+from tiekd.data.sample import kitti as sample
+from tiekd.data.sample import render
+from tiekd.data.sample import street as scene
+from tiekd.data.sample.kitti import write_sample_dataset
 from tiekd.pipeline.errors import ConfigError
 
 KITTI_MAX_DEPTH = 80.0  # metres; KITTI's GT stops here
@@ -100,16 +101,16 @@ class TestLayout:
             path = kitti.rgb_path(dataset.data_root, record)
             with Image.open(path) as image:
                 assert image.mode == "RGB"
-            rgb = kitti.read_rgb(path)
+            rgb = read_rgb(path)
             assert rgb.shape == (*kitti.IMAGE_SIZES[_date(record)], 3)
             assert rgb.dtype == np.uint8
 
     def test_kb_crop_fits_every_image_and_depth_map(self, dataset, train, test):
         for record in train + test:
-            rgb = kitti.read_rgb(kitti.rgb_path(dataset.data_root, record))
+            rgb = read_rgb(kitti.rgb_path(dataset.data_root, record))
             assert kitti.kb_crop(rgb).shape == (kitti.KB_HEIGHT, kitti.KB_WIDTH, 3)
             if record.gt is not None:
-                depth = kitti.read_depth_png(kitti.gt_path(dataset.gt_root, record))
+                depth = kitti.read_depth(kitti.gt_path(dataset.gt_root, record))
                 assert kitti.kb_crop(depth).shape == (kitti.KB_HEIGHT, kitti.KB_WIDTH)
 
     def test_gt_is_found_in_train_and_val_folders(self, dataset, train, test):
@@ -153,13 +154,13 @@ class TestDepth:
                 path = kitti.gt_path(root, record)
                 with Image.open(path) as image:
                     assert image.mode.startswith("I")
-                depth = kitti.read_depth_png(path)
+                depth = kitti.read_depth(path)
                 assert depth.min() >= 0.0
                 assert depth.max() <= KITTI_MAX_DEPTH
 
     def test_sparse_gt_is_lidar_like(self, dataset, train, test):
         for record in self._gt_records(train, test):
-            sparse = kitti.read_depth_png(kitti.gt_path(dataset.gt_root, record))
+            sparse = kitti.read_depth(kitti.gt_path(dataset.gt_root, record))
             height = sparse.shape[0]
             assert 0.02 < (sparse > 0).mean() < 0.10
             # Nothing above the LiDAR's upper field of view, and measurements down to the bottom.
@@ -178,7 +179,7 @@ class TestDepth:
 
     def test_dense_gt_is_dense_below_the_horizon(self, dataset, train, test):
         for record in self._gt_records(train, test):
-            dense = kitti.read_depth_png(dataset.dense_gt_root / record.gt)
+            dense = kitti.read_depth(dataset.dense_gt_root / record.gt)
             height = dense.shape[0]
             assert (dense[int(0.6 * height) :] > 0).all()
             # Sky and surfaces beyond 80 m are left empty.
@@ -186,7 +187,7 @@ class TestDepth:
 
     def test_ground_depth_grows_towards_the_horizon(self, dataset, train, test):
         for record in self._gt_records(train, test):
-            dense = kitti.read_depth_png(dataset.dense_gt_root / record.gt)
+            dense = kitti.read_depth(dataset.dense_gt_root / record.gt)
             height = dense.shape[0]
             low = dense[int(0.9 * height) :]
             high = dense[int(0.6 * height) : int(0.7 * height)]
@@ -199,7 +200,7 @@ class TestDepth:
         # is clear for 10 m.
         horizons = []
         for record in self._gt_records(train, test):
-            dense = kitti.read_depth_png(dataset.dense_gt_root / record.gt).astype(np.float64)
+            dense = kitti.read_depth(dataset.dense_gt_root / record.gt).astype(np.float64)
             height, width = dense.shape
             rows = np.arange(height - 20, height)
             slope, intercept = np.polyfit(rows + 0.5, 1.0 / dense[rows, width // 2], 1)

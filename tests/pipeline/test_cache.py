@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tiekd.pipeline.cache import CacheSpec, TeacherCache, contiguous_runs, dequantise, quantise, shard_frames
-from tiekd.pipeline.cache_writer import CacheWriter
+from tiekd.pipeline.store.cache import CacheSpec, TeacherCache, contiguous_runs, dequantise, quantise, shard_frames
+from tiekd.pipeline.store.writer import CacheWriter
 from tiekd.pipeline.errors import StoreError
 
 SPEC = CacheSpec(
@@ -122,8 +122,8 @@ def test_same_weights_under_another_path_is_the_same_teacher(tmp_path):
 
 RACE = """
 import sys, time
-from tiekd.pipeline.cache import CacheSpec
-from tiekd.pipeline.cache_writer import CacheWriter
+from tiekd.pipeline.store.cache import CacheSpec
+from tiekd.pipeline.store.writer import CacheWriter
 spec = CacheSpec("python:toy:make", "ab" * 32, "cd" * 32, (16, 24), None, True, 1e-3, 80.0)
 while time.time() < float(sys.argv[2]):
     pass

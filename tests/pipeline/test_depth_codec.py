@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zarr
 
-from tiekd.pipeline.depth_codec import CODEC_NAME, Predict2D, predict_2d_decode, predict_2d_encode, undo_prediction
-from tiekd.pipeline.store_format import FORMAT_CODECS
+from tiekd.pipeline.store.codec import CODEC_NAME, Predict2D, predict_2d_decode, predict_2d_encode, undo_prediction
+from tiekd.pipeline.store.formats import FORMAT_CODECS
 
 SETUP_CFG = Path(__file__).parents[2] / "setup.cfg"
 
@@ -91,7 +91,7 @@ READ_WITHOUT_TIEKD = """
 import sys, numpy, zarr
 assert not any(name.startswith("tiekd") for name in sys.modules)
 numpy.save(sys.argv[2], zarr.open_array(sys.argv[1], mode="r")[:])
-assert "tiekd.pipeline.depth_codec" in sys.modules  # loaded by zarr, through the entry point
+assert "tiekd.pipeline.store.codec" in sys.modules  # loaded by zarr, through the entry point
 """
 
 

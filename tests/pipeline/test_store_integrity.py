@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import zarr
 
-from tiekd.pipeline.cache import CacheSpec, TeacherCache
-from tiekd.pipeline.cache_writer import CacheWriter
+from tiekd.pipeline.store.cache import CacheSpec, TeacherCache
+from tiekd.pipeline.store.writer import CacheWriter
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store_format import STORE_FORMAT
+from tiekd.pipeline.store.formats import STORE_FORMAT
 from store_damage import frame_bytes
 
 SPEC = CacheSpec("python:toy:make", "ab" * 32, "cd" * 32, (16, 24), None, True, 1e-3, 80.0)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from tiekd.data.kitti import kb_crop, read_rgb, read_split
-from tiekd.pipeline.teachers import load_teacher, predict_depth
+from tiekd.data.images import read_rgb
+from tiekd.data.kitti import kb_crop, read_split
+from tiekd.pipeline.teachers.load import load_teacher, predict_depth
 
 transformers = pytest.importorskip("transformers")
 
@@ -161,7 +162,7 @@ def test_float16_checkpoint_runs_in_float32_unless_asked(tmp_path):
 def test_zoedepth_through_cache_teacher_stores_transformers_maps(sample, tmp_path, cli):
     """The crash case of before (ZoeDepth needs source sizes): full KB crops, flip TTA on, stored
     maps equal to transformers' own within the quantisation; dtype and teacher args recorded."""
-    from tiekd.pipeline.cache import DEPTH_SCALE, TeacherCache
+    from tiekd.pipeline.store.cache import DEPTH_SCALE, TeacherCache
 
     folder = saved("zoedepth", tmp_path / "zoe")
     result = cli(

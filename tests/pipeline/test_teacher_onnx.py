@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tiekd.pipeline.errors import TeacherError
-from tiekd.pipeline.teacher_onnx import onnx_session
-from tiekd.pipeline.teachers import load_teacher, predict_depth
+from tiekd.pipeline.teachers.onnx import onnx_session
+from tiekd.pipeline.teachers.load import load_teacher, predict_depth
 from toy_teachers import RowPrior
 
 IMAGE = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tiekd.pipeline.errors import TeacherError
-from tiekd.pipeline.teachers import default_name, load_teacher, parse_teacher_args, predict_depth
+from tiekd.pipeline.teachers.load import load_teacher, predict_depth
 from toy_teachers import RowPrior
 
 IMAGE = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiekd.pipeline.visualise import (
+from tiekd.pipeline.pictures.tiles import (
     BACKGROUND_COLOUR,
     COLUMN_GAP,
     INVALID_COLOUR,

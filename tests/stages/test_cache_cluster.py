@@ -9,9 +9,9 @@ import distributed
 import pytest
 
 from conftest import tiekd_command
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.errors import ConfigError
-from tiekd.stages.cache_cluster import environment_kept, parse_cluster
+from tiekd.stages.caching.cluster import environment_kept, parse_cluster
 from test_cache_teacher import assert_same_store, cache_args
 
 
@@ -88,7 +88,7 @@ def test_bad_cluster_refused(text):
 def test_unreachable_scheduler_is_one_line(sample, tmp_path, cli, monkeypatch):
     import socket
 
-    from tiekd.stages import cache_cluster
+    from tiekd.stages.caching import cluster as cache_cluster
 
     monkeypatch.setattr(cache_cluster, "CONNECT_TIMEOUT", "2s")
     with socket.socket() as probe:  # a port nobody listens on once the probe is closed

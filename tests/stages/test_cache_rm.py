@@ -3,8 +3,8 @@ groups only with --force; unknown or unsafe names refused in one line."""
 
 import numpy as np
 
-from tiekd.pipeline.cache import CacheSpec, TeacherCache
-from tiekd.pipeline.cache_writer import CacheWriter
+from tiekd.pipeline.store.cache import CacheSpec, TeacherCache
+from tiekd.pipeline.store.writer import CacheWriter
 
 SPEC = CacheSpec("python:toy:make", None, "cd" * 32, (16, 24), None, True, 1e-3, 80.0)
 

@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from conftest import tiekd_command
-from tiekd.data.kitti import kb_crop, read_rgb, read_split
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.data.images import read_rgb
+from tiekd.data.kitti import kb_crop, read_split
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.errors import TeacherError
-from tiekd.pipeline.teachers import predict_depth
+from tiekd.pipeline.teachers.load import predict_depth
 from toy_teachers import RowPrior
 
 TEACHER = "python:toy_teachers:row_prior"

@@ -10,7 +10,7 @@ import yaml
 from test_train_student import error_line, store, train_args  # noqa: F401  (store is a fixture)
 from tiekd.cli import main
 from tiekd.stages.config_file import RERUN_CONFIG
-from tiekd.stages.train_log import read_jsonl
+from tiekd.stages.training.log import read_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TIMING = ("step_seconds", "data_seconds")

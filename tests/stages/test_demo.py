@@ -6,7 +6,7 @@ import re
 import torch
 from PIL import Image
 
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.store.cache import TeacherCache
 
 ROWS = ("teacher (supervised on dense GT", "TIE-KD (DPM + SSIM", "response KD, SSIM", "supervised baseline")
 

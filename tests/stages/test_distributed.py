@@ -20,13 +20,12 @@ import time
 
 import psutil
 import pytest
-import torch
 from test_evaluate import evaluate_args
 from test_train_student import STUDENT, assert_same, store, train_args, train_config  # noqa: F401 (fixture)
 
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.errors import ConfigError
-from tiekd.stages.train_log import read_jsonl
+from tiekd.stages.training.log import read_jsonl
 from tiekd.stages.train_student import run
 
 OPTIONS = dict(dpm_form="code", lr=1e-3, epochs=4, save_every=1)

@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tiekd.data.kitti import gt_path, kb_crop, read_depth_png, read_rgb, read_split
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.data.images import read_rgb
+from tiekd.data.kitti import gt_path, kb_crop, read_depth, read_split
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy
 from tiekd.pipeline.metrics import METRIC_NAMES, crop_mask, depth_metrics
-from tiekd.pipeline.figures import evaluation_figure, save_figure
+from tiekd.pipeline.pictures.figures import evaluation_figure, save_figure
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
 from tiekd.stages.train_student import TrainStudentConfig
@@ -107,7 +108,7 @@ def reference(sample, predict, crop="garg"):
     per_image = []
     for record in with_gt(sample):
         rgb = read_rgb(sample.data_root / record.rgb)
-        gt = kb_crop(read_depth_png(gt_path(sample.gt_root, record)))
+        gt = kb_crop(read_depth(gt_path(sample.gt_root, record)))
         mask = full_image_garg(*rgb.shape[:2]) if crop == "full" else crop
         per_image.append(depth_metrics(np.clip(predict(record, kb_crop(rgb)), 1e-3, 80.0), gt, crop=mask))
     return per_image, {name: float(np.mean([m[name] for m in per_image])) for name in METRIC_NAMES}
@@ -153,7 +154,7 @@ def picture_name(record) -> str:
 def figure_pixels(record, sample, depth, entropy, description, depth_title, folder) -> np.ndarray:
     """The labelled figure of one image rendered here, as RGB pixels."""
     rgb = kb_crop(read_rgb(sample.data_root / record.rgb))
-    gt = kb_crop(read_depth_png(gt_path(sample.gt_root, record)))
+    gt = kb_crop(read_depth(gt_path(sample.gt_root, record)))
     figure = evaluation_figure(
         rgb, depth, gt, entropy, title=f"{record.rgb}: {description}", depth_title=depth_title, max_depth=80.0,
         n_bins=257,
@@ -327,7 +328,7 @@ class TestUncertainty:
         result = evaluate_json(cli, sample, tmp_path, "--checkpoint", checkpoints["dpm"])
         for got, record in zip(result["per_image"], with_gt(sample)):
             rgb = kb_crop(read_rgb(sample.data_root / record.rgb))
-            gt = kb_crop(read_depth_png(gt_path(sample.gt_root, record)))
+            gt = kb_crop(read_depth(gt_path(sample.gt_root, record)))
             entropy = student_entropy(model, rgb)
             valid = (gt > 1e-3) & (gt < 80) & crop_mask(352, 1216, "garg")
             pred = np.clip(student_depth(model, rgb, flip=True), 1e-3, 80.0)
@@ -362,7 +363,7 @@ def evaluate_a_share(rank: int, world: int, port: int, sample, checkpoint, out) 
     """One of ``world`` gloo processes: its share of the evaluation, gathered, and the records it scored."""
     import torch.distributed as dist
 
-    from tiekd.stages.distributed import gathered
+    from tiekd.stages.training.distributed import gathered
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tiekd.data.kitti import read_split
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy
 from tiekd.pipeline.students import build_student

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from mounts import assert_unwritable, read_only_folder, tmpfs
 from tiekd.cli import main
-from tiekd.data.kitti import read_depth_png, write_depth_png
+from tiekd.data.kitti import read_depth, write_depth
 from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.pipeline.errors import OutOfMemory, out_of_memory
 
@@ -71,8 +71,8 @@ class TestTrainStudent:
         gt_root = tmp_path / "gt"
         shutil.copytree(sample.gt_root, gt_root)
         for path in gt_root.rglob("*.png"):
-            depth = read_depth_png(path)
-            write_depth_png(path, np.pad(depth, ((EXTRA_GT_ROWS, 0), (0, 0))))
+            depth = read_depth(path)
+            write_depth(path, np.pad(depth, ((EXTRA_GT_ROWS, 0), (0, 0))))
         line = only_error(cli(*train_args(sample, tmp_path / "run", "--max-steps", 1, gt_root=gt_root)))
         assert line.startswith("Error: GT ") and " but its image is " in line
         assert not (tmp_path / "run" / "last.pt").exists()

@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from tiekd.data.kitti import write_depth_png
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.data.images import write_depth_png
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -5,12 +5,13 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from test_train_student import run_dir, store  # noqa: F401  (fixtures)
-from tiekd.data.kitti import kb_crop, read_rgb, read_split, rgb_path
+from tiekd.data.images import read_rgb
+from tiekd.data.kitti import kb_crop, read_split, rgb_path
 from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.pipeline.metrics import METRIC_NAMES
-from tiekd.pipeline.visualise import label_band_height, label_font
-from tiekd.stages.train_board import VALIDATION_PICTURES
-from tiekd.stages.train_log import read_jsonl
+from tiekd.pipeline.pictures.tiles import label_band_height, label_font
+from tiekd.stages.training.board import VALIDATION_PICTURES
+from tiekd.stages.training.log import read_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STEP_TAGS = {"loss": "train/loss", "dpm": "train/dpm", "depth": "train/depth", "lr": "train/lr"}
@@ -69,7 +70,7 @@ def test_a_resumed_run_reads_as_one_run(sample, store, run_dir, tmp_path, monkey
     from test_train_student import train_config
 
     from tiekd.stages.train_student import run
-    from tiekd.stages.trainer import Trainer
+    from tiekd.stages.training.trainer import Trainer
 
     cfg = train_config(sample, store, tmp_path, epochs=2, val_split=sample.test_split, save_every=5)
     take_step = Trainer.train_step

@@ -4,7 +4,7 @@ processes and accumulated micro-batches, so a global batch is the same however i
 import pytest
 import torch
 
-from tiekd.stages.train_data import EpochSampler
+from tiekd.stages.training.sampler import EpochSampler
 
 N_FRAMES = 37
 """Not a multiple of the global batch: the incomplete last global batch of an epoch is dropped."""

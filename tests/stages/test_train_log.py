@@ -8,7 +8,7 @@ import pytest
 
 from mounts import tmpfs
 from tiekd.pipeline.errors import OutputError
-from tiekd.stages.train_log import RunLog, read_jsonl
+from tiekd.stages.training.log import RunLog, read_jsonl
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -21,8 +21,9 @@ import torch
 
 from conftest import tiekd_command
 from tiekd.data.augment import AugmentConfig, draw_augmentation
-from tiekd.data.kitti import kb_crop, read_rgb, read_split
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.data.images import read_rgb
+from tiekd.data.kitti import kb_crop, read_split
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import bin_edges
 from tiekd.pipeline.errors import CheckpointError, ConfigError, TrainingError
@@ -32,7 +33,7 @@ from tiekd.pipeline.metrics import METRIC_NAMES
 from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
-from tiekd.stages.train_log import read_jsonl
+from tiekd.stages.training.log import read_jsonl
 from tiekd.stages.train_student import TrainStudentConfig, build_trainer, make_loader, prepare, run
 
 TEACHER = "python:toy_teachers:row_prior"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_train_student import build, store, train_config  # noqa: F401 (store is a fixture)
 
-from tiekd.stages.trainer import GRAD_CLIP_NORM
+from tiekd.stages.training.trainer import GRAD_CLIP_NORM
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

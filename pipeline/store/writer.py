@@ -1,6 +1,6 @@
 """Writing a teacher cache: create or resume a teacher/split group and store maps into it.
 
-See :mod:`tiekd.pipeline.cache` for the layout. Writes go depth first, then the clip count, then
+See :mod:`tiekd.pipeline.store.cache` for the layout. Writes go depth first, then the clip count, then
 the completion mask, so a frame marked done always has its map. A run that is killed loses at
 most the frames it had not yet marked; running it again continues with the frames still missing.
 """
@@ -20,7 +20,7 @@ from zarr.core.sync import sync
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 import tiekd
-from tiekd.pipeline.cache import (
+from tiekd.pipeline.store.cache import (
     DEPTH_SCALE,
     FRAMES_PER_SHARD,
     CacheSpec,
@@ -30,7 +30,7 @@ from tiekd.pipeline.cache import (
     quantise,
 )
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store_format import (
+from tiekd.pipeline.store.formats import (
     READABLE_FORMATS,
     STORE_FORMAT,
     check_group_name,

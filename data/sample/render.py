@@ -1,7 +1,7 @@
 """Rendering of the sample dataset's scenes: ray casting, shading and LiDAR sampling.
 
-:func:`render_frame` turns a :class:`~tiekd.data.sample_scene.Scene` seen by a
-:class:`~tiekd.data.sample_scene.Camera` into an RGB image, a dense depth map and a sparse
+:func:`render_frame` turns a :class:`~tiekd.data.sample.street.Scene` seen by a
+:class:`~tiekd.data.sample.street.Camera` into an RGB image, a dense depth map and a sparse
 LiDAR-like depth map. Depth is the z-distance along the optical axis in metres, as in KITTI.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tiekd.data.sample_scene import (
+from tiekd.data.sample.street import (
     ASPHALT,
     CAMERA_HEIGHT,
     DASH_LENGTH,

@@ -1,5 +1,5 @@
 """The run directory's records: resolved options, per-step and per-epoch metrics, and the same
-(with validation pictures) as TensorBoard events (:mod:`tiekd.stages.train_board`)."""
+(with validation pictures) as TensorBoard events (:mod:`tiekd.stages.training.board`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 
 from tiekd.pipeline.errors import OutputError
 from tiekd.pipeline.files import os_reason
-from tiekd.stages.train_board import RunBoard
+from tiekd.stages.training.board import RunBoard
 
 
 @contextmanager

@@ -9,8 +9,8 @@ them exactly where the real readers look (see :mod:`tiekd.data.kitti`)::
     OUT/dense/<date>_drive_<NNNN>_sync/proj_depth/groundtruth/image_02/<frame>.png  dense depth
     OUT/splits/train.txt, OUT/splits/test.txt     ``RGB_REL GT_REL|None FOCAL`` records
 
-The scenes and their depth cues are drawn by :mod:`tiekd.data.sample_scene` and rendered by
-:mod:`tiekd.data.sample_render`; this module plans the frames and writes the files. The same
+The scenes and their depth cues are drawn by :mod:`tiekd.data.sample.street` and rendered by
+:mod:`tiekd.data.sample.render`; this module plans the frames and writes the files. The same
 seed gives byte-identical files.
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tiekd.data.kitti import IMAGE_SIZES, write_depth_png
-from tiekd.data.sample_render import render_frame
-from tiekd.data.sample_scene import sample_camera, sample_scene
+from tiekd.data.kitti import IMAGE_SIZES, write_depth
+from tiekd.data.sample.render import render_frame
+from tiekd.data.sample.street import sample_camera, sample_scene
 from tiekd.pipeline.errors import ConfigError
 
 # --- Dataset layout -------------------------------------------------------------------------
@@ -146,8 +146,8 @@ def write_frame(dataset: SampleDataset, plan: FramePlan, *, seed: int) -> None:
     rgb_file.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb).save(rgb_file, compress_level=RGB_PNG_COMPRESSION)
     if plan.has_gt:
-        write_depth_png(dataset.gt_root / GT_FOLDER[plan.split] / plan.gt_rel, sparse)
-        write_depth_png(dataset.dense_gt_root / plan.gt_rel, dense)
+        write_depth(dataset.gt_root / GT_FOLDER[plan.split] / plan.gt_rel, sparse)
+        write_depth(dataset.dense_gt_root / plan.gt_rel, dense)
 
 
 def sample_paths(out: Path) -> SampleDataset:

@@ -6,15 +6,14 @@ A teacher is an ``nn.Module`` that takes the KB-cropped RGB image as float32 in 
 - ``export:PATH``       a ``torch.export`` program (``torch.export.save``)
 - ``torchscript:PATH``  a TorchScript module (``torch.jit.save``)
 - ``python:pkg.module:factory``  a factory returning an ``nn.Module`` (keyword args via --teacher-arg)
-- ``hf:MODEL_ID_OR_DIR``  a transformers depth-estimation model with its image processor (:mod:`tiekd.pipeline.teacher_hf`)
+- ``hf:MODEL_ID_OR_DIR``  a transformers depth-estimation model with its image processor (:mod:`tiekd.pipeline.teachers.hf`)
 - ``checkpoint:PATH``   a tiekd checkpoint (architecture and normalisation from the file)
-- ``onnx:PATH``         an ONNX model run by onnxruntime (:mod:`tiekd.pipeline.teacher_onnx`)
+- ``onnx:PATH``         an ONNX model run by onnxruntime (:mod:`tiekd.pipeline.teachers.onnx`)
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import json
 import re
@@ -27,12 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tiekd.data.kitti import file_sha256
 from tiekd.pipeline.errors import TeacherError
-from tiekd.pipeline.export_archive import load_exported
-from tiekd.pipeline.files import require_file
-from tiekd.pipeline.teacher_hf import load_hf
-from tiekd.pipeline.teacher_onnx import load_onnx
+from tiekd.pipeline.deploy.archive import load_exported
+from tiekd.pipeline.files import file_sha256, require_file, state_dict_sha256
+from tiekd.pipeline.teachers.hf import load_hf
+from tiekd.pipeline.teachers.onnx import load_onnx
 
 TEACHER_KINDS = ("export", "torchscript", "python", "hf", "checkpoint", "onnx")
 
@@ -71,15 +69,6 @@ def default_name(spec: str) -> str:
     tail = target.rstrip("/").rsplit(":", 1)[-1] if kind == "python" else Path(target.rstrip("/")).name
     stem = tail.split(".")[0] if kind in ("export", "torchscript", "checkpoint", "onnx") else tail
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or kind
-
-
-def state_dict_sha256(module: nn.Module) -> str:
-    """SHA-256 over a module's state dict (names and bytes, in order): identifies its weights."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _existing_file(target: str, spec: str) -> Path:

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tiekd.data.kitti import file_sha256
 from tiekd.pipeline.errors import TeacherError
+from tiekd.pipeline.files import file_sha256, state_dict_sha256
 
 UINT8_MAX = 255
 """Images reach the teacher as uint8 / 255 (data.datasets.CroppedImages)."""
@@ -98,7 +98,6 @@ def load_hf(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
 
 
 def _weights_sha256(target: str, model: nn.Module) -> str:
-    from tiekd.pipeline.teachers import state_dict_sha256
-
+    """SHA-256 of the model folder's one weights file, else of the loaded state dict."""
     weights = sorted(Path(target).glob("*.safetensors")) + sorted(Path(target).glob("*.bin"))
     return file_sha256(weights[0]) if len(weights) == 1 else state_dict_sha256(model)

@@ -1,7 +1,7 @@
 """The street scenes of the sample dataset: the camera, the road, the solids on it, the light.
 
 :func:`sample_scene` draws a random street and :func:`sample_camera` a KITTI-like camera; both
-only describe the scene, :mod:`tiekd.data.sample_render` turns it into images and depth maps.
+only describe the scene, :mod:`tiekd.data.sample.render` turns it into images and depth maps.
 
 The scenes carry the monocular depth cues a network learns from: a ground plane in perspective
 whose texture is fixed in world coordinates (texture gradient), a road with lane markings,

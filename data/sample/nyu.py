@@ -6,7 +6,7 @@
     OUT/splits/train.txt    "/scene/rgb_XXXXX.jpg /scene/sync_depth_XXXXX.png FOCAL", leading "/"
     OUT/splits/test.txt     "scene/rgb_XXXXX.jpg scene/sync_depth_XXXXX.png FOCAL", no final newline
 
-Rooms are drawn by :mod:`tiekd.data.sample_indoor`. As in the real data, training depth PNGs have
+Rooms are drawn by :mod:`tiekd.data.sample.room`. As in the real data, training depth PNGs have
 holes (0 = no measurement) and the labeled file's depths are dense; the extracted test PNGs are
 the labeled depths in millimetres. The labeled file holds twice as many frames as the test split
 (the others stand for its training frames); test frame i is frame 2 i + 1. The same seed gives
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tiekd.data.kitti import write_depth_png
+from tiekd.data.images import write_depth_png
 from tiekd.data.nyu import GT_SCALE, IMAGE_SIZE
 from tiekd.data.nyu_mat import write_labeled_file
-from tiekd.data.sample import SampleDataset
-from tiekd.data.sample_indoor import FOCAL_X, render_room
+from tiekd.data.sample.kitti import SampleDataset
+from tiekd.data.sample.room import FOCAL_X, render_room
 from tiekd.pipeline.errors import ConfigError
 
 SCENE_KINDS = ("bedroom", "kitchen", "living_room", "office", "bathroom")

@@ -1,6 +1,6 @@
 """``cache-teacher --cluster``: the teacher pass on a dask.distributed cluster.
 
-The unit of work is one store shard (:func:`tiekd.stages.cache_worker.cache_shard`): the client
+The unit of work is one store shard (:func:`tiekd.stages.caching.worker.cache_shard`): the client
 maps it over the shards with frames missing, with ``retries``; dask schedules the tasks, moves a
 lost worker's task to another worker, and the completion mask makes a redone shard skip what was
 stored. The client only shows one progress display and the summary: it never loads the teacher.
@@ -13,7 +13,7 @@ import os
 import re
 
 from tiekd.pipeline.errors import ConfigError
-from tiekd.stages.cache_worker import cache_shard, finish_store, prepare_store
+from tiekd.stages.caching.worker import cache_shard, finish_store, prepare_store
 from tiekd.stages.runtime import Rate, progress
 
 SHARD_RETRIES = 2

@@ -14,7 +14,7 @@ read in one sweep over its bytes. The kernel compiles on its first call in each 
 second); it is not cached on disk, so an installed tiekd never writes into its own folder (numba
 refuses to import a cached function where it finds no writable cache folder).
 
-The codec is registered with zarr-python when this module is imported (``tiekd.pipeline.cache``
+The codec is registered with zarr-python when this module is imported (``tiekd.pipeline.store.cache``
 does) and through the ``zarr.codecs`` entry point in setup.cfg, so any zarr-python with tiekd
 installed reads a tiekd store without importing tiekd.
 """

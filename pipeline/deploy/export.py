@@ -1,7 +1,7 @@
 """A trained student as a file that runs without tiekd: a ``torch.export`` program or an ONNX model.
 
 The exported network is :class:`DeployedStudent`: the teacher contract of
-:mod:`tiekd.pipeline.teachers`, so an exported student can teach another one. Input: RGB float32
+:mod:`tiekd.pipeline.teachers.load`, so an exported student can teach another one. Input: RGB float32
 in [0, 1], (B, 3, H, W) (the ImageNet normalisation is inside); output: depth in metres,
 (B, 1, H, W), clamped to the student's range; with ``with_entropy`` a second output, the DPM
 entropy (B, 1, H, W) in nats. H and W are fixed at export; the batch is fixed too unless
@@ -19,8 +19,8 @@ from torch import nn
 
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
 from tiekd.pipeline.errors import ConfigError
-from tiekd.pipeline.export_archive import check_archive
-from tiekd.pipeline.teacher_onnx import onnx_session
+from tiekd.pipeline.deploy.archive import check_archive
+from tiekd.pipeline.teachers.onnx import onnx_session
 
 ONNX_OPSET = 17
 """ONNX opset of exported students (onnxruntime >= 1.14 runs it)."""

@@ -13,7 +13,7 @@ import torch
 
 from tiekd.pipeline.errors import CheckpointError, TrainingError
 from tiekd.pipeline.methods import Objective
-from tiekd.stages.distributed import SINGLE, Processes, accumulating, mean_over_processes
+from tiekd.stages.training.distributed import SINGLE, Processes, accumulating, mean_over_processes
 
 if TYPE_CHECKING:
     from tiekd.stages.train_student import TrainStudentConfig

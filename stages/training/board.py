@@ -4,7 +4,7 @@ Every step: its loss terms (``train/...``), learning rate, step and data-wait se
 (``time/...``); every epoch: the mean training loss and the validation metrics (``val/...``) and a
 few validation pictures (``pictures/N``: image, student depth, DPM entropy, relative error against
 GT). ``tensorboard --logdir RUN_DIRECTORY`` (or the folder of several runs) shows them.
-Only the writing process has a board (it belongs to its :class:`~tiekd.stages.train_log.RunLog`).
+Only the writing process has a board (it belongs to its :class:`~tiekd.stages.training.log.RunLog`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from tiekd.pipeline.visualise import depth_image, entropy_image, panel, relative_error_image, rgb_image
+from tiekd.pipeline.pictures.tiles import depth_image, entropy_image, panel, relative_error_image, rgb_image
 
 VALIDATION_PICTURES = 3
 """Validation images drawn at every epoch: the first ones of the validation split (under torchrun,

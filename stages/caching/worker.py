@@ -1,7 +1,7 @@
 """The teacher pass of stage one: run a loaded teacher over some frames and store its maps.
 
 Used by ``cache-teacher`` in one process (all pending frames of its ``--shard``) and by each dask
-worker (one store shard per task, :mod:`tiekd.stages.cache_cluster`). Every batch is checked
+worker (one store shard per task, :mod:`tiekd.stages.caching.cluster`). Every batch is checked
 before it is stored: finite values, and at most ``max_clipped_share`` of a frame outside the
 depth range; a failure stops the pass with one line and leaves the frames already stored.
 """
@@ -20,13 +20,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from tiekd.data.datasets import CroppedImages, raise_batch_errors
-from tiekd.data.kitti import Record, file_sha256
+from tiekd.data.records import Record
 from tiekd.data.registry import get_dataset
-from tiekd.pipeline.cache import CacheSpec, shard_frames
-from tiekd.pipeline.cache_writer import BackgroundWriter, CacheWriter
+from tiekd.pipeline.store.cache import CacheSpec, shard_frames
+from tiekd.pipeline.store.writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.errors import StoreError, TeacherError
-from tiekd.pipeline.files import os_reason
-from tiekd.pipeline.teachers import Teacher, load_teacher, predict_depth
+from tiekd.pipeline.files import file_sha256, os_reason
+from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
 from tiekd.stages.runtime import resolve_device
 
 
@@ -172,7 +172,7 @@ def fill_frames(
     return written
 
 
-# ---- dask worker side: one store shard per task (see tiekd.stages.cache_cluster) ----
+# ---- dask worker side: one store shard per task (see tiekd.stages.caching.cluster) ----
 
 _TEACHERS: dict[tuple[str, str, str], Teacher] = {}
 """Teachers this worker process has loaded, by (spec, teacher args, device): loaded once, kept

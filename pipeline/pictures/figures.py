@@ -3,7 +3,7 @@
 Colour maps are matplotlib's perceptually uniform ones, whose luminance rises monotonically, so
 they read in greyscale and for colour-blind readers (van der Walt and Smith,
 https://bids.github.io/colormap/): depth ``magma_r`` on a log scale (near = bright, as in
-:mod:`tiekd.pipeline.visualise`), error ``cividis``, DPM entropy ``viridis``, KL ``inferno``.
+:mod:`tiekd.pipeline.pictures.tiles`), error ``cividis``, DPM entropy ``viridis``, KL ``inferno``.
 Sparse maps (GT, error against GT) are drawn as dots over the dimmed input image. Figures are made
 with ``matplotlib.figure.Figure`` (no pyplot, no global state, no display needed).
 """

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from tiekd.pipeline.errors import TeacherError
+from tiekd.pipeline.files import file_sha256, require_file
 
 ONNX_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 """onnxruntime's input type names -> the NumPy dtype fed to them."""
@@ -67,9 +68,6 @@ class OnnxTeacher(nn.Module):
 
 def load_onnx(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
     """Loader of the teacher-kind table: (module, SHA-256 of the .onnx file)."""
-    from tiekd.data.kitti import file_sha256
-    from tiekd.pipeline.files import require_file
-
     path = require_file(target, what="teacher file", error=TeacherError, hint=f" (--teacher {spec})")
     unknown = set(args) - {"cuda"}
     if unknown:

@@ -8,7 +8,7 @@ checkpoint and into run.json, and ``--resume`` must find the same one.
 
 from __future__ import annotations
 
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.pipeline.store.cache import TeacherCache
 
 IDENTITY_KEYS = ("teacher_spec", "teacher_sha256", "split_sha256", "group")
 """The fields of a cache identity, in the order a refusal lists them."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from tiekd.pipeline import figures
+from tiekd.pipeline.pictures import figures
 from tiekd.pipeline.explain import ImageExplanation
 
 PIXEL_PLOT_HEIGHT = 3.2

@@ -32,9 +32,9 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecInd
 from zarr.codecs.numcodecs import Delta, Shuffle
 from zarr.storage import LocalStore
 
-from tiekd.pipeline.depth_codec import Predict2D, undo_prediction
+from tiekd.pipeline.store.codec import Predict2D, undo_prediction
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store_format import damaged_frame
+from tiekd.pipeline.store.formats import damaged_frame
 
 EMPTY = 2**64 - 1
 """Offset and length of an inner chunk that was never written (Zarr v3 sharding spec)."""

@@ -28,7 +28,7 @@ from zarr.core.sync import sync
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta, Shuffle
 
-from tiekd.pipeline.depth_codec import Predict2D
+from tiekd.pipeline.store.codec import Predict2D
 from tiekd.pipeline.errors import StoreError
 
 STORE_FORMAT = 4

@@ -19,11 +19,11 @@ from torch.utils.data import DataLoader
 from tiekd.data.datasets import raise_batch_errors
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import save_checkpoint
-from tiekd.stages.distributed import gathered
+from tiekd.stages.training.distributed import gathered
 from tiekd.stages.runtime import progress
-from tiekd.stages.train_board import PictureCollector, entropy_bins
-from tiekd.stages.train_log import RunLog
-from tiekd.stages.trainer import Trainer
+from tiekd.stages.training.board import PictureCollector, entropy_bins
+from tiekd.stages.training.log import RunLog
+from tiekd.stages.training.trainer import Trainer
 
 if TYPE_CHECKING:
     from tiekd.stages.train_student import TrainStudentConfig

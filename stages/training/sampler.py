@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import Sampler
 
 from tiekd.data.description import DatasetDescription
-from tiekd.data.kitti import Record
-from tiekd.pipeline.cache import TeacherCache
+from tiekd.data.records import Record
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.errors import StoreError
 
 
