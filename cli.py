@@ -267,7 +267,7 @@ def train_student(**options) -> None:
 
 def train_student_config(crop, resume, **options):
     """The ``train-student`` options as its stage's config."""
-    from tiekd.stages.train_student import TrainStudentConfig
+    from tiekd.stages.training.config import TrainStudentConfig
 
     resume = {"no": False, "yes": True}.get(resume, resume)
     return TrainStudentConfig(crop=_size(crop, "--crop"), resume=resume, **options)

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from tiekd.data.kitti import KITTI
 from tiekd.pipeline.dpm import expected_depth
 from tiekd.pipeline.deploy.export import DeployedStudent, export_onnx, export_program
 from tiekd.pipeline.students import build_student
@@ -45,7 +46,7 @@ GIGA = 1e9
 
 def build(name: str) -> DeployedStudent:
     encoder, _, decoder = name.partition(":")
-    return DeployedStudent(build_student(encoder, decoder=decoder or "standard")).eval()
+    return DeployedStudent(build_student(encoder, decoder=decoder or "standard", **KITTI.depth_bins)).eval()
 
 
 def component_flops(name: str, size: tuple[int, int]) -> dict[str, float]:

@@ -41,7 +41,8 @@ def child(threads: int, steps: int) -> dict:
     """In a fresh interpreter: median seconds of one demo training step with ``threads`` torch threads."""
     import torch
 
-    from tiekd.stages.train_student import TrainStudentConfig, build_trainer
+    from tiekd.stages.train_student import build_trainer
+    from tiekd.stages.training.config import TrainStudentConfig
 
     if threads:
         torch.set_num_threads(threads)

@@ -45,7 +45,8 @@ from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
 from tiekd.stages import cache_teacher
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.runtime import default_workers, resolve_device
-from tiekd.stages.train_student import Trainer, TrainStudentConfig, build_trainer, make_loader, prepare
+from tiekd.stages.train_student import Trainer, build_trainer, make_loader, prepare
+from tiekd.stages.training.config import TrainStudentConfig
 
 FACTORY_SPEC = "python:tiekd.pipeline.students:build_student"
 """Teachers built by tiekd's own student factory (no weights to download)."""

@@ -132,6 +132,12 @@ class DatasetDescription:
         top, bottom, left, right = self.train_region
         return bottom - top, right - left
 
+    @property
+    def depth_bins(self) -> dict:
+        """The DPM bins as keyword arguments (``build_student(encoder, **dataset.depth_bins)``):
+        ``n_bins``, ``min_depth`` and ``max_depth``."""
+        return {"n_bins": self.n_bins, "min_depth": self.min_depth, "max_depth": self.max_depth}
+
     def presets(self) -> dict:
         """Option defaults that follow the dataset, by config field name (each stage's --crop means
         another crop, so stages set that one themselves)."""
@@ -206,6 +212,7 @@ class DatasetDescription:
 
     def eval_mask(self, crop: str, height: int, width: int) -> np.ndarray:
         """Boolean (height, width) mask of evaluation crop ``crop`` (``none``: everything)."""
+        self.check_eval_crop(crop)
         if crop == NO_CROP:
             return np.ones((height, width), dtype=bool)
         return self.eval_crops[crop].mask(height, width)

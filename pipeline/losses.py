@@ -34,9 +34,6 @@ TIEKD_SCALE = 10.0
 TIEKD_ALPHA = 0.1
 """method.md section 5: weight of L_DPM in the TIE-KD loss."""
 
-KITTI_DPM_SIGMA = 0.8
-"""method.md section 3: sigma (metres) of the teacher DPM on KITTI (NYU uses 0.15)."""
-
 KL_EPSILON = 1e-7
 """method.md section 5 (released code): KL uses log(p_S + 1e-7)."""
 
@@ -260,7 +257,7 @@ def tiekd_loss_terms(
     edges: torch.Tensor,
     *,
     alpha: float = TIEKD_ALPHA,
-    sigma: float = KITTI_DPM_SIGMA,
+    sigma: float,
     form: str = "paper",
     valid: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -291,7 +288,7 @@ def tiekd_loss(
     edges: torch.Tensor,
     *,
     alpha: float = TIEKD_ALPHA,
-    sigma: float = KITTI_DPM_SIGMA,
+    sigma: float,
     form: str = "paper",
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tiekd.pipeline.errors import TrainingError
-from tiekd.pipeline.losses import RESPONSE_LOSSES, supervised_si_loss, tiekd_loss_terms
+from tiekd.pipeline.errors import ConfigError, TrainingError
+from tiekd.pipeline.losses import RESPONSE_LOSSES, TIEKD_ALPHA, supervised_si_loss, tiekd_loss_terms
 
 METHODS = ("tiekd", *RESPONSE_LOSSES, "supervised")
 """Method names in the order the paper's tables list them."""
@@ -50,15 +50,20 @@ class Objective:
     method: str
     edges: torch.Tensor | None = None
     """Bin edges (K+1,) metres, for TIE-KD."""
-    alpha: float = 0.1
+    alpha: float = TIEKD_ALPHA
     """Weight of the DPM term against the depth term in TIE-KD."""
-    sigma: float = 0.8
-    """Std (metres) of the teacher DPM's Gaussian."""
+    sigma: float | None = None
+    """Std (metres) of the teacher DPM's Gaussian, for TIE-KD (the dataset's, see
+    :func:`tiekd.pipeline.dpm.dpm_sigma`)."""
     dpm_form: str = "paper"
     """'paper' (CDF mass per bin) or 'code' (the released code's softmax of densities)."""
     top_row: int = 0
     """First row of the crop the TIE-KD loss sees (KITTI: 110; the sky above has no LiDAR). The
     response-KD baselines use the whole crop, as the authors' do."""
+
+    def __post_init__(self):
+        if self.method == "tiekd" and (self.edges is None or self.sigma is None):
+            raise ConfigError("the TIE-KD objective needs the bin edges and the DPM sigma of the dataset")
 
     def loss(self, output: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """(loss, terms for logging) for the student's output on a batch.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tiekd.pipeline.metrics import DELTA_BASE, MAX_DEPTH, MIN_DEPTH, _valid_mask
+from tiekd.pipeline.metrics import DELTA_BASE, valid_mask
 
 SPARSIFICATION_STEPS = 100
 """Removed fractions 0, 1/100, ..., 99/100 of the valid pixels (Poggi et al. 2020)."""
@@ -114,9 +114,9 @@ def image_sparsification(
     gt: np.ndarray,
     uncertainty: np.ndarray,
     *,
-    min_depth: float = MIN_DEPTH,
-    max_depth: float = MAX_DEPTH,
-    crop: str | np.ndarray = "garg",
+    min_depth: float,
+    max_depth: float,
+    crop: np.ndarray,
 ) -> dict[str, dict] | None:
     """Curves of one (H, W) prediction and uncertainty map, on the pixels ``depth_metrics`` scores.
 
@@ -129,7 +129,7 @@ def image_sparsification(
     gt = np.asarray(gt, dtype=np.float64)
     if not pred.shape == gt.shape == uncertainty.shape:
         raise ValueError(f"pred, gt and uncertainty must share one (H, W) shape: {pred.shape}, {uncertainty.shape}")
-    valid = _valid_mask(gt, min_depth, max_depth, crop)
+    valid = valid_mask(gt, min_depth=min_depth, max_depth=max_depth, crop=crop)
     if not valid.any():
         return None
     pred = np.clip(np.nan_to_num(pred[valid], nan=min_depth), min_depth, max_depth)

@@ -317,9 +317,9 @@ def build_student(
     encoder: str,
     *,
     head: str = "dpm",
-    n_bins: int = 257,
-    min_depth: float = 1e-3,
-    max_depth: float = 80.0,
+    n_bins: int,
+    min_depth: float,
+    max_depth: float,
     pretrained: bool = False,
     decoder: str = "standard",
 ) -> DepthStudent:

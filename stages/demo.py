@@ -19,6 +19,7 @@ from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.stages import cache_teacher, evaluate, train_student
 from tiekd.stages.demo_report import METHOD_LABELS, write_pictures, write_results
 from tiekd.stages.runtime import default_workers, reproducible, resolve_device
+from tiekd.stages.training.config import TrainStudentConfig
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _train(cfg: DemoConfig, size: DemoSize, out: Path, **options) -> None:
         if state["step"] >= steps:
             click.echo(f"{out} already trained ({state['step']} steps), reused")
             return
-    run_cfg = train_student.TrainStudentConfig(
+    run_cfg = TrainStudentConfig(
         out=out,
         max_steps=steps,
         epochs=10_000,

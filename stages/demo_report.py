@@ -87,7 +87,7 @@ def _first_frame(sample, dataset):
 
 def write_pictures(path: Path, *, sample, store: str, checkpoints: dict, device: str, dataset: str) -> Path:
     """One PNG, a row per student: input, teacher, student depth, and the student's DPM entropy."""
-    from tiekd.stages.evaluate import StudentPredictor
+    from tiekd.stages.evaluation import StudentPredictor
 
     description = get_dataset(dataset)
     max_depth = description.max_depth

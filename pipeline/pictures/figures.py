@@ -91,11 +91,16 @@ def show_scalar(ax, values: np.ndarray, title: str, *, kind: str, vmax: float | 
     ax.set_axis_off()
 
 
-def show_sparse(ax, values: np.ndarray, valid: np.ndarray, rgb: np.ndarray, title: str, *, kind: str, max_depth=80.0):
-    """Sparse ``gt`` depth or ``error`` (metres) as dots over the dimmed input image."""
+def show_sparse(
+    ax, values: np.ndarray, valid: np.ndarray, rgb: np.ndarray, title: str, *, kind: str, max_depth: float | None = None
+) -> None:
+    """Sparse ``gt`` depth or ``error`` (metres) as dots over the dimmed input image; ``gt`` is
+    coloured on the log scale up to ``max_depth`` (the dataset's), which it requires."""
     show_rgb(ax, rgb, title, dim=DIM)
     rows, cols = np.nonzero(valid)
     if kind == "gt":
+        if max_depth is None:
+            raise ValueError("show_sparse of kind gt needs the max_depth of its colour scale")
         cmap, label = DEPTH_MAP, "GT depth (m)"
         norm = LogNorm(vmin=max_depth * NEAR_DEPTH_FRACTION, vmax=max_depth, clip=True)
     else:

@@ -80,7 +80,7 @@ def colourise(values: np.ndarray, *, vmin: float, vmax: float, invalid: np.ndarr
     return rgb
 
 
-def depth_image(depth: np.ndarray, *, max_depth: float = 80.0, near_depth: float | None = None) -> Image.Image:
+def depth_image(depth: np.ndarray, *, max_depth: float, near_depth: float | None = None) -> Image.Image:
     """Picture of a (H, W) depth map in metres as inverse depth: near = bright, far = dark.
 
     The scale is fixed (1/max_depth -> dark end, 1/near_depth -> bright end; near_depth defaults

@@ -12,7 +12,11 @@ import contextlib
 import os
 import re
 
+import dask
+from distributed import Client, LocalCluster, as_completed
+
 from tiekd.pipeline.errors import ConfigError
+from tiekd.stages.caching.config import CacheTeacherConfig
 from tiekd.stages.caching.worker import cache_shard, finish_store, prepare_store
 from tiekd.stages.runtime import Rate, progress
 
@@ -33,11 +37,8 @@ def parse_cluster(text: str) -> tuple[str, int | str]:
     raise ConfigError(f"--cluster {text!r} is neither local:N (N worker processes) nor tcp://HOST:PORT")
 
 
-def _local_cluster(n_workers: int):
+def _local_cluster(n_workers: int) -> LocalCluster:
     """N single-threaded worker processes; DataLoader workers allowed in them (not daemons)."""
-    import dask
-    from distributed import LocalCluster
-
     with dask.config.set({"distributed.worker.daemon": False}):
         return LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
@@ -60,8 +61,6 @@ def environment_kept():
 @contextlib.contextmanager
 def cluster_client(text: str):
     """A dask Client for ``--cluster`` (a LocalCluster it starts and stops, or an existing one)."""
-    from distributed import Client
-
     kind, value = parse_cluster(text)
     with environment_kept(), contextlib.ExitStack() as stack:
         try:
@@ -75,10 +74,8 @@ def cluster_client(text: str):
         yield client
 
 
-def run_shards(cfg, client) -> tuple[str, int, float, bool]:
+def run_shards(cfg: CacheTeacherConfig, client: Client) -> tuple[str, int, float, bool]:
     """Fill the store on the cluster; returns (location, frames written, seconds, complete)."""
-    from distributed import as_completed
-
     location, todo = client.submit(prepare_store, cfg, tuple(cfg.shard), pure=False).result()
     rate = Rate()
     futures = client.map(cache_shard, sorted(todo), cfg=cfg, retries=SHARD_RETRIES, pure=False)

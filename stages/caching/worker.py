@@ -27,10 +27,11 @@ from tiekd.pipeline.store.writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.errors import StoreError, TeacherError
 from tiekd.pipeline.files import file_sha256, os_reason
 from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
+from tiekd.stages.caching.config import CacheTeacherConfig
 from tiekd.stages.runtime import resolve_device
 
 
-def _teacher_batches(cfg, records: list[Record], frames: list[int], device: torch.device):
+def _teacher_batches(cfg: CacheTeacherConfig, records: list[Record], frames: list[int], device: torch.device):
     loader = DataLoader(
         CroppedImages(records, cfg.data_root, frames, dataset=get_dataset(cfg.dataset), crop=cfg.crop),
         batch_size=cfg.batch_size,
@@ -43,7 +44,7 @@ def _teacher_batches(cfg, records: list[Record], frames: list[int], device: torc
         yield batch["index"].tolist(), batch["image"].to(device, non_blocking=True)
 
 
-def teacher_depth(cfg, teacher: Teacher, image: torch.Tensor, ids: list[str], *, amp: bool) -> torch.Tensor:
+def teacher_depth(cfg: CacheTeacherConfig, teacher: Teacher, image: torch.Tensor, ids: list[str], *, amp: bool) -> torch.Tensor:
     """Depth (B, 1, H, W) metres of uint8 ``image`` (B, 3, H, W); any failure of the teacher
     becomes one line naming it, the batch's first sample and the exception."""
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
@@ -70,7 +71,7 @@ def check_finite(depth: torch.Tensor, ids: list[str]) -> None:
         raise TeacherError(f"the teacher's depth for {bad} contains NaN or inf; check the teacher and its input")
 
 
-def clip_depth(cfg, depth: torch.Tensor, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def clip_depth(cfg: CacheTeacherConfig, depth: torch.Tensor, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Depth (B, H, W) clipped into [min_depth, max_depth] and clipped pixels per frame (B,).
 
     A frame with more than ``max_clipped_share`` of its pixels outside the range is refused:
@@ -89,7 +90,7 @@ def clip_depth(cfg, depth: torch.Tensor, ids: list[str]) -> tuple[np.ndarray, np
     return depth.cpu().numpy(), clipped.cpu().numpy().astype(np.int32)
 
 
-def open_writer(cfg, teacher: Teacher, records: list[Record], *, amp: bool) -> CacheWriter:
+def open_writer(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record], *, amp: bool) -> CacheWriter:
     """Create or resume the store group ``cfg`` names for ``teacher``'s maps of ``records``;
     ``amp``: whether float16 autocast runs (recorded with the teacher's dtype and arguments)."""
     spec = CacheSpec(
@@ -192,7 +193,7 @@ def worker_device(name: str) -> torch.device:
     return device
 
 
-def _worker_teacher(cfg, device: torch.device) -> Teacher:
+def _worker_teacher(cfg: CacheTeacherConfig, device: torch.device) -> Teacher:
     key = (cfg.teacher, json.dumps(cfg.teacher_args, sort_keys=True), str(device))
     if key not in _TEACHERS:
         _TEACHERS[key] = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
@@ -204,12 +205,12 @@ def shard_range(shard: int, frames_per_shard: int, n_frames: int) -> list[int]:
     return list(range(shard * frames_per_shard, min((shard + 1) * frames_per_shard, n_frames)))
 
 
-def _worker_amp(cfg, device: torch.device) -> bool:
+def _worker_amp(cfg: CacheTeacherConfig, device: torch.device) -> bool:
     """Whether autocast runs; quietly (runtime.use_amp's note would repeat once a shard)."""
     return cfg.amp and device.type == "cuda"
 
 
-def prepare_store(cfg, shards_of: tuple[int, int]) -> tuple[str, dict[int, int]]:
+def prepare_store(cfg: CacheTeacherConfig, shards_of: tuple[int, int]) -> tuple[str, dict[int, int]]:
     """Create or resume the store group (honouring ``cfg.overwrite``); returns its location and
     the frames still missing per store shard among those of process ``shards_of`` = (I, N)."""
     records = get_dataset(cfg.dataset).read_split(cfg.split)
@@ -221,7 +222,7 @@ def prepare_store(cfg, shards_of: tuple[int, int]) -> tuple[str, dict[int, int]]
     return writer.location, todo
 
 
-def cache_shard(shard: int, cfg) -> int:
+def cache_shard(shard: int, cfg: CacheTeacherConfig) -> int:
     """Store the missing maps of store shard ``shard``; returns the frames written. Idempotent:
     frames already marked done are skipped, so a shard redone after a lost worker costs only the rest."""
     records = get_dataset(cfg.dataset).read_split(cfg.split)
@@ -236,7 +237,7 @@ def cache_shard(shard: int, cfg) -> int:
     return fill_frames(run_cfg, teacher, writer, records, frames, device=device, amp=amp)
 
 
-def finish_store(cfg) -> bool:
+def finish_store(cfg: CacheTeacherConfig) -> bool:
     """Record completion of the store group once every frame is stored; True if complete."""
     records = get_dataset(cfg.dataset).read_split(cfg.split)
     device = worker_device(cfg.device)

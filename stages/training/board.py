@@ -64,7 +64,7 @@ class RunBoard:
 
 
 class PictureCollector:
-    """An ``on_image`` callback of :func:`tiekd.stages.evaluate.evaluate` that draws the first
+    """An ``on_image`` callback of :func:`tiekd.stages.evaluation.evaluate` that draws the first
     VALIDATION_PICTURES images as one labelled column each: image, student depth, DPM entropy
     (DPM students) and relative error against GT."""
 

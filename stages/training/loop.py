@@ -12,10 +12,10 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from torch.utils.data import DataLoader
 
+from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.data.datasets import raise_batch_errors
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import save_checkpoint
@@ -25,8 +25,6 @@ from tiekd.stages.training.board import PictureCollector, entropy_bins
 from tiekd.stages.training.log import RunLog
 from tiekd.stages.training.trainer import Trainer
 
-if TYPE_CHECKING:
-    from tiekd.stages.train_student import TrainStudentConfig
 
 
 @dataclass
@@ -46,7 +44,7 @@ def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollec
     """Validation metrics over the whole split, each process scoring records rank, rank + world
     size, ...; ``pictures`` (an on_image callback) draws the first images of this process's share."""
     from tiekd.data.datasets import EvaluationSamples
-    from tiekd.stages.evaluate import StudentPredictor, evaluate
+    from tiekd.stages.evaluation import StudentPredictor, evaluate
 
     dataset = get_dataset(cfg.dataset)
     records = dataset.read_split(cfg.val_split)

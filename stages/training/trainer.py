@@ -7,16 +7,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.pipeline.errors import CheckpointError, TrainingError
 from tiekd.pipeline.methods import Objective
 from tiekd.stages.training.distributed import SINGLE, Processes, accumulating, mean_over_processes
 
-if TYPE_CHECKING:
-    from tiekd.stages.train_student import TrainStudentConfig
 
 # The authors' schedule (method.md section 7).
 ADAMW_BETAS = (0.95, 0.99)

@@ -13,7 +13,7 @@ from tiekd.data.registry import DATASETS, get_dataset
 from tiekd.pipeline.errors import ConfigError
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.evaluate import EvaluateConfig
-from tiekd.stages.train_student import TrainStudentConfig
+from tiekd.stages.training.config import TrainStudentConfig
 
 # The authors' KITTI settings (method.md sections 2, 3, 5, 6, 8), written out independently.
 KITTI_PAPER = dict(crop=(352, 704), n_bins=257, min_depth=1e-3, max_depth=80.0, loss_top_row=110)

@@ -7,6 +7,7 @@ import pytest
 
 from tiekd.data.records import Record
 from tiekd.data.kitti import (
+    KITTI,
     IMAGE_SIZES,
     KB_HEIGHT,
     KB_WIDTH,
@@ -18,7 +19,7 @@ from tiekd.data.kitti import (
     write_depth,
 )
 from tiekd.data.images import read_rgb
-from tiekd.pipeline.errors import DataError
+from tiekd.pipeline.errors import ConfigError, DataError
 
 SHARED_SPLITS = Path(__file__).parents[3] / "shared" / "splits"
 LINE = (
@@ -120,6 +121,28 @@ class TestCrop:
     def test_image_smaller_than_crop(self):
         with pytest.raises(DataError, match="smaller than the 352x1216 crop"):
             kb_crop_box(300, 1242)
+
+
+class TestEvaluationCrops:
+    def test_garg_bounds_at_kb_size(self):
+        mask = KITTI.eval_mask("garg", KB_HEIGHT, KB_WIDTH)
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (143, 349, 43, 1172)
+        assert mask.sum() == (349 - 143) * (1172 - 43)
+
+    def test_eigen_bounds_at_kb_size(self):
+        mask = KITTI.eval_mask("eigen", KB_HEIGHT, KB_WIDTH)
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (117, 321, 43, 1172)
+        assert mask.sum() == (321 - 117) * (1172 - 43)
+
+    def test_none_and_dtype(self):
+        mask = KITTI.eval_mask("none", 4, 6)
+        assert mask.dtype == np.bool_ and mask.shape == (4, 6) and mask.all()
+
+    def test_unknown_crop_is_a_config_error(self):
+        with pytest.raises(ConfigError, match="--crop"):
+            KITTI.eval_mask("middle", 4, 6)
 
 
 class TestReaders:

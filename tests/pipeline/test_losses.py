@@ -25,6 +25,7 @@ from tiekd.pipeline.losses import (
 
 MIN_DEPTH, MAX_DEPTH = 1e-3, 80.0
 N_BINS = 33  # fewer bins than KITTI's 257 keep the tests fast; the code does not depend on K
+SIGMA = 0.8  # KITTI's paper-form DPM sigma in metres
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def make_inputs(dtype=torch.float32, shape=(2, 9, 13), seed=0):
     return logits.requires_grad_(), teacher
 
 
-def naive_tiekd_loss(logits, teacher_depth, edges, *, alpha=0.1, sigma=0.8, form="paper", valid=None):
+def naive_tiekd_loss(logits, teacher_depth, edges, *, alpha=0.1, sigma=SIGMA, form="paper", valid=None):
     """Whole-tensor reference: 10 * (alpha * mean KL(t || s) + (1 - alpha) * (1 - SSIM))."""
     teacher = teacher_dpm(teacher_depth, edges, sigma, form)
     student = torch.softmax(logits, dim=1)
@@ -152,7 +153,7 @@ class TestTiekdLoss:
 
     def test_value_and_gradient_equal_naive_float32(self, edges):
         logits, teacher = make_inputs(torch.float32, shape=(2, 20, 24))
-        lean = tiekd_loss(logits, teacher, edges)
+        lean = tiekd_loss(logits, teacher, edges, sigma=SIGMA)
         (lean_grad,) = torch.autograd.grad(lean, logits)
         naive = naive_tiekd_loss(logits, teacher, edges)
         (naive_grad,) = torch.autograd.grad(naive, logits)
@@ -163,7 +164,9 @@ class TestTiekdLoss:
     def test_gradcheck(self, edges, form, monkeypatch):
         monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 2 * N_BINS * 4 * 2)  # 2 rows a chunk, then 1
         logits, teacher = make_inputs(torch.float64, shape=(2, 3, 4))
-        assert torch.autograd.gradcheck(lambda z: tiekd_loss(z, teacher, edges, alpha=0.3, sigma=1.5, form=form), (logits,))
+        assert torch.autograd.gradcheck(
+            lambda z: tiekd_loss(z, teacher, edges, alpha=0.3, sigma=1.5, form=form), (logits,)
+        )
         # Under a mask SSIM's target is the detached student depth where the teacher is missing (a
         # stop-gradient finite differences do not see), so the masked loss is checked on its KL term.
         valid = teacher > 20
@@ -196,17 +199,19 @@ class TestTiekdLoss:
         logits, teacher = make_inputs(torch.float64)
         valid = torch.ones_like(teacher, dtype=torch.bool)
         valid[:, :, :3] = False
-        loss = tiekd_loss(logits, teacher, edges, valid=valid)
+        loss = tiekd_loss(logits, teacher, edges, valid=valid, sigma=SIGMA)
         placeholder = torch.where(valid, teacher, edges[0].double())  # what the SSIM windows see there
         naive = naive_tiekd_loss(logits, placeholder, edges, valid=valid)
         assert loss.item() == pytest.approx(naive.item(), rel=1e-12)
         poisoned = teacher.clone()
         poisoned[~valid] = float("nan")
-        kl_only = tiekd_loss(logits, poisoned, edges, alpha=1.0, valid=valid)
+        kl_only = tiekd_loss(logits, poisoned, edges, alpha=1.0, valid=valid, sigma=SIGMA)
         (grad,) = torch.autograd.grad(kl_only, logits)
         assert torch.isfinite(grad).all()
         assert (grad[:, :, :3] == 0).all() and (grad[:, :, 3:] != 0).any()
-        assert kl_only.item() == pytest.approx(tiekd_loss(logits, teacher, edges, alpha=1.0, valid=valid).item())
+        assert kl_only.item() == pytest.approx(
+            tiekd_loss(logits, teacher, edges, alpha=1.0, valid=valid, sigma=SIGMA).item()
+        )
 
     @pytest.mark.parametrize("form", ["paper", "code"])
     def test_a_student_matching_the_teacher_where_it_exists_has_no_depth_loss(self, edges, form):
@@ -217,7 +222,9 @@ class TestTiekdLoss:
             teacher = (torch.softmax(logits, 1) * bin_centres(edges).double().view(1, -1, 1, 1)).sum(1, keepdim=True)
         rows = torch.arange(teacher.shape[-2]).view(1, 1, -1, 1)
         valid = (rows >= 3).expand_as(teacher)
-        terms = tiekd_loss_terms(logits, torch.where(valid, teacher, 0.0), edges, alpha=0.0, form=form, valid=valid)
+        terms = tiekd_loss_terms(
+            logits, torch.where(valid, teacher, 0.0), edges, alpha=0.0, form=form, valid=valid, sigma=SIGMA
+        )
         (gradient,) = torch.autograd.grad(terms["total"], logits)
         assert terms["depth"].item() == pytest.approx(0.0, abs=1e-12)
         assert gradient.abs().max().item() < 1e-9
@@ -225,7 +232,7 @@ class TestTiekdLoss:
     def test_teacher_gets_no_gradient(self, edges):
         logits, teacher = make_inputs()
         teacher.requires_grad_()
-        tiekd_loss(logits, teacher, edges).backward()
+        tiekd_loss(logits, teacher, edges, sigma=SIGMA).backward()
         assert teacher.grad is None
         assert logits.grad is not None and torch.isfinite(logits.grad).all()
 
@@ -234,7 +241,7 @@ class TestTiekdLoss:
     def test_finite_at_range_edges(self, edges, form, depth):
         logits, _ = make_inputs()
         teacher = torch.full((2, 1, 9, 13), depth)
-        loss = tiekd_loss(logits, teacher, edges, form=form)
+        loss = tiekd_loss(logits, teacher, edges, form=form, sigma=SIGMA)
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
 
@@ -242,11 +249,11 @@ class TestTiekdLoss:
         logits, teacher = make_inputs()
         half_logits = logits.detach().bfloat16().requires_grad_()
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-            loss = tiekd_loss(half_logits, teacher, edges)
+            loss = tiekd_loss(half_logits, teacher, edges, sigma=SIGMA)
         loss.backward()
         assert loss.dtype == torch.float32 and half_logits.grad.dtype == torch.bfloat16
         reference_logits = half_logits.detach().float().requires_grad_()
-        reference = tiekd_loss(reference_logits, teacher, edges)
+        reference = tiekd_loss(reference_logits, teacher, edges, sigma=SIGMA)
         reference.backward()
         assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
         torch.testing.assert_close(half_logits.grad, reference_logits.grad.bfloat16())
@@ -255,7 +262,7 @@ class TestTiekdLoss:
     def test_bad_options_raise(self, edges, kwargs):
         logits, teacher = make_inputs()
         with pytest.raises(ValueError):
-            tiekd_loss(logits, teacher, edges, **kwargs)
+            tiekd_loss(logits, teacher, edges, **({"sigma": SIGMA} | kwargs))
 
 
 class TestResponseLosses:

@@ -5,10 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from tiekd.pipeline.errors import ConfigError
-from tiekd.pipeline.metrics import METRIC_NAMES, crop_mask, depth_metrics, mean_metrics
+from tiekd.data.kitti import KITTI
+from tiekd.pipeline.metrics import METRIC_NAMES, depth_metrics, mean_metrics
 
 KB_SHAPE = (352, 1216)
+
+
+def metrics(pred, gt, *, crop="garg", min_depth=KITTI.min_depth, max_depth=KITTI.max_depth):
+    """depth_metrics with KITTI's depth range and a crop of KITTI named (on the map) or given as a mask."""
+    mask = KITTI.eval_mask(crop, *np.shape(gt)) if isinstance(crop, str) else crop
+    return depth_metrics(pred, gt, min_depth=min_depth, max_depth=max_depth, crop=mask)
 
 
 def reference_metrics(pred, gt):
@@ -29,32 +35,10 @@ def reference_metrics(pred, gt):
     }
 
 
-class TestCropMask:
-    def test_garg_bounds_at_kb_size(self):
-        mask = crop_mask(*KB_SHAPE, "garg")
-        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-        assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (143, 349, 43, 1172)
-        assert mask.sum() == (349 - 143) * (1172 - 43)
-
-    def test_eigen_bounds_at_kb_size(self):
-        mask = crop_mask(*KB_SHAPE, "eigen")
-        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-        assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (117, 321, 43, 1172)
-        assert mask.sum() == (321 - 117) * (1172 - 43)
-
-    def test_none_and_dtype(self):
-        mask = crop_mask(4, 6, "none")
-        assert mask.dtype == np.bool_ and mask.shape == (4, 6) and mask.all()
-
-    def test_unknown_crop_is_a_config_error(self):
-        with pytest.raises(ConfigError, match="--crop"):
-            crop_mask(4, 6, "middle")
-
-
 class TestDepthMetrics:
     def test_perfect_prediction(self):
         gt = np.linspace(1.0, 70.0, 24).reshape(4, 6)
-        scores = depth_metrics(gt.copy(), gt, crop="none")
+        scores = metrics(gt.copy(), gt, crop="none")
         assert tuple(scores) == METRIC_NAMES
         for name in ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog"):
             assert scores[name] == pytest.approx(0.0, abs=1e-12)
@@ -62,7 +46,7 @@ class TestDepthMetrics:
 
     def test_prediction_twice_the_truth(self):
         gt = np.linspace(1.0, 30.0, 24).reshape(4, 6)
-        scores = depth_metrics(2 * gt, gt, crop="none")
+        scores = metrics(2 * gt, gt, crop="none")
         assert scores["abs_rel"] == pytest.approx(1.0)
         assert scores["rmse_log"] == pytest.approx(math.log(2))
         assert scores["log10"] == pytest.approx(math.log10(2))
@@ -74,7 +58,7 @@ class TestDepthMetrics:
     def test_two_pixels_by_hand(self):
         gt = np.array([[2.0, 4.0]])
         pred = np.array([[1.0, 5.0]])
-        scores = depth_metrics(pred, gt, crop="none")
+        scores = metrics(pred, gt, crop="none")
         expected = {
             "abs_rel": (1 / 2 + 1 / 4) / 2,
             "sq_rel": (1 / 2 + 1 / 4) / 2,
@@ -94,20 +78,20 @@ class TestDepthMetrics:
         rng = np.random.default_rng(0)
         gt = rng.uniform(0.5, 45.0, size=(30, 40))  # pred stays below 80: no clamping
         pred = gt * rng.uniform(0.6, 1.6, size=gt.shape).astype(np.float32)
-        scores = depth_metrics(pred.astype(np.float32), gt.astype(np.float32), crop="none")
+        scores = metrics(pred.astype(np.float32), gt.astype(np.float32), crop="none")
         reference = reference_metrics(pred.astype(np.float32).ravel(), gt.astype(np.float32).ravel())
         assert scores == pytest.approx(reference, rel=1e-9)
 
     def test_invalid_ground_truth_is_ignored(self):
         gt = np.array([[0.0, 3.0, 80.0], [np.nan, 6.0, 1e-3]])
         pred = np.array([[50.0, 3.3, 7.0], [9.0, 5.0, 11.0]])
-        scores = depth_metrics(pred, gt, crop="none")
+        scores = metrics(pred, gt, crop="none")
         assert scores == pytest.approx(reference_metrics(np.array([3.3, 5.0]), np.array([3.0, 6.0])))
 
     def test_prediction_is_clamped(self):
         gt = np.array([[0.5, 79.0]])
         pred = np.array([[-4.0, 250.0]])
-        scores = depth_metrics(pred, gt, crop="none")
+        scores = metrics(pred, gt, crop="none")
         assert scores == pytest.approx(reference_metrics(np.array([1e-3, 80.0]), np.array([0.5, 79.0])))
 
     def test_nan_prediction_counts_as_min_depth_as_in_adabins(self):
@@ -115,36 +99,36 @@ class TestDepthMetrics:
         # turn the image's scores (and with them the test set's mean) into NaN.
         gt = np.array([[0.5, 79.0, 4.0, 6.0]])
         pred = np.array([[np.nan, np.inf, -np.inf, 5.0]])
-        scores = depth_metrics(pred, gt, crop="none")
+        scores = metrics(pred, gt, crop="none")
         expected = reference_metrics(np.array([1e-3, 80.0, 1e-3, 5.0]), gt.ravel())
         assert all(math.isfinite(v) for v in scores.values())
         assert scores == pytest.approx(expected, rel=1e-12)
-        assert mean_metrics([scores, depth_metrics(gt, gt, crop="none")])["rmse"] == pytest.approx(expected["rmse"] / 2)
+        assert mean_metrics([scores, metrics(gt, gt, crop="none")])["rmse"] == pytest.approx(expected["rmse"] / 2)
 
     def test_crop_string_and_mask(self):
         gt = np.full(KB_SHAPE, 10.0)
         pred = np.full(KB_SHAPE, 20.0)
-        pred[crop_mask(*KB_SHAPE, "garg")] = 10.0
-        assert depth_metrics(pred, gt)["abs_rel"] == 0.0
-        assert depth_metrics(pred, gt, crop="eigen")["abs_rel"] > 0.0
-        assert depth_metrics(pred, gt, crop=crop_mask(*KB_SHAPE, "garg"))["abs_rel"] == 0.0
+        pred[KITTI.eval_mask("garg", *KB_SHAPE)] = 10.0
+        assert metrics(pred, gt)["abs_rel"] == 0.0
+        assert metrics(pred, gt, crop="eigen")["abs_rel"] > 0.0
+        assert metrics(pred, gt, crop=KITTI.eval_mask("garg", *KB_SHAPE))["abs_rel"] == 0.0
 
     def test_depth_range_arguments(self):
         gt = np.array([[2.0, 8.0]])
         pred = np.array([[2.0, 20.0]])
-        scores = depth_metrics(pred, gt, max_depth=5.0, crop="none")
+        scores = metrics(pred, gt, max_depth=5.0, crop="none")
         assert scores["abs_rel"] == 0.0
 
     def test_no_valid_pixel_gives_none(self):
         gt = np.zeros((3, 4))
-        assert depth_metrics(np.ones((3, 4)), gt, crop="none") is None
-        assert depth_metrics(np.ones(KB_SHAPE), np.where(crop_mask(*KB_SHAPE, "garg"), 0.0, 5.0)) is None
+        assert metrics(np.ones((3, 4)), gt, crop="none") is None
+        assert metrics(np.ones(KB_SHAPE), np.where(KITTI.eval_mask("garg", *KB_SHAPE), 0.0, 5.0)) is None
 
     def test_shape_mismatch(self):
         with pytest.raises(ValueError):
-            depth_metrics(np.ones((3, 4)), np.ones((4, 3)))
+            metrics(np.ones((3, 4)), np.ones((4, 3)))
         with pytest.raises(ValueError):
-            depth_metrics(np.ones((3, 4)), np.ones((3, 4)), crop=np.ones((4, 3), dtype=bool))
+            metrics(np.ones((3, 4)), np.ones((3, 4)), crop=np.ones((4, 3), dtype=bool))
 
 
 class TestMeanMetrics:
@@ -154,8 +138,8 @@ class TestMeanMetrics:
         assert mean_metrics([first, None, second]) == dict.fromkeys(METRIC_NAMES, 2.5)
 
     def test_mean_of_images_not_of_pixels(self):
-        small = depth_metrics(np.array([[2.0]]), np.array([[1.0]]), crop="none")
-        large = depth_metrics(np.full((2, 2), 1.0), np.full((2, 2), 1.0), crop="none")
+        small = metrics(np.array([[2.0]]), np.array([[1.0]]), crop="none")
+        large = metrics(np.full((2, 2), 1.0), np.full((2, 2), 1.0), crop="none")
         assert mean_metrics([small, large])["abs_rel"] == pytest.approx(0.5)
 
     def test_nothing_to_average(self):

@@ -72,12 +72,13 @@ class TestMaps:
         crop = np.ones(gt.shape, bool)
         crop[:, 45:] = False
         valid = (gt > 1e-3) & (gt < 80) & crop
-        curves = image_sparsification(pred, gt, nan_uncertainty, crop=crop)
+        curves = image_sparsification(pred, gt, nan_uncertainty, min_depth=1e-3, max_depth=80.0, crop=crop)
         pred = np.clip(np.nan_to_num(pred, nan=1e-3), 1e-3, 80.0)
         expected = sparsification_curves(pred[valid], gt[valid], uncertainty[valid])
         for name in SPARSIFICATION_METRICS:
             np.testing.assert_array_equal(curves[name]["model"], expected[name]["model"])
-        assert image_sparsification(pred, np.zeros_like(gt), uncertainty, crop="none") is None
+        everything = np.ones(gt.shape, bool)
+        assert image_sparsification(pred, np.zeros_like(gt), uncertainty, min_depth=1e-3, max_depth=80.0, crop=everything) is None
 
     def test_mean_curves(self):
         images = [sparsification_curves(*noisy_image(300, seed)) for seed in range(3)]

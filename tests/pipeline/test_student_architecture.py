@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tiekd.data.kitti import KITTI
 from tiekd.pipeline.students import DenseDepthDecoder, build_student
 
 # mmseg MobileNetV2 (the authors' backbone): blocks per stage, stride and dilation per stage.
@@ -34,7 +35,7 @@ def make_layer_table():
 @functools.cache
 def mobilenet():
     torch.manual_seed(0)
-    return build_student("mobilenetv2").eval()
+    return build_student("mobilenetv2", **KITTI.depth_bins).eval()
 
 
 def test_mobilenetv2_blocks_match_mmseg_make_layer():
@@ -126,7 +127,7 @@ def test_decoder_matches_the_written_out_reference():
 @pytest.mark.parametrize("encoder", ["mobilenetv2", "resnet18"])
 def test_regression_head_is_a_3x3_conv_with_bias(encoder):
     """depth = sigmoid(3x3 conv 128 -> 1) * d_max: a pixel's depth depends on its neighbours' features."""
-    model = build_student(encoder, head="regression").eval()
+    model = build_student(encoder, head="regression", **KITTI.depth_bins).eval()
     head = model.output_conv
     assert head.kernel_size == (3, 3) and head.padding == (1, 1) and head.bias is not None
     features = torch.rand(1, 128, 6, 6, generator=torch.Generator().manual_seed(0), requires_grad=True)

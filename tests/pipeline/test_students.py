@@ -7,6 +7,7 @@ import huggingface_hub.constants
 import pytest
 import torch
 
+from tiekd.data.kitti import KITTI
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.students import STUDENTS, build_student, decoder_widths
 
@@ -25,7 +26,7 @@ BATCH, HEIGHT, WIDTH = 2, 32, 64
 def student(encoder, head="dpm"):
     """One shared, randomly initialised student per (encoder, head), in eval mode."""
     torch.manual_seed(0)
-    return build_student(encoder, head=head).eval()
+    return build_student(encoder, head=head, **KITTI.depth_bins).eval()
 
 
 @functools.cache
@@ -133,7 +134,7 @@ TIMM_FAMILIES = {
 @pytest.mark.parametrize("encoder", sorted(TIMM_FAMILIES))
 def test_any_timm_family_at_any_input_size(encoder):
     torch.manual_seed(0)
-    model = build_student(encoder, head="dpm", n_bins=9).eval()
+    model = build_student(encoder, head="dpm", **(KITTI.depth_bins | {"n_bins": 9})).eval()
     assert model.arch["encoder"] == encoder
     assert model.decoder.bottleneck.in_channels == TIMM_FAMILIES[encoder]
     with torch.no_grad():
@@ -143,18 +144,18 @@ def test_any_timm_family_at_any_input_size(encoder):
 
 def test_a_fixed_size_encoder_is_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"'cait_xxs24_224' only runs at the input size it was built for") as error:
-        build_student("cait_xxs24_224", n_bins=9)
+        build_student("cait_xxs24_224", **(KITTI.depth_bins | {"n_bins": 9}))
     assert "\n" not in str(error.value)
 
 
 def test_unknown_encoder_is_a_config_error():
     with pytest.raises(ConfigError, match="no_such_net"):
-        build_student("no_such_net")
+        build_student("no_such_net", **KITTI.depth_bins)
 
 
 def test_unknown_head_is_a_config_error():
     with pytest.raises(ConfigError, match="classification"):
-        build_student("resnet18", head="classification")
+        build_student("resnet18", head="classification", **KITTI.depth_bins)
 
 
 def test_any_input_size_is_padded_and_cropped_back():
@@ -174,4 +175,4 @@ def test_pretrained_weights_offline_is_a_config_error(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(ConfigError, match="ImageNet weights for resnet18.*--no-pretrained"):
-        build_student("resnet18", pretrained=True)
+        build_student("resnet18", pretrained=True, **KITTI.depth_bins)

@@ -154,7 +154,7 @@ def test_panel_refuses_no_tiles():
 
 def test_save_png_creates_folders_and_round_trips(tmp_path):
     depth = np.linspace(1.0, 80.0, 24 * 16).reshape(16, 24)
-    picture = panel([("depth", depth_image(depth)), ("entropy", entropy_image(depth / 20, n_bins=49))])
+    picture = panel([("depth", depth_image(depth, max_depth=80.0)), ("entropy", entropy_image(depth / 20, n_bins=49))])
     path = save_png(picture, tmp_path / "images" / "0001" / "panel.png")
     assert path.is_file()
     with Image.open(path) as reread:

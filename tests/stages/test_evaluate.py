@@ -16,11 +16,12 @@ from tiekd.data.kitti import gt_path, kb_crop, read_depth, read_split
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy
-from tiekd.pipeline.metrics import METRIC_NAMES, crop_mask, depth_metrics
+from tiekd.data.kitti import KITTI
+from tiekd.pipeline.metrics import METRIC_NAMES, depth_metrics
 from tiekd.pipeline.pictures.figures import evaluation_figure, save_figure
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
-from tiekd.stages.train_student import TrainStudentConfig
+from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.stages.train_student import run as train_run
 from sparsification_reference import reference_scores
 
@@ -109,8 +110,9 @@ def reference(sample, predict, crop="garg"):
     for record in with_gt(sample):
         rgb = read_rgb(sample.data_root / record.rgb)
         gt = kb_crop(read_depth(gt_path(sample.gt_root, record)))
-        mask = full_image_garg(*rgb.shape[:2]) if crop == "full" else crop
-        per_image.append(depth_metrics(np.clip(predict(record, kb_crop(rgb)), 1e-3, 80.0), gt, crop=mask))
+        mask = full_image_garg(*rgb.shape[:2]) if crop == "full" else KITTI.eval_mask(crop, *gt.shape)
+        pred = np.clip(predict(record, kb_crop(rgb)), 1e-3, 80.0)
+        per_image.append(depth_metrics(pred, gt, min_depth=1e-3, max_depth=80.0, crop=mask))
     return per_image, {name: float(np.mean([m[name] for m in per_image])) for name in METRIC_NAMES}
 
 
@@ -330,7 +332,7 @@ class TestUncertainty:
             rgb = kb_crop(read_rgb(sample.data_root / record.rgb))
             gt = kb_crop(read_depth(gt_path(sample.gt_root, record)))
             entropy = student_entropy(model, rgb)
-            valid = (gt > 1e-3) & (gt < 80) & crop_mask(352, 1216, "garg")
+            valid = (gt > 1e-3) & (gt < 80) & KITTI.eval_mask("garg", 352, 1216)
             pred = np.clip(student_depth(model, rgb, flip=True), 1e-3, 80.0)
             expected = reference_scores(pred[valid], gt[valid], entropy[valid])
             assert {k: got[k] for k in UNCERTAINTY_METRIC_NAMES} == pytest.approx(expected, rel=1e-3, abs=1e-6)
@@ -351,7 +353,7 @@ def dpm_evaluation(sample, checkpoint, **kwargs):
     """The DPM student of ``checkpoint`` evaluated on the sample's test split (sparsification included)."""
     from tiekd.data.datasets import EvaluationSamples
     from tiekd.data.registry import get_dataset
-    from tiekd.stages.evaluate import StudentPredictor, evaluate
+    from tiekd.stages.evaluation import StudentPredictor, evaluate
 
     kitti = get_dataset("kitti")
     samples = EvaluationSamples(read_split(sample.test_split), sample.data_root, sample.gt_root, dataset=kitti)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tiekd.data.kitti import KITTI
 from tiekd.data.kitti import read_split
 from tiekd.pipeline.checkpoint import save_checkpoint
 from tiekd.pipeline.students import build_student
@@ -26,7 +27,7 @@ def checkpoints(tmp_path_factory):
     paths = {}
     for head in ("dpm", "regression"):
         torch.manual_seed(0)
-        model = build_student("test_resnet", head=head, n_bins=24)
+        model = build_student("test_resnet", head=head, **(KITTI.depth_bins | {"n_bins": 24}))
         state = {"model": model.state_dict(), "architecture": model.arch, "input_scale": 0.0625}
         paths[head] = folder / f"{head}.pt"
         save_checkpoint(paths[head], state | {"config": {"sigma": 1.5, "dpm_form": "code"}})

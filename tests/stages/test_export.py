@@ -6,6 +6,7 @@ import onnxruntime
 import pytest
 import torch
 
+from tiekd.data.kitti import KITTI
 from tiekd.data.kitti import read_split
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
@@ -26,7 +27,7 @@ def checkpoints(tmp_path_factory):
     paths = {}
     for head in ("dpm", "regression"):
         torch.manual_seed(0)
-        model = build_student(STUDENT, head=head, n_bins=16)
+        model = build_student(STUDENT, head=head, **(KITTI.depth_bins | {"n_bins": 16}))
         optimizer = torch.optim.AdamW(model.parameters())
         model(torch.rand(1, 3, *INPUT)).mean().backward()
         optimizer.step()

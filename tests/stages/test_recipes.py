@@ -10,7 +10,7 @@ import yaml
 
 from tiekd.cli import main, train_student_config
 from tiekd.stages.recipes import RECIPES_DIR, list_recipes
-from tiekd.stages.train_student import _check_config
+from tiekd.stages.training.config import check_config
 
 # Every row of method.md section 9 (MobileNetV2) and the ResNet rows, TIE-KD in both DPM forms.
 EXPECTED = {
@@ -42,7 +42,7 @@ def test_every_row_of_the_table_has_a_recipe():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_recipe_resolves_to_a_valid_configuration(name, tmp_path):
     cfg = resolve(name, tmp_path)
-    _check_config(cfg)
+    check_config(cfg)
     written = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())
     assert cfg.student == written["student"] == name.split("-")[1]
     assert cfg.method == written["method"] and (cfg.epochs, cfg.batch_size, cfg.crop) == (24, 8, (352, 704))

@@ -34,7 +34,8 @@ from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
 from tiekd.stages.training.log import read_jsonl
-from tiekd.stages.train_student import TrainStudentConfig, build_trainer, make_loader, prepare, run
+from tiekd.stages.train_student import build_trainer, make_loader, prepare, run
+from tiekd.stages.training.config import TrainStudentConfig
 
 TEACHER = "python:toy_teachers:row_prior"
 STUDENT = "test_resnet"

@@ -1,0 +1,134 @@
+"""The options of ``tiekd cache-teacher`` (:class:`CacheTeacherConfig`) and their checks.
+
+The config sits below the engine that reads it (:mod:`~tiekd.stages.caching.worker`, the dask
+cluster), so the engine imports it without going back up to the command module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tiekd.data.description import fill_presets
+from tiekd.data.records import Record
+from tiekd.data.registry import DEFAULT_DATASET, get_dataset
+from tiekd.pipeline.errors import ConfigError
+from tiekd.pipeline.store.cache import FRAMES_PER_SHARD
+from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name
+from tiekd.stages.runtime import default_workers
+
+MAX_CLIPPED_SHARE = 0.05
+"""Share of a frame's pixels that may lie outside [min_depth, max_depth] before the run stops:
+a KITTI teacher clips a few far pixels; a map mostly out of range has the wrong units or sign."""
+MAX_TEACHER_INPUT_SCALE = 4
+"""--teacher-input may be at most this many times the crop in each dimension: larger inputs only
+fail to allocate (a 100000x100000 batch would need terabytes)."""
+
+
+@dataclass
+class CacheTeacherConfig:
+    """Options of ``tiekd cache-teacher``, one field per flag."""
+
+    teacher: str
+    """Teacher spec, KIND:TARGET (see tiekd.pipeline.teachers.load)."""
+    data_root: Path
+    """Root holding the split's RGB paths (KITTI raw root)."""
+    split: Path
+    """Split file, one ``RGB_REL GT_REL|None FOCAL`` record a line."""
+    out: str
+    """Store path or fsspec URL."""
+    gt_root: Path | None = None
+    """Annotated depth root; when given, every record's GT must exist (checked before the run)."""
+    name: str | None = None
+    """Teacher group name in the store; default derived from the spec."""
+    split_name: str | None = None
+    """Split group name in the store; default the split file's stem."""
+    teacher_args: dict = field(default_factory=dict)
+    """Keyword arguments for python: factories and hf: from_pretrained."""
+    teacher_input: tuple[int, int] | None = None
+    """(H, W) to resize the crop to for the teacher, and back; None = run at the crop size."""
+    flip_tta: bool = True
+    """Average with the flipped-back prediction of the mirrored image."""
+    batch_size: int = 4
+    device: str = "auto"
+    amp: bool = False
+    """float16 autocast on CUDA (ignored on the CPU)."""
+    workers: int = field(default_factory=default_workers)
+    shard: tuple[int, int] = (0, 1)
+    """(I, N): this process fills store shards I, I+N, I+2N, ... of the split."""
+    overwrite: bool = False
+    """Replace an existing teacher/split group made differently."""
+    frames_per_shard: int = FRAMES_PER_SHARD
+    """Frames per shard file when the store group is created (a resumed store keeps its own)."""
+    store_format: int = STORE_FORMAT
+    """Store format of a new group (pipeline/store_format.py); a resumed group keeps its own."""
+    dataset: str = DEFAULT_DATASET
+    """--dataset: which description (tiekd.data.registry) gives readers, crop and depth range."""
+    crop: tuple[int, int] | None = None
+    """(H, W) of the region the teacher runs on; None = the dataset's cache crop (KITTI: KB crop)."""
+    min_depth: float | None = None
+    """Smallest depth stored (metres); None = the dataset's."""
+    max_depth: float | None = None
+    """Largest depth stored (metres); None = the dataset's."""
+    cluster: str | None = None
+    """dask cluster for the teacher pass: ``local:N`` worker processes or a scheduler's
+    ``tcp://HOST:PORT``; None = this process alone."""
+    max_clipped_share: float = MAX_CLIPPED_SHARE
+    """Stop when more than this share of a frame's pixels lies outside [min_depth, max_depth]."""
+
+    def __post_init__(self):
+        description = get_dataset(self.dataset)
+        # Here --crop is the region the teacher sees, not the training crop of the presets.
+        if self.crop is None:
+            self.crop = description.cache_crop
+        fill_presets(self, description)
+
+
+def check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
+    """Fail before any work (and before the store is touched) on missing roots or files."""
+    check_group_name(cfg.name, flag="--name")
+    check_group_name(cfg.split_name, flag="--split-name")
+    dataset = get_dataset(cfg.dataset)
+    data_root = dataset.check_root(cfg.data_root, flag="--data-root")
+    for record in records:
+        dataset.check_image(data_root, record)
+    if cfg.gt_root is not None:
+        gt_root = dataset.check_root(cfg.gt_root, flag="--gt-root")
+        for record in records:
+            dataset.check_gt(gt_root, record)
+    _check_teacher_input(cfg)
+    index, count = cfg.shard
+    if not 0 <= index < count:
+        raise ConfigError(f"--shard {index}/{count}: expected I/N with 0 <= I < N")
+    if cfg.overwrite and count > 1:
+        raise ConfigError(
+            "--overwrite with --shard would let every process delete the others' work; "
+            "overwrite once with a single process, then start the shards"
+        )
+
+
+def _check_teacher_input(cfg: CacheTeacherConfig) -> None:
+    """Refuse a --teacher-input far larger than the crop: it would only fail to allocate."""
+    if cfg.teacher_input is None:
+        return
+    limit = tuple(MAX_TEACHER_INPUT_SCALE * side for side in cfg.crop)
+    if any(size > most for size, most in zip(cfg.teacher_input, limit)):
+        height, width = cfg.teacher_input
+        raise ConfigError(
+            f"--teacher-input {height}x{width} is larger than {MAX_TEACHER_INPUT_SCALE}x the "
+            f"{cfg.crop[0]}x{cfg.crop[1]} crop ({limit[0]}x{limit[1]}); choose the size the teacher was trained at"
+        )
+
+
+def absolute(cfg: CacheTeacherConfig) -> CacheTeacherConfig:
+    """Paths that mean the same on a worker whose working directory differs."""
+    local_out = "://" not in cfg.out
+    return dataclasses.replace(
+        cfg,
+        data_root=cfg.data_root.resolve(),
+        split=Path(cfg.split).resolve(),
+        split_name=cfg.split_name or Path(cfg.split).stem,
+        gt_root=cfg.gt_root.resolve() if cfg.gt_root else None,
+        out=str(Path(cfg.out).resolve()) if local_out else cfg.out,
+    )

@@ -1,0 +1,155 @@
+"""The options of ``tiekd train-student`` (:class:`TrainStudentConfig`) and their checks.
+
+The config sits below the engine that reads it (trainer, loop), so the engine imports it without
+going back up to the command module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tiekd.data.description import fill_presets
+from tiekd.data.registry import DEFAULT_DATASET, get_dataset
+from tiekd.pipeline.dpm import DPM_FORMS, MAX_N_BINS
+from tiekd.pipeline.errors import ConfigError
+from tiekd.pipeline.methods import METHODS, needs_gt, needs_teacher
+from tiekd.stages.runtime import default_workers
+
+
+@dataclass
+class TrainStudentConfig:
+    """Options of ``tiekd train-student``, one field per flag."""
+
+    data_root: Path
+    """Image root (KITTI raw root)."""
+    split: Path
+    """Training split file."""
+    out: Path
+    """Run directory."""
+    cache: str | None = None
+    """Teacher store (required by every method but supervised)."""
+    teacher: str | None = None
+    """Teacher group in the store; optional where it holds one."""
+    split_name: str | None = None
+    """Split group in the store; default the only one, or the split file's stem."""
+    gt_root: Path | None = None
+    """Annotated depth root (supervised training and validation)."""
+    student: str = "mobilenetv2"
+    """Preset (mobilenetv2, resnet18, resnet50) or any timm model name."""
+    method: str = "tiekd"
+    decoder: str = "standard"
+    """Student decoder: the authors' ("standard") or "light" (fewer channels at full resolution)."""
+    epochs: int = 24
+    batch_size: int = 8
+    """Samples per process and micro-batch (the paper: 8 per GPU)."""
+    accumulate: int = 1
+    """Micro-batches accumulated into one step: global batch = processes x batch_size x accumulate."""
+    sync_bn: bool = False
+    """BatchNorm with the statistics of all processes' batches (torchrun runs)."""
+    crop: tuple[int, int] | None = None
+    """Random training crop (H, W) taken from the dataset's train region; None = the dataset's."""
+    scale: float = 1.0
+    """Resize crop and maps by this factor (quick experiments at low resolution)."""
+    lr: float = 1e-3
+    """Maximum learning rate of the one-cycle schedule."""
+    alpha: float = 0.1
+    sigma: float | None = None
+    """Std (m) of the teacher DPM; None = the form's default (dpm_sigma: code 0.5, paper the dataset's)."""
+    dpm_form: str = "paper"
+    n_bins: int | None = None
+    """DPM bins; None = the dataset's."""
+    min_depth: float | None = None
+    max_depth: float | None = None
+    """Depth range (m) of bins and regression head; None = the dataset's."""
+    loss_top_row: int | None = None
+    """First row of the (unscaled) crop the TIE-KD loss sees (KITTI's sky rows lie above it); None = the dataset's."""
+    max_steps: int | None = None
+    """Stop after this many steps (the schedule spans them)."""
+    val_split: Path | None = None
+    """Split evaluated after every epoch; best.pt keeps the lowest RMSE."""
+    val_data_root: Path | None = None
+    """Images of --val-split where they are not under --data-root (NYU: official_splits/test or the .mat)."""
+    val_gt_root: Path | None = None
+    """GT of --val-split where it is not under --gt-root."""
+    pretrained: bool = True
+    """Start from timm's ImageNet weights, as the paper's students do."""
+    resume: bool | str = False
+    """True: continue the run in ``out``; "auto": continue it if it has a last.pt, else start it."""
+    device: str = "auto"
+    amp: bool = False
+    workers: int = field(default_factory=default_workers)
+    seed: int = 0
+    save_every: int = 500
+    """Also write last.pt every this many steps (and at every epoch end)."""
+    dataset: str = DEFAULT_DATASET
+    """--dataset: which description (tiekd.data.registry) gives readers, crops and the presets above."""
+
+    def __post_init__(self):
+        description = get_dataset(self.dataset)
+        if self.crop is None:
+            self.crop = description.train_crop
+        fill_presets(self, description)
+
+
+def check_config(cfg: TrainStudentConfig) -> None:
+    """Refuse options that contradict each other or the dataset, before anything is read or built."""
+    if cfg.method not in METHODS:
+        raise ConfigError(f"--method {cfg.method!r} is not one of {', '.join(METHODS)}")
+    if needs_teacher(cfg.method) and cfg.cache is None:
+        raise ConfigError(f"--method {cfg.method} distils from a teacher: pass --cache STORE")
+    if (needs_gt(cfg.method) or (cfg.val_split and cfg.val_gt_root is None)) and cfg.gt_root is None:
+        raise ConfigError(f"--method {cfg.method}{' with --val-split' if cfg.val_split else ''} needs --gt-root")
+    if cfg.resume not in (False, True, "auto"):
+        raise ConfigError(f"--resume {cfg.resume!r} is not one of yes, auto (or leave it out)")
+    if cfg.accumulate < 1:
+        raise ConfigError(f"--accumulate {cfg.accumulate} must be at least 1")
+    if not 0 < cfg.scale <= 1:
+        raise ConfigError(f"--scale {cfg.scale} must be in (0, 1]")
+    dataset = get_dataset(cfg.dataset)
+    if cfg.crop[0] > dataset.train_size[0] or cfg.crop[1] > dataset.train_size[1]:
+        raise ConfigError(f"--crop {cfg.crop[0]}x{cfg.crop[1]} is larger than the {dataset.train_region_title}")
+    _check_loss_options(cfg)
+
+
+def _check_loss_options(cfg: TrainStudentConfig) -> None:
+    """Refuse loss and bin settings the training step would only fail on (or silently misuse)."""
+    if cfg.dpm_form not in DPM_FORMS:
+        raise ConfigError(f"--dpm-form {cfg.dpm_form!r} is not one of {', '.join(DPM_FORMS)}")
+    if not 2 <= cfg.n_bins <= MAX_N_BINS:
+        default = get_dataset(cfg.dataset).n_bins
+        raise ConfigError(f"--n-bins {cfg.n_bins} must be in [2, {MAX_N_BINS}] (default {default})")
+    if cfg.sigma is not None and not cfg.sigma > 0:
+        raise ConfigError(f"--sigma {cfg.sigma} must be a positive standard deviation in metres")
+    # The released code has a config with alpha = 1.5, a negative weight on the depth term.
+    if not 0 <= cfg.alpha <= 1:
+        raise ConfigError(f"--alpha {cfg.alpha} must be in [0, 1]: it weighs the DPM term against the depth term")
+    if not cfg.lr > 0:
+        raise ConfigError(f"--lr {cfg.lr} must be positive")
+    if not 0 < cfg.min_depth < cfg.max_depth:
+        raise ConfigError(f"--max-depth {cfg.max_depth} must be above the minimum depth {cfg.min_depth} m")
+    if not 0 <= cfg.loss_top_row < cfg.crop[0]:
+        raise ConfigError(f"--loss-top-row {cfg.loss_top_row} must be a row of the {cfg.crop[0]}-row --crop")
+
+
+RESUME_KEYS = (
+    "method",
+    "student",
+    "epochs",
+    "global_batch",
+    "crop",
+    "scale",
+    "max_steps",
+    "seed",
+    "split",
+    "n_bins",
+    "min_depth",
+    "max_depth",
+    "lr",
+    "alpha",
+    "sigma",
+    "dpm_form",
+    "loss_top_row",
+)
+"""Options a resumed run must share with the run it continues (same steps, data order and schedule).
+The global batch may be split differently: other processes, --batch-size or --accumulate."""
