@@ -18,10 +18,6 @@ from tiekd.cli_options import TiekdCommand
 from tiekd.pipeline.errors import TiekdError, out_of_memory
 from tiekd.stages.runtime import DEVICES, default_workers, set_threads
 
-existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
-existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
-
-
 def _size(value: str | None, flag: str) -> tuple[int, int] | None:
     """``"352x704"`` -> (352, 704)."""
     if value is None:

@@ -25,10 +25,6 @@ from tiekd.pipeline.dpm import dpm_entropy, expected_depth, teacher_dpm
 from tiekd.pipeline.losses import dpm_distillation_maps
 from tiekd.pipeline.metrics import DELTA_BASE
 
-PIXEL_KINDS = ("highest entropy", "highest error", "depth edge", "confident and correct")
-"""The pixels picked automatically, in figure order."""
-
-
 @dataclass
 class PixelExplanation:
     """One pixel: the student's distribution over the K bins against the teacher's DPM."""

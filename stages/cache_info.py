@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from tiekd.pipeline.store.cache import TeacherCache, _open_root
+from tiekd.pipeline.store.cache import TeacherCache, open_root
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.repair import damaged_frames, lost_arrays, rebuild_metadata, unmark
 from tiekd.pipeline.store.formats import check_readable_format, child_groups, lost_metadata
@@ -15,7 +15,7 @@ from tiekd.stages.runtime import directory_bytes
 
 def _groups(path: str, *, mode: str = "r"):
     """Every (teacher, split, group) of a store."""
-    root = _open_root(path, mode=mode)
+    root = open_root(path, mode=mode)
     for teacher, teacher_group in child_groups(root, location=path).items():
         for split, group in child_groups(teacher_group, location=f"{path}/{teacher}").items():
             yield teacher, split, group
@@ -108,8 +108,8 @@ def _verify_group(group, location: str, *, repair: bool, result: Verification) -
     check_readable_format(group.attrs.get("tiekd_store_format"), location=location)
     cache = TeacherCache(group, location=location)
     shape = (len(cache), *tuple(cache.attrs.get("crop", ())))
-    if cache._depth.shape != shape:
-        result.problems.append(f"{location}: depth has shape {cache._depth.shape}, expected {shape}")
+    if cache.depth_shape != shape:
+        result.problems.append(f"{location}: depth has shape {cache.depth_shape}, expected {shape}")
         return
     result.frames += int(cache.done.sum())
     damaged = damaged_frames(cache)

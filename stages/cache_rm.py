@@ -7,7 +7,7 @@ incomplete group is removed only with ``force``.
 
 from __future__ import annotations
 
-from tiekd.pipeline.store.cache import _open_root
+from tiekd.pipeline.store.cache import open_root
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.formats import check_group_name, child_groups
 
@@ -25,7 +25,7 @@ def remove(path: str, *, teacher: str, split: str | None = None, force: bool = F
     the groups removed. The teacher group goes with its last split."""
     check_group_name(teacher, flag="--teacher")
     check_group_name(split, flag="--split")
-    root = _open_root(path, mode="r+")
+    root = open_root(path, mode="r+")
     if "tiekd_store_format" not in root.attrs:
         raise StoreError(f"{path} is not a tiekd store; nothing removed")
     teachers = child_groups(root, location=path)

@@ -34,7 +34,8 @@ CHECKPOINT_NAMES = ("last.pt", "best.pt")
 """Checkpoints of a run directory; a kill mid-write leaves their temporaries, removed on the next start."""
 
 
-def _objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
+def build_objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
+    """The loss of ``cfg.method`` with the run's bins, alpha, sigma (:func:`dpm_sigma`) and first loss row."""
     return Objective(
         method=cfg.method,
         edges=bin_edges(cfg.min_depth, cfg.max_depth, cfg.n_bins).to(device),
@@ -77,7 +78,7 @@ def build_trainer(
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
-        objective=_objective(cfg, device),
+        objective=build_objective(cfg, device),
         device=device,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,

@@ -114,11 +114,12 @@ def dequantise(value: np.ndarray) -> np.ndarray:
     return np.multiply(value, np.float32(1 / DEPTH_SCALE), dtype=np.float32)
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The time now in UTC, ISO 8601 to the second (a group's "created" and "completed")."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _open_root(path: str, *, mode: str, attributes: dict | None = None) -> zarr.Group:
+def open_root(path: str, *, mode: str, attributes: dict | None = None) -> zarr.Group:
     """The store's root group; ``attributes`` are written with it where ``mode`` creates it."""
     if mode == "r":
         check_byte_ranges(str(path))
@@ -172,7 +173,7 @@ class TeacherCache:
     def open(cls, path: str | Path, teacher: str | None = None, split: str | None = None) -> TeacherCache:
         """Open ``path`` read-only; ``teacher`` and ``split`` may be omitted where the store holds one."""
         path = str(path)
-        root = _open_root(path, mode="r")
+        root = open_root(path, mode="r")
         teacher = _pick(root, teacher, what="teacher", flag="--teacher", path=path)
         split = _pick(root[teacher], split, what="split", flag="--split-name", path=f"{path}/{teacher}")
         group = root[teacher][split]
@@ -186,7 +187,7 @@ class TeacherCache:
         """Open the group of a split: ``split_name`` if given, else the one named after the split
         file's stem if there is one, else the only split of the teacher."""
         if split_name is None:
-            root = _open_root(str(path), mode="r")
+            root = open_root(str(path), mode="r")
             teacher = _pick(root, teacher, what="teacher", flag="--teacher", path=str(path))
             if Path(split_file).stem in root[teacher]:
                 split_name = Path(split_file).stem
@@ -203,6 +204,11 @@ class TeacherCache:
     @property
     def spec(self) -> CacheSpec:
         return CacheSpec.from_attrs(self.attrs)
+
+    @property
+    def depth_shape(self) -> tuple[int, ...]:
+        """(N, H, W) of the group's depth array, as its metadata says."""
+        return tuple(self._depth.shape)
 
     @property
     def frames_per_shard(self) -> int:

@@ -24,8 +24,8 @@ from tiekd.pipeline.store.cache import (
     DEPTH_SCALE,
     FRAMES_PER_SHARD,
     CacheSpec,
-    _now,
-    _open_root,
+    utc_now,
+    open_root,
     contiguous_runs,
     quantise,
 )
@@ -203,7 +203,7 @@ class CacheWriter:
         cls, path: str, *, teacher: str, split: str, spec: CacheSpec, ids: list[str], extra_attrs: dict,
         overwrite: bool, layout: dict,
     ) -> CacheWriter:
-        root = _open_root(path, mode="a", attributes={"tiekd_store_format": STORE_FORMAT})
+        root = open_root(path, mode="a", attributes={"tiekd_store_format": STORE_FORMAT})
         if "tiekd_store_format" not in root.attrs:
             if any(True for _ in root.members()):
                 raise StoreError(f"--out {path} is a zarr store that tiekd did not make; choose a new or empty one")
@@ -231,7 +231,7 @@ class CacheWriter:
                     "depth_unit": "m",
                     "frames_per_shard": frames_per_shard,
                     "n_frames": len(ids),
-                    "created": _now(),
+                    "created": utc_now(),
                 }
             )
         return cls(group, location=location)
@@ -274,7 +274,7 @@ class CacheWriter:
         done = self._done[:]
         if not done.all():
             return False
-        self._group.attrs.update({"completed": _now(), "clipped_pixels": int(self._clipped[:].sum())})
+        self._group.attrs.update({"completed": utc_now(), "clipped_pixels": int(self._clipped[:].sum())})
         return True
 
 

@@ -30,10 +30,10 @@ def test_given_options_win_over_the_presets():
 
 
 def test_paper_sigma_comes_from_the_dataset_and_reaches_the_objective():
-    from tiekd.stages.train_student import _objective
+    from tiekd.stages.train_student import build_objective
 
     cfg = TrainStudentConfig(data_root=Path("r"), split=Path("s"), out=Path("o"))
-    assert cfg.sigma is None and _objective(cfg, torch.device("cpu")).sigma == get_dataset("kitti").sigma == 0.8
+    assert cfg.sigma is None and build_objective(cfg, torch.device("cpu")).sigma == get_dataset("kitti").sigma == 0.8
 
 
 def test_cache_and_evaluation_configs_take_the_dataset_crops():
