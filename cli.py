@@ -18,6 +18,7 @@ from tiekd.cli_options import TiekdCommand
 from tiekd.pipeline.errors import TiekdError, out_of_memory
 from tiekd.stages.runtime import DEVICES, default_workers, set_threads
 
+
 def _size(value: str | None, flag: str) -> tuple[int, int] | None:
     """``"352x704"`` -> (352, 704)."""
     if value is None:

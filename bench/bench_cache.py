@@ -33,8 +33,8 @@ from tiekd.pipeline.store.cache import CacheSpec, TeacherCache, dequantise
 from tiekd.pipeline.store.writer import CacheWriter
 from tiekd.pipeline.teachers.load import load_teacher, predict_depth
 from tiekd.stages.cache_teacher import CacheTeacherConfig, run
-from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.stages.train_student import run as train_run
+from tiekd.stages.training.config import TrainStudentConfig
 
 AUTHORS_SCALE = 65535 / 80.0
 """The authors' PNGs hold floor(d / 80 * 65535)."""

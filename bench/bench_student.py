@@ -30,8 +30,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tiekd.data.kitti import KITTI
-from tiekd.pipeline.dpm import expected_depth
 from tiekd.pipeline.deploy.export import DeployedStudent, export_onnx, export_program
+from tiekd.pipeline.dpm import expected_depth
 from tiekd.pipeline.students import build_student
 from tiekd.pipeline.teachers.onnx import onnx_session
 

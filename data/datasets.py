@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
 from tiekd.data.augment import augment
 from tiekd.data.description import DatasetDescription
 from tiekd.data.records import Record
-from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.errors import DataError, StoreError
-from torch.utils.data import Dataset
+from tiekd.pipeline.store.cache import TeacherCache
 
 
 class CroppedImages(Dataset):

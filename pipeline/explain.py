@@ -25,6 +25,7 @@ from tiekd.pipeline.dpm import dpm_entropy, expected_depth, teacher_dpm
 from tiekd.pipeline.losses import dpm_distillation_maps
 from tiekd.pipeline.metrics import DELTA_BASE
 
+
 @dataclass
 class PixelExplanation:
     """One pixel: the student's distribution over the K bins against the teacher's DPM."""

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import click
 
-from tiekd.pipeline.store.cache import TeacherCache, open_root
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store.repair import damaged_frames, lost_arrays, rebuild_metadata, unmark
+from tiekd.pipeline.store.cache import TeacherCache, open_root
 from tiekd.pipeline.store.formats import check_readable_format, child_groups, lost_metadata
+from tiekd.pipeline.store.repair import damaged_frames, lost_arrays, rebuild_metadata, unmark
 from tiekd.stages.runtime import directory_bytes
 
 

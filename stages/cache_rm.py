@@ -7,8 +7,8 @@ incomplete group is removed only with ``force``.
 
 from __future__ import annotations
 
-from tiekd.pipeline.store.cache import open_root
 from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.store.cache import open_root
 from tiekd.pipeline.store.formats import check_group_name, child_groups
 
 

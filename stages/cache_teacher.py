@@ -16,6 +16,7 @@ from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_inpu
 from tiekd.stages.caching.worker import fill_frames, finish, open_writer
 from tiekd.stages.runtime import Rate, directory_bytes, progress, resolve_device, use_amp
 
+
 @dataclass
 class CacheSummary:
     """What a run did."""

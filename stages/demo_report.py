@@ -9,9 +9,9 @@ from PIL import Image
 
 from tiekd.data.datasets import EvaluationSamples
 from tiekd.data.registry import get_dataset
-from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.pictures.tiles import depth_image, entropy_image, panel, rgb_image, save_png
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.stages.runtime import resolve_device
 
 METHOD_LABELS = {

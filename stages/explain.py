@@ -20,7 +20,6 @@ import torch
 from tiekd.data.datasets import EvaluationSamples, raise_batch_errors, resize_sample
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline import explain as explaining
-from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
@@ -33,6 +32,7 @@ from tiekd.pipeline.sparsification import (
     image_sparsification,
     mean_curves,
 )
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.stages.runtime import resolve_device
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
-from tiekd.pipeline.deploy import export as exporting
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
+from tiekd.pipeline.deploy import export as exporting
 from tiekd.pipeline.errors import ConfigError, ExportError
 
 FORMATS = ("onnx", "export", "checkpoint")

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from tiekd.pipeline.deploy.archive import check_archive
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
 from tiekd.pipeline.errors import ConfigError
-from tiekd.pipeline.deploy.archive import check_archive
 from tiekd.pipeline.teachers.onnx import onnx_session
 
 ONNX_OPSET = 17

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from tiekd.pipeline.pictures import figures
 from tiekd.pipeline.explain import ImageExplanation
+from tiekd.pipeline.pictures import figures
 
 PIXEL_PLOT_HEIGHT = 3.2
 """Height in inches of the row of per-pixel plots."""

@@ -33,9 +33,9 @@ import zarr
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.store.formats import check_readable_format, child_groups, damaged_frame, open_member
 from tiekd.pipeline.store.reader import FrameReader
 from tiekd.pipeline.store.remote import check_byte_ranges
-from tiekd.pipeline.store.formats import check_readable_format, child_groups, damaged_frame, open_member
 
 DEPTH_SCALE = 256
 """uint16 value = round(depth * 256): rounding error <= 1/512 m, within KITTI's own GT precision

@@ -24,12 +24,12 @@ import re
 import warnings
 
 import zarr
-from zarr.core.sync import sync
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta, Shuffle
+from zarr.core.sync import sync
 
-from tiekd.pipeline.store.codec import Predict2D
 from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.store.codec import Predict2D
 
 STORE_FORMAT = 4
 """The format new groups are written in (see the table above)."""

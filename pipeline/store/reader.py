@@ -32,8 +32,8 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecInd
 from zarr.codecs.numcodecs import Delta, Shuffle
 from zarr.storage import LocalStore
 
-from tiekd.pipeline.store.codec import Predict2D, undo_prediction
 from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.store.codec import Predict2D, undo_prediction
 from tiekd.pipeline.store.formats import damaged_frame
 
 EMPTY = 2**64 - 1

@@ -15,9 +15,9 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 
+from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.store.writer import array_specs
-from tiekd.pipeline.errors import StoreError
 
 CACHE_ARRAYS = ("depth", "done", "clipped", "ids")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +20,16 @@ from zarr.core.sync import sync
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 import tiekd
+from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import (
     DEPTH_SCALE,
     FRAMES_PER_SHARD,
     CacheSpec,
-    utc_now,
-    open_root,
     contiguous_runs,
+    open_root,
     quantise,
+    utc_now,
 )
-from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.formats import (
     READABLE_FORMATS,
     STORE_FORMAT,
@@ -39,7 +39,6 @@ from tiekd.pipeline.store.formats import (
     lost_metadata,
     open_member,
 )
-
 
 CREATE_ATTEMPTS = 5
 """Processes that start on one new store at once (``--shard``) race to create its metadata.

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tiekd.pipeline.errors import TeacherError
 from tiekd.pipeline.deploy.archive import load_exported
+from tiekd.pipeline.errors import TeacherError
 from tiekd.pipeline.files import file_sha256, require_file, state_dict_sha256
 from tiekd.pipeline.teachers.hf import load_hf
 from tiekd.pipeline.teachers.onnx import load_onnx

@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader
 from tiekd.data.datasets import CroppedImages, raise_batch_errors
 from tiekd.data.records import Record
 from tiekd.data.registry import get_dataset
-from tiekd.pipeline.store.cache import CacheSpec, shard_frames
-from tiekd.pipeline.store.writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.errors import StoreError, TeacherError
 from tiekd.pipeline.files import file_sha256, os_reason
+from tiekd.pipeline.store.cache import CacheSpec, shard_frames
+from tiekd.pipeline.store.writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
 from tiekd.stages.caching.config import CacheTeacherConfig
 from tiekd.stages.runtime import resolve_device

@@ -15,16 +15,15 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.data.datasets import raise_batch_errors
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import save_checkpoint
-from tiekd.stages.training.distributed import gathered
 from tiekd.stages.runtime import progress
 from tiekd.stages.training.board import PictureCollector, entropy_bins
+from tiekd.stages.training.config import TrainStudentConfig
+from tiekd.stages.training.distributed import gathered
 from tiekd.stages.training.log import RunLog
 from tiekd.stages.training.trainer import Trainer
-
 
 
 @dataclass

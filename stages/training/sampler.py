@@ -11,8 +11,8 @@ from torch.utils.data import Sampler
 
 from tiekd.data.description import DatasetDescription
 from tiekd.data.records import Record
-from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.store.cache import TeacherCache
 
 
 def seed_everything(seed: int) -> None:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import torch
 
-from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.pipeline.errors import CheckpointError, TrainingError
 from tiekd.pipeline.methods import Objective
+from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.stages.training.distributed import SINGLE, Processes, accumulating, mean_over_processes
-
 
 # The authors' schedule (method.md section 7).
 ADAMW_BETAS = (0.95, 0.99)

@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiekd.data.records import Record
+from tiekd.data.images import read_rgb
 from tiekd.data.kitti import (
-    KITTI,
     IMAGE_SIZES,
     KB_HEIGHT,
     KB_WIDTH,
+    KITTI,
     gt_path,
     kb_crop,
     kb_crop_box,
@@ -18,7 +18,7 @@ from tiekd.data.kitti import (
     read_split,
     write_depth,
 )
-from tiekd.data.images import read_rgb
+from tiekd.data.records import Record
 from tiekd.pipeline.errors import ConfigError, DataError
 
 SHARED_SPLITS = Path(__file__).parents[3] / "shared" / "splits"

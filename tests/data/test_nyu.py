@@ -15,9 +15,9 @@ import tiekd
 from tiekd.data.augment import AugmentConfig, draw_augmentation
 from tiekd.data.datasets import DistillationSamples
 from tiekd.data.images import write_depth_png
-from tiekd.data.records import Record
 from tiekd.data.nyu import NYU
-from tiekd.data.sample.nyu import render, official_test_folder
+from tiekd.data.records import Record
+from tiekd.data.sample.nyu import official_test_folder, render
 from tiekd.pipeline.errors import DataError
 
 SHARED_SPLITS = Path(tiekd.__file__).resolve().parent.parent / "shared" / "splits"

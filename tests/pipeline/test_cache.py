@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import CacheSpec, TeacherCache, contiguous_runs, dequantise, quantise, shard_frames
 from tiekd.pipeline.store.writer import CacheWriter
-from tiekd.pipeline.errors import StoreError
 
 SPEC = CacheSpec(
     teacher_spec="python:toy:make",

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import zarr
 
-from tiekd.pipeline.store.cache import CacheSpec, TeacherCache
-from tiekd.pipeline.store.writer import CacheWriter
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store.reader import FrameReader, Layout, inner_layout, is_tiekd_layout
+from tiekd.pipeline.store.cache import CacheSpec, TeacherCache
 from tiekd.pipeline.store.formats import READABLE_FORMATS, STORE_FORMAT
+from tiekd.pipeline.store.reader import FrameReader, Layout, inner_layout, is_tiekd_layout
+from tiekd.pipeline.store.writer import CacheWriter
 
 WIDE = CacheSpec("python:toy:make", None, "cd" * 32, (16, 24), None, True, min_depth=1e-3, max_depth=255.0)
 """Up to 255 m, so neighbouring stored values differ by more than 2**15 and the delta wraps."""

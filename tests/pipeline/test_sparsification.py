@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from sparsification_reference import reference_curve, reference_error, reference_metric, reference_scores
 
 from tiekd.pipeline.sparsification import (
     REMOVED_FRACTIONS,
@@ -12,7 +13,6 @@ from tiekd.pipeline.sparsification import (
     mean_curves,
     sparsification_curves,
 )
-from sparsification_reference import reference_curve, reference_error, reference_metric, reference_scores
 
 
 def noisy_image(n=997, seed=0):

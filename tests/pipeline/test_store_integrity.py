@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-
-from tiekd.pipeline.store.cache import CacheSpec, TeacherCache
-from tiekd.pipeline.store.writer import CacheWriter
-from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store.formats import STORE_FORMAT
 from store_damage import frame_bytes
+
+from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.store.cache import CacheSpec, TeacherCache
+from tiekd.pipeline.store.formats import STORE_FORMAT
+from tiekd.pipeline.store.writer import CacheWriter
 
 SPEC = CacheSpec("python:toy:make", "ab" * 32, "cd" * 32, (16, 24), None, True, 1e-3, 80.0)
 IDS = [f"f{i}.png" for i in range(6)]

@@ -4,11 +4,11 @@ import warnings
 
 import pytest
 import torch
+from toy_teachers import RowPrior
 
 from tiekd.pipeline.errors import TeacherError
-from tiekd.pipeline.teachers.onnx import onnx_session
 from tiekd.pipeline.teachers.load import load_teacher, predict_depth
-from toy_teachers import RowPrior
+from tiekd.pipeline.teachers.onnx import onnx_session
 
 IMAGE = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
 

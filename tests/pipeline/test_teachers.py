@@ -5,10 +5,10 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from toy_teachers import RowPrior
 
 from tiekd.pipeline.errors import TeacherError
 from tiekd.pipeline.teachers.load import load_teacher, predict_depth
-from toy_teachers import RowPrior
 
 IMAGE = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
 

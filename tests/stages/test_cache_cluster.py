@@ -7,13 +7,12 @@ import time
 
 import distributed
 import pytest
-
 from conftest import tiekd_command
-from tiekd.pipeline.store.cache import TeacherCache
-from tiekd.pipeline.errors import ConfigError
-from tiekd.stages.caching.cluster import environment_kept, parse_cluster
 from test_cache_teacher import assert_same_store, cache_args
 
+from tiekd.pipeline.errors import ConfigError
+from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.stages.caching.cluster import environment_kept, parse_cluster
 
 
 @pytest.fixture(autouse=True)

@@ -6,13 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
-
-from tiekd.pipeline.store.cache import CacheSpec, TeacherCache
-from tiekd.pipeline.store.writer import CacheWriter
-from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store.formats import STORE_FORMAT
 from store_damage import flip_bit
 from test_cache_teacher import assert_same_store, cache_args
+
+from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.store.cache import CacheSpec, TeacherCache
+from tiekd.pipeline.store.formats import STORE_FORMAT
+from tiekd.pipeline.store.writer import CacheWriter
 
 SPEC = CacheSpec(
     teacher_spec="python:toy:make",

@@ -9,15 +9,15 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import tiekd_command
+from PIL import Image
+from toy_teachers import RowPrior
+
 from tiekd.data.images import read_rgb
 from tiekd.data.kitti import kb_crop, read_split
-from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.errors import TeacherError
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.teachers.load import predict_depth
-from toy_teachers import RowPrior
 
 TEACHER = "python:toy_teachers:row_prior"
 

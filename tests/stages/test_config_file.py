@@ -6,8 +6,8 @@ import json
 import click
 import pytest
 import yaml
-
 from test_train_student import error_line, store, train_args  # noqa: F401  (store is a fixture)
+
 from tiekd.cli import main
 from tiekd.stages.config_file import RERUN_CONFIG
 from tiekd.stages.training.log import read_jsonl

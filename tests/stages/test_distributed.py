@@ -25,8 +25,8 @@ from test_train_student import STUDENT, assert_same, store, train_args, train_co
 
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.errors import ConfigError
-from tiekd.stages.training.log import read_jsonl
 from tiekd.stages.train_student import run
+from tiekd.stages.training.log import read_jsonl
 
 OPTIONS = dict(dpm_form="code", lr=1e-3, epochs=4, save_every=1)
 """8 training frames, global batch 4: 2 steps an epoch, 8 steps; last.pt after every step."""

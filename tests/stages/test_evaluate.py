@@ -10,20 +10,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from sparsification_reference import reference_scores
 
 from tiekd.data.images import read_rgb
-from tiekd.data.kitti import gt_path, kb_crop, read_depth, read_split
-from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.data.kitti import KITTI, gt_path, kb_crop, read_depth, read_split
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy
-from tiekd.data.kitti import KITTI
 from tiekd.pipeline.metrics import METRIC_NAMES, depth_metrics
 from tiekd.pipeline.pictures.figures import evaluation_figure, save_figure
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
-from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.stages.train_student import run as train_run
-from sparsification_reference import reference_scores
+from tiekd.stages.training.config import TrainStudentConfig
 
 TEACHER = "python:toy_teachers:row_prior"
 SCALE = 0.0625

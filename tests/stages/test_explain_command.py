@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tiekd.data.kitti import KITTI
-from tiekd.data.kitti import read_split
+from tiekd.data.kitti import KITTI, read_split
 from tiekd.pipeline.checkpoint import save_checkpoint
 from tiekd.pipeline.students import build_student
 

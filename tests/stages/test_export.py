@@ -6,11 +6,10 @@ import onnxruntime
 import pytest
 import torch
 
-from tiekd.data.kitti import KITTI
-from tiekd.data.kitti import read_split
-from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.data.kitti import KITTI, read_split
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import dpm_entropy
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.students import build_student
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from mounts import assert_unwritable, read_only_folder, tmpfs
+
 from tiekd.cli import main
 from tiekd.data.kitti import read_depth, write_depth
 from tiekd.pipeline.checkpoint import load_checkpoint
@@ -146,7 +146,6 @@ class TestEvaluate:
             line = only_error(result)
         assert line.startswith(f"Error: --save-images {folder / 'pictures'} cannot be written (")
         assert "evaluating" not in result.stdout
-
 
     def test_a_full_disk_while_saving_pictures(self, sample, tmp_path, cli, store):
         with tmpfs(tmp_path / "disk", size_bytes=PAGE) as disk:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tiekd.data.images import write_depth_png
-from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint
+from tiekd.pipeline.store.cache import TeacherCache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -18,12 +18,11 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiekd_command
+
 from tiekd.data.augment import AugmentConfig, draw_augmentation
 from tiekd.data.images import read_rgb
 from tiekd.data.kitti import kb_crop, read_split
-from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import bin_edges
 from tiekd.pipeline.errors import CheckpointError, ConfigError, TrainingError
@@ -31,11 +30,12 @@ from tiekd.pipeline.losses import tiekd_loss_terms
 from tiekd.pipeline.methods import METHODS
 from tiekd.pipeline.metrics import METRIC_NAMES
 from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
-from tiekd.stages.training.log import read_jsonl
 from tiekd.stages.train_student import build_trainer, make_loader, prepare, run
 from tiekd.stages.training.config import TrainStudentConfig
+from tiekd.stages.training.log import read_jsonl
 
 TEACHER = "python:toy_teachers:row_prior"
 STUDENT = "test_resnet"
