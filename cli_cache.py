@@ -1,4 +1,7 @@
-"""``tiekd cache info|verify|rm``: the store's commands, added to the ``tiekd`` group by cli.py."""
+"""``tiekd cache info|verify|rm``: the store's commands, added to the ``tiekd`` group by cli.py.
+
+Each command imports its stage module when it runs, as in :mod:`tiekd.cli`.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def cache_info(store: str, as_json: bool) -> None:
     """Teachers, splits, completion and size of STORE."""
-    from tiekd.stages.cache_info import format_info, info
+    from tiekd.stages.cache_info import format_info, info  # lazy: see tiekd.cli
 
     summary = info(store)
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
@@ -36,7 +39,7 @@ def cache_info(store: str, as_json: bool) -> None:
 @click.option("--repair", is_flag=True, help="Rebuild lost array metadata and mark damaged frames not done.")
 def cache_verify(store: str, repair: bool) -> None:
     """Read back every stored map of STORE and check its checksum, mask, shape and values."""
-    from tiekd.stages.cache_info import report_verification, verify
+    from tiekd.stages.cache_info import report_verification, verify  # lazy: see tiekd.cli
 
     click.echo(report_verification(store, verify(store, repair=repair)))
 
@@ -48,6 +51,6 @@ def cache_verify(store: str, repair: bool) -> None:
 @click.option("--force", is_flag=True, help="Also remove incomplete groups (when no cache-teacher writes them).")
 def cache_rm(store: str, teacher: str, split: str | None, force: bool) -> None:
     """Remove one teacher's maps (or one split of them) from STORE."""
-    from tiekd.stages.cache_rm import remove
+    from tiekd.stages.cache_rm import remove  # lazy: see tiekd.cli
 
     click.echo("\n".join(f"removed {location}" for location in remove(store, teacher=teacher, split=split, force=force)))

@@ -1,29 +1,152 @@
-"""``--config FILE|RECIPE``, an option of every ``tiekd`` command (:class:`TiekdCommand`).
+"""Options that several ``tiekd`` commands share, each written once, and ``--config FILE|RECIPE``.
 
-The file's options become the command's defaults (click's default map), so flags given on the
-command line win; keys name options as their flags do (dashes or underscores).
+A shared option's help is dataset-neutral (the same flag reads KITTI or NYU), so the copies of a
+flag cannot drift apart. ``--config`` is an option of every command (:class:`TiekdCommand`): the
+file's options become the command's defaults (click's default map), so flags given on the command
+line win; keys name options as their flags do (dashes or underscores).
 """
 
 from __future__ import annotations
 
+import difflib
+import re
+from pathlib import Path
+
 import click
+
+from tiekd.data.registry import DATASETS, DEFAULT_DATASET
+from tiekd.pipeline.errors import ConfigError
+from tiekd.stages.config_file import option_key, read_config
+from tiekd.stages.recipes import config_path
+from tiekd.stages.runtime import DEVICES, default_workers
+
+PATH = click.Path(path_type=Path)
+FOLDER = click.Path(file_okay=False, path_type=Path)
+
+
+def size(value: str | None, flag: str) -> tuple[int, int] | None:
+    """``"352x704"`` -> (352, 704); None stays None."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d+)x(\d+)", value.strip())
+    if not match or 0 in (int(match[1]), int(match[2])):
+        raise click.BadParameter(f"{value!r} is not HEIGHTxWIDTH, e.g. 352x704", param_hint=flag)
+    return int(match[1]), int(match[2])
+
+
+def shard(value: str) -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4)."""
+    match = re.fullmatch(r"(\d+)/(\d+)", value.strip())
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise click.BadParameter(f"{value!r} is not I/N with 0 <= I < N, e.g. 0/4", param_hint="--shard")
+    return int(match[1]), int(match[2])
+
+
+def data_root(function):
+    """``--data-root``: where the split's image paths are relative to."""
+    return click.option(
+        "--data-root",
+        required=True,
+        type=PATH,
+        help="Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat).",
+    )(function)
+
+
+def gt_root(*, required: bool, what: str):
+    """``--gt-root``: where the split's GT paths are relative to; ``what`` says what it serves."""
+    return click.option(
+        "--gt-root",
+        required=required,
+        type=PATH,
+        help=f"Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); {what}.",
+    )
+
+
+def split(function):
+    """``--split``: the split file."""
+    return click.option(
+        "--split", required=True, type=PATH, help="Split file, one 'RGB GT|None FOCAL' record a line."
+    )(function)
+
+
+def store(function):
+    """``--cache``, ``--teacher`` and ``--split-name``: one teacher group of a store to read."""
+    options = (
+        click.option("--cache", help="Teacher store: a path or fsspec URL."),
+        click.option("--teacher", help="Teacher group in the store [default: the only one]."),
+        click.option("--split-name", help="Split group in the store [default: the split file's stem, or the only one]."),
+    )
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def checkpoint(*, required: bool, what: str):
+    """``--checkpoint``: a student checkpoint; ``what`` says which."""
+    return click.option("--checkpoint", required=required, type=PATH, help=f"Student checkpoint ({what}).")
+
+
+def device(function):
+    """``--device auto|cpu|cuda``."""
+    return click.option(
+        "--device",
+        type=click.Choice(DEVICES),
+        default="auto",
+        show_default=True,
+        help="Where to compute: auto = cuda when available, else cpu.",
+    )(function)
+
+
+def workers(function):
+    """``--workers``: DataLoader worker processes."""
+    return click.option(
+        "--workers",
+        default=default_workers(),
+        show_default=True,
+        type=click.IntRange(min=0),
+        help="DataLoader worker processes that read and decode ahead (0: in this process).",
+    )(function)
+
+
+def flip_tta(function):
+    """``--flip-tta/--no-flip-tta``."""
+    return click.option(
+        "--flip-tta/--no-flip-tta",
+        default=True,
+        show_default=True,
+        help="Average with the flipped-back prediction of the mirrored image.",
+    )(function)
+
+
+def dataset(function):
+    """``--dataset kitti|nyu``: the description whose readers, crops and presets a stage uses."""
+    return click.option(
+        "--dataset",
+        type=click.Choice(list(DATASETS)),
+        default=DEFAULT_DATASET,
+        show_default=True,
+        help="Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given.",
+    )(function)
+
+
+def _unknown_key(key: str, known: list[str], path: Path, command: str) -> ConfigError:
+    """The one line for a config key that names no option, with the closest option if one is near."""
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "; fix the file"
+    return ConfigError(f"--config {path}: {key!r} is not an option of `tiekd {command}`{hint}")
 
 
 def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """``--config FILE|RECIPE``: the file's options become the command's defaults (flags win)."""
     if value is None:
         return
-    from tiekd.pipeline.errors import ConfigError
-    from tiekd.stages.config_file import option_key, read_config
-    from tiekd.stages.recipes import config_path
-
     path = config_path(value)
     names = {option_key(opt): p.name for p in ctx.command.params if p.name != "config" for opt in p.opts}
     names |= {p.name: p.name for p in ctx.command.params if p.name != "config"}
     options = read_config(path)
     unknown = sorted(set(options) - set(names))
     if unknown:
-        raise ConfigError(f"--config {path}: {unknown[0]!r} is not an option of `tiekd {ctx.info_name}`; fix the file")
+        raise _unknown_key(unknown[0], sorted(names), path, ctx.info_name)
     ctx.default_map = (ctx.default_map or {}) | {names[key]: value for key, value in options.items()}
 
 
@@ -43,4 +166,3 @@ class TiekdCommand(click.Command):
                 help="YAML options (a run's config.yaml, or a recipe from `tiekd recipes`); flags win.",
             ),
         )
-

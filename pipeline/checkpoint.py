@@ -20,6 +20,7 @@ import torch
 
 from tiekd.pipeline.errors import CheckpointError, OutputError
 from tiekd.pipeline.files import os_reason, require_file
+from tiekd.pipeline.students import build_student
 
 CHECKPOINT_FORMAT = 1
 """Version of the dict layout above."""
@@ -108,8 +109,6 @@ REASON_CHARS = 200
 
 def student_from_checkpoint(state: dict, *, path: str | Path = "checkpoint") -> torch.nn.Module:
     """Rebuild the student a checkpoint describes and load its weights (strict)."""
-    from tiekd.pipeline.students import build_student
-
     try:
         model = build_student(**state["architecture"])
     except TypeError as e:

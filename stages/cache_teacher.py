@@ -12,6 +12,7 @@ from tiekd.data.records import Record
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.store.cache import shard_frames
 from tiekd.pipeline.teachers.load import load_teacher
+from tiekd.stages.caching.cluster import cluster_client, run_shards
 from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_inputs
 from tiekd.stages.caching.worker import fill_frames, finish, open_writer
 from tiekd.stages.runtime import Rate, directory_bytes, progress, resolve_device, use_amp
@@ -65,9 +66,6 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
 
 def _run_on_cluster(cfg: CacheTeacherConfig, records: list[Record]) -> CacheSummary:
     """The shards mapped over a dask cluster's workers, one worker a shard at a time."""
-    # Lazy: distributed takes a second to import and only --cluster needs it.
-    from tiekd.stages.caching.cluster import cluster_client, run_shards
-
     with cluster_client(cfg.cluster) as client:
         location, written, seconds, complete = run_shards(absolute(cfg), client)
     return CacheSummary(

@@ -20,6 +20,7 @@ from tiekd.stages import cache_teacher, evaluate, train_student
 from tiekd.stages.demo_report import METHOD_LABELS, write_pictures, write_results
 from tiekd.stages.runtime import default_workers, reproducible, resolve_device
 from tiekd.stages.training.config import TrainStudentConfig
+from tiekd.stages.training.log import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,6 @@ def _train(cfg: DemoConfig, size: DemoSize, out: Path, **options) -> None:
 
 def _training_seconds(run_dir: Path) -> float:
     """Seconds spent in training steps (data waiting included), from the run's steps.jsonl."""
-    from tiekd.stages.training.log import read_jsonl
-
     return sum(r["step_seconds"] for r in read_jsonl(run_dir / "steps.jsonl"))
 
 

@@ -12,6 +12,8 @@ from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.pictures.tiles import depth_image, entropy_image, panel, rgb_image, save_png
 from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.pipeline.students import build_student
+from tiekd.stages.evaluation import StudentPredictor
 from tiekd.stages.runtime import resolve_device
 
 METHOD_LABELS = {
@@ -26,8 +28,6 @@ TILE_SCALE = 0.5
 
 def parameter_count(checkpoint: Path) -> int:
     """Trainable parameters of the model a checkpoint describes."""
-    from tiekd.pipeline.students import build_student
-
     model = build_student(**load_checkpoint(checkpoint)["architecture"])
     return sum(p.numel() for p in model.parameters())
 
@@ -87,8 +87,6 @@ def _first_frame(sample, dataset):
 
 def write_pictures(path: Path, *, sample, store: str, checkpoints: dict, device: str, dataset: str) -> Path:
     """One PNG, a row per student: input, teacher, student depth, and the student's DPM entropy."""
-    from tiekd.stages.evaluation import StudentPredictor
-
     description = get_dataset(dataset)
     max_depth = description.max_depth
     record, image = _first_frame(sample, description)

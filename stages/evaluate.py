@@ -23,6 +23,7 @@ from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.errors import ConfigError, OutputError, StoreError
 from tiekd.pipeline.files import os_reason, require_writable_folder
 from tiekd.pipeline.metrics import METRIC_NAMES
+from tiekd.pipeline.pictures.figures import evaluation_figure, save_figure
 from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.stages.evaluation import CachePredictor, EvaluationResult, StudentPredictor, evaluate
@@ -66,8 +67,6 @@ class EvaluateConfig:
 
 def _image_writer(out: Path, *, max_depth: float, n_bins: int | None, description: str):
     """``on_image`` writing one labelled figure per image: input, depth, GT, error, entropy."""
-    from tiekd.pipeline.pictures.figures import evaluation_figure, save_figure
-
     depth_title = "cached teacher depth" if description.startswith("cached teacher") else "student depth (flip TTA)"
 
     def write(record, image, depth, entropy, gt) -> None:

@@ -261,6 +261,7 @@ class TeacherCache:
         For statistics over a whole cache in parallel, e.g. ``c.to_dask().mean(axis=(1, 2)).compute()``.
         Frames not yet stored read as 0.
         """
+        # Lazy: dask.array takes 0.7 s to import, and only this method of the store needs it.
         import dask.array as da
 
         stored = da.from_zarr(self._depth, chunks=(self.frames_per_shard, *self._depth.shape[1:]))

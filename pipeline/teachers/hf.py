@@ -80,7 +80,7 @@ class HFDepthTeacher(nn.Module):
 def load_hf(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
     """Model and image processor from a hub id or a local folder; ``args`` go to the model's
     ``from_pretrained`` (``dtype`` defaults to float32)."""
-    try:
+    try:  # lazy: transformers is the optional extra tiekd[hf]
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
     except ImportError as e:
         raise TeacherError("hf: teachers need transformers; install it with `pip install 'tiekd[hf]'`") from e

@@ -106,6 +106,8 @@ def _load_python(target: str, spec: str, args: dict) -> tuple[nn.Module, str | N
 
 
 def _load_checkpoint(target: str, spec: str, args: dict) -> tuple[nn.Module, str | None]:
+    """A tiekd student checkpoint as a teacher (architecture, normalisation from the file)."""
+    # Lazy: checkpoints rebuild students with timm (3 s to import), which other teachers never need.
     from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 
     path = _existing_file(target, spec)

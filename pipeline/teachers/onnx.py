@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 from torch import nn
 
@@ -25,8 +26,6 @@ ONNX_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, 
 def onnx_session(path: str | Path, *, cuda: bool = True, threads: int | None = None):
     """An onnxruntime session: CUDA first when ``cuda`` and onnxruntime offers it, then the CPU
     with ``threads`` intra-op threads (default: onnxruntime's choice)."""
-    import onnxruntime
-
     providers = ["CPUExecutionProvider"]
     if cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")

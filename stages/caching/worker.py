@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from distributed import get_worker
 from torch.utils.data import DataLoader
 
 from tiekd.data.datasets import CroppedImages, raise_batch_errors
@@ -185,8 +186,6 @@ def worker_device(name: str) -> torch.device:
     (workers named 0..N-1), else the one device the worker sees (e.g. one GPU per SLURM job)."""
     device = resolve_device(name)
     if device.type == "cuda" and device.index is None:
-        from distributed import get_worker
-
         slot = get_worker().name
         device = torch.device("cuda", slot % torch.cuda.device_count() if isinstance(slot, int) else 0)
         torch.cuda.set_device(device)

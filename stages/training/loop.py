@@ -15,9 +15,10 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from tiekd.data.datasets import raise_batch_errors
+from tiekd.data.datasets import EvaluationSamples, raise_batch_errors
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import save_checkpoint
+from tiekd.stages.evaluation import StudentPredictor, evaluate
 from tiekd.stages.runtime import progress
 from tiekd.stages.training.board import PictureCollector, entropy_bins
 from tiekd.stages.training.config import TrainStudentConfig
@@ -42,9 +43,6 @@ class TrainSummary:
 def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollector | None = None) -> dict:
     """Validation metrics over the whole split, each process scoring records rank, rank + world
     size, ...; ``pictures`` (an on_image callback) draws the first images of this process's share."""
-    from tiekd.data.datasets import EvaluationSamples
-    from tiekd.stages.evaluation import StudentPredictor, evaluate
-
     dataset = get_dataset(cfg.dataset)
     records = dataset.read_split(cfg.val_split)
     samples = EvaluationSamples(
