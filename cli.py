@@ -165,8 +165,13 @@ main.add_command(cache)
               help="Preset (mobilenetv2, resnet18, resnet50) or any timm encoder name.")  # fmt: skip
 @click.option("--method", default="tiekd", show_default=True, type=click.Choice(METHODS),
               help="Distillation method (tiekd, the response-KD baselines) or supervised training.")  # fmt: skip
-@click.option("--decoder", default="standard", show_default=True, type=click.Choice(["standard", "light"]),
-              help="Student decoder: the authors' (standard) or light (fewer channels at full resolution).")  # fmt: skip
+@click.option(
+    "--decoder",
+    default="standard",
+    show_default=True,
+    type=click.Choice(["standard", "light"]),
+    help="Student decoder: the authors' (standard) or light (fewer channels at full resolution).",
+)
 @click.option("--out", required=True, type=FOLDER, help="Run directory.")
 @click.option("--epochs", default=24, show_default=True, type=click.IntRange(min=1), help="Passes over the split.")
 @click.option(
@@ -200,8 +205,13 @@ main.add_command(cache)
     type=float,
     help="Std (m) of the teacher DPM [default: paper form the dataset's, KITTI 0.8; code form 0.5 as released].",
 )
-@click.option("--dpm-form", default="paper", show_default=True, type=click.Choice(["paper", "code"]),
-              help="Teacher DPM: paper (Gaussian mass per bin) or code (the released code's softmax of densities).")  # fmt: skip
+@click.option(
+    "--dpm-form",
+    default="paper",
+    show_default=True,
+    type=click.Choice(["paper", "code"]),
+    help="Teacher DPM: paper (Gaussian mass per bin) or code (the released code's softmax of densities).",
+)
 @click.option("--n-bins", type=click.IntRange(min=2), help="DPM bins [default: the dataset's, KITTI 257].")
 @click.option(
     "--min-depth", type=float, help="Smallest depth (m) of bins and regression head [default: the dataset's]."
@@ -212,7 +222,8 @@ main.add_command(cache)
 @click.option(
     "--loss-top-row",
     type=int,
-    help="First row of the (unscaled) crop the TIE-KD loss sees [default: the dataset's, KITTI 110: the sky above has no LiDAR].",
+    help="First row of the (unscaled) crop the TIE-KD loss sees "
+    "[default: the dataset's, KITTI 110: the sky above has no LiDAR].",
 )
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps (the schedule spans them).")
 @click.option("--val-split", type=PATH, help="Split evaluated after every epoch; best.pt keeps the lowest RMSE.")
@@ -227,7 +238,8 @@ main.add_command(cache)
     default="no",
     type=click.Choice(["no", "yes", "auto"]),
     metavar="[auto]",
-    help="Continue the run in --out from last.pt; auto: continue it if it has a last.pt, else start it (torchrun restarts).",
+    help="Continue the run in --out from last.pt; "
+    "auto: continue it if it has a last.pt, else start it (torchrun restarts).",
 )
 @shared.device
 @click.option("--amp", is_flag=True, help="float16 autocast with loss scaling on CUDA (ignored on the CPU).")

@@ -58,7 +58,8 @@ def gt_root(*, required: bool, what: str):
         "--gt-root",
         required=required,
         type=PATH,
-        help=f"Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); {what}.",
+        help="Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); "
+        f"{what}.",
     )
 
 
@@ -74,7 +75,9 @@ def store(function):
     options = (
         click.option("--cache", help="Teacher store: a path or fsspec URL."),
         click.option("--teacher", help="Teacher group in the store [default: the only one]."),
-        click.option("--split-name", help="Split group in the store [default: the split file's stem, or the only one]."),
+        click.option(
+            "--split-name", help="Split group in the store [default: the split file's stem, or the only one]."
+        ),
     )
     for option in reversed(options):
         function = option(function)

@@ -55,18 +55,22 @@ class DemoConfig:
     """Options of ``tiekd demo``."""
 
     out: Path = Path("tiekd-demo")
+    """Folder of the demo's data, runs and results."""
     quick: bool = False
-    """About a minute instead of about ten: fewer frames, lower resolution, a few steps."""
+    """About a minute: fewer frames, lower resolution, a few steps."""
     steps: int | None = None
     """Training steps of each student (default from the demo size)."""
     device: str = "auto"
+    """Where to compute: auto = cuda when available, else cpu."""
     workers: int = field(default_factory=default_workers)
+    """DataLoader workers of every stage. Not a flag: the machine's default."""
     seed: int = 0
+    """Seed of the sample data and every run. Not a flag: the demo's figures are for seed 0."""
     threads: int = 1
-    """Torch CPU threads (``tiekd --threads``): the figures repeat exactly only at one count
+    """Not a flag of the command: ``tiekd --threads``. Torch CPU threads: the figures repeat exactly only at one count
     (README). One thread also keeps the demo's pace beside another busy process."""
     dataset: str = "kitti"
-    """--dataset: the sample data's layout and the protocol of every stage."""
+    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
 
 
 def _say(text: str) -> None:

@@ -32,6 +32,42 @@ def parameter_count(checkpoint: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _table(results: dict, seconds: dict, checkpoints: dict, size) -> list[str]:
+    """The results table in markdown: one row per method."""
+    teacher_arch = load_checkpoint(checkpoints["teacher"])["architecture"]["encoder"]
+    lines = [
+        "| method | student | parameters | AbsRel | RMSE (m) | d1 | AUSE RMSE (m) | training s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        encoder = teacher_arch if name == "teacher" else size.student_encoder
+        metrics = result.metrics
+        ause = f"{metrics['ause_rmse']:.3f}" if "ause_rmse" in metrics else "-"
+        lines.append(
+            f"| {METHOD_LABELS[name]} | {encoder} | {parameter_count(checkpoints[name]) / 1e6:.2f} M "
+            f"| {metrics['abs_rel']:.4f} | {metrics['rmse']:.3f} | {metrics['d1']:.3f} | {ause} | {seconds[name]:.0f} |"
+        )
+    return lines
+
+
+def _header(n_images: int, size, student_steps: int, settings: str, dataset: str) -> list[str]:
+    """The lines above the table: what was run, under which protocol, on which machine."""
+    description = get_dataset(dataset)
+    crop = f"{description.eval_crop.capitalize()} crop"
+    return [
+        "# tiekd demo results",
+        "",
+        f"Synthetic sample scenes (procedural, not {description.title}), {size.n_train} training and {n_images} "
+        f"evaluated test frames; training at {size.scale:g}x resolution, batch {size.batch_size}; teacher "
+        f"{size.teacher_steps} steps, students {student_steps} steps each, no ImageNet weights. {description.title} "
+        f"protocol: {description.cache_crop_name}, flip TTA, {crop}, depth in [{description.min_depth:g}, "
+        f"{description.max_depth:g}] m, metrics per image then averaged.",
+        f"Machine: {platform.machine()}; {settings}. Other torch versions, thread counts or CPUs give other "
+        "figures (float sums change with the order of the work).",
+        "",
+    ]
+
+
 def write_results(
     path: Path,
     *,
@@ -46,34 +82,9 @@ def write_results(
 ) -> Path:
     """results.md: one row per method with parameters, AbsRel, RMSE, d1, the AUSE (RMSE) of the DPM
     entropy (DPM students; lower = the entropy ranks the errors better) and training seconds."""
-    teacher_arch = load_checkpoint(checkpoints["teacher"])["architecture"]["encoder"]
-    lines = [
-        "| method | student | parameters | AbsRel | RMSE (m) | d1 | AUSE RMSE (m) | training s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, result in results.items():
-        encoder = teacher_arch if name == "teacher" else size.student_encoder
-        metrics = result.metrics
-        ause = f"{metrics['ause_rmse']:.3f}" if "ause_rmse" in metrics else "-"
-        lines.append(
-            f"| {METHOD_LABELS[name]} | {encoder} | {parameter_count(checkpoints[name]) / 1e6:.2f} M "
-            f"| {metrics['abs_rel']:.4f} | {metrics['rmse']:.3f} | {metrics['d1']:.3f} | {ause} | {seconds[name]:.0f} |"
-        )
     n_images = next(iter(results.values())).n_images
-    description = get_dataset(dataset)
-    crop = f"{description.eval_crop.capitalize()} crop"
-    header = [
-        "# tiekd demo results",
-        "",
-        f"Synthetic sample scenes (procedural, not {description.title}), {size.n_train} training and {n_images} "
-        f"evaluated test frames; training at {size.scale:g}x resolution, batch {size.batch_size}; teacher "
-        f"{size.teacher_steps} steps, students {student_steps} steps each, no ImageNet weights. {description.title} "
-        f"protocol: {description.cache_crop_name}, flip TTA, {crop}, depth in [{description.min_depth:g}, "
-        f"{description.max_depth:g}] m, metrics per image then averaged.",
-        f"Machine: {platform.machine()}; {settings}. Other torch versions, thread counts or CPUs give other "
-        "figures (float sums change with the order of the work).",
-        "",
-    ]
+    header = _header(n_images, size, student_steps, settings, dataset)
+    lines = _table(results, seconds, checkpoints, size)
     path.write_text("\n".join(header + lines + ["", f"![comparison]({picture.name})", ""]))
     return path
 

@@ -35,28 +35,40 @@ class EvaluateConfig:
     """Options of ``tiekd evaluate``, one field per flag."""
 
     data_root: Path
+    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
     gt_root: Path
+    """Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); the depth
+    scored."""
     split: Path
+    """Split file, one 'RGB GT|None FOCAL' record a line."""
     checkpoint: Path | None = None
-    """A student checkpoint to run (exclusive with ``cache``)."""
+    """Student checkpoint (exclusive with --cache)."""
     cache: str | None = None
-    """A teacher store to evaluate as it is, without running the teacher."""
+    """Teacher store: a path or fsspec URL. Its maps are evaluated as they are, without running the teacher."""
     teacher: str | None = None
+    """Teacher group in the store."""
     split_name: str | None = None
+    """Split group in the store."""
     crop: str | None = None
     """Evaluation crop (KITTI: garg, eigen or none); None = the dataset's protocol crop."""
     garg_on: str = "kb"
     """Compute the crop on the cache crop (KITTI: 352x1216 KB crop; authors, AdaBins) or on the full image (BTS)."""
     flip_tta: bool = True
+    """Average with the flipped-back prediction of the mirrored image."""
     min_depth: float | None = None
+    """Smallest valid GT and prediction clamp (m); None = the dataset's. Not a flag: the protocol's."""
     max_depth: float | None = None
-    """Valid GT and prediction clamp range (m); None = the dataset's."""
+    """Largest valid GT and prediction clamp (m); None = the dataset's. Not a flag: the protocol's."""
     json_out: Path | None = None
+    """Write the metrics as JSON."""
     save_images: Path | None = None
+    """Write one labelled figure per image: input, depth, GT, error, DPM entropy (colour bars in metres)."""
     device: str = "auto"
+    """Where to compute: auto = cuda when available, else cpu."""
     workers: int = field(default_factory=default_workers)
+    """DataLoader worker processes that read and decode ahead (0: in this process)."""
     dataset: str = DEFAULT_DATASET
-    """--dataset: which description (tiekd.data.registry) gives readers, crops and depth range."""
+    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
 
     def __post_init__(self):
         description = get_dataset(self.dataset)
@@ -101,9 +113,9 @@ def _predictor(cfg: EvaluateConfig, device: torch.device, records: list):
     return StudentPredictor(model, scale=scale, flip_tta=cfg.flip_tta), f"student {cfg.checkpoint}", n_bins
 
 
-def run(cfg: EvaluateConfig) -> EvaluationResult:
-    """Evaluate and, if asked, write the JSON report and the pictures."""
-    dataset = get_dataset(cfg.dataset)
+def _checked_samples(cfg: EvaluateConfig, dataset) -> EvaluationSamples:
+    """The split's samples, after every check that can fail before the work: options, split,
+    roots, and the output folders (which would otherwise fail after the evaluation)."""
     if cfg.garg_on not in ("kb", "full"):
         raise ConfigError(f"--garg-on {cfg.garg_on}: expected kb or full")
     dataset.check_eval_crop(cfg.crop)
@@ -114,13 +126,19 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
         dataset.check_root(cfg.gt_root, flag="--gt-root"),
         dataset=dataset,
     )
-    # Before the work: a folder that cannot be written would otherwise fail after the evaluation.
     if cfg.save_images is not None:
         require_writable_folder(cfg.save_images, flag="--save-images")
     if cfg.json_out is not None:
         require_writable_folder(cfg.json_out.parent, flag="--json")
+    return samples
+
+
+def run(cfg: EvaluateConfig) -> EvaluationResult:
+    """Evaluate and, if asked, write the JSON report and the pictures."""
+    dataset = get_dataset(cfg.dataset)
+    samples = _checked_samples(cfg, dataset)
     device = resolve_device(cfg.device)
-    predict, description, n_bins = _predictor(cfg, device, records)
+    predict, description, n_bins = _predictor(cfg, device, samples.records)
     on_image = None
     if cfg.save_images is not None:
         max_depth = dataset.max_depth if cfg.max_depth is None else cfg.max_depth
@@ -142,12 +160,17 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
         "flip_tta": cfg.flip_tta if cfg.checkpoint else None,
     }
     if cfg.json_out is not None:
-        try:
-            cfg.json_out.parent.mkdir(parents=True, exist_ok=True)
-            cfg.json_out.write_text(json.dumps(result.__dict__, indent=2) + "\n")
-        except OSError as e:
-            raise OutputError(f"--json {cfg.json_out} cannot be written ({os_reason(e)}); free space") from e
+        _write_json(result, cfg.json_out)
     return result
+
+
+def _write_json(result: EvaluationResult, path: Path) -> None:
+    """The whole result (metrics, per image, protocol, curves) as JSON at ``path`` (--json)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.__dict__, indent=2) + "\n")
+    except OSError as e:
+        raise OutputError(f"--json {path} cannot be written ({os_reason(e)}); free space") from e
 
 
 def format_result(result: EvaluationResult) -> str:

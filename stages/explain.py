@@ -41,26 +41,36 @@ class ExplainConfig:
     """Options of ``tiekd explain``, one field per flag."""
 
     checkpoint: Path
+    """Student checkpoint (a DPM student)."""
     data_root: Path
+    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
     gt_root: Path
+    """Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); the GT drawn
+    and scored."""
     split: Path
+    """Split file, one 'RGB GT|None FOCAL' record a line."""
     out: Path
+    """Folder for the figures and index.html."""
     cache: str | None = None
-    """Teacher store: teacher depth, teacher DPM and KL panels (left empty without it)."""
+    """Teacher store: a path or fsspec URL. Without it the teacher depth, DPM and KL panels stay empty."""
     teacher: str | None = None
+    """Teacher group in the store."""
     split_name: str | None = None
+    """Split group in the store."""
     images: int = 4
-    """The first N records of the split that have GT (ignored when ``ids`` are given)."""
+    """Explain the first N records with GT (unless --ids)."""
     ids: tuple[str, ...] = ()
-    """RGB paths as written in the split file."""
+    """RGB path of a record, as in the split (repeatable)."""
     pixels: tuple[tuple[int, int], ...] = ()
-    """(row, col) on the cache crop (KITTI: the 352x1216 KB crop); replaces the automatic choice."""
+    """(row, col) on the cache crop (repeatable); replaces the automatic choice."""
     crop: str | None = None
     """Evaluation crop holding the automatic pixels and the sparsification curves; None = the dataset's."""
     dataset: str = DEFAULT_DATASET
+    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
     evaluation: Path | None = None
-    """An ``evaluate --json`` file of a DPM student: also draw the curves of its whole evaluated set."""
+    """An `evaluate --json` file: also draw its set's curves (those of a DPM student's whole evaluated set)."""
     device: str = "auto"
+    """Where to compute: auto = cuda when available, else cpu."""
 
 
 @dataclass

@@ -34,15 +34,17 @@ class ExportConfig:
     """Options of ``tiekd export``, one field per flag."""
 
     checkpoint: Path
+    """Student checkpoint (to export)."""
     out: Path
+    """File to write."""
     format: str = "onnx"
-    """onnx, export (torch.export) or checkpoint (weights only)."""
+    """ONNX model, torch.export program, or weights-only checkpoint (a small file to share)."""
     input_size: tuple[int, int] | None = None
-    """H, W of the exported input; default: the dataset's cache crop at the checkpoint's training scale."""
+    """Input (H, W) of the exported network. None = the dataset's cache crop at the checkpoint's training scale."""
     dynamic: bool = False
-    """Any batch size instead of batch 1."""
+    """Any batch size (needed for flip TTA as a teacher)."""
     with_entropy: bool = False
-    """Second output: the DPM entropy (nats)."""
+    """Second output: the DPM entropy in nats (DPM students)."""
 
 
 @dataclass

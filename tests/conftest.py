@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -78,7 +77,3 @@ def subprocess_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     return env
-
-
-def tiekd_command(*args) -> list[str]:
-    return [sys.executable, "-m", "tiekd.cli", *map(str, args)]

@@ -31,51 +31,58 @@ class CacheTeacherConfig:
     """Options of ``tiekd cache-teacher``, one field per flag."""
 
     teacher: str
-    """Teacher spec, KIND:TARGET (see tiekd.pipeline.teachers.load)."""
+    """Teacher spec KIND:TARGET, KIND one of export, torchscript, python, hf, checkpoint, onnx
+    (:mod:`tiekd.pipeline.teachers.load`)."""
     data_root: Path
-    """Root holding the split's RGB paths (KITTI raw root)."""
+    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
     split: Path
-    """Split file, one ``RGB_REL GT_REL|None FOCAL`` record a line."""
+    """Split file, one 'RGB GT|None FOCAL' record a line."""
     out: str
     """Store path or fsspec URL."""
     gt_root: Path | None = None
-    """Annotated depth root; when given, every record's GT must exist (checked before the run)."""
+    """Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); when given,
+    every record's GT must exist (checked before the run)."""
     name: str | None = None
     """Teacher group name in the store; default derived from the spec."""
     split_name: str | None = None
     """Split group name in the store; default the split file's stem."""
     teacher_args: dict = field(default_factory=dict)
-    """Keyword arguments for python: factories and hf: from_pretrained."""
+    """Keyword argument for python: factories and hf: from_pretrained (repeatable)."""
     teacher_input: tuple[int, int] | None = None
-    """(H, W) to resize the crop to for the teacher, and back; None = run at the crop size."""
+    """Resize the crop to HxW for the teacher, and the map back. (H, W); None = run at the crop size."""
     flip_tta: bool = True
     """Average with the flipped-back prediction of the mirrored image."""
     batch_size: int = 4
+    """Images per teacher batch."""
     device: str = "auto"
+    """Where to compute: auto = cuda when available, else cpu."""
     amp: bool = False
     """float16 autocast on CUDA (ignored on the CPU)."""
     workers: int = field(default_factory=default_workers)
+    """DataLoader worker processes that read and decode ahead (0: in this process)."""
     shard: tuple[int, int] = (0, 1)
-    """(I, N): this process fills store shards I, I+N, I+2N, ... of the split."""
+    """Fill store shards I, I+N, I+2N, ... of the split (N processes). (I, N); (0, 1) = all."""
     overwrite: bool = False
     """Replace an existing teacher/split group made differently."""
     frames_per_shard: int = FRAMES_PER_SHARD
-    """Frames per shard file when the store group is created (a resumed store keeps its own)."""
+    """Frames per shard file of a new store group (a resumed group keeps its own)."""
     store_format: int = STORE_FORMAT
-    """Store format of a new group (pipeline/store_format.py); a resumed group keeps its own."""
+    """Store format of a new group (a resumed group keeps its own): 4 = 2-D predictor with byte planes (smallest,
+    fastest reads); 3 and 2 (2-D predictor, row delta) for readers with a tiekd older than format 4."""
     dataset: str = DEFAULT_DATASET
-    """--dataset: which description (tiekd.data.registry) gives readers, crop and depth range."""
+    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
     crop: tuple[int, int] | None = None
-    """(H, W) of the region the teacher runs on; None = the dataset's cache crop (KITTI: KB crop)."""
+    """(H, W) of the region the teacher runs on; None = the dataset's cache crop (KITTI: KB crop).
+    Not a flag: the dataset's, set here by library callers (benchmarks)."""
     min_depth: float | None = None
-    """Smallest depth stored (metres); None = the dataset's."""
+    """Smallest depth stored (metres); None = the dataset's. Not a flag, as ``crop``."""
     max_depth: float | None = None
-    """Largest depth stored (metres); None = the dataset's."""
+    """Largest depth stored (metres); None = the dataset's. Not a flag, as ``crop``."""
     cluster: str | None = None
-    """dask cluster for the teacher pass: ``local:N`` worker processes or a scheduler's
-    ``tcp://HOST:PORT``; None = this process alone."""
+    """Run on dask: N local worker processes (one per GPU), or join a running scheduler.
+    ``local:N`` or a scheduler's ``tcp://HOST:PORT``; None = this process alone."""
     max_clipped_share: float = MAX_CLIPPED_SHARE
-    """Stop when more than this share of a frame's pixels lies outside [min_depth, max_depth]."""
+    """Stop when more than this share of a frame's pixels lies outside the dataset's depth range."""
 
     def __post_init__(self):
         description = get_dataset(self.dataset)

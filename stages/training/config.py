@@ -22,46 +22,52 @@ class TrainStudentConfig:
     """Options of ``tiekd train-student``, one field per flag."""
 
     data_root: Path
-    """Image root (KITTI raw root)."""
+    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
     split: Path
     """Training split file."""
     out: Path
     """Run directory."""
     cache: str | None = None
-    """Teacher store (required by every method but supervised)."""
+    """Teacher store: a path or fsspec URL. Required by every method but supervised."""
     teacher: str | None = None
     """Teacher group in the store; optional where it holds one."""
     split_name: str | None = None
     """Split group in the store; default the only one, or the split file's stem."""
     gt_root: Path | None = None
-    """Annotated depth root (supervised training and validation)."""
+    """Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); supervised
+    training and validation."""
     student: str = "mobilenetv2"
-    """Preset (mobilenetv2, resnet18, resnet50) or any timm model name."""
+    """Preset (mobilenetv2, resnet18, resnet50) or any timm encoder name."""
     method: str = "tiekd"
+    """Distillation method (tiekd, the response-KD baselines) or supervised training."""
     decoder: str = "standard"
-    """Student decoder: the authors' ("standard") or "light" (fewer channels at full resolution)."""
+    """Student decoder: the authors' (standard) or light (fewer channels at full resolution)."""
     epochs: int = 24
+    """Passes over the split."""
     batch_size: int = 8
     """Samples per process and micro-batch (the paper: 8 per GPU)."""
     accumulate: int = 1
-    """Micro-batches accumulated into one step: global batch = processes x batch_size x accumulate."""
+    """Micro-batches accumulated into one step: global batch = processes x batch size x this."""
     sync_bn: bool = False
     """BatchNorm with the statistics of all processes' batches (torchrun runs)."""
     crop: tuple[int, int] | None = None
-    """Random training crop (H, W) taken from the dataset's train region; None = the dataset's."""
+    """Random training crop taken from the dataset's train region. (H, W); None = the dataset's."""
     scale: float = 1.0
     """Resize crop and maps by this factor (quick experiments at low resolution)."""
     lr: float = 1e-3
     """Maximum learning rate of the one-cycle schedule."""
     alpha: float = 0.1
+    """Weight of the DPM term against the depth term in TIE-KD."""
     sigma: float | None = None
     """Std (m) of the teacher DPM; None = the form's default (dpm_sigma: code 0.5, paper the dataset's)."""
     dpm_form: str = "paper"
+    """Teacher DPM: paper (Gaussian mass per bin) or code (the released code's softmax of densities)."""
     n_bins: int | None = None
     """DPM bins; None = the dataset's."""
     min_depth: float | None = None
+    """Smallest depth (m) of bins and regression head. None = the dataset's."""
     max_depth: float | None = None
-    """Depth range (m) of bins and regression head; None = the dataset's."""
+    """Largest depth (m) of bins and regression head. None = the dataset's."""
     loss_top_row: int | None = None
     """First row of the (unscaled) crop the TIE-KD loss sees (KITTI's sky rows lie above it); None = the dataset's."""
     max_steps: int | None = None
@@ -75,15 +81,20 @@ class TrainStudentConfig:
     pretrained: bool = True
     """Start from timm's ImageNet weights, as the paper's students do."""
     resume: bool | str = False
-    """True: continue the run in ``out``; "auto": continue it if it has a last.pt, else start it."""
+    """Continue the run in --out from last.pt; auto: continue it if it has a last.pt, else start it (torchrun
+    restarts)."""
     device: str = "auto"
+    """Where to compute: auto = cuda when available, else cpu."""
     amp: bool = False
+    """float16 autocast with loss scaling on CUDA (ignored on the CPU)."""
     workers: int = field(default_factory=default_workers)
+    """DataLoader worker processes that read and decode ahead (0: in this process)."""
     seed: int = 0
+    """Seed of the weights, the data order and the augmentation."""
     save_every: int = 500
     """Also write last.pt every this many steps (and at every epoch end)."""
     dataset: str = DEFAULT_DATASET
-    """--dataset: which description (tiekd.data.registry) gives readers, crops and the presets above."""
+    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
 
     def __post_init__(self):
         description = get_dataset(self.dataset)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.paths import shared_split
 
 from tiekd.data.images import read_rgb
 from tiekd.data.kitti import (
@@ -21,7 +22,6 @@ from tiekd.data.kitti import (
 from tiekd.data.records import Record
 from tiekd.pipeline.errors import ConfigError, DataError
 
-SHARED_SPLITS = Path(__file__).parents[3] / "shared" / "splits"
 LINE = (
     "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png "
     "2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377"
@@ -83,11 +83,10 @@ class TestReadSplit:
         bom.write_bytes(b"\xef\xbb\xbf" + (LINE + "\n").encode())
         assert read_split(bom) == plain
 
-    @pytest.mark.skipif(not SHARED_SPLITS.is_dir(), reason="the published split files are not beside the repo")
     def test_published_eigen_files(self):
-        test = read_split(SHARED_SPLITS / "kitti_eigen_test.txt")
+        test = read_split(shared_split("kitti_eigen_test.txt"))
         assert len(test) == 697 and sum(r.gt is None for r in test) == 45
-        assert len(read_split(SHARED_SPLITS / "kitti_eigen_train.txt")) == 23158
+        assert len(read_split(shared_split("kitti_eigen_train.txt"))) == 23158
 
 
 class TestGtLayouts:

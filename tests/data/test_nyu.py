@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from support.paths import shared_split
 
-import tiekd
 from tiekd.data.augment import AugmentConfig, draw_augmentation
 from tiekd.data.datasets import DistillationSamples
 from tiekd.data.images import write_depth_png
@@ -20,7 +20,6 @@ from tiekd.data.records import Record
 from tiekd.data.sample.nyu import official_test_folder, render
 from tiekd.pipeline.errors import DataError
 
-SHARED_SPLITS = Path(tiekd.__file__).resolve().parent.parent / "shared" / "splits"
 """The project's shared folder beside the repository (CI has it at ../shared)."""
 
 
@@ -89,9 +88,8 @@ class TestSplits:
 
     def test_the_real_split_files_parse_fully(self):
         """The BTS train split (24,231 lines, leading "/") and the 654-line official test split."""
-        assert SHARED_SPLITS.is_dir(), f"the shared folder with the split files is missing: {SHARED_SPLITS}"
-        train = NYU.read_split(SHARED_SPLITS / "nyu_train.txt")
-        test = NYU.read_split(SHARED_SPLITS / "nyu_test.txt")
+        train = NYU.read_split(shared_split("nyu_train.txt"))
+        test = NYU.read_split(shared_split("nyu_test.txt"))
         assert (len(train), len(test)) == (24231, 654)
         assert train[0] == record("kitchen_0028b/rgb_00045.jpg", "kitchen_0028b/sync_depth_00045.png", 1)
         assert test[0] == record("bathroom/rgb_00045.jpg", "bathroom/sync_depth_00045.png", 1)

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from mounts import assert_unwritable, read_only_folder, tmpfs
+from support.mounts import assert_unwritable, read_only_folder, tmpfs
 
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from tiekd.pipeline.errors import CheckpointError, OutputError

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from sparsification_reference import reference_curve, reference_error, reference_metric, reference_scores
+from support.sparsification_reference import reference_curve, reference_error, reference_metric, reference_scores
 
 from tiekd.pipeline.sparsification import (
     REMOVED_FRACTIONS,

@@ -6,8 +6,9 @@ import shutil
 
 import numpy as np
 import pytest
-from store_damage import flip_bit
-from test_cache_teacher import assert_same_store, cache_args
+from support.commands import cache_args
+from support.runs import assert_same_store
+from support.store_damage import flip_bit
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import CacheSpec, TeacherCache

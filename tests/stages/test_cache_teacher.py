@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import tiekd_command
 from PIL import Image
+from support.commands import TEACHER, cache_args, tiekd_command
+from support.runs import assert_same_store, store_arrays
 from toy_teachers import RowPrior
 
 from tiekd.data.images import read_rgb
@@ -18,42 +19,6 @@ from tiekd.data.kitti import kb_crop, read_split
 from tiekd.pipeline.errors import TeacherError
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.teachers.load import predict_depth
-
-TEACHER = "python:toy_teachers:row_prior"
-
-
-def cache_args(sample, out, split=None, *extra):
-    return [
-        "cache-teacher",
-        "--teacher",
-        TEACHER,
-        "--data-root",
-        sample.data_root,
-        "--split",
-        split or sample.train_split,
-        "--out",
-        out,
-        "--workers",
-        "0",
-        "--batch-size",
-        "2",
-        "--frames-per-shard",
-        "2",
-        *extra,
-    ]
-
-
-def arrays(path):
-    cache = TeacherCache.open(path)
-    group = cache._group
-    return {name: group[name][:] for name in ("depth", "done", "clipped")} | {"ids": cache.ids}
-
-
-def assert_same_store(a, b):
-    left, right = arrays(a), arrays(b)
-    assert left["ids"] == right["ids"]
-    for name in ("depth", "done", "clipped"):
-        np.testing.assert_array_equal(left[name], right[name], err_msg=name)
 
 
 class TestContent:
@@ -104,6 +69,7 @@ class TestContent:
 
 
 class TestResumeAndShards:
+    @pytest.mark.slow
     def test_kill_9_then_resume_equals_uninterrupted(self, sample, tmp_path, cli, subprocess_env):
         cli(*cache_args(sample, tmp_path / "whole.zarr"))
         args = cache_args(sample, tmp_path / "s.zarr", None, "--teacher-arg", "delay=0.4")
@@ -127,6 +93,7 @@ class TestResumeAndShards:
         assert f"wrote {len(partial) - partial.sum()} frames" in result.output
         assert_same_store(tmp_path / "s.zarr", tmp_path / "whole.zarr")
 
+    @pytest.mark.slow
     def test_two_concurrent_shard_processes_equal_one(self, sample, tmp_path, cli, subprocess_env):
         cli(*cache_args(sample, tmp_path / "whole.zarr"))
         processes = [
@@ -149,12 +116,12 @@ class TestRefusals:
     def test_other_teacher_refused_store_untouched_then_overwrite(self, sample, tmp_path, cli):
         store = tmp_path / "s.zarr"
         cli(*cache_args(sample, store, sample.test_split))
-        before = arrays(store)
+        before = store_arrays(store)
         result = cli(*cache_args(sample, store, sample.test_split, "--no-flip-tta"))
         assert result.exit_code == 1
         assert "was made differently (flip_tta: True in the store vs False now)" in result.output
         assert "Traceback" not in result.output
-        np.testing.assert_array_equal(arrays(store)["depth"], before["depth"])
+        np.testing.assert_array_equal(store_arrays(store)["depth"], before["depth"])
         assert cli(*cache_args(sample, store, sample.test_split, "--no-flip-tta", "--overwrite")).exit_code == 0
         assert TeacherCache.open(store).attrs["flip_tta"] is False
 
@@ -185,7 +152,7 @@ class TestBadInput:
     def test_damaged_image_names_it_and_keeps_the_store(self, sample, tmp_path, cli, damage, fragment):
         store = tmp_path / "s.zarr"
         assert cli(*cache_args(sample, store, sample.test_split)).exit_code == 0
-        before = arrays(store)
+        before = store_arrays(store)
         root, first = broken_copy(sample, tmp_path, damage)
         args = cache_args(sample, store, sample.test_split, "--overwrite")
         args[args.index("--data-root") + 1] = root
@@ -194,7 +161,7 @@ class TestBadInput:
         [error] = [line for line in result.output.splitlines() if line.startswith("Error:")]
         assert error.count(first.rgb) == 1
         if "smaller" not in fragment and "readable" not in fragment and "8-bit" not in fragment:
-            np.testing.assert_array_equal(arrays(store)["depth"], before["depth"])
+            np.testing.assert_array_equal(store_arrays(store)["depth"], before["depth"])
 
     @pytest.mark.parametrize(
         "teacher, fragment",
@@ -238,10 +205,10 @@ class TestBadInput:
             workers=0, batch_size=1, frames_per_shard=2, max_depth=40.0, max_clipped_share=1.0, shard=(0, 2),
         )
         run(cfg)  # frames 0 and 1, clipped rows above 40 m counted
-        before = arrays(tmp_path / "s.zarr")
+        before = store_arrays(tmp_path / "s.zarr")
         with pytest.raises(TeacherError, match=r"% of the teacher's depth for .* lies outside \[0.001, 40\] m"):
             run(dataclasses.replace(cfg, shard=(0, 1), max_clipped_share=0.02))
-        after = arrays(tmp_path / "s.zarr")
+        after = store_arrays(tmp_path / "s.zarr")
         for name in ("depth", "done", "clipped"):
             np.testing.assert_array_equal(after[name], before[name], err_msg=name)
         run(dataclasses.replace(cfg, shard=(0, 1)))

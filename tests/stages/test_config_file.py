@@ -6,7 +6,7 @@ import json
 import click
 import pytest
 import yaml
-from test_train_student import error_line, store, train_args  # noqa: F401  (store is a fixture)
+from support.commands import error_line, train_args
 
 from tiekd.cli import main
 from tiekd.stages.config_file import RERUN_CONFIG

@@ -3,10 +3,13 @@ fresh run elsewhere repeating every figure."""
 
 import re
 
+import pytest
 import torch
 from PIL import Image
 
 from tiekd.pipeline.store.cache import TeacherCache
+
+pytestmark = pytest.mark.slow
 
 ROWS = ("teacher (supervised on dense GT", "TIE-KD (DPM + SSIM", "response KD, SSIM", "supervised baseline")
 

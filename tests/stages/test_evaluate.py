@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from sparsification_reference import reference_scores
+from support.commands import SCALE, TEACHER, error_line, evaluate_args
+from support.sparsification_reference import reference_scores
 
 from tiekd.data.images import read_rgb
 from tiekd.data.kitti import KITTI, gt_path, kb_crop, read_depth, read_split
@@ -23,11 +24,6 @@ from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
 from tiekd.stages.train_student import run as train_run
 from tiekd.stages.training.config import TrainStudentConfig
-
-TEACHER = "python:toy_teachers:row_prior"
-SCALE = 0.0625
-"""Students train at 1/16 of the crop, so they evaluate at 22x76."""
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -62,23 +58,6 @@ def checkpoints(sample, store, tmp_path_factory):
         )
         paths[head] = out / "last.pt"
     return paths
-
-
-def evaluate_args(sample, *extra):
-    return [
-        "evaluate",
-        "--data-root",
-        sample.data_root,
-        "--gt-root",
-        sample.gt_root,
-        "--split",
-        sample.test_split,
-        "--workers",
-        0,
-        "--device",
-        "cpu",
-        *extra,
-    ]
 
 
 def evaluate_json(cli, sample, tmp_path, *extra) -> dict:
@@ -162,12 +141,6 @@ def figure_pixels(record, sample, depth, entropy, description, depth_title, fold
     )  # fmt: skip
     path = save_figure(figure, folder / "expected.png")
     return np.asarray(Image.open(path).convert("RGB"))
-
-
-def error_line(result) -> str:
-    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
-    [line] = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    return line
 
 
 class TestFromCache:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from mounts import assert_unwritable, read_only_folder, tmpfs
+from support.mounts import assert_unwritable, read_only_folder, tmpfs
 
 from tiekd.cli import main
 from tiekd.data.kitti import read_depth, write_depth

@@ -4,8 +4,8 @@ fsspec, with the same results as from the folder itself; a server without byte r
 import json
 
 import pytest
-from http_server import PlainHandler, serving
-from test_evaluate import TEACHER, error_line, evaluate_args
+from support.commands import TEACHER, error_line, evaluate_args
+from support.http_server import PlainHandler, serving
 
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run

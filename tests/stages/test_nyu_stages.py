@@ -10,6 +10,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from support.commands import error_line
 
 from tiekd.data.images import write_depth_png
 from tiekd.pipeline.checkpoint import load_checkpoint
@@ -25,12 +26,6 @@ COMMON = ("--dataset", "nyu", "--workers", 0, "--device", "cpu")
 def ok(result):
     assert result.exit_code == 0, result.output
     return result
-
-
-def error_line(result) -> str:
-    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
-    [line] = [x for x in result.output.splitlines() if x.startswith("Error:")]
-    return line
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@
 import configparser
 import fnmatch
 import re
-from pathlib import Path
 
 import pytest
 import yaml
+from support.paths import SETUP_CFG
 
 from tiekd.cli import main, train_student_config
 from tiekd.stages.recipes import RECIPES_DIR, list_recipes
@@ -74,7 +74,7 @@ def test_recipes_command_lists_them(cli):
 def test_recipes_are_package_data():
     """setup.cfg ships recipes/*.yaml, so `tiekd recipes` works from a wheel too."""
     setup = configparser.ConfigParser()
-    setup.read(Path(__file__).parents[2] / "setup.cfg")
+    setup.read(SETUP_CFG)
     patterns = setup["options.package_data"]["tiekd"].split()
     for recipe in list_recipes():
         relative = recipe.path.relative_to(RECIPES_DIR.parent).as_posix()

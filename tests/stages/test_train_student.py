@@ -18,7 +18,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import tiekd_command
+from support.commands import SCALE, STUDENT, TEACHER, error_line, tiekd_command, train_args
+from support.runs import assert_same, build, train_config
 
 from tiekd.data.augment import AugmentConfig, draw_augmentation
 from tiekd.data.images import read_rgb
@@ -33,14 +34,9 @@ from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
-from tiekd.stages.train_student import build_trainer, make_loader, prepare, run
-from tiekd.stages.training.config import TrainStudentConfig
+from tiekd.stages.train_student import run
 from tiekd.stages.training.log import read_jsonl
 
-TEACHER = "python:toy_teachers:row_prior"
-STUDENT = "test_resnet"
-SCALE = 0.0625
-"""352x704 crops train at 22x44."""
 STEPS_PER_EPOCH = 4
 """8 training frames, batch 2."""
 CHECKPOINT_KEYS = {
@@ -59,80 +55,6 @@ CHECKPOINT_KEYS = {
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def store(sample, tmp_path_factory):
-    """The toy teacher cached over the sample's train and test splits (one store, two groups)."""
-    path = tmp_path_factory.mktemp("store") / "s.zarr"
-    for split in (sample.train_split, sample.test_split):
-        cache_run(
-            CacheTeacherConfig(
-                teacher=TEACHER,
-                data_root=sample.data_root,
-                split=split,
-                out=str(path),
-                teacher_input=(88, 304),
-                workers=0,
-                batch_size=4,
-            )
-        )
-    return path
-
-
-def train_args(sample, store, out, *extra):
-    return [
-        "train-student",
-        "--cache",
-        store,
-        "--split-name",
-        "train",
-        "--data-root",
-        sample.data_root,
-        "--gt-root",
-        sample.gt_root,
-        "--split",
-        sample.train_split,
-        "--student",
-        STUDENT,
-        "--no-pretrained",
-        "--out",
-        out,
-        "--scale",
-        SCALE,
-        "--batch-size",
-        2,
-        "--workers",
-        0,
-        "--device",
-        "cpu",
-        *extra,
-    ]
-
-
-def train_config(sample, store, out, **changes) -> TrainStudentConfig:
-    options = dict(
-        data_root=sample.data_root,
-        split=sample.train_split,
-        out=out,
-        cache=str(store),
-        split_name="train",
-        gt_root=sample.gt_root,
-        student=STUDENT,
-        scale=SCALE,
-        batch_size=2,
-        pretrained=False,
-        workers=0,
-        device="cpu",
-    )
-    return TrainStudentConfig(**(options | changes))
-
-
-def build(cfg: TrainStudentConfig):
-    """(trainer, loader) of a run, as ``run`` builds them."""
-    records, cache_ref = prepare(cfg)
-    trainer = build_trainer(cfg, len(records), torch.device(cfg.device))
-    return trainer, make_loader(cfg, records, cache_ref, trainer)
-
-
 def one_cycle_lr(step: int, *, max_lr: float, total: int) -> float:
     """The authors' schedule in float64, independently of torch: lr of 0-based ``step``."""
     initial, final = max_lr / 25, max_lr / 25 / 100
@@ -144,31 +66,6 @@ def one_cycle_lr(step: int, *, max_lr: float, total: int) -> float:
     if step <= warm_end:
         return cos(initial, max_lr, step / warm_end)
     return cos(max_lr, final, (step - warm_end) / (end - warm_end))
-
-
-def error_line(result) -> str:
-    """The single 'Error: ...' line of a failed command; fails on tracebacks or extra error text."""
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
-
-
-def assert_same(a, b, where="state"):
-    """Nested dicts/lists of tensors and plain values equal exactly."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 class TestEveryMethodLearns:
@@ -191,14 +88,6 @@ class TestEveryMethodLearns:
         batch = next(iter(loader))
         losses = [trainer.train_step(batch)[0] for _ in range(12)]
         assert np.mean(losses[-3:]) < 0.99 * np.mean(losses[:3]), losses
-
-
-@pytest.fixture(scope="module")
-def run_dir(sample, store, tmp_path_factory):
-    """A finished TIE-KD run: 2 epochs of 4 steps, validated on the test split after each."""
-    out = tmp_path_factory.mktemp("runs") / "tiekd"
-    run(train_config(sample, store, out, epochs=2, val_split=sample.test_split, save_every=1))
-    return out
 
 
 class TestRunDirectory:
@@ -284,6 +173,7 @@ class TestRunDirectory:
 
 
 class TestResume:
+    @pytest.mark.slow
     def test_kill_9_then_resume_equals_uninterrupted(self, sample, store, tmp_path, cli, subprocess_env):
         extra = ("--epochs", 3, "--save-every", 1, "--val-split", sample.test_split)
         whole, killed = tmp_path / "whole", tmp_path / "killed"

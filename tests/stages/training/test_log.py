@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from mounts import tmpfs
+from support.mounts import tmpfs
 
 from tiekd.pipeline.errors import OutputError
 from tiekd.stages.training.log import RunLog, read_jsonl

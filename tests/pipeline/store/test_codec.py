@@ -5,16 +5,14 @@ import configparser
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from support.paths import SETUP_CFG
 
 from tiekd.pipeline.store.codec import CODEC_NAME, Predict2D, predict_2d_decode, predict_2d_encode, undo_prediction
 from tiekd.pipeline.store.formats import FORMAT_CODECS
-
-SETUP_CFG = Path(__file__).parents[2] / "setup.cfg"
 
 
 def reference_residuals(values: np.ndarray) -> np.ndarray:

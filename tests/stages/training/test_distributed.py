@@ -20,8 +20,8 @@ import time
 
 import psutil
 import pytest
-from test_evaluate import evaluate_args
-from test_train_student import STUDENT, assert_same, store, train_args, train_config  # noqa: F401 (fixture)
+from support.commands import evaluate_args, train_args
+from support.runs import assert_same, train_config
 
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.errors import ConfigError
@@ -34,7 +34,7 @@ TIMING = ("step_seconds", "data_seconds")
 SECONDS = 240
 """Limit for one torchrun command on a busy 2-core machine (takes about 20 s)."""
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def options_args(sample) -> list:

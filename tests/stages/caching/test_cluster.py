@@ -7,8 +7,8 @@ import time
 
 import distributed
 import pytest
-from conftest import tiekd_command
-from test_cache_teacher import assert_same_store, cache_args
+from support.commands import cache_args, tiekd_command
+from support.runs import assert_same_store
 
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.store.cache import TeacherCache
@@ -36,6 +36,7 @@ def busy_worker(client, store, deadline: float) -> str:
     raise AssertionError("no worker was busy mid-run")
 
 
+@pytest.mark.slow
 def test_killed_worker_mid_shard_equals_one_process(sample, tmp_path, cli, subprocess_env):
     """kill -9 of a worker process in the middle of its shard: dask moves the task, the completion
     mask skips what was stored, and the store equals a single-process run bit for bit."""
@@ -61,6 +62,7 @@ def test_killed_worker_mid_shard_equals_one_process(sample, tmp_path, cli, subpr
     assert result.exit_code == 0 and "8 stored frames read, no problems" in result.output
 
 
+@pytest.mark.slow
 def test_local_cluster_equals_one_process(sample, tmp_path, cli):
     cli(*cache_args(sample, tmp_path / "whole.zarr"))
     result = cli(*cache_args(sample, tmp_path / "s.zarr", None, "--cluster", "local:2"))
@@ -70,6 +72,7 @@ def test_local_cluster_equals_one_process(sample, tmp_path, cli):
     assert TeacherCache.open(tmp_path / "s.zarr").complete
 
 
+@pytest.mark.slow
 def test_shard_errors_are_one_line_from_the_workers(sample, tmp_path, cli):
     args = cache_args(sample, tmp_path / "s.zarr", sample.test_split, "--cluster", "local:1")
     args[args.index("--teacher") + 1] = "python:toy_teachers:raising_teacher"
@@ -99,6 +102,7 @@ def test_unreachable_scheduler_is_one_line(sample, tmp_path, cli, monkeypatch):
     assert not (tmp_path / "s.zarr").exists()
 
 
+@pytest.mark.slow
 def test_a_local_cluster_leaves_the_environment_as_it_was(sample, tmp_path, cli, monkeypatch):
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     before = dict(os.environ)

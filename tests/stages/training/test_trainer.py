@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from test_train_student import build, store, train_config  # noqa: F401 (store is a fixture)
+from support.runs import build, train_config
 
 from tiekd.stages.training.trainer import GRAD_CLIP_NORM
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from store_damage import frame_bytes
+from support.store_damage import frame_bytes
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import CacheSpec, TeacherCache

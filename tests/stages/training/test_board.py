@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_train_student import run_dir, store  # noqa: F401  (fixtures)
 
 from tiekd.data.images import read_rgb
 from tiekd.data.kitti import kb_crop, read_split, rgb_path
