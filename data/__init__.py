@@ -1,1 +1,3 @@
-"""Datasets (KITTI split records, readers, augmentation) and the sample-data generator."""
+"""Datasets: one description per dataset (``description``, ``registry``; ``kitti``, ``nyu`` with
+``nyu_mat``), split records (``records``), image readers (``images``), the torch datasets and
+joint augmentation (``datasets``, ``augment``), and the procedural sample data (``sample/``)."""

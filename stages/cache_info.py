@@ -124,7 +124,7 @@ def _verify_group(group, location: str, *, repair: bool, result: Verification) -
 
 def verify(path: str, *, repair: bool = False) -> Verification:
     """Read back every stored frame of every cache of a store; with ``repair``, rebuild lost array
-    metadata and mark damaged frames not done (``pipeline/cache_repair.py``)."""
+    metadata and mark damaged frames not done (``pipeline/store/repair.py``)."""
     result = Verification()
     for teacher, split, group in _groups(path, mode="r+" if repair else "r"):
         _verify_group(group, f"{path}/{teacher}/{split}", repair=repair, result=result)

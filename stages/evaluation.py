@@ -122,7 +122,7 @@ def evaluate(
     ``predict(images uint8 (B, 3, H, W) on device, ids) -> (depth (B, 1, H, W), entropy or None)``;
     ``on_image(record, image, depth, entropy, gt)`` is called per image (pictures).
     ``shard=(k, n)`` scores records k, k + n, k + 2n, ... and ``gather`` joins every process's
-    scores (``stages.distributed.gathered``), so n processes share the work and all return the
+    scores (``stages.training.distributed.gathered``), so n processes share the work and all return the
     result one process gives.
     """
     dataset = samples.dataset

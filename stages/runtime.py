@@ -36,14 +36,15 @@ def use_amp(asked: bool, device: torch.device) -> bool:
 
 COMPUTE_CORES = 2
 """Cores left to the main process's compute threads: DataLoader workers that compete with them
-for the last cores make oneDNN's threads wait on each other (10x slower steps measured on 2 cores)."""
+for the last cores make oneDNN's threads wait on each other (many times slower steps on 2 cores:
+README, Benchmarks; bench/bench_threads.py)."""
 
 
 SPARE_CORES = 1
 """Cores torch's CPU threads leave free by default. With a thread on every core, one competing busy
 process (another job, a DataLoader worker) makes every OpenMP barrier of a step wait for a thread
-that is not running: the demo's step went from 0.7 s to 5-17 s on 2 cores (issue 8). With a core
-spare, the competitor takes that core and the step keeps its pace (bench/bench_threads.py)."""
+that is not running, and the demo's steps ran many times slower on 2 cores. With a core spare, the
+competitor takes that core and the step keeps its pace (README, Benchmarks; bench/bench_threads.py)."""
 
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
 """torch's thread count when tiekd was imported: a program that changed it since chose its own."""

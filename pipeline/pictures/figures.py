@@ -24,7 +24,7 @@ from tiekd.pipeline.files import os_reason
 DEPTH_MAP, ERROR_MAP, ENTROPY_MAP, KL_MAP = "magma_r", "cividis", "viridis", "inferno"
 
 NEAR_DEPTH_FRACTION = 1 / 16
-"""Depth colour scales span max_depth / 16 .. max_depth (KITTI: 5 m to 80 m), as visualise does."""
+"""Depth colour scales span max_depth / 16 .. max_depth (KITTI: 5 m to 80 m), as tiles.depth_image does."""
 
 ROBUST_PERCENTILE = 99.0
 """Error and KL colour scales end at this percentile of the image's values, so one outlier does

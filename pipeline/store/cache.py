@@ -2,7 +2,7 @@
 
 Layout of a store (local path or any fsspec URL)::
 
-    STORE/                      root group, attrs {"tiekd_store_format": N} (pipeline/store_format.py)
+    STORE/                      root group, attrs {"tiekd_store_format": N} (pipeline/store/formats.py)
       <teacher>/<split>/        group whose attrs describe the cache (see ``CacheSpec``)
         depth    (N, H, W) uint16, value = round(depth_m * 256); one inner chunk per frame,
                  FRAMES_PER_SHARD frames per shard file; 0 = never written; from format 2 on
@@ -16,8 +16,8 @@ shard another frame's write created, so chunk existence proves nothing. Every ar
 writers touch is chunked on depth-shard boundaries, so processes that own disjoint shards
 (``--shard I/N``) never write the same file.
 
-Frames of a local store are read by ``frame_reader.FrameReader`` (plain file reads; about 5x
-faster than decoding the authors' PNG, bench/bench_cache.py); other stores through zarr-python.
+Frames of a local store are read by ``reader.FrameReader`` (plain file reads, several times
+faster than decoding the authors' PNG: README, Benchmarks); other stores through zarr-python.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class TeacherCache:
         self._done_seen = self.done
         """(N,) bool: the completion mask as last read; re-read for a frame it does not list."""
         self._reader = FrameReader.for_array(self._depth, done=self._done_seen, location=location)
-        """Direct reads of local stores (``pipeline/frame_reader.py``); None = through zarr."""
+        """Direct reads of local stores (``pipeline/store/reader.py``); None = through zarr."""
 
     @classmethod
     def open(cls, path: str | Path, teacher: str | None = None, split: str | None = None) -> TeacherCache:

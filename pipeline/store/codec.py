@@ -56,9 +56,8 @@ def undo_prediction(low, high, offset, scale, out):
     ``high`` (each (H, W) uint8); ``out`` uint16 with ``scale`` 1, or float32 (metres in one pass).
 
     Row by row: join the bytes, a running sum along the row undoes the row difference, and adding the
-    row above undoes the column difference (all modulo 2**16). One pass over the frame: 0.19 ms for a
-    352x1216 frame of uint16 (0.24 ms to float32), against 0.35 ms for the two NumPy/imagecodecs prefix
-    sums it replaced and 0.13 ms more for the float conversion (2 Xeon cores)."""
+    row above undoes the column difference (all modulo 2**16). One pass over the frame instead of two
+    prefix sums and a float conversion after them (timings: README, Benchmarks; bench/bench_cache.py)."""
     height, width = out.shape
     column = np.zeros(width, np.uint16)
     row = np.empty(width, np.uint16)

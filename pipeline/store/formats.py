@@ -45,8 +45,8 @@ PLANE_PREDICTION = (Predict2D(),)
 PNGs; on network output this one is 0.39x their bytes, the row delta of formats 1 and 2 0.53x
 (bench/bench_cache.py)."""
 CHECKED_ZSTD = (ZstdCodec(level=9), Crc32cCodec())
-"""zstd (level 9 encodes a frame in about 25 ms, off the teacher's path; higher levels take 4-9x as
-long for 7-16 % fewer bytes), then a CRC32C of the compressed frame that zarr-python and
+"""zstd (level 9: its encoding is off the teacher's path, and higher levels take several times as
+long for a few percent fewer bytes; README, Benchmarks), then a CRC32C of the compressed frame that zarr-python and
 ``FrameReader`` check on every read."""
 DEPTH_FILTERS = (Predict2D(offset=128),)
 """Format 4: the plane residual + 128, so a residual in [-128, 127] has a zero high byte ..."""

@@ -1,19 +1,19 @@
 """Single-frame reads from a local tiekd store without zarr-python's per-call machinery.
 
-zarr-python 3 sends every read through its event-loop thread and codec pipeline: about 0.7 ms
-before a byte is decoded, 1.7 ms on a sharded array (measured in ``bench/bench_cache.py``). A
-training loader reads one frame at a time, 23,158 times an epoch; through zarr-python such a read
-took as long as decoding the authors' PNG.
+zarr-python 3 sends every read through its event-loop thread and codec pipeline, a fixed cost per
+call before a byte is decoded, larger on a sharded array. A training loader reads one frame at a
+time, 23,158 times an epoch; through zarr-python such a read took as long as decoding the authors'
+PNG (figures: README, Benchmarks; ``bench/bench_cache.py``).
 
 The depth array tiekd writes has one fixed, spec-defined layout (Zarr v3 ``sharding_indexed``
 with the index at the end of each shard file and a CRC32C over it; inner chunk = one frame,
 ``FILTER -> bytes (little) [-> shuffle] -> zstd [-> crc32c]``, FILTER ``tiekd.predict_2d`` or
-``numcodecs.delta <u2``, see ``store_format.py``), so ``FrameReader`` reads the index and the
+``numcodecs.delta <u2``, see ``formats.py``), so ``FrameReader`` reads the index and the
 frame's bytes with plain file reads, checks the frame's CRC32C where it has one, and decodes them
-itself: the plane prediction with ``depth_codec.undo_prediction`` (one numba pass that also joins
+itself: the plane prediction with ``codec.undo_prediction`` (one numba pass that also joins
 the byte planes), the row delta with imagecodecs' C loop (NumPy's cumsum, which numcodecs uses,
 takes 6x as long on uint16). Any other store (an fsspec URL, another codec chain) is read through
-zarr; ``FrameReader.for_array`` returns None. tests/pipeline/test_frame_reader.py checks the two
+zarr; ``FrameReader.for_array`` returns None. tests/pipeline/store/test_reader.py checks the two
 readers give identical frames.
 """
 
@@ -145,7 +145,7 @@ class FrameReader:
 
     def scaled(self, i: int, scale: float, *, stored: bool = False) -> np.ndarray:
         """``values(i)`` x ``scale`` as float32 (H, W), converted in the decoding pass where the
-        format allows (formats 3 and 4): 0.09 ms less a 352x1216 frame than converting after."""
+        format allows (formats 3 and 4), which saves a pass over the frame."""
         return self._decoded(i, np.float32(scale), stored=stored)
 
     def _decoded(self, i: int, scale: np.uint16 | np.float32, *, stored: bool) -> np.ndarray:

@@ -64,7 +64,7 @@ class Trainer:
     total_steps: int
     step: int = 0
     cache: dict | None = None
-    """Identity of the teacher cache the run trains from (stages/run_identity.py), kept in checkpoints."""
+    """Identity of the teacher cache the run trains from (stages/training/identity.py), kept in checkpoints."""
     processes: Processes = SINGLE
     replica: torch.nn.Module | None = None
     """The module the step runs: DDP around ``model`` in a process group, else ``model`` itself."""

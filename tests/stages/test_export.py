@@ -122,7 +122,7 @@ class TestRefusals:
 class TestStudentsTeachStudents:
     def test_exported_students_cache_like_the_checkpoint(self, sample, checkpoints, tmp_path, cli):
         """The same student as checkpoint:, export: and onnx: teacher fills stores that agree within
-        the store's quantisation (a fixed-batch onnx teacher is tested in test_teacher_onnx)."""
+        the store's quantisation (a fixed-batch onnx teacher is tested in tests/pipeline/teachers/test_onnx.py)."""
         teacher_input = "44x152"
         specs = {"checkpoint": f"checkpoint:{checkpoints['dpm']}"}
         for name, suffix, fmt, extra in (

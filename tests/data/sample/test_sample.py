@@ -1,4 +1,4 @@
-"""Tests of the procedural KITTI-format sample dataset (tiekd/data/sample*.py).
+"""Tests of the procedural KITTI-format sample dataset (tiekd/data/sample/).
 
 The dataset is read back with the real KITTI readers of tiekd.data.kitti, and the ray caster is
 checked against closed-form depths computed independently in float64.

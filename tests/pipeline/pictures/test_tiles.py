@@ -1,4 +1,4 @@
-"""Tests of pipeline/visualise.py: the magma ramp, depth and entropy pictures, panels, PNG files."""
+"""Tests of pipeline/pictures/tiles.py: the magma ramp, depth and entropy pictures, panels, PNG files."""
 
 import math
 

@@ -1,7 +1,7 @@
 """train-student under torchrun, for real: 2 CPU processes with gloo against one process.
 
 N processes of batch B take, step by step, the micro-batches one process accumulating N takes
-(stages/train_data.py), so a 2-process run of batch 2 equals a 1-process run of batch 2 with
+(stages/training/sampler.py), so a 2-process run of batch 2 equals a 1-process run of batch 2 with
 ``--accumulate 2``, and with ``--sync-bn`` (BatchNorm over both processes' samples) a 1-process
 run of batch 4. The runs use ``--dpm-form code``: its teacher map is not rotated, so every pixel
 is valid, every sample weighs the same in the loss, and the mean of two batch-2 losses is the
@@ -50,7 +50,7 @@ def torchrun(sample, store, out, *extra, restarts: int = 0) -> list[str]:  # noq
 
 @pytest.fixture(scope="module")
 def env():
-    """One thread a process; torchrun's restarts without its shared store (see stages/distributed.py)."""
+    """One thread a process; torchrun's restarts without its shared store (see stages/training/distributed.py)."""
     return dict(os.environ, OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
 
 
