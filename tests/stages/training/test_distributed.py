@@ -74,6 +74,10 @@ def steps(folder, key):
     return [s[key] for s in read_jsonl(folder / "steps.jsonl")]
 
 
+GRAD_NORM_NOISE = 1e-3
+"""Relative grad-norm difference of runs equal but for the order of float sums (8 steps)."""
+
+
 def relative_differences(a, b) -> list[float]:
     return [abs(x - y) / abs(y) for x, y in zip(a, b)]
 
@@ -92,7 +96,10 @@ class TestTwoProcessesEqualOne:
         assert steps(two, "step") == steps(one, "step") == list(range(1, 9))
         assert steps(two, "lr") == steps(one, "lr")
         assert max(relative_differences(steps(two, "loss"), steps(one, "loss"))) < 1e-5
-        assert max(relative_differences(steps(two, "grad_norm"), steps(one, "grad_norm"))) < 1e-4
+        # Float noise grows with the steps: the grad norms of step 8 differed by 1.1e-4 (relative) on
+        # AVX512 and on AVX2 CPUs alike (ATEN_CPU_CAPABILITY=avx2), the run without --sync-bn by more
+        # than 5e-2 (test_runs_that_should_differ_do): 1e-3 keeps a 50x margin on both sides.
+        assert max(relative_differences(steps(two, "grad_norm"), steps(one, "grad_norm"))) < GRAD_NORM_NOISE
         # Adam moves weights of near-zero gradient by about +-lr whatever their rounding, so the
         # weights are compared as a whole, against the distance of the run that truly differs.
         for buffers in (False, True):
