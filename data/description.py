@@ -76,6 +76,8 @@ class DatasetDescription:
     """(H, W) of the region teachers run on; teacher maps are stored at this size."""
     cache_crop_name: str
     """What the cache crop is called, e.g. "KB crop" or "full image"."""
+    gt_name: str
+    """What measured the ground truth, e.g. "LiDAR" or "Kinect", for figure titles."""
     cache_box: Callable[..., tuple[int, int]]
     """``(height, width, *, crop=(h, w)) -> (top, left)`` of a crop of that size in an image of
     height x width; DataError if the image is too small."""

@@ -139,6 +139,7 @@ KITTI = DatasetDescription(
     title="KITTI",
     cache_crop=(KB_HEIGHT, KB_WIDTH),
     cache_crop_name="KB crop",
+    gt_name="LiDAR",
     cache_box=kb_crop_box,
     train_region=None,
     train_crop=TRAIN_CROP,

@@ -126,6 +126,7 @@ NYU = DatasetDescription(
     title="NYU Depth v2",
     cache_crop=IMAGE_SIZE,
     cache_crop_name="full image",
+    gt_name="Kinect",
     cache_box=whole_image_box,
     train_region=BORDER_CROP,
     train_crop=TRAIN_CROP,

@@ -17,7 +17,7 @@ import click
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.stages import cache_teacher, evaluate, train_student
-from tiekd.stages.demo_report import METHOD_LABELS, write_pictures, write_results
+from tiekd.stages.demo_report import method_label, write_pictures, write_results
 from tiekd.stages.runtime import default_workers, reproducible, resolve_device
 from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.stages.training.log import read_jsonl
@@ -184,7 +184,7 @@ def _students(cfg: DemoConfig, size: DemoSize, sample, store: str, steps: int) -
     runs = {}
     for i, method in enumerate(STUDENT_METHODS):
         _say(
-            f"4/6 student {i + 1}/{len(STUDENT_METHODS)}: {size.student_encoder}, {METHOD_LABELS[method]} "
+            f"4/6 student {i + 1}/{len(STUDENT_METHODS)}: {size.student_encoder}, {method_label(method, cfg.dataset)} "
             f"({steps} steps)"
         )
         runs[method] = cfg.out / "students" / method

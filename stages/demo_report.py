@@ -20,8 +20,16 @@ METHOD_LABELS = {
     "teacher": "teacher (supervised on dense GT, from its cache)",
     "tiekd": "TIE-KD (DPM + SSIM, paper form)",
     "res-ssim": "response KD, SSIM",
-    "supervised": "supervised baseline (sparse LiDAR GT)",
+    "supervised": "supervised baseline ({gt_name} GT)",
 }
+"""Row labels of the demo's table and picture; ``{gt_name}`` is the dataset's (LiDAR, Kinect)."""
+
+
+def method_label(name: str, dataset: str) -> str:
+    """The label of one method's row for the demo's dataset."""
+    return METHOD_LABELS[name].format(gt_name=get_dataset(dataset).gt_name)
+
+
 TILE_SCALE = 0.5
 """Tiles of the comparison picture are half the 352x1216 KB crop."""
 
@@ -32,7 +40,7 @@ def parameter_count(checkpoint: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _table(results: dict, seconds: dict, checkpoints: dict, size) -> list[str]:
+def _table(results: dict, seconds: dict, checkpoints: dict, size, dataset: str) -> list[str]:
     """The results table in markdown: one row per method."""
     teacher_arch = load_checkpoint(checkpoints["teacher"])["architecture"]["encoder"]
     lines = [
@@ -44,7 +52,7 @@ def _table(results: dict, seconds: dict, checkpoints: dict, size) -> list[str]:
         metrics = result.metrics
         ause = f"{metrics['ause_rmse']:.3f}" if "ause_rmse" in metrics else "-"
         lines.append(
-            f"| {METHOD_LABELS[name]} | {encoder} | {parameter_count(checkpoints[name]) / 1e6:.2f} M "
+            f"| {method_label(name, dataset)} | {encoder} | {parameter_count(checkpoints[name]) / 1e6:.2f} M "
             f"| {metrics['abs_rel']:.4f} | {metrics['rmse']:.3f} | {metrics['d1']:.3f} | {ause} | {seconds[name]:.0f} |"
         )
     return lines
@@ -84,7 +92,7 @@ def write_results(
     entropy (DPM students; lower = the entropy ranks the errors better) and training seconds."""
     n_images = next(iter(results.values())).n_images
     header = _header(n_images, size, student_steps, settings, dataset)
-    lines = _table(results, seconds, checkpoints, size)
+    lines = _table(results, seconds, checkpoints, size, dataset)
     path.write_text("\n".join(header + lines + ["", f"![comparison]({picture.name})", ""]))
     return path
 
@@ -122,7 +130,10 @@ def write_pictures(path: Path, *, sample, store: str, checkpoints: dict, device:
         tiles += [
             ("input", shrink(rgb_image(image.permute(1, 2, 0).numpy()))),
             ("teacher (cached)", shrink(depth_image(teacher, max_depth=max_depth))),
-            (f"{METHOD_LABELS[name]}: depth", shrink(depth_image(depth[0, 0].cpu().numpy(), max_depth=max_depth))),
+            (
+                f"{method_label(name, dataset)}: depth",
+                shrink(depth_image(depth[0, 0].cpu().numpy(), max_depth=max_depth)),
+            ),
             (
                 "DPM entropy (bright = unsure)" if entropy is not None else "no DPM (regression head)",
                 shrink(entropy_tile),

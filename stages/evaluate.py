@@ -77,7 +77,7 @@ class EvaluateConfig:
             self.crop = description.eval_crop
 
 
-def _image_writer(out: Path, *, max_depth: float, n_bins: int | None, description: str):
+def _image_writer(out: Path, *, dataset, max_depth: float, n_bins: int | None, description: str):
     """``on_image`` writing one labelled figure per image: input, depth, GT, error, entropy."""
     depth_title = "cached teacher depth" if description.startswith("cached teacher") else "student depth (flip TTA)"
 
@@ -86,7 +86,7 @@ def _image_writer(out: Path, *, max_depth: float, n_bins: int | None, descriptio
         rgb = image.permute(1, 2, 0).numpy()
         figure = evaluation_figure(
             rgb, depth, gt, entropy, title=f"{record.rgb}: {description}", depth_title=depth_title,
-            max_depth=max_depth, n_bins=n_bins,
+            max_depth=max_depth, n_bins=n_bins, crop_name=dataset.cache_crop_name, gt_name=dataset.gt_name,
         )  # fmt: skip
         save_figure(figure, out / f"{stem}.png")
 
@@ -142,7 +142,9 @@ def run(cfg: EvaluateConfig) -> EvaluationResult:
     on_image = None
     if cfg.save_images is not None:
         max_depth = dataset.max_depth if cfg.max_depth is None else cfg.max_depth
-        on_image = _image_writer(cfg.save_images, max_depth=max_depth, n_bins=n_bins, description=description)
+        on_image = _image_writer(
+            cfg.save_images, dataset=dataset, max_depth=max_depth, n_bins=n_bins, description=description
+        )
     result = evaluate(
         predict,
         samples,

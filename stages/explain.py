@@ -171,7 +171,8 @@ def _figure_of(k: int, samples, ctx: _Context, cfg: ExplainConfig) -> tuple[expl
     _check_pixels(cfg.pixels, item["gt"].shape, ctx.dataset.cache_crop_name)
     explanation = _explain_one(item, samples.records[item["index"]].rgb, ctx, cfg.pixels)
     centres = ctx.model.bin_centres.cpu().numpy()
-    figure = explanation_figure(explanation, centres=centres, max_depth=ctx.model.max_depth)
+    crop_name = ctx.dataset.cache_crop_name
+    figure = explanation_figure(explanation, centres=centres, max_depth=ctx.model.max_depth, crop_name=crop_name)
     return explanation, save_figure(figure, cfg.out / f"image-{k:03d}.png")
 
 

@@ -23,13 +23,17 @@ PIXEL_PLOT_HEIGHT = 3.2
 """Height in inches of the row of per-pixel plots."""
 
 
-def explanation_figure(explanation: ImageExplanation, *, centres: np.ndarray, max_depth: float) -> Figure:
-    """Maps (3 rows of 2) and one distribution plot per explained pixel for one image."""
+def explanation_figure(
+    explanation: ImageExplanation, *, centres: np.ndarray, max_depth: float, crop_name: str
+) -> Figure:
+    """Maps (3 rows of 2) and one distribution plot per explained pixel for one image; ``crop_name``
+    says what the maps show in the dataset's words (e.g. "KB crop")."""
     n_pixels = max(1, len(explanation.pixels))
-    figure = figures.new_figure(2 * figures.MAP_WIDTH_INCHES + 1.5, figures.map_height(3) + PIXEL_PLOT_HEIGHT + 0.4)
-    maps, plots = figure.subfigures(2, 1, height_ratios=[figures.map_height(3), PIXEL_PLOT_HEIGHT])
+    maps_height = figures.map_height(3, explanation.gt.shape[0] / explanation.gt.shape[1])
+    figure = figures.new_figure(2 * figures.MAP_WIDTH_INCHES + 1.5, maps_height + PIXEL_PLOT_HEIGHT + 0.4)
+    maps, plots = figure.subfigures(2, 1, height_ratios=[maps_height, PIXEL_PLOT_HEIGHT])
     axes = maps.subplots(3, 2).ravel()
-    _draw_maps(axes, explanation, max_depth=max_depth)
+    _draw_maps(axes, explanation, max_depth=max_depth, crop_name=crop_name)
     for ax in axes:
         figures.mark_pixels(ax, explanation.pixels)
     for number, (ax, pixel) in enumerate(zip(np.atleast_1d(plots.subplots(1, n_pixels)), explanation.pixels), 1):
@@ -38,10 +42,12 @@ def explanation_figure(explanation: ImageExplanation, *, centres: np.ndarray, ma
     return figure
 
 
-def _draw_maps(axes, explanation: ImageExplanation, *, max_depth: float) -> None:
+def _draw_maps(axes, explanation: ImageExplanation, *, max_depth: float, crop_name: str) -> None:
+    """The six maps: input, teacher and student depth, error, entropy, KL (teacher panels empty
+    without a store)."""
     rgb, gt = explanation.image, explanation.gt
     height, width = gt.shape
-    figures.show_rgb(axes[0], rgb, "input (KB crop)")
+    figures.show_rgb(axes[0], rgb, f"input ({crop_name})")
     if explanation.teacher_depth is not None:
         figures.show_depth(axes[1], explanation.teacher_depth, "teacher depth (cached)", max_depth=max_depth)
     else:

@@ -40,9 +40,7 @@ FIGURE_DPI = 80
 """Pixels per inch of the saved PNGs (a 16-inch figure is 1280 pixels wide)."""
 
 MAP_WIDTH_INCHES = 7.0
-"""Width of one map panel; a 352x1216 map is then about 2 inches high."""
-
-KB_ASPECT = 352 / 1216
+"""Width of one map panel; its height follows the maps' aspect (a 352x1216 map: about 2 inches)."""
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -168,9 +166,10 @@ def plot_sparsification(axes, curves: dict, fractions: np.ndarray, scores: dict)
         ax.legend(fontsize="small")
 
 
-def map_height(n_rows: int) -> float:
-    """Figure height in inches for ``n_rows`` rows of KB-crop map panels (titles included)."""
-    return n_rows * (MAP_WIDTH_INCHES * KB_ASPECT + 0.6)
+def map_height(n_rows: int, aspect: float) -> float:
+    """Figure height in inches for ``n_rows`` rows of map panels of ``aspect`` = height / width
+    (titles included)."""
+    return n_rows * (MAP_WIDTH_INCHES * aspect + 0.6)
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
@@ -200,18 +199,22 @@ def evaluation_figure(
     depth_title: str,
     max_depth: float,
     n_bins: int | None,
+    crop_name: str,
+    gt_name: str,
 ) -> Figure:
     """Input, predicted depth, GT, |error| (metres) and, for a DPM, the entropy (nats) of one image.
 
-    ``rgb`` uint8 (H, W, 3); ``depth``, ``gt`` (0 = none) and ``entropy`` (H, W).
+    ``rgb`` uint8 (H, W, 3); ``depth``, ``gt`` (0 = none) and ``entropy`` (H, W). ``crop_name`` and
+    ``gt_name`` say what the maps show in the dataset's words (e.g. "KB crop", "LiDAR").
     """
     rows = 3 if entropy is not None else 2
-    figure = new_figure(2 * MAP_WIDTH_INCHES + 1.5, map_height(rows) + 0.4)
+    aspect = gt.shape[0] / gt.shape[1]
+    figure = new_figure(2 * MAP_WIDTH_INCHES + 1.5, map_height(rows, aspect) + 0.4)
     axes = figure.subplots(rows, 2).ravel()
     valid = gt > 0
-    show_rgb(axes[0], rgb, "input (KB crop)")
+    show_rgb(axes[0], rgb, f"input ({crop_name})")
     show_depth(axes[1], depth, depth_title, max_depth=max_depth)
-    show_sparse(axes[2], gt, valid, rgb, "ground truth (LiDAR)", kind="gt", max_depth=max_depth)
+    show_sparse(axes[2], gt, valid, rgb, f"ground truth ({gt_name})", kind="gt", max_depth=max_depth)
     error = np.where(valid, np.abs(depth - gt), 0.0)
     show_sparse(axes[3], error, valid, rgb, "absolute error against GT", kind="error")
     if entropy is not None:

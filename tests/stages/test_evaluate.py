@@ -137,7 +137,7 @@ def figure_pixels(record, sample, depth, entropy, description, depth_title, fold
     gt = kb_crop(read_depth(gt_path(sample.gt_root, record)))
     figure = evaluation_figure(
         rgb, depth, gt, entropy, title=f"{record.rgb}: {description}", depth_title=depth_title, max_depth=80.0,
-        n_bins=257,
+        n_bins=257, crop_name="KB crop", gt_name="LiDAR",
     )  # fmt: skip
     path = save_figure(figure, folder / "expected.png")
     return np.asarray(Image.open(path).convert("RGB"))
