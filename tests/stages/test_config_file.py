@@ -42,7 +42,9 @@ def test_sample_data_options_and_argument_from_a_file(tmp_path, cli):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("epochs: 2\nno-such-option: 1\n", "'no_such_option' is not an option of `tiekd train-student`"),
+        ("epochs: 2\nno-such-option: 1\n", "'no_such_option' is not an option of `tiekd train-student`; fix the file"),
+        ("epochs: 2\nbatch-sise: 4\n", "'batch_sise' is not an option of `tiekd train-student`; did you mean 'batch_size'?"),
+        ("sync_bm: true\n", "did you mean 'sync_bn'?"),
         ("epochs: [2\n", "is not valid YAML at line"),
         ("- 2\n", "must be a mapping of option names to values"),
     ],
