@@ -150,7 +150,22 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
     unknown = sorted(set(options) - set(names))
     if unknown:
         raise _unknown_key(unknown[0], sorted(names), path, ctx.info_name)
+    params = {p.name: p for p in ctx.command.params}
+    for key, value in options.items():
+        _check_value(ctx, params[names[key]], key, value, path)
     ctx.default_map = (ctx.default_map or {}) | {names[key]: value for key, value in options.items()}
+
+
+def _check_value(ctx: click.Context, param: click.Parameter, key: str, value, path: Path) -> None:
+    """Refuse, in one line, a config value its option cannot take (a list for a number, a word
+    outside a choice), before click would fail on it with a traceback."""
+    if isinstance(value, (dict, list)) and not param.multiple:
+        raise ConfigError(f"--config {path}: {key}: {value!r} is not a single value; give one {param.type.name}")
+    try:
+        param.type_cast_value(ctx, value)
+    except (click.BadParameter, TypeError, ValueError) as e:
+        reason = e.message.rstrip(".") if isinstance(e, click.BadParameter) else f"{value!r} is not a {param.type.name}"
+        raise ConfigError(f"--config {path}: {key}: {reason}; fix the file") from None
 
 
 class TiekdCommand(click.Command):

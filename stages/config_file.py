@@ -10,6 +10,7 @@ it re-runs the same training.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,22 @@ RERUN_CONFIG = "config.yaml"
 
 NOT_RERUN = ("resume",)
 """Options left out of RERUN_CONFIG: a re-run starts afresh unless --resume is given with it."""
+
+YAML_BOOLEAN = r"^(?:true|True|TRUE|false|False|FALSE)$"
+"""The booleans of YAML 1.2. YAML 1.1 (PyYAML's default) also reads yes, no, on and off as
+booleans, which turns ``resume: yes`` or ``dpm-form: no``-like values into True/False; here they
+stay text, as the flags spell them."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans (see YAML_BOOLEAN)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(YAML_BOOLEAN), list("tTfF"))
 
 
 def option_key(name: str) -> str:
@@ -37,7 +54,7 @@ def read_config(path: Path) -> dict:
     if path.name == "run.json" and (path.parent / RERUN_CONFIG).exists():
         raise ConfigError(f"--config {path} is a run's record; pass {path.parent / RERUN_CONFIG}, its options")
     try:
-        options = yaml.safe_load(path.read_text())
+        options = yaml.load(path.read_text(), Loader=_Loader)
     except OSError as error:
         raise ConfigError(f"--config {path}: cannot be read ({error.strerror or error})") from error
     except yaml.YAMLError as error:

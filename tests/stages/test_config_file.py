@@ -45,6 +45,9 @@ def test_sample_data_options_and_argument_from_a_file(tmp_path, cli):
         ("epochs: 2\nno-such-option: 1\n", "'no_such_option' is not an option of `tiekd train-student`; fix the file"),
         ("epochs: 2\nbatch-sise: 4\n", "'batch_sise' is not an option of `tiekd train-student`; did you mean 'batch_size'?"),
         ("sync_bm: true\n", "did you mean 'sync_bn'?"),
+        ("lr: [1, 2]\n", "lr: [1, 2] is not a single value; give one float"),
+        ("epochs: many\n", "epochs: 'many' is not a valid integer range"),
+        ("dpm-form: no\n", "dpm_form: 'no' is not one of 'paper', 'code'; fix the file"),
         ("epochs: [2\n", "is not valid YAML at line"),
         ("- 2\n", "must be a mapping of option names to values"),
     ],
@@ -55,12 +58,20 @@ def test_bad_files_are_one_line(tmp_path, cli, text, message):
     assert message in error_line(cli("train-student", "--config", config))
 
 
+def test_yaml_1_1_words_stay_words(sample, store, tmp_path, cli):
+    """``resume: yes`` means the flag's word, not YAML 1.1's True (which --resume would refuse)."""
+    config = tmp_path / "resume.yaml"
+    config.write_text("resume: yes\npretrained: no\n")
+    line = error_line(cli(*train_args(sample, store, tmp_path / "run"), "--config", config))
+    assert "holds no last.pt to continue from" in line
+
+
 def test_a_missing_file_or_recipe_is_one_line(tmp_path, cli):
     line = error_line(cli("train-student", "--config", tmp_path / "nothing.yaml"))
     assert "no such file or recipe; `tiekd recipes` lists the recipes" in line
 
 
-def test_config_yaml_reruns_the_same_training(sample, store, tmp_path, cli):  # noqa: F811
+def test_config_yaml_reruns_the_same_training(sample, store, tmp_path, cli):
     first, second = tmp_path / "first", tmp_path / "second"
     result = cli(*train_args(sample, store, first, "--epochs", 1, "--dpm-form", "code", "--alpha", 0.3))
     assert result.exit_code == 0, result.output
@@ -75,7 +86,7 @@ def test_config_yaml_reruns_the_same_training(sample, store, tmp_path, cli):  # 
     assert records[0]["dpm_sigma"] == 0.5
 
 
-def test_run_json_points_to_config_yaml(sample, store, tmp_path, cli):  # noqa: F811
+def test_run_json_points_to_config_yaml(sample, store, tmp_path, cli):
     (tmp_path / "run.json").write_text("{}")
     (tmp_path / RERUN_CONFIG).write_text("epochs: 1\n")
     line = error_line(cli("train-student", "--config", tmp_path / "run.json"))
