@@ -2,10 +2,18 @@
 
 A group still being filled may belong to a running ``cache-teacher`` (or a dask cluster's
 workers): removing it under them would lose their work or leave half-written shards, so an
-incomplete group is removed only with ``force``.
+incomplete group is removed only with ``force``. In a local store removal is all or nothing and
+stays inside the store: a group that is a symbolic link is refused (deleting through it would
+delete the link's target), and the groups are first renamed aside into one folder of the store,
+then deleted, so a failure leaves either every group or none.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import open_root
@@ -42,8 +50,54 @@ def remove(path: str, *, teacher: str, split: str | None = None, force: bool = F
             f"{path}/{teacher}/{unfinished[0]} is incomplete and may still be being written; "
             "pass --force once no cache-teacher writes to it"
         )
-    for name in splits:
-        del teacher_group[name]
-    if not child_groups(teacher_group, location=f"{path}/{teacher}"):
-        del root[teacher]
+    _delete(path, root, teacher, splits, last=len(splits) == len(names))
     return [f"{path}/{teacher}/{name}" for name in splits]
+
+
+def _local_folder(path: str) -> Path | None:
+    """The store's folder when it is on a local file system, else None (fsspec URLs)."""
+    if path.startswith("file://"):
+        return Path(path.removeprefix("file://"))
+    return None if "://" in path else Path(path)
+
+
+def _delete(path: str, root, teacher: str, splits: list[str], *, last: bool) -> None:
+    """Delete the split groups (and the teacher group with its last split)."""
+    folder = _local_folder(path)
+    if folder is None:
+        for name in splits:
+            del root[teacher][name]
+        if last:
+            del root[teacher]
+        return
+    targets = [teacher] if last else [f"{teacher}/{name}" for name in splits]
+    _refuse_links(folder, teacher, targets)
+    _remove_aside(folder, targets)
+
+
+def _refuse_links(folder: Path, teacher: str, targets: list[str]) -> None:
+    """Refuse groups reached through a symbolic link: removal never leaves the store."""
+    for relative in dict.fromkeys([teacher, *targets]):
+        if (folder / relative).is_symlink():
+            raise StoreError(
+                f"{folder / relative} is a symbolic link; cache rm never deletes through a link out of the "
+                "store: remove the link itself (rm), nothing was removed"
+            )
+
+
+def _remove_aside(folder: Path, targets: list[str]) -> None:
+    """Rename every target into one hidden folder of the store (undone if one rename fails), then
+    delete that folder: the store loses all the targets or none."""
+    aside = folder / f".tiekd-removing-{uuid.uuid4().hex}"
+    aside.mkdir()
+    moved = []
+    try:
+        for number, relative in enumerate(targets):
+            os.rename(folder / relative, aside / str(number))
+            moved.append(relative)
+    except OSError as e:
+        for number, relative in enumerate(moved):
+            os.rename(aside / str(number), folder / relative)
+        aside.rmdir()
+        raise StoreError(f"cannot remove {folder / targets[len(moved)]} ({e.strerror}); nothing was removed") from e
+    shutil.rmtree(aside)

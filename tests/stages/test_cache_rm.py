@@ -58,3 +58,24 @@ def test_unknown_and_unsafe_names_are_one_line(tmp_path, cli):
     assert cli("cache", "rm", tmp_path / "none.zarr", "--teacher", "toy").exit_code == 1
     assert not (tmp_path / "none.zarr").exists()
     assert files(path, ".") == before
+
+
+def test_a_group_that_is_a_link_is_refused_and_its_target_kept(tmp_path, cli):
+    """Deleting through a symbolic link would delete another store's maps: refused, nothing removed."""
+    elsewhere = a_store(tmp_path)
+    path = tmp_path / "linked.zarr"
+    add(path, "own", "test", 4)
+    (path / "toy").symlink_to(elsewhere / "toy", target_is_directory=True)
+    (path / "own" / "train").symlink_to(elsewhere / "other" / "test", target_is_directory=True)
+    before = files(elsewhere, ".") | files(path, "own/test")
+    for args in (("--teacher", "toy", "--force"), ("--teacher", "own", "--split", "train")):
+        result = cli("cache", "rm", path, *args)
+        assert result.exit_code == 1 and "is a symbolic link; cache rm never deletes through a link" in result.output
+    assert files(elsewhere, ".") | files(path, "own/test") == before
+    assert (path / "toy").is_symlink() and (path / "own" / "train").is_symlink()
+
+
+def test_removal_leaves_nothing_aside(tmp_path, cli):
+    path = a_store(tmp_path)
+    assert cli("cache", "rm", path, "--teacher", "toy", "--force").exit_code == 0
+    assert sorted(p.name for p in path.iterdir()) == ["other", "zarr.json"]
