@@ -47,6 +47,14 @@ class Teacher:
     """Group name in the store when --name is not given."""
     dtype: str | None = None
     """dtype of the teacher's floating-point weights ("float32"), None where it has none."""
+    input_scale: float | None = None
+    """The scale of the crop the teacher was trained at (a ``checkpoint:`` teacher's); None = unknown."""
+
+    def native_input(self, crop: tuple[int, int]) -> tuple[int, int] | None:
+        """(H, W) the teacher was trained to see for a crop of ``crop`` (H, W); None = the crop itself."""
+        if self.input_scale is None or self.input_scale == 1.0:
+            return None
+        return max(1, round(crop[0] * self.input_scale)), max(1, round(crop[1] * self.input_scale))
 
 
 def parse_teacher_args(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -111,16 +119,19 @@ def _load_checkpoint(target: str, spec: str, args: dict) -> tuple[nn.Module, str
     from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 
     path = _existing_file(target, spec)
-    student = student_from_checkpoint(load_checkpoint(path), path=path)
-    return PredictDepth(student), file_sha256(path)
+    state = load_checkpoint(path)
+    student = student_from_checkpoint(state, path=path)
+    return PredictDepth(student, input_scale=float(state.get("input_scale", 1.0))), file_sha256(path)
 
 
 class PredictDepth(nn.Module):
-    """Exposes a tiekd student's ``predict_depth`` (metres, any head) as ``forward``."""
+    """Exposes a tiekd student's ``predict_depth`` (metres, any head) as ``forward``;
+    ``input_scale`` is the scale of the crop it was trained at (its checkpoint's)."""
 
-    def __init__(self, student: nn.Module):
+    def __init__(self, student: nn.Module, *, input_scale: float = 1.0):
         super().__init__()
         self.student = student
+        self.input_scale = input_scale
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.student.predict_depth(image)
@@ -153,7 +164,12 @@ def load_teacher(spec: str, *, args: dict | None = None, device: torch.device | 
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     return Teacher(
-        spec=spec, module=module, weights_sha256=sha, default_name=default_name(spec), dtype=weights_dtype(module)
+        spec=spec,
+        module=module,
+        weights_sha256=sha,
+        default_name=default_name(spec),
+        dtype=weights_dtype(module),
+        input_scale=getattr(module, "input_scale", None),
     )
 
 

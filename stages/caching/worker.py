@@ -52,7 +52,7 @@ def teacher_depth(cfg: CacheTeacherConfig, teacher: Teacher, image: torch.Tensor
     try:
         with autocast:
             depth = predict_depth(
-                teacher.module, image.float() / 255, flip_tta=cfg.flip_tta, input_size=cfg.teacher_input
+                teacher.module, image.float() / 255, flip_tta=cfg.flip_tta, input_size=teacher_input(cfg, teacher)
             )
     except TeacherError:
         raise
@@ -63,6 +63,12 @@ def teacher_depth(cfg: CacheTeacherConfig, teacher: Teacher, image: torch.Tensor
         ) from e
     check_finite(depth, ids)
     return depth
+
+
+def teacher_input(cfg: CacheTeacherConfig, teacher: Teacher) -> tuple[int, int] | None:
+    """(H, W) the teacher runs at: --teacher-input, else the size it was trained at (a checkpoint
+    teacher's training scale of the crop), else None (the crop itself)."""
+    return cfg.teacher_input or teacher.native_input(cfg.crop)
 
 
 def check_finite(depth: torch.Tensor, ids: list[str]) -> None:
@@ -99,7 +105,7 @@ def open_writer(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record]
         teacher_sha256=teacher.weights_sha256,
         split_sha256=file_sha256(cfg.split),
         crop=tuple(cfg.crop),
-        teacher_input=cfg.teacher_input,
+        teacher_input=teacher_input(cfg, teacher),
         flip_tta=cfg.flip_tta,
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,

@@ -141,7 +141,9 @@ class TestRunDirectory:
         assert (tmp_path / "last.pt").is_file() and not (tmp_path / "best.pt").exists()
         assert "val" not in read_jsonl(tmp_path / "epochs.jsonl")[0]
 
-    def test_checkpoint_is_a_teacher(self, run_dir, sample, tmp_path, cli):
+    @pytest.mark.parametrize("teacher_input", [("--teacher-input", "22x76"), ()], ids=["given", "from the file"])
+    def test_checkpoint_is_a_teacher(self, run_dir, sample, tmp_path, cli, teacher_input):
+        """Without --teacher-input the teacher runs at the scale it was trained at (1/16: 22x76)."""
         result = cli(
             "cache-teacher",
             "--teacher",
@@ -152,8 +154,7 @@ class TestRunDirectory:
             sample.test_split,
             "--out",
             tmp_path / "s.zarr",
-            "--teacher-input",
-            "22x76",
+            *teacher_input,
             "--no-flip-tta",
             "--workers",
             0,
@@ -162,6 +163,7 @@ class TestRunDirectory:
         )
         assert result.exit_code == 0, result.output
         cache = TeacherCache.open(tmp_path / "s.zarr")
+        assert cache.attrs["teacher_input"] == [22, 76]
         student = student_from_checkpoint(load_checkpoint(run_dir / "last.pt")).eval()
         for record in read_split(sample.test_split):
             image = torch.from_numpy(kb_crop(read_rgb(sample.data_root / record.rgb)).copy()).permute(2, 0, 1)
