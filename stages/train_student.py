@@ -219,6 +219,7 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
         config_dict(cfg)
         | {
             "device": str(trainer.device),
+            "amp": trainer.scaler.is_enabled(),  # what ran: --amp works on CUDA only
             "cache": cache_ref and "/".join(cache_ref),
             "cache_identity": trainer.cache,
             "total_steps": trainer.total_steps,

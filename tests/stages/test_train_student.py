@@ -136,6 +136,11 @@ class TestRunDirectory:
         assert best["best"] == {"rmse": best_epoch["val"]["rmse"], "step": best_epoch["step"]}
         assert load_checkpoint(run_dir / "last.pt")["best"] == best["best"]
 
+    def test_run_json_records_the_autocast_that_ran(self, sample, store, tmp_path):
+        """--amp on the CPU runs in float32 (with a note): run.json says what ran."""
+        run(train_config(sample, store, tmp_path, max_steps=1, amp=True))
+        assert json.loads((tmp_path / "run.json").read_text())["amp"] is False
+
     def test_best_pt_only_with_a_validation_split(self, sample, store, tmp_path):
         run(train_config(sample, store, tmp_path, max_steps=1))
         assert (tmp_path / "last.pt").is_file() and not (tmp_path / "best.pt").exists()
