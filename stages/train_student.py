@@ -8,6 +8,8 @@ the loss on the training device. A run directory holds ``run.json`` (resolved op
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -25,7 +27,7 @@ from tiekd.stages.runtime import resolve_device, use_amp
 from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.training.identity import cache_differences, cache_identity
-from tiekd.stages.training.log import RunLog
+from tiekd.stages.training.log import RunLog, one_run
 from tiekd.stages.training.loop import TrainSummary, train
 from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everything
 from tiekd.stages.training.trainer import Trainer, config_dict, optimisation
@@ -188,8 +190,15 @@ def run(cfg: TrainStudentConfig) -> TrainSummary:
     """Train (or continue training) a student; returns what the run did. Under torchrun every
     process calls this; they train one model together and rank 0 writes the run directory."""
     records, cache_ref = prepare(cfg)
-    cache = cache_identity(cache_ref)
     processes = processes_from_env()
+    # The writer holds the run directory; torchrun's other processes of the run only read it.
+    with one_run(cfg.out) if processes.is_writer else contextlib.nullcontext():
+        return _run(cfg, records, cache_ref, processes)
+
+
+def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes) -> TrainSummary:
+    """The run itself, once its records are read and (in the writer) its directory is held."""
+    cache = cache_identity(cache_ref)
     device = join(processes, resolve_device(cfg.device))
     try:
         state = _resume_state(cfg, processes.world_size, cache)

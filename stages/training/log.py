@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -11,9 +12,33 @@ from pathlib import Path
 
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 
-from tiekd.pipeline.errors import OutputError
+from tiekd.pipeline.errors import ConfigError, OutputError
 from tiekd.pipeline.files import os_reason
 from tiekd.stages.training.board import RunBoard
+
+RUN_LOCK = ".run.lock"
+"""The file in a run directory that the running train-student holds locked (with its pid)."""
+
+
+@contextmanager
+def one_run(out: Path):
+    """Hold the run directory ``out`` for this run: a second ``train-student`` into it stops in one
+    line before it reads or writes anything there. The lock is the kernel's (``flock``), so it goes
+    with the process that holds it, however that ends (kill -9 included): no stale lock remains."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / RUN_LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise ConfigError(
+                f"another train-student (pid {holder}) is running in {out}; wait for it to end or choose another --out"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 @contextmanager

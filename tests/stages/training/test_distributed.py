@@ -131,7 +131,7 @@ class TestOneWriter:
         names = sorted(p.name for p in folder.iterdir())
         events = [name for name in names if name.startswith("events.out.tfevents.")]
         assert len(events) == 1, "one TensorBoard writer"
-        records = ["best.pt", "config.yaml", "epochs.jsonl", "last.pt", "run.json", "steps.jsonl"]
+        records = [".run.lock", "best.pt", "config.yaml", "epochs.jsonl", "last.pt", "run.json", "steps.jsonl"]
         assert [name for name in names if name not in events] == records
         assert [e["step"] for e in read_jsonl(folder / "epochs.jsonl")] == [2, 4, 6, 8]
         config = json.loads((folder / "run.json").read_text())
