@@ -7,7 +7,10 @@ most the frames it had not yet marked; running it again continues with the frame
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import tempfile
 import time
 from collections import deque
@@ -58,6 +61,30 @@ def _check_writable(path: str) -> None:
             pass
     except OSError as e:
         raise StoreError(f"cannot write to --out {path} ({e.strerror}); choose a writable location") from e
+
+
+@contextlib.contextmanager
+def _creation_lock(path: str):
+    """Serialise creating (or checking) groups among the processes that write to one local store.
+
+    Without it two ``cache-teacher`` runs of different teachers could both find the group not yet
+    created, both write their attributes, and both report a complete store holding one teacher's
+    maps. Under the lock the second run finds the first one's group and is refused with the
+    differences. The lock is the kernel's ``flock`` on the store's parent folder (no file is added
+    to the store), held only while the group is opened, and released with its process however it
+    ends. Remote stores and file systems without flock go without it."""
+    if "://" in path:
+        yield
+        return
+    parent = Path(path).absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(parent, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # e.g. NFS without flock on folders: best effort
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 class _StoreBeingCreated(Exception):
@@ -183,12 +210,25 @@ class CacheWriter:
         check_group_name(split, flag="--split-name")
         check_readable_format(store_format, location="store_format")
         _check_writable(path)
+        with _creation_lock(path):
+            return cls._create_or_resume_retrying(
+                path, teacher=teacher, split=split, spec=spec, ids=ids, extra_attrs=extra_attrs,
+                overwrite=overwrite, layout={"frames_per_shard": frames_per_shard, "store_format": store_format},
+            )  # fmt: skip
+
+    @classmethod
+    def _create_or_resume_retrying(
+        cls, path: str, *, teacher: str, split: str, spec: CacheSpec, ids: list[str], extra_attrs: dict,
+        overwrite: bool, layout: dict,
+    ) -> CacheWriter:
+        """:meth:`_create_or_resume_once`, retried while another process (a remote store's, or one
+        without the lock) is part-way through creating the same metadata."""
         for attempt in range(CREATE_ATTEMPTS):
             try:
                 _check_target(path)
                 return cls._create_or_resume_once(
                     path, teacher=teacher, split=split, spec=spec, ids=ids, extra_attrs=extra_attrs,
-                    overwrite=overwrite, layout={"frames_per_shard": frames_per_shard, "store_format": store_format},
+                    overwrite=overwrite, layout=layout,
                 )
             except (ContainsGroupError, ContainsArrayError, _StoreBeingCreated) as e:
                 if attempt == CREATE_ATTEMPTS - 1 and isinstance(e, _StoreBeingCreated):

@@ -112,6 +112,30 @@ class TestResumeAndShards:
         assert TeacherCache.open(tmp_path / "s.zarr").complete
 
 
+    @pytest.mark.slow
+    def test_two_teachers_into_one_group_at_once_one_is_refused(self, sample, tmp_path, cli, subprocess_env):
+        """Started together, two runs of different teachers (seeds 0 and 1) into one group: one
+        fills it, the other is refused with the differences; the group holds the winner's maps."""
+        for attempt in range(2):
+            store = tmp_path / f"s{attempt}.zarr"
+            processes = [
+                subprocess.Popen(
+                    tiekd_command(*cache_args(sample, store, sample.test_split, "--teacher-arg", f"seed={seed}")),
+                    env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+                for seed in (0, 1)
+            ]
+            outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
+            codes = [p.returncode for p in processes]
+            assert sorted(codes) == [0, 1], outputs
+            loser = outputs[codes.index(1)]
+            assert "was made differently" in loser and "Traceback" not in loser, loser
+            winner = cli(*cache_args(sample, tmp_path / f"w{attempt}.zarr", sample.test_split,
+                                     "--teacher-arg", f"seed={codes.index(0)}"))  # fmt: skip
+            assert winner.exit_code == 0
+            assert_same_store(store, tmp_path / f"w{attempt}.zarr")
+
+
 class TestRefusals:
     def test_other_teacher_refused_store_untouched_then_overwrite(self, sample, tmp_path, cli):
         store = tmp_path / "s.zarr"
