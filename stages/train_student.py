@@ -21,6 +21,7 @@ from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.files import require_writable_folder
 from tiekd.pipeline.methods import Objective, head_for, needs_gt, needs_teacher
+from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
 from tiekd.stages.runtime import resolve_device, use_amp
@@ -204,6 +205,7 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
         state = _resume_state(cfg, processes.world_size, cache)
         trainer = build_trainer(cfg, len(records), device, processes)
         trainer.cache = cache
+        trainer.store = TeacherCache.open(*cache_ref) if cache_ref else None
         if state is not None:
             trainer.load(state, cfg.out / "last.pt")
         trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn)

@@ -168,6 +168,8 @@ class TeacherCache:
         """(N,) bool: the completion mask as last read; re-read for a frame it does not list."""
         self._reader = FrameReader.for_array(self._depth, done=self._done_seen, location=location)
         """Direct reads of local stores (``pipeline/store/reader.py``); None = through zarr."""
+        self.generation = generation(dict(group.attrs))
+        """The group's generation when it was opened (see :meth:`require_unchanged`)."""
 
     @classmethod
     def open(cls, path: str | Path, teacher: str | None = None, split: str | None = None) -> TeacherCache:
@@ -228,6 +230,24 @@ class TeacherCache:
         """(N,) int32: pixels per frame that were clipped into [min_depth, max_depth]."""
         return open_member(self._group, "clipped", location=self.location)[:]
 
+    def require_unchanged(self) -> None:
+        """Refuse, in one line, a group removed (``cache rm``) or made again in its place
+        (``cache-teacher --overwrite``) since it was opened: its maps are gone or another teacher's.
+        Reads the group's metadata afresh (one small file, about a millisecond on a local disk)."""
+        try:
+            fresh = zarr.open_group(store=self._group.store, path=self._group.path, mode="r", zarr_format=3)
+            now = generation(dict(fresh.attrs))
+        except (FileNotFoundError, KeyError, ValueError, OSError, zarr.errors.GroupNotFoundError):
+            raise StoreError(
+                f"{self.location} was removed while in use (cache rm or cache-teacher --overwrite); "
+                "make it again, then start or --resume the run"
+            ) from None
+        if now != self.generation:
+            raise StoreError(
+                f"{self.location} was replaced while in use (cache-teacher --overwrite): its maps are not the ones "
+                "this run started with; keep a store group unchanged while a run reads it"
+            )
+
     def depth(self, i: int) -> np.ndarray:
         """Teacher depth of frame ``i``: float32 HxW metres at the crop.
 
@@ -245,11 +265,16 @@ class TeacherCache:
                     "are not stored yet; finish the store with `tiekd cache-teacher`"
                 )
         if self._reader is not None:
-            return self._reader.scaled(i, 1 / DEPTH_SCALE, stored=True)
+            try:
+                return self._reader.scaled(i, 1 / DEPTH_SCALE, stored=True)
+            except StoreError:
+                self.require_unchanged()  # a removed or replaced group is that, not a damaged frame
+                raise
         shard_file = f"{self.location}/depth/{self._depth.metadata.encode_chunk_key((i // self.frames_per_shard, 0, 0))}"
         try:
             values = self._depth[i]
         except Exception as e:  # zarr's codecs fail in many ways on damaged bytes
+            self.require_unchanged()
             raise damaged_frame(self.location, i, shard_file, f"{type(e).__name__}: {e}") from e
         if not values.all():  # quantise() never stores 0: the frame's bytes are gone
             raise damaged_frame(self.location, i, shard_file, "it is marked done but its map is missing")
@@ -283,6 +308,12 @@ class TeacherCache:
             return self.depth(self.index[sample_id])
         except KeyError:
             raise StoreError(f"{self.location} has no map for {sample_id}") from None
+
+
+def generation(attrs: dict) -> str:
+    """What tells a group from one made again in its place: its ``generation`` (a random id written
+    at creation), or for groups from before that attribute its creation time."""
+    return str(attrs.get("generation", attrs.get("created", "")))
 
 
 def shard_frames(n_frames: int, shard: int, n_shards: int, *, frames_per_shard: int) -> list[int]:

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -271,6 +272,7 @@ class CacheWriter:
                     "frames_per_shard": frames_per_shard,
                     "n_frames": len(ids),
                     "created": utc_now(),
+                    "generation": uuid.uuid4().hex,
                 }
             )
         return cls(group, location=location)

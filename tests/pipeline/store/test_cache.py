@@ -148,3 +148,36 @@ def test_processes_creating_one_store_at_the_same_instant_all_succeed(tmp_path):
         errors = [p.communicate(timeout=120)[1].decode() for p in processes]
         assert [p.returncode for p in processes] == [0] * 4, errors
         assert len(TeacherCache.open(store)) == 10
+
+
+class TestInUse:
+    """A reader notices its group removed or made again in its place, and says so in one line."""
+
+    def filled(self, path, spec=SPEC):
+        writer = create(path, spec, overwrite=True)
+        writer.write(list(range(10)), np.full((10, 16, 24), 5.0, np.float32), np.zeros(10, np.int32))
+        writer.finish()
+
+    def test_an_unchanged_group_passes(self, tmp_path):
+        self.filled(tmp_path / "s.zarr")
+        cache = TeacherCache.open(tmp_path / "s.zarr")
+        cache.require_unchanged()
+        assert cache.depth(0)[0, 0] == pytest.approx(5.0, abs=1 / 256)
+
+    def test_a_group_made_again_is_replaced(self, tmp_path):
+        self.filled(tmp_path / "s.zarr")
+        cache = TeacherCache.open(tmp_path / "s.zarr")
+        self.filled(tmp_path / "s.zarr", dataclasses.replace(SPEC, teacher_sha256="ef" * 32))
+        with pytest.raises(StoreError, match="was replaced while in use"):
+            cache.require_unchanged()
+
+    def test_reads_of_a_removed_group_say_removed_not_damaged(self, tmp_path):
+        from tiekd.stages.cache_rm import remove
+
+        self.filled(tmp_path / "s.zarr")
+        cache = TeacherCache.open(tmp_path / "s.zarr")
+        remove(str(tmp_path / "s.zarr"), teacher="toy")
+        with pytest.raises(StoreError, match="was removed while in use"):
+            cache.require_unchanged()
+        with pytest.raises(StoreError, match="was removed while in use"):
+            cache.depth(5)
