@@ -203,14 +203,22 @@ main.add_command(cache)
 @click.option(
     "--sigma",
     type=float,
-    help="Std (m) of the teacher DPM [default: paper form the dataset's, KITTI 0.8; code form 0.5 as released].",
+    help="Std (m) of the teacher DPM [default: paper form the dataset's; code form 0.5, L_DPM only the dataset's, "
+    "as released].",
 )
 @click.option(
     "--dpm-form",
     default="paper",
     show_default=True,
     type=click.Choice(["paper", "code"]),
-    help="Teacher DPM: paper (Gaussian mass per bin) or code (the released code's softmax of densities).",
+    help="Teacher DPM and SSIM: paper (Gaussian mass per bin, float64 SSIM) or code (the released code's softmax of "
+    "densities, abs() float32 SSIM, also in the response-KD losses).",
+)
+@click.option(
+    "--loss-scale",
+    type=float,
+    help="Factor on the whole loss [default: TIE-KD 10, but 1 for the code form's alpha 0 and 1 as released; 1 for "
+    "the other methods].",
 )
 @click.option("--n-bins", type=click.IntRange(min=2), help="DPM bins [default: the dataset's, KITTI 257].")
 @click.option(

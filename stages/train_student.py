@@ -18,7 +18,7 @@ from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoint
 from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.files import require_writable_folder
-from tiekd.pipeline.methods import Objective, head_for, needs_gt, needs_teacher
+from tiekd.pipeline.methods import Objective, head_for, loss_scale, needs_gt, needs_teacher
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
 from tiekd.stages.runtime import resolve_device, use_amp
@@ -34,14 +34,20 @@ CHECKPOINT_NAMES = ("last.pt", "best.pt")
 """Checkpoints of a run directory; a kill mid-write leaves their temporaries, removed on the next start."""
 
 
+def run_sigma(cfg: TrainStudentConfig) -> tuple[float, str]:
+    """The run's teacher DPM sigma (metres) and where it came from (:func:`dpm_sigma`)."""
+    return dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=get_dataset(cfg.dataset).sigma, alpha=cfg.alpha)
+
+
 def build_objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
-    """The loss of ``cfg.method`` with the run's bins, alpha, sigma (:func:`dpm_sigma`) and first loss row."""
+    """The loss of ``cfg.method`` with the run's bins, alpha, sigma (:func:`run_sigma`), scale and first loss row."""
     return Objective(
         method=cfg.method,
         edges=bin_edges(cfg.min_depth, cfg.max_depth, cfg.n_bins).to(device),
         alpha=cfg.alpha,
-        sigma=dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=get_dataset(cfg.dataset).sigma)[0],
+        sigma=run_sigma(cfg)[0],
         dpm_form=cfg.dpm_form,
+        scale=cfg.loss_scale,
         top_row=round(cfg.loss_top_row * cfg.scale),
     )
 
@@ -223,7 +229,9 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
             "cache_identity": trainer.cache,
             "total_steps": trainer.total_steps,
             "dpm_sigma": trainer.objective.sigma,
-            "dpm_sigma_source": dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=get_dataset(cfg.dataset).sigma)[1],
+            "dpm_sigma_source": run_sigma(cfg)[1],
+            "loss_scale_applied": trainer.objective.total_scale,
+            "loss_scale_source": loss_scale(cfg.loss_scale, cfg.method, form=cfg.dpm_form, alpha=cfg.alpha)[1],
             "steps_per_epoch": trainer.steps_per_epoch,
             "processes": trainer.processes.world_size,
             "global_batch": trainer.global_batch,

@@ -59,9 +59,14 @@ class TrainStudentConfig:
     alpha: float = 0.1
     """Weight of the DPM term against the depth term in TIE-KD."""
     sigma: float | None = None
-    """Std (m) of the teacher DPM; None = the form's default (dpm_sigma: code 0.5, paper the dataset's)."""
+    """Std (m) of the teacher DPM [default: paper form the dataset's; code form 0.5, L_DPM only the dataset's, as
+    released]."""
     dpm_form: str = "paper"
-    """Teacher DPM: paper (Gaussian mass per bin) or code (the released code's softmax of densities)."""
+    """Teacher DPM and SSIM: paper (Gaussian mass per bin, float64 SSIM) or code (the released code's softmax of
+    densities, abs() float32 SSIM, also in the response-KD losses)."""
+    loss_scale: float | None = None
+    """Factor on the whole loss [default: TIE-KD 10, but 1 for the code form's alpha 0 and 1 as released; 1 for the
+    other methods]."""
     n_bins: int | None = None
     """DPM bins; None = the dataset's."""
     min_depth: float | None = None
@@ -135,6 +140,8 @@ def _check_loss_options(cfg: TrainStudentConfig) -> None:
     # The released code has a config with alpha = 1.5, a negative weight on the depth term.
     if not 0 <= cfg.alpha <= 1:
         raise ConfigError(f"--alpha {cfg.alpha} must be in [0, 1]: it weighs the DPM term against the depth term")
+    if cfg.loss_scale is not None and not cfg.loss_scale > 0:
+        raise ConfigError(f"--loss-scale {cfg.loss_scale} must be positive")
     if not cfg.lr > 0:
         raise ConfigError(f"--lr {cfg.lr} must be positive")
     if not 0 < cfg.min_depth < cfg.max_depth:
@@ -160,6 +167,7 @@ RESUME_KEYS = (
     "alpha",
     "sigma",
     "dpm_form",
+    "loss_scale",
     "loss_top_row",
 )
 """Options a resumed run must share with the run it continues (same steps, data order and schedule).
