@@ -222,8 +222,14 @@ def _evaluated_curves(path: Path, out: Path, entries: list) -> Path:
         if curves is None:
             raise ConfigError(f"--evaluation {path} holds no sparsification curves; evaluate a DPM student with --json")
         scores = {k: evaluation["metrics"][k] for k in UNCERTAINTY_METRIC_NAMES}
+        points = len(curves["rmse"]["model"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"--evaluation {path} is not an `evaluate --json` file of a DPM student ({e})") from e
+    if points != len(REMOVED_FRACTIONS):
+        raise ConfigError(
+            f"--evaluation {path} holds {points}-point curves of tiekd's AUSE before Poggi et al.'s definition "
+            f"({len(REMOVED_FRACTIONS)} points); run `tiekd evaluate --json` again"
+        )
     figure = sparsification_figure(curves, scores, REMOVED_FRACTIONS, n_images)
     model = evaluation.get("protocol", {}).get("model", "?")
     entries.append(

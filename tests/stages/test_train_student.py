@@ -113,7 +113,7 @@ class TestRunDirectory:
         config = json.loads((run_dir / "run.json").read_text())
         assert config["student"] == STUDENT and config["method"] == "tiekd" and config["scale"] == SCALE
         assert config["crop"] == [352, 704] and config["epochs"] == 2 and config["sigma"] is None
-        assert config["dpm_sigma"] == 0.8 and config["dpm_sigma_source"].startswith("default of the paper form")
+        assert config["dpm_sigma"] == 0.8 and config["dpm_sigma_source"].startswith("paper form")
         assert config["total_steps"] == 8 and config["steps_per_epoch"] == STEPS_PER_EPOCH
         assert config["device"] == "cpu" and config["cache"] == f"{store}/row_prior/train"
         assert config["val_split"] == str(sample.test_split) and config["pretrained"] is False
