@@ -20,6 +20,7 @@ import tiekd
 from tiekd import cli_options as shared
 from tiekd.cli_cache import cache
 from tiekd.cli_options import FOLDER, PATH, TiekdCommand, size
+from tiekd.data.augment import COLOUR_AUGS
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.errors import TiekdError, out_of_memory
 from tiekd.pipeline.methods import METHODS
@@ -191,6 +192,14 @@ main.add_command(cache)
     help="Random training crop taken from the dataset's train region [default: the dataset's, KITTI 352x704].",
 )
 @click.option(
+    "--colour-aug",
+    default="bts",
+    show_default=True,
+    type=click.Choice(COLOUR_AUGS),
+    help="Colour augmentation: bts (gamma on [0, 1], BTS) or released "
+    "(gamma on 0..255 as the authors' code, which brightens and saturates).",
+)
+@click.option(
     "--scale",
     default=1.0,
     show_default=True,
@@ -220,6 +229,12 @@ main.add_command(cache)
     help="Factor on the whole loss [default: TIE-KD 10, but 1 for the code form's alpha 0 and 1 as released; 1 for "
     "the other methods].",
 )
+@click.option(
+    "--rotate-teacher/--no-rotate-teacher",
+    default=None,
+    help="Rotate the teacher map with the image (the released runs never do) "
+    "[default: yes, but no with --dpm-form code].",
+)
 @click.option("--n-bins", type=click.IntRange(min=2), help="DPM bins [default: the dataset's, KITTI 257].")
 @click.option(
     "--min-depth", type=float, help="Smallest depth (m) of bins and regression head [default: the dataset's]."
@@ -239,6 +254,11 @@ main.add_command(cache)
 @click.option("--val-gt-root", type=PATH, help="GT of --val-split where it is not under --gt-root.")
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="Start from timm's ImageNet weights, as the paper's students do.")  # fmt: skip
+@click.option(
+    "--weights",
+    metavar="TAG",
+    help="timm pretrained tag of the encoder's start weights [default: the preset's, e.g. resnet18.tv_in1k].",
+)
 @click.option(
     "--resume",
     is_flag=False,

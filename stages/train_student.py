@@ -22,7 +22,7 @@ from tiekd.pipeline.methods import Objective, head_for, loss_scale, needs_gt, ne
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
 from tiekd.stages.runtime import resolve_device, use_amp
-from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config
+from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config, with_earlier_defaults
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.training.identity import cache_differences, cache_identity
 from tiekd.stages.training.log import RunLog
@@ -75,6 +75,7 @@ def build_trainer(
         max_depth=cfg.max_depth,
         pretrained=cfg.pretrained,
         decoder=cfg.decoder,
+        weights=cfg.weights,
     ).to(device)
     optimizer, scheduler = optimisation(model, cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp(cfg.amp, device))
@@ -111,7 +112,8 @@ def _resume_state(cfg: TrainStudentConfig, world_size: int, cache: dict | None) 
     state = load_checkpoint(last)
     ours = config_dict(cfg) | {"global_batch": world_size * cfg.batch_size * cfg.accumulate}
     # Checkpoints from before multi-process training: one process, no accumulation.
-    theirs = state["config"] | {"global_batch": state.get("global_batch", state["config"].get("batch_size"))}
+    theirs = with_earlier_defaults(state["config"])
+    theirs |= {"global_batch": state.get("global_batch", theirs.get("batch_size"))}
     differences = [f"{k} {theirs.get(k)!r} -> {ours[k]!r}" for k in RESUME_KEYS if theirs.get(k) != ours[k]]
     if differences:
         raise ConfigError(
@@ -128,6 +130,18 @@ def _resume_state(cfg: TrainStudentConfig, world_size: int, cache: dict | None) 
     return state
 
 
+def augment_config(cfg: TrainStudentConfig) -> AugmentConfig:
+    """The training augmentation of a run: its crop, colour form and teacher rotation, the dataset's
+    vertical offset."""
+    dataset = get_dataset(cfg.dataset)
+    return AugmentConfig(
+        crop=cfg.crop,
+        colour_aug=cfg.colour_aug,
+        rotate_teacher=cfg.rotate_teacher,
+        random_top=dataset.random_top,
+    )
+
+
 def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
     """The training DataLoader, continuing at the trainer's step with the same data order."""
     dataset = get_dataset(cfg.dataset)
@@ -135,7 +149,7 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
         records,
         cfg.data_root,
         dataset=dataset,
-        augment_cfg=AugmentConfig(crop=cfg.crop, rotate_teacher=cfg.dpm_form != "code", random_top=dataset.random_top),
+        augment_cfg=augment_config(cfg),
         seed=cfg.seed,
         scale=cfg.scale,
         cache_ref=cache_ref,
@@ -229,6 +243,7 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
             "cache_identity": trainer.cache,
             "total_steps": trainer.total_steps,
             "dpm_sigma": trainer.objective.sigma,
+            "start_weights": trainer.start_weights,
             "dpm_sigma_source": run_sigma(cfg)[1],
             "loss_scale_applied": trainer.objective.total_scale,
             "loss_scale_source": loss_scale(cfg.loss_scale, cfg.method, form=cfg.dpm_form, alpha=cfg.alpha)[1],

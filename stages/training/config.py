@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tiekd.data.augment import COLOUR_AUGS
 from tiekd.data.description import fill_presets
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.dpm import DPM_FORMS, MAX_N_BINS
@@ -85,6 +86,18 @@ class TrainStudentConfig:
     """GT of --val-split where it is not under --gt-root."""
     pretrained: bool = True
     """Start from timm's ImageNet weights, as the paper's students do."""
+    weights: str | None = None
+    """timm pretrained tag of the encoder's start weights. None = the preset's (ResNets: torchvision's
+    v1 weights resnet18.tv_in1k / resnet50.tv_in1k as the authors; MobileNetV2: mobilenetv2_100.ra_in1k,
+    timm's closest to the authors' mmcls weights) or, for any other timm name, timm's default tag.
+    Either the full name (resnet18.tv_in1k) or the tag alone (tv_in1k)."""
+    colour_aug: str = "bts"
+    """Colour augmentation: bts (gamma on [0, 1], BTS) or released (gamma on 0..255 as the authors' code,
+    which brightens and saturates). The -paper recipes use bts, the -code recipes released
+    (data/augment.py)."""
+    rotate_teacher: bool | None = None
+    """Rotate the teacher map with the image (the released runs never do). None = yes, but no with
+    --dpm-form code."""
     resume: bool | str = False
     """Continue the run in --out from last.pt; auto: continue it if it has a last.pt, else start it (torchrun
     restarts)."""
@@ -105,6 +118,8 @@ class TrainStudentConfig:
         description = get_dataset(self.dataset)
         if self.crop is None:
             self.crop = description.train_crop
+        if self.rotate_teacher is None:
+            self.rotate_teacher = self.dpm_form != "code"
         fill_presets(self, description)
 
 
@@ -122,6 +137,10 @@ def check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--accumulate {cfg.accumulate} must be at least 1")
     if not 0 < cfg.scale <= 1:
         raise ConfigError(f"--scale {cfg.scale} must be in (0, 1]")
+    if cfg.colour_aug not in COLOUR_AUGS:
+        raise ConfigError(f"--colour-aug {cfg.colour_aug!r} is not one of {', '.join(COLOUR_AUGS)}")
+    if cfg.weights is not None and not cfg.pretrained:
+        raise ConfigError(f"--weights {cfg.weights} names start weights, but --no-pretrained starts from none")
     dataset = get_dataset(cfg.dataset)
     if cfg.crop[0] > dataset.train_size[0] or cfg.crop[1] > dataset.train_size[1]:
         raise ConfigError(f"--crop {cfg.crop[0]}x{cfg.crop[1]} is larger than the {dataset.train_region_title}")
@@ -169,6 +188,17 @@ RESUME_KEYS = (
     "dpm_form",
     "loss_scale",
     "loss_top_row",
+    "colour_aug",
+    "rotate_teacher",
+    "weights",
 )
 """Options a resumed run must share with the run it continues (same steps, data order and schedule).
-The global batch may be split differently: other processes, --batch-size or --accumulate."""
+The global batch may be split differently: other processes, --batch-size or --accumulate. Checkpoints
+written before a key existed are compared with the value their runs had (:func:`with_earlier_defaults`)."""
+
+
+def with_earlier_defaults(config: dict) -> dict:
+    """A checkpoint's config with the values runs had before tiekd recorded a key: BTS's colour
+    augmentation, the preset's start weights, the teacher map rotated except in the code form."""
+    earlier = {"colour_aug": "bts", "weights": None, "rotate_teacher": config.get("dpm_form") != "code"}
+    return earlier | config
