@@ -19,8 +19,9 @@ from tiekd.pipeline.errors import ConfigError
 RERUN_CONFIG = "config.yaml"
 """The file in a run directory that re-runs the run with ``--config``."""
 
-NOT_RERUN = ("resume",)
-"""Options left out of RERUN_CONFIG: a re-run starts afresh unless --resume is given with it."""
+NOT_RERUN = ("resume", "option_sources")
+"""Fields left out of RERUN_CONFIG: a re-run starts afresh unless --resume is given with it; where
+the options came from is the run's record, not an option."""
 
 
 def option_key(name: str) -> str:

@@ -8,6 +8,7 @@ the loss on the training device. A run directory holds ``run.json`` (resolved op
 
 from __future__ import annotations
 
+import click
 import torch
 from torch.utils.data import DataLoader
 
@@ -215,6 +216,8 @@ def run(cfg: TrainStudentConfig) -> TrainSummary:
         state = _resume_state(cfg, processes.world_size, cache)
         trainer = build_trainer(cfg, len(records), device, processes)
         trainer.cache = cache
+        if processes.is_writer:
+            _note_global_batch(cfg, trainer.global_batch)
         if state is not None:
             trainer.load(state, cfg.out / "last.pt")
         trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn)
@@ -227,6 +230,18 @@ def run(cfg: TrainStudentConfig) -> TrainSummary:
                 log.close()
     finally:
         leave()
+
+
+def _note_global_batch(cfg: TrainStudentConfig, global_batch: int) -> None:
+    """One line on stderr when the run's global batch is not the one its recipe was trained with."""
+    if cfg.recipe_global_batch is not None and global_batch != cfg.recipe_global_batch:
+        click.echo(
+            f"note: this run's global batch is {global_batch} (processes x --batch-size {cfg.batch_size} x "
+            f"--accumulate {cfg.accumulate}), the recipe's {cfg.recipe_global_batch}: the figures it quotes were "
+            f"trained with {cfg.recipe_global_batch} (one process: --accumulate "
+            f"{max(1, cfg.recipe_global_batch // cfg.batch_size)})",
+            err=True,
+        )
 
 
 def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed: bool) -> RunLog:

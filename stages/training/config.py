@@ -6,7 +6,7 @@ going back up to the command module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from tiekd.data.augment import COLOUR_AUGS
@@ -113,14 +113,26 @@ class TrainStudentConfig:
     """Also write last.pt every this many steps (and at every epoch end)."""
     dataset: str = DEFAULT_DATASET
     """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+    recipe_global_batch: int | None = None
+    """Global batch the recipe's figures were trained with (the authors: 2 GPUs x 8 = 16); a run whose processes x
+    batch size x accumulate differ says so at start."""
+    option_sources: dict[str, str] = field(default_factory=dict)
+    """Not a flag: where each option's value came from (command line, the --config file, default, the dataset),
+    recorded in run.json."""
 
     def __post_init__(self):
         description = get_dataset(self.dataset)
+        from_dataset = [f.name for f in fields(self) if getattr(self, f.name) is None]
         if self.crop is None:
             self.crop = description.train_crop
         if self.rotate_teacher is None:
             self.rotate_teacher = self.dpm_form != "code"
         fill_presets(self, description)
+        for name in from_dataset:
+            if getattr(self, name) is not None:
+                self.option_sources[name] = f"dataset {self.dataset}"
+        if "rotate_teacher" in from_dataset:
+            self.option_sources["rotate_teacher"] = f"default of --dpm-form {self.dpm_form}"
 
 
 def check_config(cfg: TrainStudentConfig) -> None:
