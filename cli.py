@@ -20,6 +20,7 @@ import tiekd
 from tiekd import cli_options as shared
 from tiekd.cli_cache import cache
 from tiekd.cli_options import FOLDER, PATH, TiekdCommand, size
+from tiekd.data.augment import COLOUR_AUGS
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.errors import TiekdError, out_of_memory
 from tiekd.pipeline.methods import METHODS
@@ -191,6 +192,14 @@ main.add_command(cache)
     help="Random training crop taken from the dataset's train region [default: the dataset's, KITTI 352x704].",
 )
 @click.option(
+    "--colour-aug",
+    default="bts",
+    show_default=True,
+    type=click.Choice(COLOUR_AUGS),
+    help="Colour augmentation: bts (gamma on [0, 1], BTS) or released "
+    "(gamma on 0..255 as the authors' code, which brightens and saturates).",
+)
+@click.option(
     "--scale",
     default=1.0,
     show_default=True,
@@ -200,17 +209,23 @@ main.add_command(cache)
 @click.option(
     "--alpha", default=0.1, show_default=True, help="Weight of the DPM term against the depth term in TIE-KD."
 )
-@click.option(
-    "--sigma",
-    type=float,
-    help="Std (m) of the teacher DPM [default: paper form the dataset's, KITTI 0.8; code form 0.5 as released].",
-)
+@click.option("--sigma", type=float, help="Std (m) of the teacher DPM [default: paper form the dataset's; code form "
+              "0.5, L_DPM only the dataset's, as released].")  # fmt: skip
 @click.option(
     "--dpm-form",
     default="paper",
     show_default=True,
     type=click.Choice(["paper", "code"]),
-    help="Teacher DPM: paper (Gaussian mass per bin) or code (the released code's softmax of densities).",
+    help="Teacher DPM and SSIM: paper (Gaussian mass per bin, float64 SSIM) or code (the released code's softmax of "
+    "densities, abs() float32 SSIM, also in the response-KD losses).",
+)
+@click.option("--loss-scale", type=float, help="Factor on the whole loss [default: TIE-KD 10, but 1 for the code form's "
+              "alpha 0 and 1 as released; 1 for the other methods].")  # fmt: skip
+@click.option(
+    "--rotate-teacher/--no-rotate-teacher",
+    default=None,
+    help="Rotate the teacher map with the image (the released runs never do) "
+    "[default: yes, but no with --dpm-form code].",
 )
 @click.option("--n-bins", type=click.IntRange(min=2), help="DPM bins [default: the dataset's, KITTI 257].")
 @click.option(
@@ -232,6 +247,11 @@ main.add_command(cache)
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="Start from timm's ImageNet weights, as the paper's students do.")  # fmt: skip
 @click.option(
+    "--weights",
+    metavar="TAG",
+    help="timm pretrained tag of the encoder's start weights [default: the preset's, e.g. resnet18.tv_in1k].",
+)
+@click.option(
     "--resume",
     is_flag=False,
     flag_value="yes",
@@ -248,11 +268,16 @@ main.add_command(cache)
 @click.option("--save-every", default=500, show_default=True, type=click.IntRange(min=1),
               help="Also write last.pt every this many steps (and at every epoch end).")  # fmt: skip
 @shared.dataset
+@click.option("--recipe-global-batch", type=click.IntRange(min=1), help="Global batch the recipe's figures were "
+              "trained with (the authors: 2 GPUs x 8 = 16); a run whose processes x batch size x accumulate differ "
+              "says so at start.")  # fmt: skip
 def train_student(**options) -> None:
     """Train a student from the teacher cache (stage two); under torchrun, in every process."""
     from tiekd.stages import train_student as stage  # lazy: see the module docstring
 
-    text = stage.report(stage.run(train_student_config(**options)))
+    cfg = train_student_config(**options)
+    cfg.option_sources = shared.option_sources(click.get_current_context()) | cfg.option_sources
+    text = stage.report(stage.run(cfg))
     if text:
         click.echo(text)
 
@@ -266,7 +291,7 @@ def train_student_config(crop, resume, **options) -> TrainStudentConfig:
 @main.command("recipes")
 @click.argument("name", required=False)
 def recipes(name: str | None) -> None:
-    """List the shipped recipes (one per row of the paper's KITTI table), or print recipe NAME."""
+    """List the shipped recipes (one per row of the authors' KITTI and NYU tables), or print recipe NAME."""
     click.echo(config_path(name).read_text() if name else format_recipes(list_recipes()), nl=not name)
 
 

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from tiekd.data.registry import DATASETS, DEFAULT_DATASET
 from tiekd.pipeline.errors import ConfigError
@@ -154,6 +155,26 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
     for key, value in options.items():
         _check_value(ctx, params[names[key]], key, value, path)
     ctx.default_map = (ctx.default_map or {}) | {names[key]: value for key, value in options.items()}
+    ctx.meta["tiekd.config"] = (path, {names[key]: value for key, value in options.items()})
+
+
+def option_sources(ctx: click.Context) -> dict[str, str]:
+    """Where each option's value came from: "command line", "--config PATH" or "default"."""
+    path = ctx.meta.get("tiekd.config", ("?", {}))[0]
+    names = {ParameterSource.COMMANDLINE: "command line", ParameterSource.DEFAULT_MAP: f"--config {path}"}
+    return {name: names.get(ctx.get_parameter_source(name), "default") for name in ctx.params}
+
+
+def _check_config_dataset(ctx: click.Context) -> None:
+    """Refuse a --dataset other than the one the --config file (a recipe, a run's config.yaml) names:
+    its bins, sigma, crops and loss rows are that dataset's, and would silently stay."""
+    path, options = ctx.meta.get("tiekd.config", (None, {}))
+    wanted, given = options.get("dataset"), ctx.params.get("dataset")
+    if wanted is not None and given is not None and wanted != given:
+        raise ConfigError(
+            f"--dataset {given}: --config {path} is a {wanted} configuration (its bins, sigma, crops and loss rows); "
+            f"use a {given} recipe (`tiekd recipes`) or leave --dataset out"
+        )
 
 
 def _check_value(ctx: click.Context, param: click.Parameter, key: str, value, path: Path) -> None:
@@ -169,7 +190,12 @@ def _check_value(ctx: click.Context, param: click.Parameter, key: str, value, pa
 
 
 class TiekdCommand(click.Command):
-    """A command that also takes ``--config`` (read before every other option)."""
+    """A command that also takes ``--config`` (read before every other option), and refuses another
+    ``--dataset`` than the one its file names."""
+
+    def invoke(self, ctx: click.Context):
+        _check_config_dataset(ctx)
+        return super().invoke(ctx)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

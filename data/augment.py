@@ -8,17 +8,28 @@ depth, LiDAR ground truth) with the SAME geometry, in the order of BTS / AdaBins
    surface; pixels rotated in from outside become 0 (= invalid) in the maps, black in the image;
 2. horizontal flip (probability ``p_flip``);
 3. crop to ``crop`` with vertical offset 0 and a random horizontal offset;
-4. colour augmentation of the image only (probability ``p_colour``): gamma, brightness and
-   per-channel colour factors, each U(colour_range), on the image in [0, 1], then clipped.
+4. colour augmentation of the image only (probability ``p_colour``): gamma U(colour_range),
+   brightness U(brightness_range) (a dataset setting: KITTI 0.9-1.1, NYU 0.75-1.25) and three
+   per-channel colour factors U(colour_range), then one clip, in one of two forms
+   (``colour_aug``, :data:`COLOUR_AUGS`):
+
+   - ``bts``: on the image in [0, 1], clipped to [0, 1] (BTS ``bts_dataloader.py``
+     ``augment_image``); factor i multiplies R, G, B;
+   - ``released``: on the 0..255 image, clipped to [0, 255] (the authors' ``ColorAug``,
+     ``depth/datasets/pipelines/transforms_kd2.py`` l.419-459 of HPC-Lab-KOREATECH/TIE-KD, whose
+     image is still uint8 there). ``x ** gamma`` on 0..255 is not a gamma curve: with gamma 1.1 grey
+     level 100 becomes 158.5 and every level from 155 up saturates, with gamma 0.9 255 becomes 146.5.
+     The released image is BGR, so factor 0 multiplies BLUE. The result is not rounded.
 
 Vertical offset 0 means the crop always starts at row 0 of its input. On KITTI the input is the
 352-row KB crop and the training crop is 352 rows high, so the crop covers every row and row r of
 the crop is row r of the KB crop: the rows 110..351 on which the TIE-KD loss is taken stay the
 rows below the sky. (``random_top=True`` draws the vertical offset as BTS does on NYU.)
 
-All random numbers are drawn up front, in one fixed order, whatever the probabilities and
-whatever maps are given: adding ground truth to a sample, or switching one augmentation off,
-does not change the draws of the others. No ImageNet normalisation happens here; the student
+All random numbers are drawn up front, in one fixed order, whatever the probabilities, ranges,
+colour form and maps: rotate, angle, flip, top, left, colour, gamma, brightness, three colour
+factors (:func:`draw_augmentation`). Adding ground truth to a sample, switching one augmentation
+off or switching the colour form does not change the draws of the others. No ImageNet normalisation happens here; the student
 normalises inside the model.
 """
 
@@ -37,8 +48,11 @@ TEACHER_KEY = "teacher"
 # uint8 images hold 0..255; augmentation works on [0, 1].
 UINT8_MAX = 255.0
 
-# Per-channel colour factors: one for each of R, G, B.
+# Per-channel colour factors: one per channel (R, G, B in the bts form; B, G, R in the released form).
 N_CHANNELS = 3
+
+COLOUR_AUGS = ("bts", "released")
+"""Forms of the colour augmentation: gamma on [0, 1] (BTS) or on 0..255 (the authors' released code)."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +70,14 @@ class AugmentConfig:
     p_colour: float = 0.5
     """Probability of colour augmentation (gamma, brightness, per-channel colour) of the image."""
     colour_range: tuple[float, float] = (0.9, 1.1)
-    """Range (low, high) of the uniform gamma, brightness and colour factors."""
+    """Range (low, high) of the uniform gamma and per-channel colour factors."""
+    brightness_range: tuple[float, float] = (0.9, 1.1)
+    """Range (low, high) of the uniform brightness factor (the dataset's: KITTI 0.9-1.1, NYU 0.75-1.25)."""
+    colour_aug: str = "bts"
+    """Form of the colour augmentation, one of :data:`COLOUR_AUGS`: gamma on [0, 1] or on 0..255."""
     rotate_teacher: bool = True
-    """Rotate the teacher map with the image. False reproduces the released code's defect of
-    rotating the image but not the teacher map; only used with the "code" DPM form."""
+    """Rotate the teacher map with the image. False does what the released code does: it rotates the
+    image and the GT but never the teacher map."""
     random_top: bool = False
     """False: vertical crop offset 0 (KITTI). True: uniform random vertical offset (BTS on NYU)."""
 
@@ -81,16 +99,17 @@ class AugmentDraws:
     colour: bool
     """Whether to apply the colour augmentation."""
     gamma: float
-    """Exponent applied to the [0, 1] image."""
+    """Exponent applied to the image ([0, 1] in the bts form, 0..255 in the released form)."""
     brightness: float
     """Factor applied to all channels."""
     channel_factors: np.ndarray
-    """Factors (3,) applied to R, G, B."""
+    """Factors (3,) applied to R, G, B (bts form) or B, G, R (released form)."""
 
 
 def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentDraws:
     """Draw all random numbers of one sample; the order never depends on the config or the maps."""
     low, high = cfg.colour_range
+    brightness_low, brightness_high = cfg.brightness_range
     return AugmentDraws(
         rotate=bool(rng.random() < cfg.p_rotate),
         angle=float(rng.uniform(-cfg.rotate_degrees, cfg.rotate_degrees)),
@@ -99,7 +118,7 @@ def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentDr
         left_fraction=float(rng.random()),
         colour=bool(rng.random() < cfg.p_colour),
         gamma=float(rng.uniform(low, high)),
-        brightness=float(rng.uniform(low, high)),
+        brightness=float(rng.uniform(brightness_low, brightness_high)),
         channel_factors=rng.uniform(low, high, size=N_CHANNELS),
     )
 
@@ -155,14 +174,33 @@ def _geometry(
     return np.ascontiguousarray(array[top : top + crop_h, left : left + crop_w])
 
 
-def _colour(image: np.ndarray, draws: AugmentDraws) -> np.ndarray:
-    """Gamma, brightness and per-channel colour of a float32 HxWx3 image in [0, 1], as BTS's
-    ``augment_image``; the result is clipped to [0, 1]."""
-    if not draws.colour:
-        return image
-    image = image**draws.gamma * draws.brightness
+def _colour_bts(image: np.ndarray, draws: AugmentDraws) -> np.ndarray:
+    """Gamma, brightness and per-channel colour of a uint8 HxWx3 RGB image taken to [0, 1], as BTS's
+    ``augment_image``, in float32; float32 HxWx3 clipped to [0, 1]."""
+    image = eval_image(image) ** draws.gamma * draws.brightness
     image = image * draws.channel_factors.astype(np.float32)
     return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def _colour_released(image: np.ndarray, draws: AugmentDraws) -> np.ndarray:
+    """Gamma, brightness and per-channel colour of a uint8 HxWx3 RGB image on 0..255, as the
+    released ``ColorAug`` (float64, one clip to [0, 255] at the end, no rounding); float32 HxWx3
+    in [0, 1]. The released image is BGR, so the factors apply to the channels in reverse."""
+    image = image.astype(np.float64) ** draws.gamma * draws.brightness
+    image = image * draws.channel_factors[::-1]
+    return (np.clip(image, 0.0, UINT8_MAX) / UINT8_MAX).astype(np.float32)
+
+
+def _colour(image: np.ndarray, draws: AugmentDraws, form: str) -> np.ndarray:
+    """The colour augmentation of a uint8 HxWx3 RGB image in ``form`` (:data:`COLOUR_AUGS`), or
+    none when the draws say so; float32 HxWx3 in [0, 1]."""
+    if not draws.colour:
+        return eval_image(image)
+    if form == "released":
+        return _colour_released(image, draws)
+    if form == "bts":
+        return _colour_bts(image, draws)
+    raise ConfigError(f"--colour-aug {form!r} is not one of {', '.join(COLOUR_AUGS)}")
 
 
 def apply_augmentation(
@@ -182,7 +220,7 @@ def apply_augmentation(
         )
         for name, depth in maps.items()
     }
-    return _colour(eval_image(out_image), draws), out_maps
+    return _colour(out_image, draws, cfg.colour_aug), out_maps
 
 
 def augment(

@@ -41,7 +41,7 @@ below anything a float32 loss can see (KL terms of such bins are under 1e-17 nat
 
 RELEASED_CODE_SIGMA = 0.5
 """The sigma the released code uses in its full loss whatever the configuration says (method.md
-section 3); the default of the "code" form (:func:`dpm_sigma`)."""
+section 3); the default of the "code" form's full loss (:func:`dpm_sigma`)."""
 
 MAX_N_BINS = 4096
 """Most depth bins a DPM head may have: 16 times the paper's 257, bins of 2 cm over 80 m (finer
@@ -64,18 +64,22 @@ def bin_centres(edges: torch.Tensor) -> torch.Tensor:
     return (edges[:-1] + edges[1:]) / 2
 
 
-def dpm_sigma(sigma: float | None, form: str, *, paper_sigma: float) -> tuple[float, str]:
+def dpm_sigma(sigma: float | None, form: str, *, paper_sigma: float, alpha: float) -> tuple[float, str]:
     """The teacher DPM's sigma (metres) a run uses, and why.
 
-    An explicit ``sigma`` wins. Otherwise the "code" form takes RELEASED_CODE_SIGMA, as the
-    released TIE_KD_loss does whatever its configuration says, and the "paper" form takes
-    ``paper_sigma``, the dataset's configured value (KITTI 0.8).
+    An explicit ``sigma`` wins. Otherwise the "paper" form takes ``paper_sigma``, the dataset's
+    configured value (KITTI 0.8, NYU 0.15). The "code" form follows what the released code did with
+    the same loss: the full loss (TIE_KD_loss) builds its L_DPM_loss without a sigma, so 0.5
+    (RELEASED_CODE_SIGMA) whatever the config says; the L_DPM-only ablation (``alpha`` 1) builds
+    L_DPM_loss with the configured sigma and uses it, so ``paper_sigma``.
     """
     if sigma is not None:
-        return float(sigma), "given explicitly (--sigma)"
+        return float(sigma), "given explicitly (--sigma or the --config file)"
+    if form == "code" and alpha == 1:
+        return float(paper_sigma), "code form, L_DPM only (alpha 1): the released L_DPM_loss uses the dataset's sigma"
     if form == "code":
-        return RELEASED_CODE_SIGMA, "default of the code form: the released TIE_KD_loss always uses 0.5"
-    return float(paper_sigma), "default of the paper form: the dataset's configured sigma"
+        return RELEASED_CODE_SIGMA, "code form: the released TIE_KD_loss always uses 0.5"
+    return float(paper_sigma), "paper form: the dataset's configured sigma"
 
 
 def check_dpm_options(sigma: float, form: str) -> None:

@@ -4,9 +4,12 @@
   ``10 * (alpha * L_DPM + (1 - alpha) * (1 - SSIM(depth_S, depth_T)))`` from the student's DPM logits
   and the teacher's depth map. L_DPM is the mean over pixels of KL(DPM_T || DPM_S) with the
   released code's ``log(p_S + 1e-7)``.
-* :func:`ssim` / :func:`ssim_map`: SSIM on depth maps in metres (11x11 Gaussian window, zero padding).
-* :data:`RESPONSE_LOSSES`: the response-KD baselines (student depth against teacher depth), and
-  :func:`supervised_si_loss`, the supervised baseline on sparse LiDAR ground truth.
+* :func:`ssim` / :func:`ssim_map`: SSIM on depth maps in metres (11x11 Gaussian window, zero padding),
+  "paper" (plain, float64) or "code" (the released ``ssim.py``: abs() variances, float32; see
+  :data:`SSIM_PRECISION` for why each form keeps its precision).
+* :data:`RESPONSE_LOSSES` / :func:`response_loss`: the response-KD baselines (student depth against
+  teacher depth, with either SSIM form), and :func:`supervised_si_loss`, the supervised baseline on
+  sparse LiDAR ground truth.
 
 The TIE-KD loss is lean. Written naively (teacher DPM tensor, softmax, elementwise KL, autograd)
 its forward and backward hold about seven to nine tensors the size of the student logits, GBs
@@ -23,6 +26,8 @@ Shapes: depth maps and masks (B, 1, H, W) (metres, bool); logits (B, K, H, W); l
 scalar tensors.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -30,6 +35,12 @@ from tiekd.pipeline.dpm import bin_centres, check_dpm_options, teacher_dpm_windo
 
 TIEKD_SCALE = 10.0
 """method.md section 5: L = 10 * (alpha * L_DPM + (1 - alpha) * L_Depth)."""
+
+RELEASED_ABLATION_SCALE = 1.0
+"""The released single-term ablations have no x10: L_DPM only is the mean KL (the depther's
+``_parse_losses`` averages L_DPM_loss's map), L_Depth only is 1 - SSIM (``l_depth_loss.py`` l.46).
+It matters: gradients are clipped at norm 35 either way. :func:`tiekd.pipeline.methods.loss_scale`
+gives it to the code form's alpha 0 and 1."""
 
 TIEKD_ALPHA = 0.1
 """method.md section 5: weight of L_DPM in the TIE-KD loss."""
@@ -49,9 +60,15 @@ SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2
 """method.md section 5: SSIM contrast stabiliser, (0.03 * L)**2 with L = 1."""
 
-SSIM_PRECISION = torch.float64
-"""SSIM's local moments are taken in float64: on depths in metres, E[x^2] - E[x]^2 in float32 loses
-about 4e-4 m^2 at 80 m, half of C2, which makes SSIM of flat far regions off by several percent."""
+SSIM_FORMS = ("paper", "code")
+"""SSIM forms: plain SSIM in float64, or the released ``ssim.py`` (abs() variances, float32)."""
+
+SSIM_PRECISION = {"paper": torch.float64, "code": torch.float32}
+"""Precision of SSIM's moments per form. Paper: float64, since on depths in metres E[x^2] - E[x]^2
+in float32 loses about 4e-4 m^2 at 80 m, half of C2: SSIM of far flat regions is off by several
+hundredths (1 cm noise at 60 m: 0.97 exact; 0.91-0.96 in float32, by summation order). Code:
+float32 in the released order of operations, as the authors trained (issue 17, item 10): the same
+op on the same backend gives their value; across backends only the size of the error is alike."""
 
 SI_LOG_EPSILON = 1e-3
 """Authors' SigLoss (after AdaBins): g = ln(pred + 1e-3) - ln(target + 1e-3)."""
@@ -96,31 +113,54 @@ def _window_mean(maps: torch.Tensor) -> torch.Tensor:
     return F.conv2d(maps, horizontal, padding=(0, radius), groups=channels)
 
 
-def ssim_map(x: torch.Tensor, y: torch.Tensor, *, abs_variance: bool = False) -> torch.Tensor:
-    """Per-pixel SSIM of two depth maps (B, 1, H, W) metres -> (B, 1, H, W).
+def ssim_map(x: torch.Tensor, y: torch.Tensor, *, form: str = "paper") -> torch.Tensor:
+    """Per-pixel SSIM of two depth maps (B, 1, H, W) metres -> (B, 1, H, W), in the input's dtype.
 
-    ``abs_variance`` applies abs() to both variances and the covariance, as the authors' code
-    does (used only with the "code" DPM form). Differentiable in both inputs.
+    ``form`` "paper": plain SSIM, moments in float64; "code": the released ``ssim.py``
+    (:func:`_released_ssim_map`). Differentiable in both inputs.
     """
+    if form not in SSIM_FORMS:
+        raise ValueError(f"unknown SSIM form {form!r}; expected one of {SSIM_FORMS}")
     dtype = _compute_dtype(x)
-    precision = SSIM_PRECISION if x.device.type != "mps" else dtype  # MPS has no float64
+    precision = SSIM_PRECISION[form] if x.device.type != "mps" else torch.float32  # MPS has no float64
     with torch.autocast(device_type=x.device.type, enabled=False):
         x, y = x.to(precision), y.to(precision)
+        if form == "code":
+            return _released_ssim_map(x, y).to(dtype)
         moments = _window_mean(torch.cat([x, y, x * x, y * y, x * y], dim=1))
         mean_x, mean_y, mean_xx, mean_yy, mean_xy = moments.split(1, dim=1)
         var_x = mean_xx - mean_x**2
         var_y = mean_yy - mean_y**2
         cov = mean_xy - mean_x * mean_y
-        if abs_variance:
-            var_x, var_y, cov = var_x.abs(), var_y.abs(), cov.abs()
         luminance = (2 * mean_x * mean_y + SSIM_C1) / (mean_x**2 + mean_y**2 + SSIM_C1)
         structure = (2 * cov + SSIM_C2) / (var_x + var_y + SSIM_C2)
         return (luminance * structure).to(dtype)
 
 
-def ssim(
-    x: torch.Tensor, y: torch.Tensor, *, abs_variance: bool = False, valid: torch.Tensor | None = None
-) -> torch.Tensor:
+def _released_ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM map as the released ``_ssim`` computes it (TIE-KD ``depth/models/losses/ssim.py``
+    l.14-44): one 2-D 11x11 window convolution per moment, abs() of both variances and the
+    covariance, its order of operations; (B, 1, H, W) -> (B, 1, H, W) in the inputs' dtype."""
+    radius = SSIM_WINDOW_SIZE // 2
+    profile = torch.tensor(
+        [math.exp(-((i - radius) ** 2) / (2 * SSIM_WINDOW_SIGMA**2)) for i in range(SSIM_WINDOW_SIZE)], dtype=x.dtype
+    )
+    profile = (profile / profile.sum()).unsqueeze(1)
+    window = profile.mm(profile.t()).view(1, 1, SSIM_WINDOW_SIZE, SSIM_WINDOW_SIZE).to(x.device)
+
+    def local_mean(maps):
+        return F.conv2d(maps, window, padding=radius)
+
+    mean_x, mean_y = local_mean(x), local_mean(y)
+    mean_x_sq, mean_y_sq, mean_xy = mean_x.pow(2), mean_y.pow(2), mean_x * mean_y
+    var_x = (local_mean(x * x) - mean_x_sq).abs()
+    var_y = (local_mean(y * y) - mean_y_sq).abs()
+    cov = (local_mean(x * y) - mean_xy).abs()
+    numerator = (2 * mean_xy + SSIM_C1) * (2 * cov + SSIM_C2)
+    return numerator / ((mean_x_sq + mean_y_sq + SSIM_C1) * (var_x + var_y + SSIM_C2))
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, *, form: str = "paper", valid: torch.Tensor | None = None) -> torch.Tensor:
     """Mean SSIM of depth maps x (prediction) and y (target), (B, 1, H, W) metres, over the map or
     over ``valid`` pixels.
 
@@ -131,7 +171,7 @@ def ssim(
     """
     if valid is not None:
         y = torch.where(valid, y, x.detach())
-    return _masked_mean(ssim_map(x, y, abs_variance=abs_variance), valid)
+    return _masked_mean(ssim_map(x, y, form=form), valid)
 
 
 def _row_chunks(logits: torch.Tensor) -> list[slice]:
@@ -260,6 +300,7 @@ def tiekd_loss_terms(
     sigma: float,
     form: str = "paper",
     valid: torch.Tensor | None = None,
+    scale: float = TIEKD_SCALE,
 ) -> dict[str, torch.Tensor]:
     """TIE-KD loss and its two terms: {"total", "dpm", "depth"}, scalar tensors (float32 at least).
 
@@ -268,17 +309,18 @@ def tiekd_loss_terms(
     None). Teacher depth outside ``valid`` may be anything (0, NaN): the DPM reads it as e_0 (and
     leaves those pixels out of the mean), SSIM windows reaching there see the student's own depth
     (:func:`ssim`). "dpm" is the mean KL(DPM_T || DPM_S), "depth" is
-    1 - SSIM(depth_S, depth_T), SSIM with abs() variances under the "code" form, and
-    total = 10 * (alpha * dpm + (1 - alpha) * depth).
+    1 - SSIM(depth_S, depth_T) in the SSIM form of the same name (:func:`ssim_map`), and
+    total = scale * (alpha * dpm + (1 - alpha) * depth), scale 10 in the paper (the released
+    single-term ablations have none: scale 1, see :data:`RELEASED_ABLATION_SCALE`).
     """
     teacher_depth = teacher_depth.detach()
     if valid is not None:
         teacher_depth = torch.where(valid, teacher_depth, edges[0].to(teacher_depth))
     kl, student_depth = dpm_distillation_maps(student_logits, teacher_depth, edges, sigma=sigma, form=form)
     dpm_term = _masked_mean(kl, valid)
-    similarity = ssim(student_depth, teacher_depth.to(student_depth.dtype), abs_variance=form == "code", valid=valid)
+    similarity = ssim(student_depth, teacher_depth.to(student_depth.dtype), form=form, valid=valid)
     depth_term = 1 - similarity
-    total = TIEKD_SCALE * (alpha * dpm_term + (1 - alpha) * depth_term)
+    total = scale * (alpha * dpm_term + (1 - alpha) * depth_term)
     return {"total": total, "dpm": dpm_term, "depth": depth_term}
 
 
@@ -291,9 +333,12 @@ def tiekd_loss(
     sigma: float,
     form: str = "paper",
     valid: torch.Tensor | None = None,
+    scale: float = TIEKD_SCALE,
 ) -> torch.Tensor:
     """The TIE-KD loss, a scalar tensor; arguments as for :func:`tiekd_loss_terms`."""
-    terms = tiekd_loss_terms(student_logits, teacher_depth, edges, alpha=alpha, sigma=sigma, form=form, valid=valid)
+    terms = tiekd_loss_terms(
+        student_logits, teacher_depth, edges, alpha=alpha, sigma=sigma, form=form, valid=valid, scale=scale
+    )
     return terms["total"]
 
 
@@ -317,29 +362,34 @@ def si_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None
     return torch.sqrt(g.var(correction=SI_VARIANCE_CORRECTION) + SI_MEAN_WEIGHT * g.mean() ** 2)
 
 
-def ssim_loss(pred: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Response-KD SSIM loss 1.5 * (1 - SSIM(pred, teacher))."""
-    return RESPONSE_SSIM_WEIGHT * (1 - ssim(pred, teacher.detach(), valid=valid))
-
-
-def ssim_mse_loss(pred: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Response-KD 1.5 * (1 - SSIM) + MSE."""
-    return ssim_loss(pred, teacher, valid) + mse_loss(pred, teacher, valid)
-
-
-def ssim_si_loss(pred: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Response-KD 1.5 * (1 - SSIM) + SI."""
-    return ssim_loss(pred, teacher, valid) + si_loss(pred, teacher, valid)
+def ssim_loss(pred: torch.Tensor, teacher: torch.Tensor, valid=None, *, form: str = "paper") -> torch.Tensor:
+    """Response-KD SSIM loss 1.5 * (1 - SSIM(pred, teacher)), SSIM in ``form`` (:func:`ssim_map`)."""
+    return RESPONSE_SSIM_WEIGHT * (1 - ssim(pred, teacher.detach(), form=form, valid=valid))
 
 
 RESPONSE_LOSSES = {
-    "res-mse": mse_loss,
-    "res-si": si_loss,
-    "res-ssim": ssim_loss,
-    "res-ssim-mse": ssim_mse_loss,
-    "res-ssim-si": ssim_si_loss,
+    "res-mse": ("mse",),
+    "res-si": ("si",),
+    "res-ssim": ("ssim",),
+    "res-ssim-mse": ("ssim", "mse"),
+    "res-ssim-si": ("ssim", "si"),
 }
-"""Response-KD baselines, ``f(pred, teacher, valid=None) -> scalar``, pred and teacher (B, 1, H, W) m."""
+"""Response-KD baselines and the terms each sums (:func:`response_loss`). As released: MSE has no
+weight (the released MSE_loss ignores its loss_weight), SI and MSE are added at weight 1 to
+1.5 * (1 - SSIM), SI's variance is the unbiased one."""
+
+
+def response_loss(
+    method: str, pred: torch.Tensor, teacher: torch.Tensor, *, valid: torch.Tensor | None = None, form: str = "paper"
+) -> torch.Tensor:
+    """The response-KD loss ``method`` (a RESPONSE_LOSSES key) of depth pred against teacher depth,
+    (B, 1, H, W) metres, over the map or the ``valid`` pixels; its SSIM term in ``form``."""
+    terms = {
+        "mse": lambda: mse_loss(pred, teacher, valid),
+        "si": lambda: si_loss(pred, teacher, valid),
+        "ssim": lambda: ssim_loss(pred, teacher, valid, form=form),
+    }
+    return sum(terms[name]() for name in RESPONSE_LOSSES[method])
 
 
 def supervised_si_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 import torch
 
 from tiekd.pipeline.errors import ConfigError, TrainingError
-from tiekd.pipeline.losses import RESPONSE_LOSSES, TIEKD_ALPHA, supervised_si_loss, tiekd_loss_terms
+from tiekd.pipeline.losses import (
+    RELEASED_ABLATION_SCALE,
+    RESPONSE_LOSSES,
+    TIEKD_ALPHA,
+    TIEKD_SCALE,
+    response_loss,
+    supervised_si_loss,
+    tiekd_loss_terms,
+)
 
 METHODS = ("tiekd", *RESPONSE_LOSSES, "supervised")
 """Method names in the order the paper's tables list them."""
@@ -27,6 +35,19 @@ def needs_teacher(method: str) -> bool:
 
 def needs_gt(method: str) -> bool:
     return method == "supervised"
+
+
+def loss_scale(scale: float | None, method: str, *, form: str, alpha: float) -> tuple[float, str]:
+    """The factor on a run's whole loss, and why: an explicit ``scale`` wins; otherwise TIE-KD's 10
+    (:data:`TIEKD_SCALE`) except the code form's single-term ablations (alpha 0 or 1), which have
+    none as released (:data:`RELEASED_ABLATION_SCALE`); 1 for the other methods."""
+    if scale is not None:
+        return float(scale), "given explicitly (--loss-scale or the --config file)"
+    if method != "tiekd":
+        return 1.0, "the method's loss as written"
+    if form == "code" and alpha in (0, 1):
+        return RELEASED_ABLATION_SCALE, "code form, single-term ablation: the released loss has no x10"
+    return TIEKD_SCALE, "TIE-KD's x10"
 
 
 MIN_GT_PIXELS = 2
@@ -56,7 +77,10 @@ class Objective:
     """Std (metres) of the teacher DPM's Gaussian, for TIE-KD (the dataset's, see
     :func:`tiekd.pipeline.dpm.dpm_sigma`)."""
     dpm_form: str = "paper"
-    """'paper' (CDF mass per bin) or 'code' (the released code's softmax of densities)."""
+    """'paper' (CDF mass per bin, plain float64 SSIM) or 'code' (the released code: softmax of
+    densities, abs() float32 SSIM; the response-KD losses take the SSIM form too)."""
+    scale: float | None = None
+    """Factor on the whole loss; None = :func:`loss_scale`'s default for the method, form and alpha."""
     top_row: int = 0
     """First row of the crop the TIE-KD loss sees (KITTI: 110; the sky above has no LiDAR). The
     response-KD baselines use the whole crop, as the authors' do."""
@@ -64,6 +88,11 @@ class Objective:
     def __post_init__(self):
         if self.method == "tiekd" and (self.edges is None or self.sigma is None):
             raise ConfigError("the TIE-KD objective needs the bin edges and the DPM sigma of the dataset")
+
+    @property
+    def total_scale(self) -> float:
+        """The factor the loss is multiplied by (:func:`loss_scale`)."""
+        return loss_scale(self.scale, self.method, form=self.dpm_form, alpha=self.alpha)[0]
 
     def loss(self, output: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """(loss, terms for logging) for the student's output on a batch.
@@ -73,13 +102,21 @@ class Objective:
         """
         if self.method == "supervised":
             _require_gt(batch["gt"])
-            loss = supervised_si_loss(output, batch["gt"])
-            return loss, {"si": float(loss.detach())}
+            si = supervised_si_loss(output, batch["gt"])
+            return self.total_scale * si, {"si": float(si.detach())}
         teacher = batch["teacher"]
         if self.method == "tiekd":
             teacher, output = teacher[..., self.top_row :, :], output[..., self.top_row :, :]
             terms = tiekd_loss_terms(
-                output, teacher, self.edges, alpha=self.alpha, sigma=self.sigma, form=self.dpm_form, valid=teacher > 0
+                output,
+                teacher,
+                self.edges,
+                alpha=self.alpha,
+                sigma=self.sigma,
+                form=self.dpm_form,
+                valid=teacher > 0,
+                scale=self.total_scale,
             )
             return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
-        return RESPONSE_LOSSES[self.method](output, teacher, valid=teacher > 0), {}
+        loss = response_loss(self.method, output, teacher, valid=teacher > 0, form=self.dpm_form)
+        return self.total_scale * loss, {}

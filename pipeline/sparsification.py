@@ -1,22 +1,28 @@
 """Sparsification curves, AUSE and AURG: does a DPM student's entropy rank its errors?
 
-The standard measures of depth uncertainty (Ilg et al., ECCV 2018, "Uncertainty estimates and
-multi-hypotheses networks for optical flow"; Poggi et al., CVPR 2020, "On the uncertainty of
-self-supervised monocular depth estimation"). For one image, over its N valid pixels:
+The measures of depth uncertainty as Poggi et al. define and compute them (CVPR 2020, "On the
+uncertainty of self-supervised monocular depth estimation"; mattpoggi/mono-uncertainty
+``evaluate.py`` ``compute_aucs``, after Ilg et al., ECCV 2018), so that tiekd's figures compare
+with the papers'. For one image, over its N valid pixels, with 50 intervals:
 
-- sparsification curve: sort the pixels by uncertainty (most uncertain first), remove the first
-  ``floor(f * N)`` of them for f = 0, 0.01, ..., 0.99 and compute the metric on the rest;
-- oracle curve: the same, sorted by the metric's own per-pixel error (largest first);
-- random curve: the metric of all pixels (removing pixels at random does not change it on average).
+- sparsification curve at x = t / 50, t = 0..49: the metric of the pixels whose uncertainty is at
+  most the (100 - 2t)-th percentile of the image's uncertainties (NumPy's linear interpolation);
+  pixels tied at the threshold are all kept. At x = 1 the curve is 0 (every pixel removed);
+- oracle curve: the same, ranked by the metric's own per-pixel error;
+- random curve: the metric of all pixels at every x (removing pixels at random does not change it
+  on average).
 
-AUSE = area between the sparsification and the oracle curve, AURG = area between the random curve
-and the sparsification curve (positive when the uncertainty is better than none), both by the
-trapezoid rule over the removed fraction in [0, 0.99]. For each of RMSE (metres), AbsRel and
-1 - d1; a test set's scores are the mean over images of the per-image scores.
+AUSE = area under the sparsification curve minus area under the oracle curve, AURG = the metric of
+all pixels minus the area under the sparsification curve (positive when the uncertainty is better
+than none; with all-equal uncertainty it is metric / 100, from the end point), both by the
+trapezoid rule over x in [0, 1]. For each of RMSE (metres), AbsRel and 1 - d1 (the fraction of
+pixels with max(d/g, g/d) >= 1.25, Poggi's "a1"); a test set's scores are the mean over images of
+the per-image scores. JSON keys: ``ause_rmse``, ``ause_abs_rel``, ``ause_d1``, ``aurg_...``; the
+curves have 51 points at :data:`REMOVED_FRACTIONS` (tiekd before issue 17 used 100 points at
+0..0.99 without the end point: its AURG was 1.4-2.3 % and its AUSE with ties 17-29 % lower).
 
 Vectorised: one sort per ranking and cumulative sums over the sorted per-pixel errors give the
-metric of every kept prefix at once, so a 352x1216 map costs four sorts, not 300 metric calls.
-Ties in the uncertainty keep pixel order (stable sort); the oracle curve does not depend on ties.
+metric of every kept suffix at once, so a 352x1216 map costs four sorts, not 150 metric calls.
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ import numpy as np
 
 from tiekd.pipeline.metrics import DELTA_BASE, valid_mask
 
-SPARSIFICATION_STEPS = 100
-"""Removed fractions 0, 1/100, ..., 99/100 of the valid pixels (Poggi et al. 2020)."""
+SPARSIFICATION_INTERVALS = 50
+"""Intervals of the curves (mono-uncertainty ``compute_aucs(..., intervals=50)``)."""
 
-REMOVED_FRACTIONS = np.arange(SPARSIFICATION_STEPS) / SPARSIFICATION_STEPS
-"""The x axis of every curve, shape (100,): 0, 0.01, ..., 0.99."""
+REMOVED_FRACTIONS = np.arange(SPARSIFICATION_INTERVALS + 1) / SPARSIFICATION_INTERVALS
+"""The x axis of every curve, shape (51,): 0, 0.02, ..., 0.98, 1 (the end point, metric 0)."""
 
 SPARSIFICATION_METRICS = ("rmse", "abs_rel", "d1")
 """Metrics of the curves; ``d1`` stands for 1 - d1 (the fraction of pixels with ratio >= 1.25),
@@ -38,12 +44,10 @@ so that lower is better for all three."""
 CURVES = ("model", "oracle", "random")
 
 
-def _pixel_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-pixel error whose mean over kept pixels gives each metric (RMSE: before the root).
-
-    Also the oracle's sort key per metric: squared error, relative error, and the ratio
-    max(d/g, g/d) (a pixel counts against d1 when its ratio is >= 1.25, so the largest go first).
-    """
+def _pixel_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per metric: (per-pixel error whose mean over kept pixels gives it, RMSE before the root;
+    the oracle's ranking, largest removed first): squared error, relative error, and the ratio
+    max(d/g, g/d) (a pixel counts against d1 when its ratio is >= 1.25)."""
     ratio = np.maximum(gt / pred, pred / gt)
     return {
         "rmse": ((pred - gt) ** 2, (pred - gt) ** 2),
@@ -52,46 +56,44 @@ def _pixel_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _kept_counts(n_pixels: int) -> np.ndarray:
-    """Pixels kept at each removed fraction: N - floor(k * N / 100), k = 0..99 (exact integers)."""
-    steps = np.arange(SPARSIFICATION_STEPS, dtype=np.int64)
-    return n_pixels - (steps * n_pixels) // SPARSIFICATION_STEPS
+def _curve(errors: np.ndarray, ranking: np.ndarray, name: str) -> np.ndarray:
+    """The metric after removing the pixels of highest ``ranking``, at REMOVED_FRACTIONS, shape (51,).
 
-
-def _curve(errors: np.ndarray, order: np.ndarray, kept: np.ndarray, name: str) -> np.ndarray:
-    """Metric of the pixels left after removing the first ones of ``order`` (most uncertain first).
-
-    ``order`` sorts ``errors`` from most to least uncertain, so the kept pixels are a suffix: the
-    reversed cumulative sum gives the sum over every suffix at once.
+    As compute_aucs: keep = {-ranking >= percentile(-ranking, 2t)}, ties kept; in ascending order
+    of -ranking that is a suffix, whose sums the reversed cumulative sum gives at once.
     """
+    keys = -ranking
+    order = np.argsort(keys, kind="stable")
+    thresholds = np.percentile(keys, 100.0 * REMOVED_FRACTIONS[:-1])
+    first_kept = np.searchsorted(keys[order], thresholds, side="left")
     suffix_sums = np.cumsum(errors[order][::-1])[::-1]
-    means = suffix_sums[len(errors) - kept] / kept
-    return np.sqrt(means) if name == "rmse" else means
+    means = suffix_sums[first_kept] / (len(errors) - first_kept)
+    return np.append(np.sqrt(means) if name == "rmse" else means, 0.0)
 
 
 def sparsification_curves(pred: np.ndarray, gt: np.ndarray, uncertainty: np.ndarray) -> dict[str, dict]:
-    """Curves of one image from 1-D float arrays of its valid pixels (depths in metres, > 0).
+    """Curves of one image from 1-D float arrays of its valid pixels (depths in metres, > 0;
+    uncertainty finite, higher = less certain).
 
-    Returns ``{metric: {"model": (100,), "oracle": (100,), "random": (100,)}}`` for each of
+    Returns ``{metric: {"model": (51,), "oracle": (51,), "random": (51,)}}`` for each of
     :data:`SPARSIFICATION_METRICS`, x = :data:`REMOVED_FRACTIONS`.
     """
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     uncertainty = np.asarray(uncertainty, np.float64)
     if not (pred.shape == gt.shape == uncertainty.shape and pred.ndim == 1 and pred.size > 0):
         raise ValueError(f"need equal non-empty 1-D arrays, got {pred.shape}, {gt.shape}, {uncertainty.shape}")
-    kept = _kept_counts(pred.size)
-    by_uncertainty = np.argsort(-uncertainty, kind="stable")
     curves = {}
     for name, (errors, oracle_key) in _pixel_errors(pred, gt).items():
-        model = _curve(errors, by_uncertainty, kept, name)
-        oracle = _curve(errors, np.argsort(-oracle_key, kind="stable"), kept, name)
-        curves[name] = {"model": model, "oracle": oracle, "random": np.full_like(model, model[0])}
+        everything = errors.mean()
+        random = np.full(len(REMOVED_FRACTIONS), np.sqrt(everything) if name == "rmse" else everything)
+        curves[name] = {"model": _curve(errors, uncertainty, name), "oracle": _curve(errors, oracle_key, name)}
+        curves[name]["random"] = random
     return curves
 
 
 def trapezoid_area(curve: np.ndarray) -> float:
-    """Area under a curve sampled at :data:`REMOVED_FRACTIONS` (trapezoid rule on [0, 0.99])."""
-    step = 1.0 / SPARSIFICATION_STEPS
+    """Area under a curve sampled at :data:`REMOVED_FRACTIONS` (trapezoid rule on [0, 1])."""
+    step = 1.0 / SPARSIFICATION_INTERVALS
     return float(step * (curve.sum() - (curve[0] + curve[-1]) / 2))
 
 
@@ -101,7 +103,7 @@ def ause_aurg(curves: dict[str, dict]) -> dict[str, float]:
     for name, curve in curves.items():
         model = trapezoid_area(curve["model"])
         scores[f"ause_{name}"] = model - trapezoid_area(curve["oracle"])
-        scores[f"aurg_{name}"] = trapezoid_area(curve["random"]) - model
+        scores[f"aurg_{name}"] = float(curve["random"][0]) - model
     return {key: scores[key] for key in UNCERTAINTY_METRIC_NAMES}
 
 
@@ -133,11 +135,19 @@ def image_sparsification(
     if not valid.any():
         return None
     pred = np.clip(np.nan_to_num(pred[valid], nan=min_depth), min_depth, max_depth)
-    return sparsification_curves(pred, gt[valid], np.nan_to_num(uncertainty[valid], nan=np.inf))
+    return sparsification_curves(pred, gt[valid], _nan_as_most_uncertain(uncertainty[valid]))
+
+
+def _nan_as_most_uncertain(uncertainty: np.ndarray) -> np.ndarray:
+    """NaN uncertainties replaced by one more than the largest finite one (0 if none is): removed
+    first, and finite, so that the percentiles stay finite."""
+    missing = np.isnan(uncertainty)
+    top = uncertainty[~missing].max() + 1.0 if (~missing).any() else 0.0
+    return np.where(missing, top, uncertainty)
 
 
 def mean_curves(per_image: list[dict[str, dict]]) -> dict[str, dict[str, list[float]]]:
-    """Mean over images of each curve, as lists (JSON): ``{metric: {curve: [100 floats]}}``."""
+    """Mean over images of each curve, as lists (JSON): ``{metric: {curve: [51 floats]}}``."""
     return {
         name: {kind: np.mean([c[name][kind] for c in per_image], axis=0).tolist() for kind in CURVES}
         for name in SPARSIFICATION_METRICS

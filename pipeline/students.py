@@ -64,23 +64,28 @@ MOBILENETV2_DILATIONS = ((1,), (1, 1), (1, 1, 1), (2, 1, 1, 1), (2, 1, 1), (4, 1
 dilated stage's dilation to its FIRST block only (``dilation if i == 0 else 1``); timm's
 ``output_stride=8`` dilates every block after the first instead (1,2,2,2 / 2,2,2 / 2,4,4 / 4)."""
 
-# Named students: timm model name, timm feature options and, where the authors departed from the
-# general width rule, their decoder widths (deepest first; the first is the 1x1 conv's width).
+# Named students: timm model name, the timm pretrained tag of the start weights, timm feature options
+# and, where the authors departed from the general width rule, their decoder widths (deepest first;
+# the first is the 1x1 conv's width). Start weights: the authors' ResNets start from torchvision's v1
+# ImageNet weights (mmseg's `torchvision://resnet18`), which timm ships as `tv_in1k`; their MobileNetV2
+# starts from `mmcls://mobilenet_v2`, which timm lacks: `ra_in1k` (timm's RandAugment recipe) is the
+# only ImageNet-1k tag timm has for mobilenetv2_100.
 STUDENTS = {
     # Authors' MobileNetV2: output stride 8 (strides (1,2,2,1,1,1,1), dilations (1,1,1,2,2,4,4)),
     # features 24@1/4, 32@1/8, 96@1/8, 320@1/8; decoder up_sample_channels [128, 256, 512, 2048];
     # depthwise dilations per block as mmseg's make_layer gives them (MOBILENETV2_DILATIONS).
     "mobilenetv2": dict(
         model="mobilenetv2_100",
+        weights="ra_in1k",
         output_stride=8,
         out_indices=(1, 2, 3, 4),
         decoder_widths=(2048, 512, 256, 128),
         block_dilations=MOBILENETV2_DILATIONS,
     ),
     # Stem 64@1/2 and four stages; authors' up_sample_channels [128, 128, 256, 256, 512].
-    "resnet18": dict(model="resnet18", decoder_widths=(512, 256, 256, 128, 128)),
+    "resnet18": dict(model="resnet18", weights="tv_in1k", decoder_widths=(512, 256, 256, 128, 128)),
     # Stem and four stages; the general rule gives the authors' [128, 256, 512, 1024, 2048].
-    "resnet50": dict(model="resnet50"),
+    "resnet50": dict(model="resnet50", weights="tv_in1k"),
 }
 
 
@@ -200,6 +205,13 @@ class DepthStudent(nn.Module):
             self.output_conv = nn.Conv2d(width, 1, kernel_size=3, padding=1)
 
     @property
+    def start_weights(self) -> str | None:
+        """timm name with pretrained tag of the encoder's weights before training (e.g.
+        ``resnet18.tv_in1k``), loaded or not; None for an encoder without a pretrained config."""
+        cfg = getattr(self.encoder, "pretrained_cfg", None) or {}
+        return ".".join(part for part in (cfg.get("architecture"), cfg.get("tag")) if part) or None
+
+    @property
     def normalisation(self) -> dict[str, list[float]]:
         """Per-channel mean and std applied to the [0, 1] input (the encoder's pretraining values)."""
         return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
@@ -240,10 +252,13 @@ class DepthStudent(nn.Module):
         return depth.clamp(self.min_depth, self.max_depth)
 
 
-def create_encoder(encoder: str, *, pretrained: bool) -> tuple[nn.Module, list[int] | None]:
+def create_encoder(encoder: str, *, pretrained: bool, weights: str | None = None) -> tuple[nn.Module, list[int] | None]:
     """timm ``features_only`` encoder for a preset name or a timm model name, and preset widths.
 
-    Raises ConfigError for an unknown name, or when the ImageNet weights cannot be fetched.
+    ``weights``: timm pretrained tag of the start weights, ``tag`` or ``model.tag``; None = the
+    preset's, or timm's default for other names. The tag also sets the input normalisation
+    (``pretrained_cfg``) even when ``pretrained`` is False. Raises ConfigError for an unknown name
+    or tag, or when the ImageNet weights cannot be fetched.
     """
     options = dict(STUDENTS.get(encoder, {"model": encoder}))
     model_name = options.pop("model")
@@ -253,16 +268,36 @@ def create_encoder(encoder: str, *, pretrained: bool) -> tuple[nn.Module, list[i
         raise ConfigError(
             f"Unknown student encoder {encoder!r}: use one of {', '.join(STUDENTS)} or a timm model name."
         )
+    preset_weights = options.pop("weights", None)
+    tagged = start_weights_name(model_name, weights or preset_weights)
     try:
-        module = _create_features_model(model_name, pretrained=pretrained, options=options)
+        module = _create_features_model(tagged, pretrained=pretrained, options=options)
     except OSError as error:
         raise ConfigError(
-            f"The ImageNet weights for {encoder} could not be downloaded; pass --no-pretrained "
+            f"The ImageNet weights for {encoder} ({tagged}) could not be downloaded; pass --no-pretrained "
             "(or pre-populate the Hugging Face / timm cache)."
         ) from error
     if dilations is not None:
         set_block_dilations(module, dilations)
     return module, None if widths is None else list(widths)
+
+
+def start_weights_name(model_name: str, weights: str | None) -> str:
+    """``model_name.tag`` for a pretrained tag given as ``tag`` or ``model_name.tag`` (None: the bare
+    model name, timm's default tag); ConfigError for a tag timm has no weights under."""
+    if weights is None:
+        return model_name
+    architecture, _, tag = weights.rpartition(".")
+    if architecture not in ("", model_name):
+        raise ConfigError(f"--weights {weights} are weights of {architecture}, not of the student's {model_name}")
+    tagged = f"{model_name}.{tag}"
+    available = timm.list_pretrained(f"{model_name}.*")
+    if tagged not in available:
+        raise ConfigError(
+            f"--weights {weights} is not a pretrained tag timm has for {model_name}; "
+            f"use one of {', '.join(available) or '(none: pass --no-pretrained)'}"
+        )
+    return tagged
 
 
 def _create_features_model(model_name: str, *, pretrained: bool, options: dict) -> nn.Module:
@@ -313,6 +348,19 @@ def set_block_dilations(encoder: nn.Module, dilations: tuple[tuple[int, ...], ..
             conv.dilation, conv.padding = (dilation, dilation), (padding, padding)
 
 
+def _check_head(head: str, decoder: str, *, n_bins: int, min_depth: float, max_depth: float) -> None:
+    """Refuse an unknown head or decoder and bins that cannot be."""
+    if head not in HEADS:
+        raise ConfigError(f"Unknown student head {head!r}; use one of {', '.join(HEADS)}.")
+    if decoder not in DECODERS:
+        raise ConfigError(f"Unknown --decoder {decoder!r}; use one of {', '.join(DECODERS)}.")
+    if not 0 < min_depth < max_depth or n_bins < 2:
+        raise ConfigError(
+            f"Depth bins need 0 < min_depth < max_depth and n_bins >= 2; got min_depth {min_depth}, "
+            f"max_depth {max_depth}, n_bins {n_bins}."
+        )
+
+
 def build_student(
     encoder: str,
     *,
@@ -322,6 +370,7 @@ def build_student(
     max_depth: float,
     pretrained: bool = False,
     decoder: str = "standard",
+    weights: str | None = None,
 ) -> DepthStudent:
     """A student: ``encoder`` is a key of :data:`STUDENTS` or any timm model name.
 
@@ -332,22 +381,17 @@ def build_student(
         min_depth, max_depth: depth range in metres.
         pretrained: load timm's ImageNet weights into the encoder.
         decoder: ``"standard"`` (the authors') or ``"light"`` (see :data:`DECODERS`).
+        weights: timm pretrained tag of the start weights (see :func:`create_encoder`); None = the preset's.
     """
-    if head not in HEADS:
-        raise ConfigError(f"Unknown student head {head!r}; use one of {', '.join(HEADS)}.")
-    if decoder not in DECODERS:
-        raise ConfigError(f"Unknown --decoder {decoder!r}; use one of {', '.join(DECODERS)}.")
-    if not 0 < min_depth < max_depth or n_bins < 2:
-        raise ConfigError(
-            f"Depth bins need 0 < min_depth < max_depth and n_bins >= 2; got min_depth {min_depth}, "
-            f"max_depth {max_depth}, n_bins {n_bins}."
-        )
-    module, widths = create_encoder(encoder, pretrained=pretrained)
+    _check_head(head, decoder, n_bins=n_bins, min_depth=min_depth, max_depth=max_depth)
+    module, widths = create_encoder(encoder, pretrained=pretrained, weights=weights)
     if widths is None or decoder == "light":
         widths = decoder_widths(module.feature_info.channels())
     arch = dict(encoder=encoder, head=head, n_bins=int(n_bins), min_depth=float(min_depth), max_depth=float(max_depth))
     if decoder != "standard":  # only then: checkpoints of the standard decoder keep their architecture dict
         arch["decoder"] = decoder
+    if weights is not None:  # the tag sets the input normalisation: a rebuild needs it
+        arch["weights"] = weights
     student = DepthStudent(module, widths, arch)
     check_any_input_size(student, encoder)
     return student

@@ -20,8 +20,9 @@ from tiekd.pipeline.errors import ConfigError
 RERUN_CONFIG = "config.yaml"
 """The file in a run directory that re-runs the run with ``--config``."""
 
-NOT_RERUN = ("resume",)
-"""Options left out of RERUN_CONFIG: a re-run starts afresh unless --resume is given with it."""
+NOT_RERUN = ("resume", "option_sources")
+"""Fields left out of RERUN_CONFIG: a re-run starts afresh unless --resume is given with it; where
+the options came from is the run's record, not an option."""
 
 YAML_BOOLEAN = r"^(?:true|True|TRUE|false|False|FALSE)$"
 """The booleans of YAML 1.2. YAML 1.1 (PyYAML's default) also reads yes, no, on and off as

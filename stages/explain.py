@@ -23,6 +23,7 @@ from tiekd.pipeline import explain as explaining
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
+from tiekd.pipeline.losses import TIEKD_ALPHA
 from tiekd.pipeline.pictures.explain import caption, explanation_figure, sparsification_figure, write_index
 from tiekd.pipeline.pictures.figures import save_figure
 from tiekd.pipeline.sparsification import (
@@ -103,7 +104,8 @@ def _student(cfg: ExplainConfig, device: torch.device, dataset):
         raise ConfigError(f"{cfg.checkpoint} is a regression student; explain needs a DPM student (--method tiekd)")
     training = state.get("config") or {}
     form = training.get("dpm_form", "paper")
-    dpm = {"sigma": dpm_sigma(training.get("sigma"), form, paper_sigma=dataset.sigma)[0], "form": form}
+    alpha = training.get("alpha", TIEKD_ALPHA)
+    dpm = {"sigma": dpm_sigma(training.get("sigma"), form, paper_sigma=dataset.sigma, alpha=alpha)[0], "form": form}
     edges = bin_edges(model.min_depth, model.max_depth, model.arch["n_bins"])
     return model, float(state.get("input_scale", 1.0)), edges, dpm
 
@@ -221,8 +223,14 @@ def _evaluated_curves(path: Path, out: Path, entries: list) -> Path:
         if curves is None:
             raise ConfigError(f"--evaluation {path} holds no sparsification curves; evaluate a DPM student with --json")
         scores = {k: evaluation["metrics"][k] for k in UNCERTAINTY_METRIC_NAMES}
+        points = len(curves["rmse"]["model"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"--evaluation {path} is not an `evaluate --json` file of a DPM student ({e})") from e
+    if points != len(REMOVED_FRACTIONS):
+        raise ConfigError(
+            f"--evaluation {path} holds {points}-point curves of tiekd's AUSE before Poggi et al.'s definition "
+            f"({len(REMOVED_FRACTIONS)} points); run `tiekd evaluate --json` again"
+        )
     figure = sparsification_figure(curves, scores, REMOVED_FRACTIONS, n_images)
     model = evaluation.get("protocol", {}).get("model", "?")
     entries.append(

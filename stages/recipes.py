@@ -1,4 +1,4 @@
-"""``tiekd recipes``: the shipped configuration files, one per row of the paper's KITTI table.
+"""``tiekd recipes``: the shipped configuration files, one per row of the authors' KITTI and NYU tables.
 
 A recipe is a YAML file in ``recipes/`` (installed with the package) whose first comment line
 names the row and whose second states the authors' AbsRel / RMSE (method.md section 9). Use one

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
+import click
 import torch
 from torch.utils.data import DataLoader
 
@@ -20,12 +21,12 @@ from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoint
 from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
 from tiekd.pipeline.files import require_writable_folder
-from tiekd.pipeline.methods import Objective, head_for, needs_gt, needs_teacher
+from tiekd.pipeline.methods import Objective, head_for, loss_scale, needs_gt, needs_teacher
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
 from tiekd.stages.runtime import resolve_device, use_amp
-from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config
+from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config, with_earlier_defaults
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.training.identity import cache_differences, cache_identity
 from tiekd.stages.training.log import RunLog, one_run
@@ -37,14 +38,20 @@ CHECKPOINT_NAMES = ("last.pt", "best.pt")
 """Checkpoints of a run directory; a kill mid-write leaves their temporaries, removed on the next start."""
 
 
+def run_sigma(cfg: TrainStudentConfig) -> tuple[float, str]:
+    """The run's teacher DPM sigma (metres) and where it came from (:func:`dpm_sigma`)."""
+    return dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=get_dataset(cfg.dataset).sigma, alpha=cfg.alpha)
+
+
 def build_objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
-    """The loss of ``cfg.method`` with the run's bins, alpha, sigma (:func:`dpm_sigma`) and first loss row."""
+    """The loss of ``cfg.method`` with the run's bins, alpha, sigma (:func:`run_sigma`), scale and first loss row."""
     return Objective(
         method=cfg.method,
         edges=bin_edges(cfg.min_depth, cfg.max_depth, cfg.n_bins).to(device),
         alpha=cfg.alpha,
-        sigma=dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=get_dataset(cfg.dataset).sigma)[0],
+        sigma=run_sigma(cfg)[0],
         dpm_form=cfg.dpm_form,
+        scale=cfg.loss_scale,
         top_row=round(cfg.loss_top_row * cfg.scale),
     )
 
@@ -72,6 +79,7 @@ def build_trainer(
         max_depth=cfg.max_depth,
         pretrained=cfg.pretrained,
         decoder=cfg.decoder,
+        weights=cfg.weights,
     ).to(device)
     optimizer, scheduler = optimisation(model, cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp(cfg.amp, device))
@@ -108,7 +116,8 @@ def _resume_state(cfg: TrainStudentConfig, world_size: int, cache: dict | None) 
     state = load_checkpoint(last)
     ours = config_dict(cfg) | {"global_batch": world_size * cfg.batch_size * cfg.accumulate}
     # Checkpoints from before multi-process training: one process, no accumulation.
-    theirs = state["config"] | {"global_batch": state.get("global_batch", state["config"].get("batch_size"))}
+    theirs = with_earlier_defaults(state["config"])
+    theirs |= {"global_batch": state.get("global_batch", theirs.get("batch_size"))}
     differences = [f"{k} {theirs.get(k)!r} -> {ours[k]!r}" for k in RESUME_KEYS if theirs.get(k) != ours[k]]
     if differences:
         raise ConfigError(
@@ -125,6 +134,18 @@ def _resume_state(cfg: TrainStudentConfig, world_size: int, cache: dict | None) 
     return state
 
 
+def augment_config(cfg: TrainStudentConfig) -> AugmentConfig:
+    """The training augmentation of a run: its crop, colour form and teacher rotation, the dataset's
+    vertical offset."""
+    dataset = get_dataset(cfg.dataset)
+    return AugmentConfig(
+        crop=cfg.crop,
+        colour_aug=cfg.colour_aug,
+        rotate_teacher=cfg.rotate_teacher,
+        random_top=dataset.random_top,
+    )
+
+
 def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
     """The training DataLoader, continuing at the trainer's step with the same data order."""
     dataset = get_dataset(cfg.dataset)
@@ -132,7 +153,7 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
         records,
         cfg.data_root,
         dataset=dataset,
-        augment_cfg=AugmentConfig(crop=cfg.crop, rotate_teacher=cfg.dpm_form != "code", random_top=dataset.random_top),
+        augment_cfg=augment_config(cfg),
         seed=cfg.seed,
         scale=cfg.scale,
         cache_ref=cache_ref,
@@ -206,6 +227,8 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
         trainer = build_trainer(cfg, len(records), device, processes)
         trainer.cache = cache
         trainer.store = TeacherCache.open(*cache_ref) if cache_ref else None
+        if processes.is_writer:
+            _note_global_batch(cfg, trainer.global_batch)
         if state is not None:
             trainer.load(state, cfg.out / "last.pt")
         trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn)
@@ -218,6 +241,18 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
                 log.close()
     finally:
         leave()
+
+
+def _note_global_batch(cfg: TrainStudentConfig, global_batch: int) -> None:
+    """One line on stderr when the run's global batch is not the one its recipe was trained with."""
+    if cfg.recipe_global_batch is not None and global_batch != cfg.recipe_global_batch:
+        click.echo(
+            f"note: this run's global batch is {global_batch} (processes x --batch-size {cfg.batch_size} x "
+            f"--accumulate {cfg.accumulate}), the recipe's {cfg.recipe_global_batch}: the figures it quotes were "
+            f"trained with {cfg.recipe_global_batch} (one process: --accumulate "
+            f"{max(1, cfg.recipe_global_batch // cfg.batch_size)})",
+            err=True,
+        )
 
 
 def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed: bool) -> RunLog:
@@ -235,7 +270,10 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
             "cache_identity": trainer.cache,
             "total_steps": trainer.total_steps,
             "dpm_sigma": trainer.objective.sigma,
-            "dpm_sigma_source": dpm_sigma(cfg.sigma, cfg.dpm_form, paper_sigma=get_dataset(cfg.dataset).sigma)[1],
+            "start_weights": trainer.start_weights,
+            "dpm_sigma_source": run_sigma(cfg)[1],
+            "loss_scale_applied": trainer.objective.total_scale,
+            "loss_scale_source": loss_scale(cfg.loss_scale, cfg.method, form=cfg.dpm_form, alpha=cfg.alpha)[1],
             "steps_per_epoch": trainer.steps_per_epoch,
             "processes": trainer.processes.world_size,
             "global_batch": trainer.global_batch,

@@ -6,9 +6,10 @@ going back up to the command module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from tiekd.data.augment import COLOUR_AUGS
 from tiekd.data.description import fill_presets
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.dpm import DPM_FORMS, MAX_N_BINS
@@ -59,9 +60,14 @@ class TrainStudentConfig:
     alpha: float = 0.1
     """Weight of the DPM term against the depth term in TIE-KD."""
     sigma: float | None = None
-    """Std (m) of the teacher DPM; None = the form's default (dpm_sigma: code 0.5, paper the dataset's)."""
+    """Std (m) of the teacher DPM [default: paper form the dataset's; code form 0.5, L_DPM only the dataset's, as
+    released]."""
     dpm_form: str = "paper"
-    """Teacher DPM: paper (Gaussian mass per bin) or code (the released code's softmax of densities)."""
+    """Teacher DPM and SSIM: paper (Gaussian mass per bin, float64 SSIM) or code (the released code's softmax of
+    densities, abs() float32 SSIM, also in the response-KD losses)."""
+    loss_scale: float | None = None
+    """Factor on the whole loss [default: TIE-KD 10, but 1 for the code form's alpha 0 and 1 as released; 1 for the
+    other methods]."""
     n_bins: int | None = None
     """DPM bins; None = the dataset's."""
     min_depth: float | None = None
@@ -80,6 +86,18 @@ class TrainStudentConfig:
     """GT of --val-split where it is not under --gt-root."""
     pretrained: bool = True
     """Start from timm's ImageNet weights, as the paper's students do."""
+    weights: str | None = None
+    """timm pretrained tag of the encoder's start weights. None = the preset's (ResNets: torchvision's
+    v1 weights resnet18.tv_in1k / resnet50.tv_in1k as the authors; MobileNetV2: mobilenetv2_100.ra_in1k,
+    timm's closest to the authors' mmcls weights) or, for any other timm name, timm's default tag.
+    Either the full name (resnet18.tv_in1k) or the tag alone (tv_in1k)."""
+    colour_aug: str = "bts"
+    """Colour augmentation: bts (gamma on [0, 1], BTS) or released (gamma on 0..255 as the authors' code,
+    which brightens and saturates). The -paper recipes use bts, the -code recipes released
+    (data/augment.py)."""
+    rotate_teacher: bool | None = None
+    """Rotate the teacher map with the image (the released runs never do). None = yes, but no with
+    --dpm-form code."""
     resume: bool | str = False
     """Continue the run in --out from last.pt; auto: continue it if it has a last.pt, else start it (torchrun
     restarts)."""
@@ -95,12 +113,26 @@ class TrainStudentConfig:
     """Also write last.pt every this many steps (and at every epoch end)."""
     dataset: str = DEFAULT_DATASET
     """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+    recipe_global_batch: int | None = None
+    """Global batch the recipe's figures were trained with (the authors: 2 GPUs x 8 = 16); a run whose processes x
+    batch size x accumulate differ says so at start."""
+    option_sources: dict[str, str] = field(default_factory=dict)
+    """Not a flag: where each option's value came from (command line, the --config file, default, the dataset),
+    recorded in run.json."""
 
     def __post_init__(self):
         description = get_dataset(self.dataset)
+        from_dataset = [f.name for f in fields(self) if getattr(self, f.name) is None]
         if self.crop is None:
             self.crop = description.train_crop
+        if self.rotate_teacher is None:
+            self.rotate_teacher = self.dpm_form != "code"
         fill_presets(self, description)
+        for name in from_dataset:
+            if getattr(self, name) is not None:
+                self.option_sources[name] = f"dataset {self.dataset}"
+        if "rotate_teacher" in from_dataset:
+            self.option_sources["rotate_teacher"] = f"default of --dpm-form {self.dpm_form}"
 
 
 def check_config(cfg: TrainStudentConfig) -> None:
@@ -117,6 +149,10 @@ def check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--accumulate {cfg.accumulate} must be at least 1")
     if not 0 < cfg.scale <= 1:
         raise ConfigError(f"--scale {cfg.scale} must be in (0, 1]")
+    if cfg.colour_aug not in COLOUR_AUGS:
+        raise ConfigError(f"--colour-aug {cfg.colour_aug!r} is not one of {', '.join(COLOUR_AUGS)}")
+    if cfg.weights is not None and not cfg.pretrained:
+        raise ConfigError(f"--weights {cfg.weights} names start weights, but --no-pretrained starts from none")
     dataset = get_dataset(cfg.dataset)
     if cfg.crop[0] > dataset.train_size[0] or cfg.crop[1] > dataset.train_size[1]:
         raise ConfigError(f"--crop {cfg.crop[0]}x{cfg.crop[1]} is larger than the {dataset.train_region_title}")
@@ -135,6 +171,8 @@ def _check_loss_options(cfg: TrainStudentConfig) -> None:
     # The released code has a config with alpha = 1.5, a negative weight on the depth term.
     if not 0 <= cfg.alpha <= 1:
         raise ConfigError(f"--alpha {cfg.alpha} must be in [0, 1]: it weighs the DPM term against the depth term")
+    if cfg.loss_scale is not None and not cfg.loss_scale > 0:
+        raise ConfigError(f"--loss-scale {cfg.loss_scale} must be positive")
     if not cfg.lr > 0:
         raise ConfigError(f"--lr {cfg.lr} must be positive")
     if not 0 < cfg.min_depth < cfg.max_depth:
@@ -160,7 +198,19 @@ RESUME_KEYS = (
     "alpha",
     "sigma",
     "dpm_form",
+    "loss_scale",
     "loss_top_row",
+    "colour_aug",
+    "rotate_teacher",
+    "weights",
 )
 """Options a resumed run must share with the run it continues (same steps, data order and schedule).
-The global batch may be split differently: other processes, --batch-size or --accumulate."""
+The global batch may be split differently: other processes, --batch-size or --accumulate. Checkpoints
+written before a key existed are compared with the value their runs had (:func:`with_earlier_defaults`)."""
+
+
+def with_earlier_defaults(config: dict) -> dict:
+    """A checkpoint's config with the values runs had before tiekd recorded a key: BTS's colour
+    augmentation, the preset's start weights, the teacher map rotated except in the code form."""
+    earlier = {"colour_aug": "bts", "weights": None, "rotate_teacher": config.get("dpm_form") != "code"}
+    return earlier | config

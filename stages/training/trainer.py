@@ -73,6 +73,11 @@ class Trainer:
     """The module the step runs: DDP around ``model`` in a process group, else ``model`` itself."""
 
     @property
+    def start_weights(self) -> str | None:
+        """timm name and tag of the weights the encoder started from; None without --pretrained."""
+        return self.model.start_weights if self.cfg.pretrained else None
+
+    @property
     def global_batch(self) -> int:
         """Samples per optimisation step: processes x batch size x accumulated micro-batches."""
         return self.processes.world_size * self.cfg.batch_size * self.cfg.accumulate
@@ -89,6 +94,7 @@ class Trainer:
             "global_batch": self.global_batch,
             "config": config_dict(self.cfg),
             "architecture": self.model.arch,
+            "start_weights": self.start_weights,
             "normalisation": self.model.normalisation,
             "input_scale": self.cfg.scale,
             "cache": self.cache,

@@ -183,16 +183,25 @@ class TestTeacherDpm:
 
 
 class TestSigmaDefaults:
-    def test_code_form_defaults_to_the_released_sigma(self):
-        value, why = dpm_sigma(None, "code", paper_sigma=0.8)
+    @pytest.mark.parametrize("alpha", [0.1, 0.0, 0.5])
+    def test_code_form_full_loss_takes_the_released_sigma(self, alpha):
+        """The released TIE_KD_loss builds L_DPM_loss without a sigma: 0.5 on every dataset."""
+        value, why = dpm_sigma(None, "code", paper_sigma=0.8, alpha=alpha)
         assert value == RELEASED_CODE_SIGMA == 0.5 and "released" in why
 
-    def test_paper_form_defaults_to_the_dataset_sigma(self):
-        assert dpm_sigma(None, "paper", paper_sigma=0.15)[0] == 0.15
+    @pytest.mark.parametrize("paper_sigma", [0.8, 0.15])
+    def test_code_form_dpm_only_takes_the_configured_sigma(self, paper_sigma):
+        """The released L_DPM-only configs build L_DPM_loss(sigma=0.8 KITTI / 0.15 NYU), which uses it."""
+        value, why = dpm_sigma(None, "code", paper_sigma=paper_sigma, alpha=1.0)
+        assert value == paper_sigma and "L_DPM only" in why
+
+    @pytest.mark.parametrize("alpha", [0.1, 1.0])
+    def test_paper_form_defaults_to_the_dataset_sigma(self, alpha):
+        assert dpm_sigma(None, "paper", paper_sigma=0.15, alpha=alpha)[0] == 0.15
 
     @pytest.mark.parametrize("form", DPM_FORMS)
     def test_an_explicit_sigma_wins(self, form):
-        value, why = dpm_sigma(0.3, form, paper_sigma=0.8)
+        value, why = dpm_sigma(0.3, form, paper_sigma=0.8, alpha=1.0)
         assert value == 0.3 and "--sigma" in why
 
 

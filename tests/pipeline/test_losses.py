@@ -16,6 +16,7 @@ from tiekd.pipeline.dpm import bin_centres, bin_edges, teacher_dpm
 from tiekd.pipeline.losses import (
     RESPONSE_LOSSES,
     dpm_distillation_maps,
+    response_loss,
     ssim,
     ssim_map,
     supervised_si_loss,
@@ -51,16 +52,22 @@ def naive_tiekd_loss(logits, teacher_depth, edges, *, alpha=0.1, sigma=SIGMA, fo
     depth = (student * bin_centres(edges).to(logits.dtype).view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
     # SSIM windows see the student's own depth where the teacher is missing.
     target = teacher_depth if valid is None else torch.where(valid, teacher_depth, depth.detach())
-    similarity = ssim_map(depth, target, abs_variance=form == "code")
+    similarity = ssim_map(depth, target, form=form)
     if valid is None:
         return 10 * (alpha * kl.mean() + (1 - alpha) * (1 - similarity.mean()))
     return 10 * (alpha * kl[valid].mean() + (1 - alpha) * (1 - similarity[valid].mean()))
 
 
-def numpy_ssim_map(x, y, abs_variance=False):
-    """SSIM of two (H, W) float64 maps: 11x11 Gaussian window (sigma 1.5), zero padding, C1, C2."""
+def numpy_ssim_map(x, y, abs_variance=False, dtype=np.float64):
+    """SSIM of two (H, W) maps: 11x11 Gaussian window (sigma 1.5), zero padding, C1, C2.
+
+    With ``dtype`` float32 and ``abs_variance`` it is the released ``depth/models/losses/ssim.py``
+    (TIE-KD @ 989ec03 l.14-47): a float32 2-D window, float32 moments, abs() of both variances and
+    the covariance.
+    """
     profile = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
-    window = np.outer(profile, profile) / profile.sum() ** 2
+    window = (np.outer(profile, profile) / profile.sum() ** 2).astype(dtype)
+    x, y = x.astype(dtype), y.astype(dtype)
     height, width = x.shape
 
     def local_mean(a):
@@ -71,16 +78,33 @@ def numpy_ssim_map(x, y, abs_variance=False):
     vx, vy, cov = local_mean(x * x) - mx**2, local_mean(y * y) - my**2, local_mean(x * y) - mx * my
     if abs_variance:
         vx, vy, cov = np.abs(vx), np.abs(vy), np.abs(cov)
-    c1, c2 = 0.01**2, 0.03**2
+    c1, c2 = dtype(0.01**2), dtype(0.03**2)
     return (2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
 
 
-def numpy_ssim(x, y, valid=None, abs_variance=False):
+def numpy_ssim(x, y, valid=None, abs_variance=False, dtype=np.float64):
     """Mean SSIM over the valid pixels of (B, 1, H, W) tensors; y outside them is taken as x."""
     if valid is not None:
         y = torch.where(valid, y, x)
-    maps = np.stack([numpy_ssim_map(a[0], b[0], abs_variance) for a, b in zip(x.double().numpy(), y.double().numpy())])
+    pairs = zip(x.double().numpy(), y.double().numpy())
+    maps = np.stack([numpy_ssim_map(a[0], b[0], abs_variance, dtype) for a, b in pairs]).astype(np.float64)
     return maps[valid[:, 0].numpy()].mean() if valid is not None else maps.mean()
+
+
+def released_ssim_map(img1, img2):
+    """The released SSIM map, copied from TIE-KD @ 989ec03 ``depth/models/losses/ssim.py`` l.14-44
+    (``gaussian``, ``create_window``, ``_ssim`` before its mean), names kept."""
+    gauss = torch.Tensor([math.exp(-((x - 11 // 2) ** 2) / float(2 * 1.5**2)) for x in range(11)])
+    _1d_window = (gauss / gauss.sum()).unsqueeze(1)
+    window = _1d_window.mm(_1d_window.t()).float().unsqueeze(0).unsqueeze(0).expand(1, 1, 11, 11).contiguous()
+    mu1 = F.conv2d(img1, window, padding=11 // 2, groups=1)
+    mu2 = F.conv2d(img2, window, padding=11 // 2, groups=1)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1.pow(2), mu2.pow(2), mu1 * mu2
+    sigma1_sq = abs(F.conv2d(img1 * img1, window, padding=11 // 2, groups=1) - mu1_sq)
+    sigma2_sq = abs(F.conv2d(img2 * img2, window, padding=11 // 2, groups=1) - mu2_sq)
+    sigma12 = abs(F.conv2d(img1 * img2, window, padding=11 // 2, groups=1) - mu1_mu2)
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mu1_mu2 + c1) * (2 * sigma12 + c2)) / ((mu1_sq + mu2_sq + c1) * (sigma1_sq + sigma2_sq + c2))
 
 
 def numpy_si(pred, target):
@@ -92,25 +116,43 @@ def numpy_si(pred, target):
 class TestSsim:
     def test_identical_maps_give_one(self):
         _, teacher = make_inputs()
-        for abs_variance in (False, True):
-            assert ssim(teacher, teacher, abs_variance=abs_variance).item() == pytest.approx(1.0, abs=1e-6)
+        for form in ("paper", "code"):
+            assert ssim(teacher, teacher, form=form).item() == pytest.approx(1.0, abs=1e-6)
 
-    @pytest.mark.parametrize("abs_variance", [False, True])
-    def test_matches_numpy(self, abs_variance):
+    def test_matches_numpy(self):
         generator = torch.Generator().manual_seed(4)
         x = torch.rand(2, 1, 17, 23, generator=generator, dtype=torch.float64) * 60 + 1
         y = x + torch.randn(2, 1, 17, 23, generator=generator, dtype=torch.float64)
-        expected = numpy_ssim(x, y, abs_variance=abs_variance)
-        assert ssim(x, y, abs_variance=abs_variance).item() == pytest.approx(expected, abs=1e-12)
-        assert ssim(x.float(), y.float(), abs_variance=abs_variance).item() == pytest.approx(expected, abs=1e-5)
+        expected = numpy_ssim(x, y)
+        assert ssim(x, y).item() == pytest.approx(expected, abs=1e-12)
+        assert ssim(x.float(), y.float()).item() == pytest.approx(expected, abs=1e-5)
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_code_form_is_the_released_float32_ssim(self, dtype):
+        """abs() variances, float32 and the released order of operations, whatever the input dtype."""
+        generator = torch.Generator().manual_seed(4)
+        x = torch.rand(2, 1, 17, 23, generator=generator, dtype=torch.float64) * 20 + 1
+        y = x + torch.randn(2, 1, 17, 23, generator=generator, dtype=torch.float64)
+        released = released_ssim_map(x.float(), y.float())
+        torch.testing.assert_close(ssim_map(x.to(dtype), y.to(dtype), form="code"), released.to(dtype), rtol=0, atol=0)
+        assert released.mean().item() == pytest.approx(numpy_ssim(x, y, abs_variance=True), abs=2e-6)
 
     def test_flat_far_region_keeps_float64_precision(self):
-        """Far (60 m) nearly flat depth: float32 moments would be off by a large fraction of C2."""
-        generator = torch.Generator().manual_seed(5)
+        """Far (60 m) nearly flat depth: float32 moments are off by a large fraction of C2. The paper
+        form keeps the float64 value; the code form gives the released float32 loss's value."""
+        generator = torch.Generator().manual_seed(2)
         y = torch.full((1, 1, 24, 24), 60.0, dtype=torch.float64)
         x = y + 0.01 * torch.randn(1, 1, 24, 24, generator=generator, dtype=torch.float64)
-        expected = numpy_ssim(x.float(), y.float())
-        assert ssim(x.float(), y.float()).item() == pytest.approx(expected, abs=1e-5)
+        exact = numpy_ssim(x.float(), y.float())
+        assert ssim(x.float(), y.float()).item() == pytest.approx(exact, abs=1e-5)
+        code = ssim(x.float(), y.float(), form="code").item()
+        assert code == released_ssim_map(x.float(), y.float()).mean().item()
+        assert abs(code - numpy_ssim(x.float(), y.float(), abs_variance=True)) > 0.005
+
+    def test_unknown_form_raises(self):
+        _, teacher = make_inputs()
+        with pytest.raises(ValueError):
+            ssim(teacher, teacher, form="float16")
 
     def test_valid_mask_averages_valid_pixels(self):
         generator = torch.Generator().manual_seed(6)
@@ -164,8 +206,10 @@ class TestTiekdLoss:
     def test_gradcheck(self, edges, form, monkeypatch):
         monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 2 * N_BINS * 4 * 2)  # 2 rows a chunk, then 1
         logits, teacher = make_inputs(torch.float64, shape=(2, 3, 4))
+        # The code form's SSIM is float32 (the released loss's), beyond finite differences in float64.
+        alpha = 0.3 if form == "paper" else 1.0
         assert torch.autograd.gradcheck(
-            lambda z: tiekd_loss(z, teacher, edges, alpha=0.3, sigma=1.5, form=form), (logits,)
+            lambda z: tiekd_loss(z, teacher, edges, alpha=alpha, sigma=1.5, form=form), (logits,)
         )
         # Under a mask SSIM's target is the detached student depth where the teacher is missing (a
         # stop-gradient finite differences do not see), so the masked loss is checked on its KL term.
@@ -227,7 +271,7 @@ class TestTiekdLoss:
         )
         (gradient,) = torch.autograd.grad(terms["total"], logits)
         assert terms["depth"].item() == pytest.approx(0.0, abs=1e-12)
-        assert gradient.abs().max().item() < 1e-9
+        assert gradient.abs().max().item() < {"paper": 1e-9, "code": 1e-6}[form]  # code: float32 SSIM rounding
 
     def test_teacher_gets_no_gradient(self, edges):
         logits, teacher = make_inputs()
@@ -275,12 +319,12 @@ class TestResponseLosses:
         return pred.requires_grad_(), teacher, valid
 
     @staticmethod
-    def numpy_reference(name, pred, teacher, valid):
+    def numpy_reference(name, pred, teacher, valid, form="paper"):
         p, t = pred.detach().numpy(), teacher.numpy()
         mask = valid.numpy() if valid is not None else np.ones(p.shape, bool)
         mse = ((p - t) ** 2)[mask].mean()
         si = numpy_si(p[mask], t[mask])
-        ssim_term = 1.5 * (1 - numpy_ssim(pred.detach(), teacher, valid))
+        ssim_term = 1.5 * (1 - numpy_ssim(pred.detach(), teacher, valid, abs_variance=form == "code"))
         return {
             "res-mse": mse,
             "res-si": si,
@@ -294,10 +338,18 @@ class TestResponseLosses:
     def test_matches_numpy(self, maps, name, masked):
         pred, teacher, valid = maps
         valid = valid if masked else None
-        value = RESPONSE_LOSSES[name](pred, teacher, valid)
+        value = response_loss(name, pred, teacher, valid=valid)
         assert value.item() == pytest.approx(self.numpy_reference(name, pred, teacher, valid), rel=1e-10)
         value.backward()
         assert torch.isfinite(pred.grad).all()
+
+    @pytest.mark.parametrize("name", sorted(RESPONSE_LOSSES))
+    def test_code_form_uses_the_released_ssim(self, maps, name):
+        """As released (issue 17, item 8): every SSIM term is the abs() float32 SSIM; MSE and SI unchanged."""
+        pred, teacher, valid = maps
+        value = response_loss(name, pred, teacher, valid=valid, form="code")
+        expected = self.numpy_reference(name, pred, teacher, valid, form="code")
+        assert value.item() == pytest.approx(expected, rel=1e-5)
 
     def test_names(self):
         assert set(RESPONSE_LOSSES) == {"res-mse", "res-si", "res-ssim", "res-ssim-mse", "res-ssim-si"}
@@ -305,8 +357,8 @@ class TestResponseLosses:
     def test_teacher_gets_no_gradient(self, maps):
         pred, teacher, _ = maps
         teacher.requires_grad_()
-        RESPONSE_LOSSES["res-ssim-si"](pred, teacher).backward()
-        RESPONSE_LOSSES["res-ssim-mse"](pred, teacher).backward()
+        response_loss("res-ssim-si", pred, teacher).backward()
+        response_loss("res-ssim-mse", pred, teacher, form="code").backward()
         assert teacher.grad is None
 
     def test_supervised_si_uses_lidar_pixels_only(self, maps):

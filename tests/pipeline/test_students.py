@@ -176,3 +176,61 @@ def test_pretrained_weights_offline_is_a_config_error(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(ConfigError, match="ImageNet weights for resnet18.*--no-pretrained"):
         build_student("resnet18", pretrained=True, **KITTI.depth_bins)
+
+
+# The start weights of the authors' students as timm names them: torchvision's v1 ResNets; for
+# MobileNetV2 (authors: mmcls://mobilenet_v2) the only ImageNet-1k weights timm has.
+AUTHORS_START_WEIGHTS = {
+    "mobilenetv2": "mobilenetv2_100.ra_in1k",
+    "resnet18": "resnet18.tv_in1k",
+    "resnet50": "resnet50.tv_in1k",
+}
+
+
+@pytest.mark.parametrize("encoder", PRESETS)
+def test_presets_start_from_the_authors_weights(encoder):
+    cfg = student(encoder).encoder.pretrained_cfg
+    assert f"{cfg['architecture']}.{cfg['tag']}" == student(encoder).start_weights == AUTHORS_START_WEIGHTS[encoder]
+
+
+@pytest.mark.parametrize("weights", ["gluon_in1k", "resnet18.gluon_in1k"])
+def test_weights_tag_reaches_timm_and_the_architecture(weights):
+    model = build_student("resnet18", weights=weights, **KITTI.depth_bins)
+    assert model.encoder.pretrained_cfg["tag"] == "gluon_in1k" and model.start_weights == "resnet18.gluon_in1k"
+    assert build_student(**model.arch).start_weights == "resnet18.gluon_in1k"
+
+
+def test_any_timm_name_starts_from_timms_default_tag():
+    assert build_student("resnet34", **KITTI.depth_bins).start_weights == "resnet34.a1_in1k"
+
+
+@pytest.mark.parametrize(
+    "weights, fragment",
+    [
+        (
+            "no_such_tag",
+            "--weights no_such_tag is not a pretrained tag timm has for resnet18; use one of resnet18.a1_in1k",
+        ),
+        ("resnet50.tv_in1k", "--weights resnet50.tv_in1k are weights of resnet50, not of the student's resnet18"),
+    ],
+)
+def test_unknown_weights_tag_is_one_line(weights, fragment):
+    with pytest.raises(ConfigError) as error:
+        build_student("resnet18", weights=weights, **KITTI.depth_bins)
+    assert str(error.value).startswith(fragment) and "\n" not in str(error.value)
+
+
+def test_weights_tag_offline_names_the_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(ConfigError, match=r"ImageNet weights for resnet18 \(resnet18.gluon_in1k\)"):
+        build_student("resnet18", pretrained=True, weights="gluon_in1k", **KITTI.depth_bins)
+
+
+def test_rebuilt_student_keeps_the_normalisation_of_its_weights():
+    """resnet18d's default weights take ImageNet's mean and std, its ra4 weights 0.5: the tag is architecture."""
+    model = build_student("resnet18d", weights="ra4_e3600_r224_in1k", **KITTI.depth_bins)
+    assert build_student("resnet18d", **KITTI.depth_bins).normalisation["mean"] == pytest.approx(IMAGENET_MEAN)
+    assert model.normalisation == build_student(**model.arch).normalisation == {"mean": [0.5] * 3, "std": [0.5] * 3}

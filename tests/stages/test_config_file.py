@@ -82,7 +82,11 @@ def test_config_yaml_reruns_the_same_training(sample, store, tmp_path, cli):
     steps = [[{k: v for k, v in s.items() if k not in TIMING} for s in read_jsonl(run / "steps.jsonl")] for run in (first, second)]
     assert steps[0] == steps[1] and len(steps[0]) == 4
     records = [json.loads((run / "run.json").read_text()) for run in (first, second)]
-    assert records[0].pop("out") != records[1].pop("out") and records[0] == records[1]
+    assert records[0].pop("out") != records[1].pop("out")
+    # Where the options came from differs (flags, then the config.yaml); everything else is equal.
+    sources = [r.pop("option_sources") for r in records]
+    assert sources[0]["alpha"] == "command line" and sources[1]["alpha"].startswith("--config ")
+    assert records[0] == records[1]
     assert records[0]["dpm_sigma"] == 0.5
 
 

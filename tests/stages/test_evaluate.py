@@ -296,7 +296,7 @@ class TestRefusals:
 
 class TestUncertainty:
     def test_sparsification_of_the_dpm_entropy(self, sample, checkpoints, tmp_path, cli):
-        from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
+        from tiekd.pipeline.sparsification import REMOVED_FRACTIONS, UNCERTAINTY_METRIC_NAMES
 
         model = student_from_checkpoint(load_checkpoint(checkpoints["dpm"])).eval()
         result = evaluate_json(cli, sample, tmp_path, "--checkpoint", checkpoints["dpm"])
@@ -312,7 +312,7 @@ class TestUncertainty:
             assert result["metrics"][key] == pytest.approx(np.mean([m[key] for m in result["per_image"]]), rel=1e-12)
         curves = result["sparsification"]
         assert curves["rmse"]["random"][0] == pytest.approx(result["metrics"]["rmse"], rel=1e-12)
-        assert len(curves["d1"]["oracle"]) == 100
+        assert len(curves["d1"]["oracle"]) == len(REMOVED_FRACTIONS) == 51
         assert "DPM entropy as uncertainty" in result["output"]
 
     def test_no_uncertainty_without_a_dpm(self, sample, checkpoints, store, tmp_path, cli):

@@ -1,6 +1,7 @@
 """``tiekd explain`` end to end on the sample: files, figure count, the HTML that shows them, pixels
 given by hand, and the refusals."""
 
+import json
 import re
 
 import pytest
@@ -113,3 +114,9 @@ def test_curves_of_the_whole_evaluated_set(sample, store, checkpoints, tmp_path,
     assert cli(*evaluate, "--cache", store, "--json", teacher_json, "--workers", "0").exit_code == 0
     result = cli(*explain_args(sample, checkpoints["dpm"], out, "--pixel", "300,600", "--evaluation", teacher_json))
     assert result.exit_code != 0 and "holds no sparsification curves" in result.output
+    # A JSON of tiekd's definition before issue 17 (100 points, no end point) is refused in one line.
+    old = json.loads(evaluation.read_text())
+    old["sparsification"] = {m: {k: [0.1] * 100 for k in c} for m, c in old["sparsification"].items()}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    result = cli(*explain_args(sample, checkpoints["dpm"], out, "--pixel", "300,600", "--evaluation", tmp_path / "old.json"))
+    assert result.exit_code != 0 and "100-point curves" in result.output and "Traceback" not in result.output

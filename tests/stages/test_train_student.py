@@ -113,7 +113,9 @@ class TestRunDirectory:
         config = json.loads((run_dir / "run.json").read_text())
         assert config["student"] == STUDENT and config["method"] == "tiekd" and config["scale"] == SCALE
         assert config["crop"] == [352, 704] and config["epochs"] == 2 and config["sigma"] is None
-        assert config["dpm_sigma"] == 0.8 and config["dpm_sigma_source"].startswith("default of the paper form")
+        assert config["dpm_sigma"] == 0.8 and config["dpm_sigma_source"].startswith("paper form")
+        assert config["loss_scale_applied"] == 10.0 and config["loss_scale_source"] == "TIE-KD's x10"
+        assert config["option_sources"]["n_bins"] == "dataset kitti"
         assert config["total_steps"] == 8 and config["steps_per_epoch"] == STEPS_PER_EPOCH
         assert config["device"] == "cpu" and config["cache"] == f"{store}/row_prior/train"
         assert config["val_split"] == str(sample.test_split) and config["pretrained"] is False
@@ -438,3 +440,14 @@ class TestRefusals:
         line = error_line(cli(*train_args(sample, store, tmp_path / "early", *diverging)))
         assert "at step 2; stopped without saving, no checkpoint was written yet" in line
         assert not (tmp_path / "early" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("accumulate, noted", [(1, True), (2, False)])
+def test_a_global_batch_other_than_the_recipes_is_noted(accumulate, noted, tmp_path, capsys):
+    from tiekd.stages.train_student import _note_global_batch
+    from tiekd.stages.training.config import TrainStudentConfig
+
+    cfg = TrainStudentConfig(data_root=tmp_path, split=tmp_path, out=tmp_path, accumulate=accumulate, recipe_global_batch=16)  # noqa: E501
+    _note_global_batch(cfg, 8 * accumulate)
+    err = capsys.readouterr().err
+    assert (err.count("\n"), "global batch is 8" in err and "--accumulate 2" in err) == (int(noted), noted)
