@@ -8,8 +8,8 @@ import click
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import TeacherCache, open_root
-from tiekd.pipeline.store.formats import check_readable_format, child_groups, lost_metadata
-from tiekd.pipeline.store.repair import damaged_frames, lost_arrays, rebuild_metadata, unmark
+from tiekd.pipeline.store.formats import check_readable_format, child_groups, unsound_array
+from tiekd.pipeline.store.repair import damaged_frames, rebuild_metadata, unmark, unsound_arrays
 from tiekd.stages.runtime import directory_bytes
 
 
@@ -98,13 +98,13 @@ class Verification:
 
 
 def _verify_group(group, location: str, *, repair: bool, result: Verification) -> None:
-    lost = lost_arrays(group)
-    if lost:
-        result.problems.append(lost_metadata(location, lost[0]).message)
+    unsound = unsound_arrays(group)
+    if unsound:
+        result.problems += [unsound_array(location, name, why).message for name, why in unsound.items()]
         if not repair:
             return
-        rebuild_metadata(group, lost, location=location)
-        result.repairs.append(f"{location}: rebuilt {', '.join(n + '/zarr.json' for n in lost)} from its attributes")
+        rebuild_metadata(group, list(unsound), location=location)
+        result.repairs.append(f"{location}: rebuilt {', '.join(n + '/zarr.json' for n in unsound)} from its attributes")
     check_readable_format(group.attrs.get("tiekd_store_format"), location=location)
     cache = TeacherCache(group, location=location)
     shape = (len(cache), *tuple(cache.attrs.get("crop", ())))

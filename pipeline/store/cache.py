@@ -33,7 +33,13 @@ import zarr
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store.formats import check_readable_format, child_groups, damaged_frame, open_member
+from tiekd.pipeline.store.formats import (
+    check_metadata,
+    check_readable_format,
+    child_groups,
+    damaged_frame,
+    open_member,
+)
 from tiekd.pipeline.store.reader import FrameReader
 from tiekd.pipeline.store.remote import check_byte_ranges
 
@@ -159,6 +165,7 @@ class TeacherCache:
         self._group = group
         self.location = location
         """``STORE/teacher/split``, for messages."""
+        check_metadata(group, location=location)
         self._depth = open_member(group, "depth", location=location)
         self.ids: list[str] = [str(s) for s in open_member(group, "ids", location=location)[:]]
         """Sample ids (RGB paths relative to the KITTI raw root) in split order."""

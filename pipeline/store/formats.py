@@ -20,6 +20,7 @@ In every format a shard file ends with its index of (offset, nbytes) pairs and a
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 
@@ -27,6 +28,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta, Shuffle
 from zarr.core.sync import sync
+from zarr.storage import MemoryStore
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.codec import Predict2D
@@ -69,6 +71,66 @@ def depth_codecs(version: int) -> tuple[tuple, tuple]:
     """(filters, compressors) of the depth array of a group written in format ``version``."""
     check_readable_format(version, location="this group")
     return FORMAT_CODECS[version]
+
+
+def array_specs(n: int, crop: tuple[int, int], frames_per_shard: int, store_format: int) -> dict[str, dict]:
+    """Name -> ``create_array`` arguments of the arrays of a cache group of ``n`` frames."""
+    filters, compressors = depth_codecs(store_format)
+    return {
+        "depth": dict(
+            shape=(n, *crop),
+            dtype="uint16",
+            fill_value=0,
+            chunks=(1, *crop),
+            shards=(frames_per_shard, *crop),
+            filters=filters,
+            compressors=compressors,
+        ),
+        "done": dict(shape=(n,), dtype="bool", fill_value=False, chunks=(frames_per_shard,)),
+        "clipped": dict(shape=(n,), dtype="int32", fill_value=0, chunks=(frames_per_shard,)),
+        "ids": dict(shape=(n,), dtype=str, chunks=(n,)),
+    }
+
+
+METADATA_KEYS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "codecs", "fill_value")
+"""What an array's zarr.json must say exactly as the group's format defines it: an edited codec
+parameter (the predictor's offset, the byte order) would decode every frame wrongly without a
+checksum failing."""
+
+
+def expected_metadata(attrs: dict) -> dict[str, dict]:
+    """Array name -> its METADATA_KEYS as the group's creation wrote them, from the group's record
+    (``n_frames``, ``crop``, ``frames_per_shard``, ``tiekd_store_format``)."""
+    specs = array_specs(int(attrs["n_frames"]), tuple(attrs["crop"]), int(attrs["frames_per_shard"]),
+                        int(attrs["tiekd_store_format"]))  # fmt: skip
+    template = zarr.open_group(MemoryStore(), mode="w", zarr_format=3)
+    return {name: _comparable(template.create_array(name, **spec)) for name, spec in specs.items()}
+
+
+def _comparable(array: zarr.Array) -> dict:
+    """The METADATA_KEYS of an array's metadata, as JSON text (so codec objects compare by value)."""
+    document = array.metadata.to_dict()
+    return {key: json.dumps(document.get(key), sort_keys=True, default=str) for key in METADATA_KEYS}
+
+
+def unsound_metadata(group: zarr.Group, expected: dict[str, dict]) -> dict[str, str]:
+    """Array name -> what is wrong, for each array of the group whose metadata is missing,
+    unreadable, or not what ``expected`` (:func:`expected_metadata`) says."""
+    unsound = {}
+    for name, want in expected.items():
+        try:
+            array = group[name]
+        except (KeyError, ValueError, TypeError):
+            unsound[name] = "missing or corrupt"
+            continue
+        if not isinstance(array, zarr.Array):
+            unsound[name] = "not an array"
+            continue
+        have = _comparable(array)
+        wrong = [key for key in METADATA_KEYS if have[key] != want[key]]
+        if wrong:
+            unsound[name] = f"edited: its {', '.join(wrong)} differ from what the group's store format defines"
+    return unsound
 
 
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
@@ -120,6 +182,27 @@ def open_member(group: zarr.Group, name: str, *, location: str) -> zarr.Array:
     if not isinstance(array, zarr.Array):
         raise lost_metadata(location, name)
     return array
+
+
+def unsound_array(location: str, name: str, why: str) -> StoreError:
+    """The one line for an array whose metadata cannot be trusted (``why``: from :func:`unsound_metadata`)."""
+    return StoreError(
+        f"{location}/{name}/zarr.json is {why}; run `tiekd cache verify --repair {store_of(location)}` "
+        "to rebuild it from the group's record"
+    )
+
+
+RECORD_KEYS = ("created", "n_frames", "crop", "frames_per_shard", "tiekd_store_format")
+"""The attributes a group's arrays can be checked against and rebuilt from."""
+
+
+def check_metadata(group: zarr.Group, *, location: str) -> None:
+    """Refuse, in one line, a group one of whose arrays is not as its format defines it."""
+    attrs = dict(group.attrs)
+    if not set(RECORD_KEYS) <= attrs.keys() or attrs["tiekd_store_format"] not in READABLE_FORMATS:
+        return  # a group still being created, or one the caller refuses for its format
+    for name, why in unsound_metadata(group, expected_metadata(attrs)).items():
+        raise unsound_array(location, name, why)
 
 
 def lost_metadata(location: str, name: str) -> StoreError:

@@ -17,13 +17,28 @@ from zarr.storage import MemoryStore
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import TeacherCache
-from tiekd.pipeline.store.writer import array_specs
+from tiekd.pipeline.store.formats import (
+    READABLE_FORMATS,
+    RECORD_KEYS,
+    array_specs,
+    expected_metadata,
+    unsound_metadata,
+)
 
 CACHE_ARRAYS = ("depth", "done", "clipped", "ids")
 
 
 def _key(group: zarr.Group, *parts: str) -> str:
     return "/".join((group.path, *parts)) if group.path else "/".join(parts)
+
+
+def unsound_arrays(group: zarr.Group) -> dict[str, str]:
+    """Array name -> what is wrong with its ``zarr.json``: missing, unreadable, or edited (not as
+    the group's store format defines it, checked against the group's record where it has one)."""
+    attrs = dict(group.attrs)
+    if set(RECORD_KEYS) <= attrs.keys() and attrs["tiekd_store_format"] in READABLE_FORMATS:
+        return unsound_metadata(group, expected_metadata(attrs))
+    return dict.fromkeys(lost_arrays(group), "missing or corrupt")
 
 
 def lost_arrays(group: zarr.Group) -> list[str]:

@@ -37,9 +37,9 @@ from tiekd.pipeline.store.cache import (
 from tiekd.pipeline.store.formats import (
     READABLE_FORMATS,
     STORE_FORMAT,
+    array_specs,
     check_group_name,
     check_readable_format,
-    depth_codecs,
     lost_metadata,
     open_member,
 )
@@ -145,25 +145,6 @@ def _require_array(group: zarr.Group, name: str, *, location: str, **kwargs) -> 
     if array.shape != kwargs["shape"]:
         raise StoreError(f"array {name} of {location} has shape {array.shape}, expected {kwargs['shape']}")
     return array
-
-
-def array_specs(n: int, crop: tuple[int, int], frames_per_shard: int, store_format: int) -> dict[str, dict]:
-    """Name -> ``create_array`` arguments of the arrays of a cache group of ``n`` frames."""
-    filters, compressors = depth_codecs(store_format)
-    return {
-        "depth": dict(
-            shape=(n, *crop),
-            dtype="uint16",
-            fill_value=0,
-            chunks=(1, *crop),
-            shards=(frames_per_shard, *crop),
-            filters=filters,
-            compressors=compressors,
-        ),
-        "done": dict(shape=(n,), dtype="bool", fill_value=False, chunks=(frames_per_shard,)),
-        "clipped": dict(shape=(n,), dtype="int32", fill_value=0, chunks=(frames_per_shard,)),
-        "ids": dict(shape=(n,), dtype=str, chunks=(n,)),
-    }
 
 
 def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int], *, frames_per_shard: int,

@@ -190,3 +190,28 @@ def test_older_store_formats_on_request_hold_the_same_maps(sample, tmp_path, cli
     for store_format in (2, 3):
         assert_same_store(tmp_path / f"f{store_format}.zarr", tmp_path / f"f{STORE_FORMAT}.zarr")
     assert "format 2" in cli("cache", "info", tmp_path / "f2.zarr").output
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [(('"offset": 128', '"offset": 0'), "codecs"), (('"endian": "little"', '"endian": "big"'), "codecs"),
+     (('"data_type": "uint16"', '"data_type": "int16"'), "data_type")],
+    ids=["predictor offset", "byte order", "dtype"],
+)  # fmt: skip
+def test_edited_array_metadata_is_refused_then_rebuilt_by_repair(tmp_path, cli, edit, key):
+    """A zarr.json edited to another codec parameter would decode every frame wrongly with every
+    checksum passing: reads refuse it in one line, verify names it, verify --repair rebuilds it."""
+    path = store(tmp_path / "s.zarr", 6)
+    metadata = path / "toy/test/depth/zarr.json"
+    original = metadata.read_text()
+    assert edit[0] in original
+    metadata.write_text(original.replace(edit[0], edit[1], 1))
+    with pytest.raises(StoreError, match=f"depth/zarr.json is edited: its {key} differ from what the group's store"):
+        TeacherCache.open(path)
+    found = cli("cache", "verify", path)
+    assert found.exit_code == 1 and "depth/zarr.json is edited" in found.output, found.output
+    repaired = cli("cache", "verify", "--repair", path)
+    assert "rebuilt depth/zarr.json" in repaired.output, repaired.output
+    assert json.loads(metadata.read_text()) == json.loads(original)
+    assert TeacherCache.open(path).depth(5)[0, 0] == pytest.approx(7.0, abs=1 / 256)
+    assert cli("cache", "verify", path).exit_code == 0

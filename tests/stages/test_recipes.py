@@ -5,7 +5,6 @@ import fnmatch
 import re
 
 import pytest
-import yaml
 from support.paths import SETUP_CFG
 
 from tiekd.cli import main, train_student_config
