@@ -44,6 +44,9 @@ MAX_DEPTH = 10.0
 N_BINS = 49
 SIGMA = 0.15
 """DPM bins and paper-form sigma in metres of the authors' NYU configs (method.md sections 2, 3)."""
+BRIGHTNESS_RANGE = (0.75, 1.25)
+"""Range of the brightness factor of the colour augmentation: wider than KITTI's (the authors'
+nyu_kd_with_b8_*.py l.16, BTS bts_dataloader.py l.222-225 for --dataset nyu)."""
 LOSS_TOP_ROW = 0
 """The TIE-KD loss sees the whole crop: indoors, the depth sensor covers every row."""
 GT_SCALE = 1000.0
@@ -135,6 +138,7 @@ NYU = DatasetDescription(
     max_depth=MAX_DEPTH,
     n_bins=N_BINS,
     sigma=SIGMA,
+    brightness_range=BRIGHTNESS_RANGE,
     eval_crops={"eigen": EIGEN_CROP},
     eval_crop="eigen",
     read_split=read_split,
