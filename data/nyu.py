@@ -11,7 +11,8 @@
   ``sync_depth_XXXXX.png``, with the 654-line test split (paths without the slash), XXXXX the
   0-based frame of the labeled file.
 - The labeled file ``nyu_depth_v2_labeled.mat`` itself: --data-root / --gt-root may name it
-  instead of a folder; a split line's number then selects the frame (:mod:`tiekd.data.nyu_mat`).
+  instead of a folder; a split line's number then selects the frame, read as BTS extracts it
+  (raw depth truncated to millimetres, black border; :mod:`tiekd.data.nyu_mat`).
 
 Teachers see the whole 480x640 image and the store holds 480x640 maps aligned with it; training
 samples come from the border crop [45:472, 43:608] (no white frame) and a random 416x544 crop
@@ -51,6 +52,10 @@ LOSS_TOP_ROW = 0
 """The TIE-KD loss sees the whole crop: indoors, the depth sensor covers every row."""
 GT_SCALE = 1000.0
 """sync_depth PNGs hold millimetres: depth = value / 1000 m."""
+EXTRACTED_REGION = (7, 474, 7, 632)
+"""(top, bottom, left, right) of the labeled file's images that BTS's extraction keeps; the rest is
+black (cleinc/bts utils/extract_official_train_test_set_from_mat.py l.61-62). Reads of the .mat
+apply the same border."""
 METRES_SUSPECT_BELOW = 20
 """A GT PNG whose values are all below this (and not all 0) holds metres, not millimetres."""
 
@@ -91,7 +96,7 @@ def check_gt(gt_root: Path, record: Record) -> None:
 def read_image(data_root: Path, record: Record) -> np.ndarray:
     """A record's image, uint8 (480, 640, 3), from the folder's JPEG or the labeled file."""
     if nyu_mat.is_labeled_file(data_root):
-        return nyu_mat.read_labeled_image(data_root, record.rgb, line=record.line)
+        return nyu_mat.read_labeled_image(data_root, record.rgb, line=record.line, kept=EXTRACTED_REGION)
     return images.read_rgb(data_root / record.rgb)
 
 
@@ -112,7 +117,7 @@ def read_gt(gt_root: Path, record: Record) -> np.ndarray | None:
     if record.gt is None:
         return None
     if nyu_mat.is_labeled_file(gt_root):
-        return nyu_mat.read_labeled_depth(gt_root, record.gt, line=record.line)
+        return nyu_mat.read_labeled_depth(gt_root, record.gt, line=record.line, scale=GT_SCALE)
     return read_depth_mm_png(gt_root / record.gt)
 
 
