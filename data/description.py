@@ -98,6 +98,9 @@ class DatasetDescription:
     sigma: float
     """Std in metres of the paper-form teacher DPM, the --sigma default of that form (the code form
     keeps the released code's own value, see :func:`tiekd.pipeline.dpm.dpm_sigma`)."""
+    brightness_range: tuple[float, float]
+    """(low, high) of the training augmentation's uniform brightness factor (gamma and colour
+    factors are U(0.9, 1.1) on every dataset)."""
     eval_crops: Mapping[str, CropBox]
     """Evaluation crops by --crop name (``none`` is always there too)."""
     eval_crop: str

@@ -32,6 +32,10 @@ N_BINS = 257
 SIGMA = 0.8
 TRAIN_CROP = (352, 704)
 
+# Range of the brightness factor of the colour augmentation (the authors' kitti_kd_with_b8_*.py l.16,
+# BTS bts_dataloader.py l.222-225).
+BRIGHTNESS_RANGE = (0.9, 1.1)
+
 # KITTI depth PNGs are uint16 with depth = value / 256 metres and 0 = no measurement
 # (devkit of the KITTI depth benchmark, readme.txt).
 GT_SCALE = 256.0
@@ -149,6 +153,7 @@ KITTI = DatasetDescription(
     max_depth=MAX_DEPTH,
     n_bins=N_BINS,
     sigma=SIGMA,
+    brightness_range=BRIGHTNESS_RANGE,
     eval_crops={"garg": GARG_CROP, "eigen": EIGEN_CROP},
     eval_crop="garg",
     read_split=read_split,

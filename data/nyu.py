@@ -11,7 +11,8 @@
   ``sync_depth_XXXXX.png``, with the 654-line test split (paths without the slash), XXXXX the
   0-based frame of the labeled file.
 - The labeled file ``nyu_depth_v2_labeled.mat`` itself: --data-root / --gt-root may name it
-  instead of a folder; a split line's number then selects the frame (:mod:`tiekd.data.nyu_mat`).
+  instead of a folder; a split line's number then selects the frame, read as BTS extracts it
+  (raw depth truncated to millimetres, black border; :mod:`tiekd.data.nyu_mat`).
 
 Teachers see the whole 480x640 image and the store holds 480x640 maps aligned with it; training
 samples come from the border crop [45:472, 43:608] (no white frame) and a random 416x544 crop
@@ -44,10 +45,17 @@ MAX_DEPTH = 10.0
 N_BINS = 49
 SIGMA = 0.15
 """DPM bins and paper-form sigma in metres of the authors' NYU configs (method.md sections 2, 3)."""
+BRIGHTNESS_RANGE = (0.75, 1.25)
+"""Range of the brightness factor of the colour augmentation: wider than KITTI's (the authors'
+nyu_kd_with_b8_*.py l.16, BTS bts_dataloader.py l.222-225 for --dataset nyu)."""
 LOSS_TOP_ROW = 0
 """The TIE-KD loss sees the whole crop: indoors, the depth sensor covers every row."""
 GT_SCALE = 1000.0
 """sync_depth PNGs hold millimetres: depth = value / 1000 m."""
+EXTRACTED_REGION = (7, 474, 7, 632)
+"""(top, bottom, left, right) of the labeled file's images that BTS's extraction keeps; the rest is
+black (cleinc/bts utils/extract_official_train_test_set_from_mat.py l.61-62). Reads of the .mat
+apply the same border."""
 METRES_SUSPECT_BELOW = 20
 """A GT PNG whose values are all below this (and not all 0) holds metres, not millimetres."""
 
@@ -88,7 +96,7 @@ def check_gt(gt_root: Path, record: Record) -> None:
 def read_image(data_root: Path, record: Record) -> np.ndarray:
     """A record's image, uint8 (480, 640, 3), from the folder's JPEG or the labeled file."""
     if nyu_mat.is_labeled_file(data_root):
-        return nyu_mat.read_labeled_image(data_root, record.rgb, line=record.line)
+        return nyu_mat.read_labeled_image(data_root, record.rgb, line=record.line, kept=EXTRACTED_REGION)
     return images.read_rgb(data_root / record.rgb)
 
 
@@ -109,7 +117,7 @@ def read_gt(gt_root: Path, record: Record) -> np.ndarray | None:
     if record.gt is None:
         return None
     if nyu_mat.is_labeled_file(gt_root):
-        return nyu_mat.read_labeled_depth(gt_root, record.gt, line=record.line)
+        return nyu_mat.read_labeled_depth(gt_root, record.gt, line=record.line, scale=GT_SCALE)
     return read_depth_mm_png(gt_root / record.gt)
 
 
@@ -136,6 +144,7 @@ NYU = DatasetDescription(
     max_depth=MAX_DEPTH,
     n_bins=N_BINS,
     sigma=SIGMA,
+    brightness_range=BRIGHTNESS_RANGE,
     eval_crops={"eigen": EIGEN_CROP},
     eval_crop="eigen",
     read_split=read_split,

@@ -8,15 +8,26 @@ timm's ``BatchNormAct2d``) on CUDA, and on other devices :class:`SyncBatchNorm2d
 :class:`SyncBatchNormAct2d`, which compute the same statistics with two differentiable
 all-reduces (sum and count, then the centred sum of squares). Outside a process group, or in
 evaluation mode, all of them are ordinary BatchNorm.
+
+The all-reduce is torch's functional collective (``torch.distributed._functional_collectives``),
+the replacement torch 2.14 names when it deprecates ``torch.distributed.nn.functional.all_reduce``
+(FutureWarning); its backward is the sum-all-reduce of the gradients, as the statistics need.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed._functional_collectives as funcol
 from timm.layers import convert_sync_batchnorm as timm_convert_sync_batchnorm
 from timm.layers.norm_act import BatchNormAct2d
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of ``tensor`` over all processes of the default group (same shape); its
+    gradient is the sum over processes of the gradients of the result."""
+    reduced = funcol.all_reduce(tensor, "sum", dist.group.WORLD)
+    return reduced.wait() if isinstance(reduced, funcol.AsyncCollectiveTensor) else reduced
 
 
 class _AllReducedStatistics:
@@ -30,11 +41,11 @@ class _AllReducedStatistics:
         the running statistics (unbiased variance) as one BatchNorm over the whole batch would."""
         dims, shape = (0, 2, 3), (1, -1, 1, 1)
         local_count = input.new_tensor([input.numel() // input.shape[1]])
-        sums = dist_fn.all_reduce(torch.cat([input.sum(dims), local_count]))
+        sums = all_reduce_sum(torch.cat([input.sum(dims), local_count]))
         count = sums[-1]
         mean = sums[:-1] / count
         centred = input - mean.view(shape)
-        variance = dist_fn.all_reduce((centred * centred).sum(dims)) / count
+        variance = all_reduce_sum((centred * centred).sum(dims)) / count
         output = centred * torch.rsqrt(variance + self.eps).view(shape)
         if self.affine:
             output = output * self.weight.view(shape) + self.bias.view(shape)

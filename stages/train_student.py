@@ -136,11 +136,12 @@ def _resume_state(cfg: TrainStudentConfig, world_size: int, cache: dict | None) 
 
 def augment_config(cfg: TrainStudentConfig) -> AugmentConfig:
     """The training augmentation of a run: its crop, colour form and teacher rotation, the dataset's
-    vertical offset."""
+    vertical offset and brightness range."""
     dataset = get_dataset(cfg.dataset)
     return AugmentConfig(
         crop=cfg.crop,
         colour_aug=cfg.colour_aug,
+        brightness_range=dataset.brightness_range,
         rotate_teacher=cfg.rotate_teacher,
         random_top=dataset.random_top,
     )
@@ -271,6 +272,7 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
             "total_steps": trainer.total_steps,
             "dpm_sigma": trainer.objective.sigma,
             "start_weights": trainer.start_weights,
+            "brightness_range": augment_config(cfg).brightness_range,
             "dpm_sigma_source": run_sigma(cfg)[1],
             "loss_scale_applied": trainer.objective.total_scale,
             "loss_scale_source": loss_scale(cfg.loss_scale, cfg.method, form=cfg.dpm_form, alpha=cfg.alpha)[1],

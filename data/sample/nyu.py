@@ -7,10 +7,11 @@
     OUT/splits/test.txt     "scene/rgb_XXXXX.jpg scene/sync_depth_XXXXX.png FOCAL", no final newline
 
 Rooms are drawn by :mod:`tiekd.data.sample.room`. As in the real data, training depth PNGs have
-holes (0 = no measurement) and the labeled file's depths are dense; the extracted test PNGs are
-the labeled depths in millimetres. The labeled file holds twice as many frames as the test split
-(the others stand for its training frames); test frame i is frame 2 i + 1. The same seed gives
-identical files.
+holes (0 = no measurement), the labeled file's ``depths`` are dense and its ``rawDepths`` have
+holes; the extracted test folder is what BTS's extraction writes from the labeled file: the raw
+depths truncated to millimetres, the images with a black border as JPEG. The labeled file holds
+twice as many frames as the test split (the others stand for its training frames); test frame i
+is frame 2 i + 1. The same seed gives identical files.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from tiekd.data.images import write_depth_png
-from tiekd.data.nyu import GT_SCALE, IMAGE_SIZE
-from tiekd.data.nyu_mat import write_labeled_file
+from tiekd.data.nyu import EXTRACTED_REGION, GT_SCALE, IMAGE_SIZE
+from tiekd.data.nyu_mat import depth_png_values, with_black_border, write_labeled_file
 from tiekd.data.sample.kitti import SampleDataset
 from tiekd.data.sample.room import FOCAL_X, render_room
 from tiekd.pipeline.errors import ConfigError
@@ -36,7 +37,9 @@ FIRST_FRAME, FRAME_STEP = 1, 7
 LABELED_PER_TEST = 2
 """The labeled file holds this many frames per test frame; test frame i is frame 2 i + 1."""
 HOLE_SHARE = 0.02
-"""Share of training depth pixels with no measurement (0), as the Kinect leaves."""
+"""Share of training and raw depth pixels with no measurement (0), as the Kinect leaves."""
+RAW_HOLES_STREAM = 2
+"""Seed stream of the holes of the labeled file's raw depths."""
 JPEG_QUALITY = 95
 SPLIT_STREAM = {"train": 0, "labeled": 1}
 """Seed stream of each kind of frame, so that no two frames share a room."""
@@ -110,14 +113,28 @@ def _write_train(out: Path, n_train: int, seed: int) -> list[IndoorFrame]:
     return frames
 
 
+def raw_depth(seed: int, index: int, depth: np.ndarray) -> np.ndarray:
+    """Frame ``index`` of the labeled file's raw depths: its dense depth with holes (0)."""
+    holes = np.random.default_rng([seed, RAW_HOLES_STREAM, index]).random(depth.shape) < HOLE_SHARE
+    return np.where(holes, np.float32(0), depth).astype(np.float32)
+
+
+def _write_extracted(root: Path, frame: IndoorFrame, image: np.ndarray, raw: np.ndarray) -> None:
+    """A frame as BTS's extraction writes it: black-bordered JPEG, truncated millimetre PNG."""
+    (root / frame.rgb).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(with_black_border(image, kept=EXTRACTED_REGION)).save(root / frame.rgb, quality=JPEG_QUALITY)
+    Image.fromarray(depth_png_values(raw, scale=GT_SCALE)).save(root / frame.depth)
+
+
 def _write_labeled(out: Path, n_test: int, seed: int) -> list[IndoorFrame]:
     """The labeled file and the test frames extracted from it into the BTS test folder."""
     frames = [_test_frame(i) for i in range(n_test)]
     rendered = [render(seed, "labeled", n) for n in range(LABELED_PER_TEST * n_test)]
-    for frame in frames:
-        _write_pair(official_test_folder(out), frame, *rendered[frame.number])
     images, depths = (np.stack(parts) for parts in zip(*rendered))
-    write_labeled_file(out / MAT_NAME, images, depths)
+    raw = np.stack([raw_depth(seed, n, depth) for n, depth in enumerate(depths)])
+    for frame in frames:
+        _write_extracted(official_test_folder(out), frame, images[frame.number], raw[frame.number])
+    write_labeled_file(out / MAT_NAME, images, depths, raw)
     return frames
 
 

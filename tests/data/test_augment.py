@@ -4,8 +4,11 @@ import dataclasses
 
 import numpy as np
 import pytest
+from support.colour_aug_reference import color_aug_bts, color_aug_released, mmcv_normalize
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from tiekd.data.augment import (
+    COLOUR_AUGS,
     TEACHER_KEY,
     AugmentConfig,
     AugmentDraws,
@@ -14,6 +17,8 @@ from tiekd.data.augment import (
     draw_augmentation,
     eval_image,
 )
+from tiekd.data.kitti import KITTI
+from tiekd.data.nyu import NYU
 from tiekd.pipeline.errors import ConfigError, DataError
 
 HEIGHT, WIDTH = 64, 160
@@ -265,3 +270,89 @@ def test_misaligned_map_is_a_data_error():
     with pytest.raises(DataError, match="'gt'"):
         maps = {"gt": np.zeros((HEIGHT, 10), np.float32)}
         augment(random_image(), maps, np.random.default_rng(0), NOTHING)
+
+
+COLOUR_ONLY = dataclasses.replace(NOTHING, p_colour=1.0)
+"""Colour augmentation on every sample, no geometry."""
+
+
+def colour_draws(gamma: float, brightness: float, factors) -> AugmentDraws:
+    """Draws that only colour the image, with the given factors."""
+    return AugmentDraws(False, 0.0, False, 0.0, 0.0, True, gamma, brightness, np.asarray(factors, np.float64))
+
+
+@pytest.mark.parametrize("dataset", [KITTI, NYU], ids=lambda d: d.name)
+def test_released_form_equals_the_released_colour_aug(dataset):
+    """Fixed seeds, the dataset's ranges: the released ColorAug on the BGR image, exactly."""
+    cfg = dataclasses.replace(COLOUR_ONLY, colour_aug="released", brightness_range=dataset.brightness_range)
+    image = random_image(3)
+    for seed in range(8):
+        draws = draw_augmentation(np.random.default_rng(seed), cfg)
+        out, _ = apply_augmentation(image, {}, draws, cfg)
+        bgr = color_aug_released(image[..., ::-1], draws.gamma, draws.brightness, draws.channel_factors)
+        np.testing.assert_array_equal(out, (bgr[..., ::-1] / 255.0).astype(np.float32))
+        # What the network sees: tiekd normalises [0, 1] inside the student, the release 0..255.
+        mean, std = np.float32(IMAGENET_DEFAULT_MEAN), np.float32(IMAGENET_DEFAULT_STD)
+        np.testing.assert_allclose((out - mean) / std, mmcv_normalize(bgr), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("dataset", [KITTI, NYU], ids=lambda d: d.name)
+def test_bts_form_equals_bts_augment_image(dataset):
+    cfg = dataclasses.replace(COLOUR_ONLY, brightness_range=dataset.brightness_range)
+    image = random_image(4)
+    for seed in range(8):
+        draws = draw_augmentation(np.random.default_rng(seed), cfg)
+        out, _ = apply_augmentation(image, {}, draws, cfg)
+        reference = color_aug_bts(image / 255.0, draws.gamma, draws.brightness, draws.channel_factors)
+        np.testing.assert_allclose(out, reference, rtol=2e-7, atol=1e-7)  # float32 rounding
+
+
+def test_released_gamma_is_taken_on_0_to_255():
+    """gamma 1.1 on 0..255: 100 -> 158.49 and every level from 155 up saturates; gamma 0.9: 255 -> 146.52."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    cfg = dataclasses.replace(COLOUR_ONLY, crop=(16, 16), colour_aug="released")
+    bright = apply_augmentation(levels, {}, colour_draws(1.1, 1.0, [1, 1, 1]), cfg)[0][..., 0].ravel() * 255
+    dark = apply_augmentation(levels, {}, colour_draws(0.9, 1.0, [1, 1, 1]), cfg)[0][..., 0].ravel() * 255
+    assert bright[100] == pytest.approx(100**1.1, rel=1e-6) and 158.4 < bright[100] < 158.5
+    assert bright[154] < 255 and (bright[155:] == 255).all()
+    assert dark[255] == pytest.approx(255**0.9, rel=1e-6)
+    bts_cfg = dataclasses.replace(cfg, colour_aug="bts")
+    bts = apply_augmentation(levels, {}, colour_draws(1.1, 1.0, [1, 1, 1]), bts_cfg)[0][..., 0].ravel()
+    assert bts[100] * 255 == pytest.approx(255 * (100 / 255) ** 1.1, rel=1e-6)  # darker: 91.3
+
+
+def test_first_colour_factor_is_red_in_bts_and_blue_in_the_released_form():
+    image = np.full((HEIGHT, WIDTH, 3), 100, np.uint8)
+    draws = colour_draws(1.0, 1.0, [1.1, 1.0, 1.0])
+    bts = apply_augmentation(image, {}, draws, COLOUR_ONLY)[0][0, 0] * 255
+    released = apply_augmentation(image, {}, draws, dataclasses.replace(COLOUR_ONLY, colour_aug="released"))[0][0, 0]
+    np.testing.assert_allclose(bts, [110, 100, 100], rtol=1e-6)
+    np.testing.assert_allclose(released * 255, [100, 100, 110], rtol=1e-6)
+
+
+def test_draws_come_in_the_documented_order_whatever_the_form_and_ranges():
+    """rotate, angle, flip, top, left, colour, gamma, brightness, three colour factors."""
+    kitti = AugmentConfig()
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        expected = [rng.random(), rng.uniform(-2.5, 2.5), *rng.random(4), rng.uniform(0.9, 1.1)]
+        expected += [rng.uniform(0.9, 1.1), *rng.uniform(0.9, 1.1, size=3)]
+        for cfg in (kitti, dataclasses.replace(kitti, colour_aug="released")):
+            d = draw_augmentation(np.random.default_rng(seed), cfg)
+            assert (d.rotate, d.flip, d.colour) == (expected[0] < 0.5, expected[2] < 0.5, expected[5] < 0.5)
+            got = [d.angle, d.top_fraction, d.left_fraction, d.gamma, d.brightness, *d.channel_factors]
+            assert got == [expected[1], *expected[3:5], *expected[6:]]
+        nyu = draw_augmentation(np.random.default_rng(seed), dataclasses.replace(kitti, brightness_range=(0.75, 1.25)))
+        # The same underlying uniform, mapped to NYU's range; nothing else moves.
+        assert (nyu.brightness - 0.75) / 0.5 == pytest.approx((expected[7] - 0.9) / 0.2, abs=1e-12)
+        assert nyu.gamma == expected[6] and list(nyu.channel_factors) == expected[8:]
+
+
+def test_unknown_colour_form_is_a_config_error():
+    cfg = dataclasses.replace(COLOUR_ONLY, colour_aug="hsv")
+    with pytest.raises(ConfigError, match=f"--colour-aug 'hsv' is not one of {', '.join(COLOUR_AUGS)}"):
+        augment(random_image(), {}, np.random.default_rng(0), cfg)
+
+
+def test_dataset_brightness_ranges():
+    assert (KITTI.brightness_range, NYU.brightness_range) == ((0.9, 1.1), (0.75, 1.25))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from support.nyu_extraction_reference import official_depth_mm, official_rgb
 from support.paths import shared_split
 
 from tiekd.data.augment import AugmentConfig, draw_augmentation
@@ -17,7 +18,7 @@ from tiekd.data.datasets import DistillationSamples
 from tiekd.data.images import write_depth_png
 from tiekd.data.nyu import NYU
 from tiekd.data.records import Record
-from tiekd.data.sample.nyu import official_test_folder, render
+from tiekd.data.sample.nyu import official_test_folder, raw_depth, render
 from tiekd.pipeline.errors import DataError
 
 """The project's shared folder beside the repository (CI has it at ../shared)."""
@@ -42,24 +43,59 @@ class TestLabeledFile:
             scipy.io.loadmat(path)
         with h5py.File(path, "r") as f:
             assert f["images"].shape == (4, 3, 640, 480) and f["images"].dtype == np.uint8
-            assert f["depths"].shape == (4, 640, 480) and f["depths"].dtype == np.float32
-            assert f["images"].attrs["MATLAB_class"] == b"uint8" and f["depths"].attrs["MATLAB_class"] == b"single"
+            for name in ("depths", "rawDepths"):
+                assert f[name].shape == (4, 640, 480) and f[name].dtype == np.float32
+                assert f[name].attrs["MATLAB_class"] == b"single"
+            assert f["images"].attrs["MATLAB_class"] == b"uint8"
             source, depth = render(0, "labeled", 3)
+            raw = raw_depth(0, 3, depth)
+            assert 0.9 < (raw > 0).mean() < 1 and (raw[raw > 0] == depth[raw > 0]).all()
             # MATLAB's column-major I(y, x, c, n) is h5py's [n, c, x, y].
             for y, x, c in [(0, 0, 0), (10, 600, 1), (479, 639, 2), (200, 7, 1)]:
                 assert f["images"][3, c, x, y] == source[y, x, c]
-                assert f["depths"][3, x, y] == depth[y, x]
+                assert f["depths"][3, x, y] == depth[y, x] and f["rawDepths"][3, x, y] == raw[y, x]
 
     def test_mat_reads_equal_the_source_and_the_folder_files(self, nyu_sample):
-        for item in NYU.read_split(nyu_sample.test_split):
-            number = int(item.rgb[-9:-4])
-            source, depth = render(0, "labeled", number)
-            np.testing.assert_array_equal(NYU.read_image(labeled(nyu_sample), item), source)
-            np.testing.assert_array_equal(NYU.read_gt(labeled(nyu_sample), item), depth)
-            folder_image = NYU.read_image(official_test_folder(nyu_sample.train_split.parent.parent), item)
-            assert np.abs(folder_image.astype(float) - source).mean() < 3  # JPEG, quality 95
-            folder_gt = NYU.read_gt(official_test_folder(nyu_sample.train_split.parent.parent), item)
-            assert np.abs(folder_gt - depth).max() <= 0.5e-3 + 1e-6  # millimetre PNG
+        """The .mat gives the folder's GT exactly and its image before the JPEG."""
+        folder = official_test_folder(nyu_sample.train_split.parent.parent)
+        with h5py.File(labeled(nyu_sample), "r") as f:
+            for item in NYU.read_split(nyu_sample.test_split):
+                number = int(item.rgb[-9:-4])
+                image = NYU.read_image(labeled(nyu_sample), item)
+                np.testing.assert_array_equal(image, official_rgb(f["images"][number]))
+                np.testing.assert_array_equal(image[7:474, 7:632], render(0, "labeled", number)[0][7:474, 7:632])
+                assert np.abs(NYU.read_image(folder, item).astype(float) - image).mean() < 3  # JPEG, quality 95
+                gt = NYU.read_gt(labeled(nyu_sample), item)
+                np.testing.assert_array_equal(gt, NYU.read_gt(folder, item))
+                expected = official_depth_mm(f["rawDepths"][number]).astype(np.float32) / np.float32(1000)
+                np.testing.assert_array_equal(gt, expected)
+                assert 0.9 < (gt > 0).mean() < 1  # the raw depth's holes
+
+    def test_mat_gt_is_the_raw_depth_as_bts_extracts_it(self, tmp_path):
+        """A labeled file built here: rawDepths with holes and exact millimetres, depths in-painted."""
+        rng = np.random.default_rng(5)
+        raw = rng.uniform(0.5, 9.9, (2, 640, 480)).astype(np.float32)
+        raw[:, :100] = (rng.integers(500, 9900, (2, 100, 480)) / 1000).astype(np.float32)  # k mm as float32
+        raw[rng.random(raw.shape) < 0.2] = 0
+        images = rng.integers(0, 256, (2, 3, 640, 480), dtype=np.uint8)
+        path = tmp_path / "labeled.mat"
+        with h5py.File(path, "w") as f:
+            f["images"], f["rawDepths"], f["depths"] = images, raw, np.full(raw.shape, 3.0, np.float32)
+        NYU.check_root(path, flag="--gt-root")
+        for n in range(2):
+            item = record(f"scene/rgb_{n:05d}.jpg", f"scene/sync_depth_{n:05d}.png")
+            mm = official_depth_mm(raw[n])
+            np.testing.assert_array_equal(NYU.read_gt(path, item), mm.astype(np.float32) / np.float32(1000))
+            np.testing.assert_array_equal(NYU.read_image(path, item), official_rgb(images[n]))
+            # Truncation of the float32 product: a float64 product gives other millimetres here.
+            assert (mm != (raw[n].T.astype(np.float64) * 1000).astype(np.uint16)).any()
+
+    def test_file_without_raw_depths_is_refused(self, tmp_path):
+        path = tmp_path / "labeled.mat"
+        with h5py.File(path, "w") as f:
+            f["images"], f["depths"] = np.zeros((1, 3, 640, 480), np.uint8), np.zeros((1, 640, 480), np.float32)
+        with pytest.raises(DataError, match="holds no 'images' and 'rawDepths' arrays; pass nyu_depth_v2_labeled.mat"):
+            NYU.check_root(path, flag="--gt-root")
 
     def test_training_folders_hold_the_rendered_frames(self, nyu_sample):
         records = NYU.read_split(nyu_sample.train_split)

@@ -11,10 +11,12 @@ import h5py
 import numpy as np
 import pytest
 from support.commands import error_line
+from support.runs import build
 
 from tiekd.data.images import write_depth_png
 from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.stages.training.config import TrainStudentConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,7 +54,10 @@ def nyu_reference(nyu_sample, store) -> list[dict]:
     with h5py.File(nyu_sample.eval_gt_root, "r") as f:
         for line in nyu_sample.test_split.read_text().splitlines():
             rgb = line.split()[0]
-            gt = f["depths"][int(rgb[-9:-4])].T.astype(np.float64)
+            # BTS's extraction (raw depth, float32 product truncated to uint16 millimetres), read back
+            # as BTS's eval_with_pngs.py does: float32 / 1000.
+            mm = (f["rawDepths"][int(rgb[-9:-4])].T * np.float32(1000)).astype(np.uint16)
+            gt = (mm.astype(np.float32) / np.float32(1000)).astype(np.float64)
             pred = np.clip(cache.depth_of(rgb).astype(np.float64), 1e-3, 10.0)
             crop = np.zeros_like(gt, bool)
             crop[45:471, 41:601] = True
@@ -95,7 +100,7 @@ class TestCacheAndEvaluate:
         assert "eigen crop on the 480x640 full image" in result.output
 
     def test_folders_and_mat_evaluate_alike(self, cli, nyu_sample, store, tmp_path):
-        """The extracted test folder holds the .mat's frames (JPEG, millimetres): near-equal metrics."""
+        """The extracted test folder holds the .mat's frames (same GT, JPEG images): equal metrics of a store."""
         folder = nyu_sample.train_split.parent.parent / "official_splits" / "test"
         runs = {}
         for name, root in (("mat", nyu_sample.eval_data_root), ("folder", folder)):
@@ -103,7 +108,7 @@ class TestCacheAndEvaluate:
             ok(cli("evaluate", "--cache", store, "--teacher", "t", "--data-root", root, "--gt-root", root,
                    "--split", nyu_sample.test_split, "--json", out, *COMMON))
             runs[name] = json.loads(out.read_text())["metrics"]
-        assert runs["folder"]["rmse"] == pytest.approx(runs["mat"]["rmse"], abs=1e-3)
+        assert runs["folder"] == runs["mat"]
 
     def test_a_store_of_the_other_dataset_is_refused(self, cli, nyu_sample, store):
         folder = nyu_sample.train_split.parent.parent / "official_splits" / "test"
@@ -145,11 +150,20 @@ def test_tiekd_run_takes_the_nyu_settings(cli, nyu_sample, store, tmp_path):
     run = json.loads((out / "run.json").read_text())
     settings = {k: run[k] for k in ("dataset", "n_bins", "min_depth", "max_depth", "crop", "loss_top_row")}
     assert settings == dict(dataset="nyu", n_bins=49, min_depth=1e-3, max_depth=10.0, crop=[416, 544], loss_top_row=0)
-    assert run["dpm_sigma"] == 0.15
+    assert run["dpm_sigma"] == 0.15 and run["brightness_range"] == [0.75, 1.25]
     state = load_checkpoint(out / "last.pt")
     assert state["step"] == 2 and state["architecture"]["n_bins"] == 49 and state["architecture"]["max_depth"] == 10.0
     [epoch] = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
     assert epoch["val"]["rmse"] > 0  # validated on the labeled file's frames
+
+
+def test_nyu_brightness_reaches_the_loader(nyu_sample, store, tmp_path):
+    """Brightness U(0.75, 1.25) on NYU (the authors' NYU configs, BTS); gamma and colour stay U(0.9, 1.1)."""
+    options = dict(cache=str(store), teacher="t", student="test_resnet", pretrained=False, workers=0, batch_size=2)
+    options |= dict(device="cpu")
+    cfg = TrainStudentConfig(nyu_sample.data_root, nyu_sample.train_split, tmp_path / "r", dataset="nyu", **options)
+    augment_cfg = build(cfg)[1].dataset.augment_cfg
+    assert (augment_cfg.brightness_range, augment_cfg.colour_range) == ((0.75, 1.25), (0.9, 1.1))
 
 
 def test_nyu_demo_runs_the_whole_pipeline(cli, tmp_path):

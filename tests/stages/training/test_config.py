@@ -45,6 +45,7 @@ def test_augmentation_flags_reach_the_loader(sample, store, tmp_path, flags, col
     augment_cfg = build(cfg)[1].dataset.augment_cfg
     assert (augment_cfg.colour_aug, augment_cfg.rotate_teacher) == (colour_aug, rotate_teacher)
     assert (cfg.colour_aug, cfg.rotate_teacher) == (colour_aug, rotate_teacher)
+    assert augment_cfg.brightness_range == (0.9, 1.1)  # KITTI's
 
 
 def test_colour_form_changes_only_the_coloured_images(sample, store, tmp_path):
@@ -91,6 +92,7 @@ def test_run_records_the_choices(sample, store, tmp_path):
     run(train_config(sample, store, out, max_steps=1, colour_aug="released", rotate_teacher=False))
     written = json.loads((out / "run.json").read_text())
     assert (written["colour_aug"], written["rotate_teacher"], written["weights"]) == ("released", False, None)
+    assert written["brightness_range"] == [0.9, 1.1]
     assert written["start_weights"] is None  # the test run starts from random weights
     last = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     assert last["start_weights"] is None and last["config"]["colour_aug"] == "released"
