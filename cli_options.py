@@ -66,9 +66,9 @@ def gt_root(*, required: bool, what: str):
 
 def split(function):
     """``--split``: the split file."""
-    return click.option(
-        "--split", required=True, type=PATH, help="Split file, one 'RGB GT|None FOCAL' record a line."
-    )(function)
+    return click.option("--split", required=True, type=PATH, help="Split file, one 'RGB GT|None FOCAL' record a line.")(
+        function
+    )
 
 
 def store(function):
@@ -189,9 +189,34 @@ def _check_value(ctx: click.Context, param: click.Parameter, key: str, value, pa
         raise ConfigError(f"--config {path}: {key}: {reason}; fix the file") from None
 
 
+def _refuse_repeated(command: click.Command, args: list[str]) -> None:
+    """Refuse an option given twice that takes one value: click would keep the last silently."""
+    single = {
+        name: param
+        for param in command.params
+        if isinstance(param, click.Option) and not param.multiple and not param.count
+        for name in (*param.opts, *param.secondary_opts)
+    }
+    seen: dict[str, list[str]] = {}
+    for arg in args:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name in single:
+            seen.setdefault(single[name].name, []).append(name)
+    for names in seen.values():
+        if len(names) > 1:
+            raise click.UsageError(f"{names[0]} is given {len(names)} times ({', '.join(names)}); give it once")
+
+
 class TiekdCommand(click.Command):
-    """A command that also takes ``--config`` (read before every other option), and refuses another
-    ``--dataset`` than the one its file names."""
+    """A command that also takes ``--config`` (read before every other option), refuses another
+    ``--dataset`` than the one its file names, and refuses an option given twice where it takes one
+    value."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _refuse_repeated(self, args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         _check_config_dataset(ctx)

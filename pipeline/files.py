@@ -26,11 +26,27 @@ def require_file(path: str | Path, *, what: str, error: type[TiekdError], hint: 
     ``hint`` (e.g. "; pass an existing file to --split") ends the message.
     """
     path = Path(path)
-    if path.is_dir():
-        raise error(f"{what} {path} is a directory, not a file{hint}")
-    if not path.is_file():
-        raise error(f"{what} {path} does not exist{hint}")
+    try:
+        if path.is_dir():
+            raise error(f"{what} {path} is a directory, not a file{hint}")
+        if not path.is_file():
+            raise error(f"{what} {path} does not exist{hint}")
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise error(f"{what} {shown(path)} cannot be used ({os_reason(e)}){hint}") from None
     return path
+
+
+SHOWN_PATH_CHARS = 120
+"""Longest path quoted whole in a message; a longer one is cut in the middle."""
+
+
+def shown(path: str | Path) -> str:
+    """A path as a message quotes it: whole, or its start and end around "..." when very long."""
+    text = str(path)
+    if len(text) <= SHOWN_PATH_CHARS:
+        return text
+    half = SHOWN_PATH_CHARS // 2
+    return f"{text[:half]}...{text[-half:]} ({len(text)} characters)"
 
 
 def os_reason(e: OSError) -> str:

@@ -10,6 +10,7 @@ import re
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from tiekd.cli import main
 from tiekd.stages.caching.config import CacheTeacherConfig
@@ -79,3 +80,15 @@ def test_every_flag_has_help():
             for option in param.params:
                 if isinstance(option, click.Option):
                     assert option.help, f"tiekd {name} {option.opts} has no help"
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [(("--teacher", "python:a:b", "--teacher", "python:c:d"), "--teacher is given 2 times"),
+     (("--flip-tta", "--no-flip-tta"), "--flip-tta is given 2 times (--flip-tta, --no-flip-tta)"),
+     (("--batch-size=2", "--batch-size", "3"), "--batch-size is given 2 times")],
+)  # fmt: skip
+def test_an_option_given_twice_is_refused(args, named):
+    """click keeps the last of a repeated option silently; tiekd says so instead."""
+    result = CliRunner().invoke(main, ["cache-teacher", *args])
+    assert result.exit_code == 2 and f"Error: {named}" in result.output and "Traceback" not in result.output

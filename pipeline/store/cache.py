@@ -39,6 +39,7 @@ from tiekd.pipeline.store.formats import (
     child_groups,
     damaged_frame,
     open_member,
+    split_group_name,
 )
 from tiekd.pipeline.store.reader import FrameReader
 from tiekd.pipeline.store.remote import check_byte_ranges
@@ -198,8 +199,8 @@ class TeacherCache:
         if split_name is None:
             root = open_root(str(path), mode="r")
             teacher = _pick(root, teacher, what="teacher", flag="--teacher", path=str(path))
-            if Path(split_file).stem in root[teacher]:
-                split_name = Path(split_file).stem
+            if split_group_name(split_file) in root[teacher]:
+                split_name = split_group_name(split_file)
         return cls.open(path, teacher, split_name)
 
     def __len__(self) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from pathlib import Path
 
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
@@ -138,6 +139,14 @@ GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
 zarr's reserved '__' prefix, so a name can never reach outside its store."""
 GROUP_NAME_CHARS = 100
 """Longest group name: far below any filesystem's component limit (255 bytes)."""
+
+
+def split_group_name(split_file: str | Path) -> str:
+    """The default name of a split's group: the split file's stem, each run of characters a group
+    name cannot hold replaced by "_" (``_my split.txt`` -> ``my_split``), so a file name never
+    makes an option nobody gave fail."""
+    stem = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", Path(split_file).stem).replace("..", "_").lstrip("_.+=-")
+    return stem[:GROUP_NAME_CHARS] or "split"
 
 
 def check_group_name(name: str | None, *, flag: str) -> None:

@@ -15,7 +15,7 @@ from tiekd.data.records import Record
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD
-from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name
+from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name, split_group_name
 from tiekd.stages.runtime import default_workers
 
 MAX_CLIPPED_SHARE = 0.05
@@ -135,7 +135,7 @@ def absolute(cfg: CacheTeacherConfig) -> CacheTeacherConfig:
         cfg,
         data_root=cfg.data_root.resolve(),
         split=Path(cfg.split).resolve(),
-        split_name=cfg.split_name or Path(cfg.split).stem,
+        split_name=cfg.split_name or split_group_name(cfg.split),
         gt_root=cfg.gt_root.resolve() if cfg.gt_root else None,
         out=str(Path(cfg.out).resolve()) if local_out else cfg.out,
     )

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,6 +25,7 @@ from tiekd.data.registry import get_dataset
 from tiekd.pipeline.errors import StoreError, TeacherError
 from tiekd.pipeline.files import file_sha256, os_reason
 from tiekd.pipeline.store.cache import CacheSpec, shard_frames
+from tiekd.pipeline.store.formats import split_group_name
 from tiekd.pipeline.store.writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
 from tiekd.stages.caching.config import CacheTeacherConfig
@@ -117,7 +117,7 @@ def open_writer(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record]
         return CacheWriter.create_or_resume(
             cfg.out,
             teacher=name,
-            split=cfg.split_name or Path(cfg.split).stem,
+            split=cfg.split_name or split_group_name(cfg.split),
             spec=spec,
             ids=[r.rgb for r in records],
             overwrite=cfg.overwrite,

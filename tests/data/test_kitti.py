@@ -169,3 +169,8 @@ class TestReaders:
         Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "eight.png")
         with pytest.raises(DataError, match="KITTI and NYU depth PNGs are 16-bit"):
             read_depth(tmp_path / "eight.png")
+
+
+def test_a_split_path_too_long_for_the_file_system_is_one_line(tmp_path):
+    with pytest.raises(DataError, match=r"split file .*\.\.\..* \(5[0-9]{3} characters\) cannot be used \(File name too long\)"):
+        read_split(tmp_path / ("a" * 5000))

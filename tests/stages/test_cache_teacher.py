@@ -136,6 +136,15 @@ class TestResumeAndShards:
             assert_same_store(store, tmp_path / f"w{attempt}.zarr")
 
 
+def test_a_split_file_name_a_group_cannot_hold_gives_a_valid_group_name(sample, tmp_path, cli):
+    """``_my split.txt`` -> group ``my_split``, found again by the split file; no blame on --split-name."""
+    split = tmp_path / "_my split.txt"
+    shutil.copy(sample.test_split, split)
+    result = cli(*cache_args(sample, tmp_path / "s.zarr", split))
+    assert result.exit_code == 0, result.output
+    assert TeacherCache.open_for_split(tmp_path / "s.zarr", None, None, split).location.endswith("row_prior/my_split")
+
+
 class TestRefusals:
     def test_other_teacher_refused_store_untouched_then_overwrite(self, sample, tmp_path, cli):
         store = tmp_path / "s.zarr"
