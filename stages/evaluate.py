@@ -26,7 +26,7 @@ from tiekd.pipeline.metrics import METRIC_NAMES
 from tiekd.pipeline.pictures.figures import evaluation_figure, save_figure
 from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
 from tiekd.pipeline.store.cache import TeacherCache
-from tiekd.stages.evaluation import CachePredictor, EvaluationResult, StudentPredictor, evaluate
+from tiekd.stages.evaluation import CachePredictor, EvaluationResult, StudentPredictor, evaluate, note_trained_dataset
 from tiekd.stages.runtime import default_workers, resolve_device
 
 
@@ -107,6 +107,7 @@ def _predictor(cfg: EvaluateConfig, device: torch.device, records: list):
         cache.require_stored([r.rgb for r in records], what="evaluation images")
         return CachePredictor(cache), f"cached teacher {cache.location}", None
     state = load_checkpoint(cfg.checkpoint)
+    note_trained_dataset(state, cfg.dataset, cfg.checkpoint)
     model = student_from_checkpoint(state, path=cfg.checkpoint).to(device)
     scale = float(state.get("input_scale", 1.0))
     n_bins = state["architecture"].get("n_bins") if model.head == "dpm" else None

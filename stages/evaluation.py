@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import click
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from tiekd.data.datasets import EvaluationSamples, raise_batch_errors
+from tiekd.data.registry import get_dataset
 from tiekd.pipeline.dpm import dpm_entropy, expected_depth
 from tiekd.pipeline.errors import DataError
 from tiekd.pipeline.metrics import METRIC_NAMES, depth_metrics, mean_metrics
@@ -185,3 +187,15 @@ def _summary(scores: list[tuple], n_records: int, protocol: dict) -> EvaluationR
         protocol=protocol,
         sparsification=mean_curves(curves) if curves else None,
     )
+
+
+def note_trained_dataset(state: dict, dataset: str, checkpoint) -> None:
+    """One note on stderr when a student is scored under another dataset's protocol than the one
+    it was trained on (cross-dataset tests are legitimate; a forgotten --dataset is not)."""
+    trained = (state.get("config") or {}).get("dataset")
+    if trained and trained != dataset:
+        click.echo(
+            f"note: {checkpoint} was trained on {get_dataset(trained).title}; scoring it under "
+            f"{get_dataset(dataset).title}'s protocol (--dataset {dataset})",
+            err=True,
+        )

@@ -34,6 +34,7 @@ from tiekd.pipeline.sparsification import (
     mean_curves,
 )
 from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.stages.evaluation import note_trained_dataset
 from tiekd.stages.runtime import resolve_device
 
 
@@ -102,10 +103,12 @@ def _student(cfg: ExplainConfig, device: torch.device, dataset):
     model = student_from_checkpoint(state, path=cfg.checkpoint).to(device).eval()
     if model.head != "dpm":
         raise ConfigError(f"{cfg.checkpoint} is a regression student; explain needs a DPM student (--method tiekd)")
+    note_trained_dataset(state, dataset.name, cfg.checkpoint)
     training = state.get("config") or {}
     form = training.get("dpm_form", "paper")
     alpha = training.get("alpha", TIEKD_ALPHA)
-    dpm = {"sigma": dpm_sigma(training.get("sigma"), form, paper_sigma=dataset.sigma, alpha=alpha)[0], "form": form}
+    paper_sigma = get_dataset(training.get("dataset", dataset.name)).sigma  # the sigma it was trained with
+    dpm = {"sigma": dpm_sigma(training.get("sigma"), form, paper_sigma=paper_sigma, alpha=alpha)[0], "form": form}
     edges = bin_edges(model.min_depth, model.max_depth, model.arch["n_bins"])
     return model, float(state.get("input_scale", 1.0)), edges, dpm
 

@@ -140,7 +140,7 @@ class TestBadInputThroughTheStages:
         assert "metres, not the millimetres" in line
 
 
-def test_tiekd_run_takes_the_nyu_settings(cli, nyu_sample, store, tmp_path):
+def test_tiekd_run_takes_the_nyu_settings(cli, nyu_sample, store, tmp_path, sample):
     out = tmp_path / "run"
     val = ("--val-split", nyu_sample.test_split, "--val-data-root", nyu_sample.eval_data_root, "--val-gt-root",
            nyu_sample.eval_gt_root)
@@ -155,6 +155,10 @@ def test_tiekd_run_takes_the_nyu_settings(cli, nyu_sample, store, tmp_path):
     assert state["step"] == 2 and state["architecture"]["n_bins"] == 49 and state["architecture"]["max_depth"] == 10.0
     [epoch] = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
     assert epoch["val"]["rmse"] > 0  # validated on the labeled file's frames
+    kitti = cli("evaluate", "--checkpoint", out / "last.pt", "--data-root", sample.data_root, "--gt-root",
+                sample.gt_root, "--split", sample.test_split, "--workers", 0, "--device", "cpu")  # fmt: skip
+    assert kitti.exit_code == 0, kitti.output
+    assert f"note: {out / 'last.pt'} was trained on NYU Depth v2; scoring it under KITTI's protocol" in kitti.output
 
 
 def test_nyu_brightness_reaches_the_loader(nyu_sample, store, tmp_path):
