@@ -189,12 +189,18 @@ def _check_value(ctx: click.Context, param: click.Parameter, key: str, value, pa
         raise ConfigError(f"--config {path}: {key}: {reason}; fix the file") from None
 
 
+ONE_SOURCE = ("teacher", "cache", "checkpoint")
+"""Options that name the one model or store a command reads: given twice, they look like several
+(a mixture of teachers) while click would keep the last silently, so they are refused. Other
+options keep click's rule, the last one wins, which scripts use to override a value."""
+
+
 def _refuse_repeated(command: click.Command, args: list[str]) -> None:
-    """Refuse an option given twice that takes one value: click would keep the last silently."""
+    """Refuse a ONE_SOURCE option given twice."""
     single = {
         name: param
         for param in command.params
-        if isinstance(param, click.Option) and not param.multiple and not param.count
+        if isinstance(param, click.Option) and param.name in ONE_SOURCE and not param.multiple
         for name in (*param.opts, *param.secondary_opts)
     }
     seen: dict[str, list[str]] = {}
@@ -211,8 +217,7 @@ def _refuse_repeated(command: click.Command, args: list[str]) -> None:
 
 class TiekdCommand(click.Command):
     """A command that also takes ``--config`` (read before every other option), refuses another
-    ``--dataset`` than the one its file names, and refuses an option given twice where it takes one
-    value."""
+    ``--dataset`` than the one its file names, and refuses a ONE_SOURCE option given twice."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         _refuse_repeated(self, args)

@@ -229,7 +229,7 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
         trainer.cache = cache
         trainer.store = TeacherCache.open(*cache_ref) if cache_ref else None
         if processes.is_writer:
-            _note_global_batch(cfg, trainer.global_batch)
+            note_global_batch(cfg, trainer.global_batch)
         if state is not None:
             trainer.load(state, cfg.out / "last.pt")
         trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn)
@@ -244,7 +244,7 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
         leave()
 
 
-def _note_global_batch(cfg: TrainStudentConfig, global_batch: int) -> None:
+def note_global_batch(cfg: TrainStudentConfig, global_batch: int) -> None:
     """One line on stderr when the run's global batch is not the one its recipe was trained with."""
     if cfg.recipe_global_batch is not None and global_batch != cfg.recipe_global_batch:
         click.echo(

@@ -12,8 +12,8 @@ from tiekd.cli_options import option_sources
 from tiekd.pipeline.losses import RESPONSE_LOSSES
 from tiekd.pipeline.methods import loss_scale
 from tiekd.stages.recipes import RECIPES_DIR, list_recipes
-from tiekd.stages.train_student import run_sigma
-from tiekd.stages.training.config import check_config
+from tiekd.stages.train_student import note_global_batch, run_sigma
+from tiekd.stages.training.config import TrainStudentConfig, check_config
 
 STUDENTS = ("mobilenetv2", "resnet18", "resnet50")
 SIGMA = {"kitti": 0.8, "nyu": 0.15}
@@ -134,3 +134,13 @@ def test_recipes_are_package_data():
     for recipe in list_recipes():
         relative = recipe.path.relative_to(RECIPES_DIR.parent).as_posix()
         assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+
+
+@pytest.mark.parametrize("accumulate, noted", [(1, True), (2, False)])
+def test_a_global_batch_other_than_the_recipes_is_noted(accumulate, noted, tmp_path, capsys):
+    cfg = TrainStudentConfig(
+        data_root=tmp_path, split=tmp_path, out=tmp_path, accumulate=accumulate, recipe_global_batch=16
+    )
+    note_global_batch(cfg, 8 * accumulate)
+    err = capsys.readouterr().err
+    assert (err.count("\n"), "global batch is 8" in err and "--accumulate 2" in err) == (int(noted), noted)

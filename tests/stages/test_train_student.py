@@ -11,14 +11,11 @@ import json
 import math
 import re
 import shutil
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
 import torch
-from support.commands import SCALE, STUDENT, TEACHER, error_line, tiekd_command, train_args
+from support.commands import SCALE, STUDENT, TEACHER, error_line, train_args
 from support.runs import assert_same, build, train_config
 
 from tiekd.data.augment import AugmentConfig, draw_augmentation
@@ -179,46 +176,6 @@ class TestRunDirectory:
                 depth = student.predict_depth(small)
             expected = torch.nn.functional.interpolate(depth, size=(352, 1216), mode="bilinear")[0, 0].numpy()
             assert np.abs(cache.depth_of(record.rgb) - expected).max() <= 1 / 512 + 1e-4
-
-
-class TestResume:
-    @pytest.mark.slow
-    def test_kill_9_then_resume_equals_uninterrupted(self, sample, store, tmp_path, cli, subprocess_env):
-        extra = ("--epochs", 3, "--save-every", 1, "--val-split", sample.test_split)
-        whole, killed = tmp_path / "whole", tmp_path / "killed"
-        assert cli(*train_args(sample, store, whole, *extra)).exit_code == 0
-        env = subprocess_env | {"OMP_NUM_THREADS": "1"}
-        process = subprocess.Popen(
-            tiekd_command(*train_args(sample, store, killed, *extra)),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 240
-        while time.time() < deadline and process.poll() is None:
-            time.sleep(0.05)
-            steps = killed / "steps.jsonl"
-            if steps.exists() and len(steps.read_text().splitlines()) >= 3:
-                break
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        reached = load_checkpoint(killed / "last.pt")["step"]
-        assert 2 <= reached < 12, "the kill must land mid-run"
-        (killed / ".last.pt.left_by_a_kill.tmp").write_bytes(b"half a checkpoint")
-        result = cli(*train_args(sample, store, killed, *extra, "--resume"))
-        assert result.exit_code == 0, result.output
-        assert "trained 12 steps" in result.output
-
-        for name in ("last.pt", "best.pt"):
-            a, b = load_checkpoint(whole / name), load_checkpoint(killed / name)
-            for key in ("model", "optimizer", "scheduler", "scaler", "step", "epoch", "architecture", "best"):
-                assert_same(a[key], b[key], f"{name}:{key}")
-        timing = ("step_seconds", "data_seconds")
-        assert [{k: v for k, v in s.items() if k not in timing} for s in read_jsonl(whole / "steps.jsonl")] == [
-            {k: v for k, v in s.items() if k not in timing} for s in read_jsonl(killed / "steps.jsonl")
-        ]
-        assert read_jsonl(whole / "epochs.jsonl") == read_jsonl(killed / "epochs.jsonl")
-        assert not list(killed.glob(".*.tmp")), "the killed run's temporary checkpoint was not removed"
 
 
 class TestOptionsReachTheRun:
@@ -440,14 +397,3 @@ class TestRefusals:
         line = error_line(cli(*train_args(sample, store, tmp_path / "early", *diverging)))
         assert "at step 2; stopped without saving, no checkpoint was written yet" in line
         assert not (tmp_path / "early" / "last.pt").exists()
-
-
-@pytest.mark.parametrize("accumulate, noted", [(1, True), (2, False)])
-def test_a_global_batch_other_than_the_recipes_is_noted(accumulate, noted, tmp_path, capsys):
-    from tiekd.stages.train_student import _note_global_batch
-    from tiekd.stages.training.config import TrainStudentConfig
-
-    cfg = TrainStudentConfig(data_root=tmp_path, split=tmp_path, out=tmp_path, accumulate=accumulate, recipe_global_batch=16)  # noqa: E501
-    _note_global_batch(cfg, 8 * accumulate)
-    err = capsys.readouterr().err
-    assert (err.count("\n"), "global batch is 8" in err and "--accumulate 2" in err) == (int(noted), noted)
