@@ -126,12 +126,27 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+READ_ONLY_PROTOCOLS = ("http://", "https://")
+"""Stores tiekd reads but never writes: a web server serves files, it does not take them."""
+
+
+def plain_path(path: str | Path) -> str:
+    """``file:///a/b.zarr`` -> ``/a/b.zarr``: a local store is one, however it is spelled."""
+    text = str(path)
+    return text.removeprefix("file://") if text.startswith("file://") else text
+
+
 def open_root(path: str, *, mode: str, attributes: dict | None = None) -> zarr.Group:
     """The store's root group; ``attributes`` are written with it where ``mode`` creates it."""
+    path = plain_path(path)
     if mode == "r":
-        check_byte_ranges(str(path))
+        check_byte_ranges(path)
+    elif path.startswith(READ_ONLY_PROTOCOLS):
+        raise StoreError(f"{path} is an HTTP store, which tiekd only reads; write to a local path (or copy it there)")
     try:
-        return zarr.open_group(str(path), mode=mode, zarr_format=3, attributes=attributes)
+        return zarr.open_group(path, mode=mode, zarr_format=3, attributes=attributes)
+    except ImportError as e:  # fsspec names the package its protocol needs
+        raise StoreError(f"{path}: {e} (tiekd does not install it); or use a local path") from None
     except FileNotFoundError as e:
         raise StoreError(f"no teacher cache at {path}; create it with `tiekd cache-teacher --out {path}`") from e
     except PermissionError as e:

@@ -31,6 +31,7 @@ from tiekd.pipeline.store.cache import (
     CacheSpec,
     contiguous_runs,
     open_root,
+    plain_path,
     quantise,
     utc_now,
 )
@@ -187,7 +188,7 @@ class CacheWriter:
         and ``store_format`` (an older one only to compare formats, as bench/ does) apply to a new
         group; an existing one keeps its own.
         """
-        path = str(path)
+        path = plain_path(path)
         check_group_name(teacher, flag="--name")
         check_group_name(split, flag="--split-name")
         check_readable_format(store_format, location="store_format")

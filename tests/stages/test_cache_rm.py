@@ -79,3 +79,11 @@ def test_removal_leaves_nothing_aside(tmp_path, cli):
     path = a_store(tmp_path)
     assert cli("cache", "rm", path, "--teacher", "toy", "--force").exit_code == 0
     assert sorted(p.name for p in path.iterdir()) == ["other", "zarr.json"]
+
+
+def test_an_http_store_is_read_only_for_rm_and_repair(cli):
+    for args in (("cache", "rm", "http://127.0.0.1:9/s.zarr", "--teacher", "toy"),
+                 ("cache", "verify", "--repair", "http://127.0.0.1:9/s.zarr")):  # fmt: skip
+        result = cli(*args)
+        assert result.exit_code == 1 and "is an HTTP store, which tiekd only reads" in result.output
+        assert "Traceback" not in result.output

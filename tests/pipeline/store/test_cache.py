@@ -181,3 +181,21 @@ class TestInUse:
             cache.require_unchanged()
         with pytest.raises(StoreError, match="was removed while in use"):
             cache.depth(5)
+
+
+class TestLocations:
+    def test_a_file_url_is_the_local_store(self, tmp_path):
+        writer = create(f"file://{tmp_path / 's.zarr'}")
+        writer.write([0], np.full((1, 16, 24), 3.0, np.float32), np.zeros(1, np.int32))
+        assert (tmp_path / "s.zarr" / "toy" / "test").is_dir()
+        assert TeacherCache.open(f"file://{tmp_path / 's.zarr'}").depth(0)[0, 0] == pytest.approx(3.0, abs=1 / 256)
+
+    @pytest.mark.parametrize("url", ["http://127.0.0.1:9/s.zarr", "https://127.0.0.1:9/s.zarr"])
+    def test_an_http_store_is_never_written(self, url):
+        """Refused before any connection (port 9 is the discard port: nothing listens)."""
+        with pytest.raises(StoreError, match="is an HTTP store, which tiekd only reads"):
+            create(url)
+
+    def test_a_protocol_whose_package_is_missing_is_one_line(self):
+        with pytest.raises(StoreError, match=r"sftp://host/s.zarr: .*paramiko.* \(tiekd does not install it\)"):
+            TeacherCache.open("sftp://host/s.zarr")
