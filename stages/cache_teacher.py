@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tiekd.data.records import Record
 from tiekd.data.registry import get_dataset
-from tiekd.pipeline.store.cache import shard_frames
+from tiekd.pipeline.store.cache import TeacherCache, shard_frames
 from tiekd.pipeline.teachers.load import load_teacher
 from tiekd.stages.caching.cluster import cluster_client, run_shards
 from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_inputs
@@ -28,6 +28,8 @@ class CacheSummary:
     seconds: float
     complete: bool
     bytes_on_disk: int | None
+    clipped_share: float = 0.0
+    """Share of the stored pixels whose teacher depth lay outside the depth range and was clipped."""
 
     @property
     def frames_per_second(self) -> float:
@@ -61,6 +63,7 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
         seconds=rate.seconds,
         complete=complete,
         bytes_on_disk=directory_bytes(writer.location),
+        clipped_share=clipped_share(writer.location),
     )
 
 
@@ -75,7 +78,17 @@ def _run_on_cluster(cfg: CacheTeacherConfig, records: list[Record]) -> CacheSumm
         seconds=seconds,
         complete=complete,
         bytes_on_disk=directory_bytes(location),
+        clipped_share=clipped_share(location),
     )
+
+
+def clipped_share(location: str) -> float:
+    """Share of the stored pixels of the group at ``location`` (``STORE/teacher/split``) that were
+    clipped into the depth range: a run just under --max-clipped-share a frame says so."""
+    cache = TeacherCache.open(*location.rsplit("/", 2))
+    done = cache.done
+    pixels = int(done.sum()) * cache.depth_shape[1] * cache.depth_shape[2]
+    return float(cache.clipped[done].sum()) / pixels if pixels else 0.0
 
 
 def report(summary: CacheSummary) -> str:
@@ -83,9 +96,16 @@ def report(summary: CacheSummary) -> str:
     size = summary.bytes_on_disk
     per_frame = f", {size / summary.frames_total / 1e3:.1f} kB/frame" if size and summary.complete else ""
     state = "complete" if summary.complete else "incomplete (other shards or frames still missing)"
+    clipped = (
+        f"; {summary.clipped_share:.2%} of its pixels lay outside the depth range and were clipped"
+        if summary.clipped_share
+        else ""
+    )
     lines = [
         f"wrote {summary.frames_written} frames in {summary.seconds:.1f} s "
         f"({summary.frames_per_second:.2f} frames/s) to {summary.location}",
-        f"store {state}: {summary.frames_total} frames" + (f", {size / 1e6:.1f} MB on disk{per_frame}" if size else ""),
+        f"store {state}: {summary.frames_total} frames"
+        + (f", {size / 1e6:.1f} MB on disk{per_frame}" if size else "")
+        + clipped,
     ]
     return "\n".join(lines)

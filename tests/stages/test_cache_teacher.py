@@ -39,14 +39,14 @@ class TestContent:
 
     def test_clipping_is_counted(self, sample, tmp_path, cli):
         result = cli(*cache_args(sample, tmp_path / "s.zarr", sample.test_split, "--teacher-arg", "seed=0"))
-        assert result.exit_code == 0
+        assert result.exit_code == 0 and "clipped" not in result.output
         cache = TeacherCache.open(tmp_path / "s.zarr")
         assert cache.clipped.sum() == 0 and cache.attrs["clipped_pixels"] == 0
         shutil.rmtree(tmp_path / "s.zarr")
         # the toy teacher's rows reach 60 m + colour + column term: with max depth 10 every frame clips
-        from tiekd.stages.cache_teacher import CacheTeacherConfig, run
+        from tiekd.stages.cache_teacher import CacheTeacherConfig, report, run
 
-        run(
+        summary = run(
             CacheTeacherConfig(
                 teacher=TEACHER,
                 data_root=sample.data_root,
@@ -59,6 +59,9 @@ class TestContent:
         )
         cache = TeacherCache.open(tmp_path / "s.zarr")
         assert (cache.clipped > 0).all() and cache.depth(0).max() == pytest.approx(10.0, abs=1 / 256)
+        share = cache.clipped.sum() / (len(cache) * 352 * 1216)  # the run says how much it clipped
+        assert summary.clipped_share == pytest.approx(share, rel=1e-12) and 0.5 < share < 1
+        assert f"{share:.2%} of its pixels lay outside the depth range and were clipped" in report(summary)
 
     def test_no_flip_tta_and_teacher_input(self, sample, tmp_path, cli):
         cli(*cache_args(sample, tmp_path / "a.zarr", sample.test_split, "--no-flip-tta"))
