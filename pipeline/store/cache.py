@@ -131,14 +131,16 @@ READ_ONLY_PROTOCOLS = ("http://", "https://")
 
 
 def plain_path(path: str | Path) -> str:
-    """``file:///a/b.zarr`` -> ``/a/b.zarr``: a local store is one, however it is spelled."""
+    """``file:///a/b.zarr`` -> ``/a/b.zarr``: where a store is written, a local store is one however
+    it is spelled (fsspec's local file system would not create its folders)."""
     text = str(path)
     return text.removeprefix("file://") if text.startswith("file://") else text
 
 
 def open_root(path: str, *, mode: str, attributes: dict | None = None) -> zarr.Group:
-    """The store's root group; ``attributes`` are written with it where ``mode`` creates it."""
-    path = plain_path(path)
+    """The store's root group; ``attributes`` are written with it where ``mode`` creates it.
+    (A ``file://`` URL reads through zarr-python and fsspec, not :class:`FrameReader`.)"""
+    path = str(path)
     if mode == "r":
         check_byte_ranges(path)
     elif path.startswith(READ_ONLY_PROTOCOLS):
