@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -22,6 +23,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 from zarr.errors import ContainsArrayError, ContainsGroupError
+from zarr.storage import LocalStore
 
 import tiekd
 from tiekd.pipeline.errors import StoreError
@@ -87,6 +89,20 @@ def _creation_lock(path: str):
         yield
     finally:
         os.close(descriptor)
+
+
+def _remove_group(parent: zarr.Group, name: str) -> None:
+    """Delete group ``name`` of ``parent`` (--overwrite). In a local store its folder is first
+    renamed aside, so a reader sees it gone at once, never half deleted (a frame of it would
+    read as damaged rather than removed)."""
+    store = parent.store
+    if not isinstance(store, LocalStore):
+        del parent[name]
+        return
+    root = Path(store.root)
+    aside = root / f".tiekd-removing-{uuid.uuid4().hex}"
+    os.rename(root / parent.path / name, aside)
+    shutil.rmtree(aside)
 
 
 class _StoreBeingCreated(Exception):
@@ -265,7 +281,7 @@ class CacheWriter:
     ) -> None:
         attrs = dict(parent[split].attrs)
         if overwrite:
-            del parent[split]
+            _remove_group(parent, split)
             return
         if "created" not in attrs:
             return  # an earlier run stopped while creating it: creation is idempotent

@@ -3,6 +3,7 @@ line before touching the run, a killed run leaves no lock behind), and a teacher
 under a running training stops it in one line before a step on the other teacher's maps."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,5 +65,6 @@ def test_a_group_replaced_under_a_running_training_stops_it(sample, tmp_path, cl
     finally:
         training.kill()
     assert training.returncode == 1, output
-    assert "row_prior/train was replaced while in use (cache-teacher --overwrite)" in output
+    # Seen mid-overwrite the group is gone, seen after it another one: either is the truth.
+    assert re.search(r"row_prior/train was (replaced|removed) while in use \((cache rm or )?cache-teacher --overwrite", output)
     assert "Traceback" not in output
