@@ -20,14 +20,12 @@ import tiekd
 from tiekd import cli_options as shared
 from tiekd.cli_cache import cache
 from tiekd.cli_options import FOLDER, PATH, TiekdCommand, size
-from tiekd.data.augment import COLOUR_AUGS
+from tiekd.cli_train import train_student
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.errors import TiekdError, out_of_memory
-from tiekd.pipeline.methods import METHODS
 from tiekd.pipeline.teachers.load import parse_teacher_args
 from tiekd.stages.recipes import config_path, format_recipes, list_recipes
 from tiekd.stages.runtime import set_threads
-from tiekd.stages.training.config import TrainStudentConfig
 
 
 class TiekdGroup(click.Group):
@@ -155,137 +153,7 @@ def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:
 
 
 main.add_command(cache)
-
-
-@main.command("train-student")
-@shared.store
-@shared.data_root
-@shared.gt_root(required=False, what="supervised training and validation")
-@click.option("--split", required=True, type=PATH, help="Training split file.")
-@click.option("--student", default="mobilenetv2", show_default=True,
-              help="Preset (mobilenetv2, resnet18, resnet50) or any timm encoder name.")  # fmt: skip
-@click.option("--method", default="tiekd", show_default=True, type=click.Choice(METHODS),
-              help="Distillation method (tiekd, the response-KD baselines) or supervised training.")  # fmt: skip
-@click.option(
-    "--decoder",
-    default="standard",
-    show_default=True,
-    type=click.Choice(["standard", "light"]),
-    help="Student decoder: the authors' (standard) or light (fewer channels at full resolution).",
-)
-@click.option("--out", required=True, type=FOLDER, help="Run directory.")
-@click.option("--epochs", default=24, show_default=True, type=click.IntRange(min=1), help="Passes over the split.")
-@click.option(
-    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-    help="Samples per process and micro-batch (the paper: 8 per GPU).",
-)  # fmt: skip
-@click.option(
-    "--accumulate", default=1, show_default=True, type=click.IntRange(min=1),
-    help="Micro-batches accumulated into one step: global batch = processes x batch size x this.",
-)  # fmt: skip
-@click.option(
-    "--sync-bn", is_flag=True, help="BatchNorm with the statistics of all processes' batches (torchrun runs)."
-)
-@click.option(
-    "--crop",
-    metavar="HxW",
-    help="Random training crop taken from the dataset's train region [default: the dataset's, KITTI 352x704].",
-)
-@click.option(
-    "--colour-aug",
-    default="bts",
-    show_default=True,
-    type=click.Choice(COLOUR_AUGS),
-    help="Colour augmentation: bts (gamma on [0, 1], BTS) or released "
-    "(gamma on 0..255 as the authors' code, which brightens and saturates).",
-)
-@click.option(
-    "--scale",
-    default=1.0,
-    show_default=True,
-    help="Resize crop and maps by this factor (quick experiments at low resolution).",
-)
-@click.option("--lr", default=1e-3, show_default=True, help="Maximum learning rate of the one-cycle schedule.")
-@click.option(
-    "--alpha", default=0.1, show_default=True, help="Weight of the DPM term against the depth term in TIE-KD."
-)
-@click.option("--sigma", type=float, help="Std (m) of the teacher DPM [default: paper form the dataset's; code form "
-              "0.5, L_DPM only the dataset's, as released].")  # fmt: skip
-@click.option(
-    "--dpm-form",
-    default="paper",
-    show_default=True,
-    type=click.Choice(["paper", "code"]),
-    help="Teacher DPM and SSIM: paper (Gaussian mass per bin, float64 SSIM) or code (the released code's softmax of "
-    "densities, abs() float32 SSIM, also in the response-KD losses).",
-)
-@click.option("--loss-scale", type=float, help="Factor on the whole loss [default: TIE-KD 10, but 1 for the code form's "
-              "alpha 0 and 1 as released; 1 for the other methods].")  # fmt: skip
-@click.option(
-    "--rotate-teacher/--no-rotate-teacher",
-    default=None,
-    help="Rotate the teacher map with the image (the released runs never do) "
-    "[default: yes, but no with --dpm-form code].",
-)
-@click.option("--n-bins", type=click.IntRange(min=2), help="DPM bins [default: the dataset's, KITTI 257].")
-@click.option(
-    "--min-depth", type=float, help="Smallest depth (m) of bins and regression head [default: the dataset's]."
-)
-@click.option(
-    "--max-depth", type=float, help="Largest depth (m) of bins and regression head [default: the dataset's, KITTI 80]."
-)
-@click.option(
-    "--loss-top-row",
-    type=int,
-    help="First row of the (unscaled) crop the TIE-KD loss sees "
-    "[default: the dataset's, KITTI 110: the sky above has no LiDAR].",
-)
-@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps (the schedule spans them).")
-@click.option("--val-split", type=PATH, help="Split evaluated after every epoch; best.pt keeps the lowest RMSE.")
-@click.option("--val-data-root", type=PATH, help="Images of --val-split where they are not under --data-root.")
-@click.option("--val-gt-root", type=PATH, help="GT of --val-split where it is not under --gt-root.")
-@click.option("--pretrained/--no-pretrained", default=True, show_default=True,
-              help="Start from timm's ImageNet weights, as the paper's students do.")  # fmt: skip
-@click.option(
-    "--weights",
-    metavar="TAG",
-    help="timm pretrained tag of the encoder's start weights [default: the preset's, e.g. resnet18.tv_in1k].",
-)
-@click.option(
-    "--resume",
-    is_flag=False,
-    flag_value="yes",
-    default="no",
-    type=click.Choice(["no", "yes", "auto"]),
-    metavar="[auto]",
-    help="Continue the run in --out from last.pt; "
-    "auto: continue it if it has a last.pt, else start it (torchrun restarts).",
-)
-@shared.device
-@click.option("--amp", is_flag=True, help="float16 autocast with loss scaling on CUDA (ignored on the CPU).")
-@shared.workers
-@click.option("--seed", default=0, show_default=True, help="Seed of the weights, the data order and the augmentation.")
-@click.option("--save-every", default=500, show_default=True, type=click.IntRange(min=1),
-              help="Also write last.pt every this many steps (and at every epoch end).")  # fmt: skip
-@shared.dataset
-@click.option("--recipe-global-batch", type=click.IntRange(min=1), help="Global batch the recipe's figures were "
-              "trained with (the authors: 2 GPUs x 8 = 16); a run whose processes x batch size x accumulate differ "
-              "says so at start.")  # fmt: skip
-def train_student(**options) -> None:
-    """Train a student from the teacher cache (stage two); under torchrun, in every process."""
-    from tiekd.stages import train_student as stage  # lazy: see the module docstring
-
-    cfg = train_student_config(**options)
-    cfg.option_sources = shared.option_sources(click.get_current_context()) | cfg.option_sources
-    text = stage.report(stage.run(cfg))
-    if text:
-        click.echo(text)
-
-
-def train_student_config(crop, resume, **options) -> TrainStudentConfig:
-    """The ``train-student`` options as its stage's config."""
-    resume = {"no": False, "yes": True}.get(resume, resume)
-    return TrainStudentConfig(crop=size(crop, "--crop"), resume=resume, **options)
+main.add_command(train_student)
 
 
 @main.command("recipes")

@@ -7,8 +7,9 @@ import re
 import pytest
 from support.paths import SETUP_CFG
 
-from tiekd.cli import main, train_student_config
+from tiekd.cli import main
 from tiekd.cli_options import option_sources
+from tiekd.cli_train import train_student_config
 from tiekd.pipeline.losses import RESPONSE_LOSSES
 from tiekd.pipeline.methods import loss_scale
 from tiekd.stages.recipes import RECIPES_DIR, list_recipes

@@ -11,7 +11,8 @@ import torch
 from support.commands import STUDENT, error_line, train_args
 from support.runs import build, train_config
 
-from tiekd.cli import main, train_student_config
+from tiekd.cli import main
+from tiekd.cli_train import train_student_config
 from tiekd.data.augment import draw_augmentation
 from tiekd.pipeline.errors import ConfigError
 from tiekd.stages.train_student import build_trainer, run
