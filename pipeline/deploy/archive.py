@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -25,11 +26,15 @@ ARCHIVE_FORMAT = ("archive_format", "pt2")
 """(record, content) every current torch.export archive holds."""
 MODEL = "model"
 """Name torch.export.save gives the one program of an archive."""
-WEIGHTS_CONFIG = f"data/weights/{MODEL}_weights_config.json"
-CONSTANTS_CONFIG = f"data/constants/{MODEL}_constants_config.json"
-SAMPLE_INPUTS = f"data/sample_inputs/{MODEL}.pt"
-CODE_RECORDS = ("data/aotinductor/", f"data/weights/{MODEL}.pt", f"data/constants/{MODEL}.pt")
-"""Records that torch would load as compiled code (AOTInductor) or as pickles (legacy format)."""
+PROGRAM = re.compile(r"models/(.+)\.json")
+"""A program's record; torch.export.load deserialises every one, with its weights, constants and sample inputs."""
+WEIGHTS_CONFIG = "data/weights/{}_weights_config.json"
+CONSTANTS_CONFIG = "data/constants/{}_constants_config.json"
+SAMPLE_INPUTS = "data/sample_inputs/{}.pt"
+AOTINDUCTOR = "data/aotinductor/"
+"""Compiled code torch would load as a shared library."""
+LEGACY_PICKLES = ("data/weights/{}.pt", "data/constants/{}.pt")
+"""A program's weights and constants in the legacy format: whole pickles."""
 TENSOR_CONSTANT_PREFIX = "tensor_"
 """Constants stored as plain tensor bytes; other prefixes (custom_obj_, opaque_obj_) are pickles."""
 
@@ -69,19 +74,33 @@ def _check_payloads(config: dict, name: str, path: Path, *, constants: bool) -> 
 
 
 def check_archive(path: Path) -> None:
-    """Raise TeacherError unless ``path`` is a current-format archive of plain tensors only."""
+    """Raise TeacherError unless ``path`` is a current-format archive of plain tensors only: every
+    program in it, not only the one tiekd runs, since torch deserialises them all."""
     reader, records = _records(path)
     format_record, format_value = ARCHIVE_FORMAT
     if format_record not in records or reader.get_record(format_record).decode(errors="replace") != format_value:
         raise TeacherError(f"export teacher {path} is not a torch.export archive; save it with torch.export.save")
-    for record in records:
-        if record.startswith(CODE_RECORDS):
-            raise _refuse(path, f"holds {record} (compiled code or a legacy pickle)")
-    _check_payloads(_json_record(reader, records, WEIGHTS_CONFIG, path), WEIGHTS_CONFIG, path, constants=False)
-    _check_payloads(_json_record(reader, records, CONSTANTS_CONFIG, path), CONSTANTS_CONFIG, path, constants=True)
-    if SAMPLE_INPUTS in records:  # torch falls back to weights_only=False where this fails
+    if any(record.startswith(AOTINDUCTOR) for record in records):
+        raise _refuse(path, f"holds {AOTINDUCTOR} (compiled code)")
+    programs = sorted(match[1] for match in map(PROGRAM.fullmatch, records) if match)
+    if MODEL not in programs:
+        raise TeacherError(f"export teacher {path} lacks models/{MODEL}.json; save it with torch.export.save")
+    for program in programs:
+        _check_program(reader, records, program, path)
+
+
+def _check_program(reader, records: set[str], program: str, path: Path) -> None:
+    """Refuse a program of the archive whose weights, constants or sample inputs torch would unpickle."""
+    for legacy in LEGACY_PICKLES:
+        if legacy.format(program) in records:
+            raise _refuse(path, f"holds {legacy.format(program)} (a legacy pickle)")
+    for config, constants in ((WEIGHTS_CONFIG, False), (CONSTANTS_CONFIG, True)):
+        name = config.format(program)
+        _check_payloads(_json_record(reader, records, name, path), name, path, constants=constants)
+    sample_inputs = SAMPLE_INPUTS.format(program)
+    if sample_inputs in records:  # torch falls back to weights_only=False where this fails
         try:
-            torch.load(io.BytesIO(reader.get_record(SAMPLE_INPUTS)), weights_only=True)
+            torch.load(io.BytesIO(reader.get_record(sample_inputs)), weights_only=True)
         except Exception as e:
             raise _refuse(path, f"holds sample inputs that are not plain tensors ({type(e).__name__})") from e
 

@@ -153,6 +153,46 @@ def crafted_archive(tmp_path, marker, *, pickle_weights=True, pickle_inputs=Fals
     return crafted
 
 
+def second_program_archive(tmp_path, marker):
+    """A real export archive with its program intact plus a second program, ``other``, whose
+    weight is a code-running pickle (torch.export.load deserialises every program)."""
+    import json
+    import pickle
+    import zipfile
+
+    torch.export.save(torch.export.export(RowPrior(), (IMAGE,)), tmp_path / "row.pt2")
+    crafted = tmp_path / "two.pt2"
+    copies = ("models/model.json", "data/weights/model_weights_config.json",
+              "data/constants/model_constants_config.json", "data/sample_inputs/model.pt")  # fmt: skip
+    with zipfile.ZipFile(tmp_path / "row.pt2") as source, zipfile.ZipFile(crafted, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            target.writestr(name, data)
+            if not name.endswith(copies):
+                continue
+            root, inner = name.split("/", 1)
+            if inner == copies[1]:
+                config = json.loads(data)
+                config["config"]["colour"] |= {"use_pickle": True, "path_name": "weight_pwn"}
+                data = json.dumps(config).encode()
+                target.writestr(f"{root}/data/weights/weight_pwn", pickle.dumps(Payload(marker)))
+            target.writestr(f"{root}/{inner.replace('model.', 'other.').replace('model_', 'other_')}", data)
+    return crafted
+
+
+def test_a_second_program_of_the_archive_is_inspected_too(tmp_path):
+    marker = tmp_path / "pwned"
+    crafted = second_program_archive(tmp_path, marker)
+    with pytest.raises(TeacherError, match="stores 'colour' as a pickle"):
+        load_teacher(f"export:{crafted}")
+    assert not marker.exists()
+    try:  # the archive really is an attack: torch's own loader runs the second program's payload
+        torch.export.load(str(crafted))
+    except Exception:
+        pass
+    assert marker.exists()
+
+
 @pytest.mark.parametrize("what", ["weights", "sample inputs"])
 def test_export_archive_that_would_unpickle_is_refused(tmp_path, what):
     marker = tmp_path / "pwned"
