@@ -2,7 +2,8 @@
 
 A group still being filled may belong to a running ``cache-teacher`` (or a dask cluster's
 workers): removing it under them would lose their work or leave half-written shards, so an
-incomplete group is removed only with ``force``. In a local store removal is all or nothing and
+incomplete group is removed only with ``force``, and never while a writer holds its lease
+(:mod:`tiekd.pipeline.store.lease`). In a local store removal is all or nothing and
 stays inside the store: a group that is a symbolic link is refused (deleting through it would
 delete the link's target), and the groups are first renamed aside into one folder of the store,
 then deleted, so a failure leaves either every group or none.
@@ -10,6 +11,7 @@ then deleted, so a failure leaves either every group or none.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -18,6 +20,7 @@ from pathlib import Path
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import open_root
 from tiekd.pipeline.store.formats import check_group_name, child_groups
+from tiekd.pipeline.store.lease import exclusive_group
 
 
 def _incomplete(group) -> bool:
@@ -72,7 +75,10 @@ def _delete(path: str, root, teacher: str, splits: list[str], *, last: bool) -> 
         return
     targets = [teacher] if last else [f"{teacher}/{name}" for name in splits]
     _refuse_links(folder, teacher, targets)
-    _remove_aside(folder, targets)
+    with contextlib.ExitStack() as leases:  # never under a running cache-teacher, --force or not
+        for name in splits:
+            leases.enter_context(exclusive_group(str(folder / teacher / name)))
+        _remove_aside(folder, targets)
 
 
 def _refuse_links(folder: Path, teacher: str, targets: list[str]) -> None:

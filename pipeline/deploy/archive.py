@@ -117,14 +117,28 @@ def _quiet_torch_export():
         logger.setLevel(level)
 
 
-def static_batch(program: torch.export.ExportedProgram) -> int | None:
-    """The batch size an exported program was specialised to, or None if its batch is dynamic."""
+def _image_input(program: torch.export.ExportedProgram) -> torch.Tensor | None:
+    """The fake tensor of the program's image input (its first user input), or None."""
     inputs = set(program.graph_signature.user_inputs)
     for node in program.graph.nodes:
         value = node.meta.get("val") if node.op == "placeholder" and node.name in inputs else None
         if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return value.shape[0] if isinstance(value.shape[0], int) else None
+            return value
     return None
+
+
+def static_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The batch size an exported program was specialised to, or None if its batch is dynamic."""
+    value = _image_input(program)
+    return value.shape[0] if value is not None and isinstance(value.shape[0], int) else None
+
+
+def static_image_size(program: torch.export.ExportedProgram) -> tuple[int, int] | None:
+    """(H, W) an exported program's image input was specialised to, or None if either is dynamic."""
+    value = _image_input(program)
+    if value is None or value.dim() < 2 or not all(isinstance(n, int) for n in value.shape[-2:]):
+        return None
+    return tuple(value.shape[-2:])
 
 
 class StaticBatch(nn.Module):
@@ -145,9 +159,12 @@ class StaticBatch(nn.Module):
 
 
 def load_exported(path: Path) -> nn.Module:
-    """The checked archive's program as a module that accepts any batch size."""
+    """The checked archive's program as a module that accepts any batch size; its ``fixed_input``
+    is the (H, W) it was exported for where that is fixed, else None."""
     check_archive(path)
     with _quiet_torch_export():
         program = torch.export.load(str(path))
     size = static_batch(program)
-    return program.module() if size is None else StaticBatch(program.module(), size)
+    module = program.module() if size is None else StaticBatch(program.module(), size)
+    module.fixed_input = static_image_size(program)
+    return module

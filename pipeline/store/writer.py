@@ -8,7 +8,6 @@ most the frames it had not yet marked; running it again continues with the frame
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -46,6 +45,7 @@ from tiekd.pipeline.store.formats import (
     lost_metadata,
     open_member,
 )
+from tiekd.pipeline.store.lease import creation_lock, exclusive_group, hold_group
 
 CREATE_ATTEMPTS = 5
 """Processes that start on one new store at once (``--shard``) race to create its metadata.
@@ -67,42 +67,27 @@ def _check_writable(path: str) -> None:
         raise StoreError(f"cannot write to --out {path} ({e.strerror}); choose a writable location") from e
 
 
-@contextlib.contextmanager
-def _creation_lock(path: str):
-    """Serialise creating (or checking) groups among the processes that write to one local store.
-
-    Without it two ``cache-teacher`` runs of different teachers could both find the group not yet
-    created, both write their attributes, and both report a complete store holding one teacher's
-    maps. Under the lock the second run finds the first one's group and is refused with the
-    differences. The lock is the kernel's ``flock`` on the store's parent folder (no file is added
-    to the store), held only while the group is opened, and released with its process however it
-    ends. Remote stores and file systems without flock go without it."""
-    if "://" in path:
-        yield
-        return
-    parent = Path(path).absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(parent, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # e.g. NFS without flock on folders: best effort
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
-
-
-def _remove_group(parent: zarr.Group, name: str) -> None:
-    """Delete group ``name`` of ``parent`` (--overwrite). In a local store its folder is first
-    renamed aside, so a reader sees it gone at once, never half deleted (a frame of it would
-    read as damaged rather than removed)."""
+def _remove_group(parent: zarr.Group, name: str, *, location: str) -> None:
+    """Delete group ``name`` of ``parent`` (--overwrite), refused while another process writes it.
+    In a local store its folder is first renamed aside, so a reader sees it gone at once, never half
+    deleted (a frame of it would read as damaged rather than removed)."""
     store = parent.store
     if not isinstance(store, LocalStore):
         del parent[name]
         return
     root = Path(store.root)
     aside = root / f".tiekd-removing-{uuid.uuid4().hex}"
-    os.rename(root / parent.path / name, aside)
+    with exclusive_group(location):
+        os.rename(root / parent.path / name, aside)
     shutil.rmtree(aside)
+
+
+def _holds_no_frame(group: zarr.Group) -> bool:
+    """Whether ``group`` has no frame stored (a first run that failed before its first batch)."""
+    try:
+        return not bool(group["done"][:].any())
+    except (KeyError, ValueError, TypeError):
+        return False  # unreadable: leave it to verify --repair, never delete it
 
 
 class _StoreBeingCreated(Exception):
@@ -177,6 +162,8 @@ class CacheWriter:
     def __init__(self, group: zarr.Group, *, location: str):
         self._group = group
         self.location = location
+        self._lease = hold_group(location)
+        """The group lease, held shared while this writer lives (see :mod:`tiekd.pipeline.store.lease`)."""
         self._depth = open_member(group, "depth", location=location)
         self._done = open_member(group, "done", location=location)
         self._clipped = open_member(group, "clipped", location=location)
@@ -209,7 +196,7 @@ class CacheWriter:
         check_group_name(split, flag="--split-name")
         check_readable_format(store_format, location="store_format")
         _check_writable(path)
-        with _creation_lock(path):
+        with creation_lock(path):
             return cls._create_or_resume_retrying(
                 path, teacher=teacher, split=split, spec=spec, ids=ids, extra_attrs=extra_attrs,
                 overwrite=overwrite, layout={"frames_per_shard": frames_per_shard, "store_format": store_format},
@@ -281,13 +268,17 @@ class CacheWriter:
     ) -> None:
         attrs = dict(parent[split].attrs)
         if overwrite:
-            _remove_group(parent, split)
+            _remove_group(parent, split, location=location)
             return
         if "created" not in attrs:
             return  # an earlier run stopped while creating it: creation is idempotent
         differences = spec.differences(CacheSpec.from_attrs(attrs))
         if attrs.get("tiekd_store_format") not in READABLE_FORMATS:  # readable ones continue in their own format
             differences.insert(0, f"store format {attrs.get('tiekd_store_format')!r} vs {STORE_FORMAT}")
+        if differences and _holds_no_frame(parent[split]):
+            with contextlib.suppress(StoreError):  # while another run writes it, refused as below
+                _remove_group(parent, split, location=location)  # a failed first run's group: nothing lost
+                return
         if differences:
             raise StoreError(
                 f"{location} was made differently ({'; '.join(differences)}); "
@@ -307,6 +298,22 @@ class CacheWriter:
             self._depth[start:stop] = values[rows]
             self._clipped[start:stop] = clipped[rows]
             self._done[start:stop] = True
+
+    def discard_if_empty(self) -> bool:
+        """Remove this group if it holds no frame and no other process writes it (a first run that
+        failed before storing anything leaves nothing behind); True if removed."""
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
+        if not _holds_no_frame(self._group):
+            return False
+        parent_path, _, name = self._group.path.rpartition("/")
+        try:
+            parent = zarr.open_group(store=self._group.store, path=parent_path, mode="r+", zarr_format=3)
+            _remove_group(parent, name, location=self.location)
+        except StoreError:
+            return False  # another writer holds it: it is theirs to fill
+        return True
 
     def finish(self) -> bool:
         """Record completion (time, clip total) once every frame is stored; True if complete."""

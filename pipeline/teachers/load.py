@@ -49,6 +49,8 @@ class Teacher:
     """dtype of the teacher's floating-point weights ("float32"), None where it has none."""
     input_scale: float | None = None
     """The scale of the crop the teacher was trained at (a ``checkpoint:`` teacher's); None = unknown."""
+    fixed_input: tuple[int, int] | None = None
+    """The only (H, W) the teacher accepts (an ``export:`` program exported at a fixed size); None = any."""
 
     def native_input(self, crop: tuple[int, int]) -> tuple[int, int] | None:
         """(H, W) the teacher was trained to see for a crop of ``crop`` (H, W); None = the crop itself."""
@@ -170,6 +172,7 @@ def load_teacher(spec: str, *, args: dict | None = None, device: torch.device | 
         default_name=default_name(spec),
         dtype=weights_dtype(module),
         input_scale=getattr(module, "input_scale", None),
+        fixed_input=getattr(module, "fixed_input", None),
     )
 
 

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from tiekd.pipeline.errors import StoreError, TeacherError
 from tiekd.pipeline.files import file_sha256, os_reason
 from tiekd.pipeline.store.cache import CacheSpec, shard_frames
 from tiekd.pipeline.store.formats import split_group_name
+from tiekd.pipeline.store.lease import shard_lease
 from tiekd.pipeline.store.writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
 from tiekd.stages.caching.config import CacheTeacherConfig
@@ -67,8 +68,18 @@ def teacher_depth(cfg: CacheTeacherConfig, teacher: Teacher, image: torch.Tensor
 
 def teacher_input(cfg: CacheTeacherConfig, teacher: Teacher) -> tuple[int, int] | None:
     """(H, W) the teacher runs at: --teacher-input, else the size it was trained at (a checkpoint
-    teacher's training scale of the crop), else None (the crop itself)."""
-    return cfg.teacher_input or teacher.native_input(cfg.crop)
+    teacher's training scale of the crop), else None (the crop itself). A teacher that accepts only
+    one size (an ``export:`` program exported at a fixed size) must be given it."""
+    size = cfg.teacher_input or teacher.native_input(cfg.crop)
+    fixed = teacher.fixed_input
+    if fixed is not None and tuple(size or cfg.crop) != tuple(fixed):
+        given = "x".join(map(str, size or cfg.crop))
+        wanted = "x".join(map(str, fixed))
+        raise TeacherError(
+            f"--teacher {teacher.spec} was exported for {wanted} inputs only and would get {given}; pass "
+            f"--teacher-input {wanted} (the crop is resized to it and the map back), or export it with dynamic H and W"
+        )
+    return size
 
 
 def check_finite(depth: torch.Tensor, ids: list[str]) -> None:
@@ -164,19 +175,27 @@ def fill_frames(
     amp: bool,
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> int:
-    """Run the teacher over ``frames`` (indices into ``records``) and store their maps.
+    """Run the teacher over ``frames`` (indices into ``records``) and store their maps, holding the
+    lease of their store shards. A run that fails before storing any frame removes the group it
+    opened if that holds nothing (its rerun may then differ, e.g. in --teacher-input).
 
     Returns the frames written.
     """
     ids = [r.rgb for r in records]
     written = 0
-    with _store_errors(writer.location), BackgroundWriter(writer) as background:
-        for indices, image in _teacher_batches(cfg, records, frames, device):
-            batch_ids = [ids[i] for i in indices]
-            depth, clipped = clip_depth(cfg, teacher_depth(cfg, teacher, image, batch_ids, amp=amp), batch_ids)
-            background.submit(indices, depth, clipped)
-            written += len(indices)
-            on_batch(len(indices))
+    shards = {frame // writer.frames_per_shard for frame in frames}
+    try:
+        with _store_errors(writer.location), shard_lease(writer.location, shards), BackgroundWriter(writer) as background:
+            for indices, image in _teacher_batches(cfg, records, frames, device):
+                batch_ids = [ids[i] for i in indices]
+                depth, clipped = clip_depth(cfg, teacher_depth(cfg, teacher, image, batch_ids, amp=amp), batch_ids)
+                background.submit(indices, depth, clipped)
+                written += len(indices)
+                on_batch(len(indices))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.discard_if_empty()
+        raise
     return written
 
 
