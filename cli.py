@@ -23,14 +23,15 @@ from tiekd.cli_options import FOLDER, PATH, TiekdCommand, size
 from tiekd.cli_train import train_student
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.errors import TiekdError, out_of_memory
+from tiekd.pipeline.files import require_writable_folder, write_fault, writing_to
 from tiekd.pipeline.teachers.load import parse_teacher_args
 from tiekd.stages.recipes import config_path, format_recipes, list_recipes
 from tiekd.stages.runtime import set_threads
 
 
 class TiekdGroup(click.Group):
-    """A group that turns allocation failures into one line too, and shows the traceback behind an
-    error when ``--verbose`` was given."""
+    """A group that turns allocation failures and writes refused by the disk (full, read-only) into
+    one line too, and shows the traceback behind an error when ``--verbose`` was given."""
 
     command_class = TiekdCommand
     group_class = type
@@ -42,8 +43,8 @@ class TiekdGroup(click.Group):
             if ctx.meta.get("tiekd.verbose"):
                 traceback.print_exc()
             raise
-        except (MemoryError, RuntimeError) as e:
-            error = out_of_memory(e)
+        except Exception as e:  # re-raised unless it is one of the two
+            error = out_of_memory(e) or write_fault(e)
             if error is None:
                 raise
             if ctx.meta.get("tiekd.verbose"):
@@ -75,7 +76,9 @@ def main(ctx: click.Context, verbose: bool, threads: int | None) -> None:
 @shared.dataset
 def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -> None:
     """Write a small procedural dataset in the dataset's layout to OUT (KITTI: streets; NYU: rooms)."""
-    paths = get_dataset(dataset).write_sample(out, n_train=n_train, n_test=n_test, seed=seed)
+    require_writable_folder(out, flag="OUT")
+    with writing_to(out):
+        paths = get_dataset(dataset).write_sample(out, n_train=n_train, n_test=n_test, seed=seed)
     click.echo(f"wrote {n_train} train and {n_test} test frames to {out}")
     click.echo(f"  train: --data-root {paths.data_root} --gt-root {paths.gt_root} --split {paths.train_split}")
     click.echo(f"  test:  --data-root {paths.eval_data_root} --gt-root {paths.eval_gt_root} --split {paths.test_split}")

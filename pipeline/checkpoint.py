@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from tiekd.pipeline.errors import CheckpointError, OutputError
-from tiekd.pipeline.files import os_reason, require_file
+from tiekd.pipeline.files import os_error_in, os_reason, require_file
 from tiekd.pipeline.students import build_student
 
 CHECKPOINT_FORMAT = 1
@@ -30,44 +30,33 @@ TEMPORARY_SUFFIX = ".tmp"
 """A checkpoint is written as ``.NAME.<random>.tmp`` beside its target before the rename."""
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
+def save_checkpoint(path: str | Path, state: dict, *, then: str = "then --resume") -> None:
     """Write ``state`` to ``path`` atomically (temporary file in the same folder, then rename).
 
-    A failed write (disk full, read-only folder) raises a one-line OutputError and leaves an
-    existing ``path`` as it was.
+    A failed write (disk full, read-only folder) raises a one-line OutputError that ends with
+    ``then`` (what to do next) and leaves an existing ``path`` as it was.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     except OSError as e:
-        raise _write_error(path, e) from e
+        raise _write_error(path, e, then) from e
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        cause = _os_error_in(e)
+        cause = os_error_in(e)
         if cause is None:
             raise
-        raise _write_error(path, cause) from e
+        raise _write_error(path, cause, then) from e
 
 
-def _os_error_in(e: BaseException) -> OSError | None:
-    """The OSError behind ``e``: itself, or the one torch's writer met (its RuntimeError hides it)."""
-    while e is not None:
-        if isinstance(e, OSError):
-            return e
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def _write_error(path: Path, e: OSError) -> OutputError:
+def _write_error(path: Path, e: OSError, then: str) -> OutputError:
     kept = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written"
-    return OutputError(
-        f"cannot write checkpoint {path} ({os_reason(e)}); {kept}; free space or fix the folder, then --resume"
-    )
+    return OutputError(f"cannot write checkpoint {path} ({os_reason(e)}); {kept}; free space or fix the folder, {then}")
 
 
 def remove_partial_checkpoints(folder: str | Path, name: str) -> list[Path]:

@@ -9,6 +9,8 @@ nothing about a read-only mount).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -52,6 +54,47 @@ def shown(path: str | Path) -> str:
 def os_reason(e: OSError) -> str:
     """The short reason of an OSError ("No space left on device"), without paths or errno codes."""
     return e.strerror or (os.strerror(e.errno) if e.errno else type(e).__name__)
+
+
+WRITE_FAULTS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+"""Errors of a write the user fixes (disk full, read-only, no permission, quota), not bugs."""
+
+
+def os_error_in(e: BaseException | None) -> OSError | None:
+    """The OSError behind ``e``: itself, or the one a library met (torch and onnx hide it in
+    a RuntimeError of their own)."""
+    while e is not None:
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def write_fault(e: BaseException, *, folder: str | Path | None = None) -> OutputError | None:
+    """The one-line error for a write that failed for the user's disk or folder (full, read-only,
+    no permission), or None when ``e`` is something else. Every command's last resort: the stages
+    check their outputs before the work and write atomically, so what was there stays intact.
+    ``folder``: where the command writes, named when the error does not name its file."""
+    cause = os_error_in(e)
+    if cause is None or cause.errno not in WRITE_FAULTS:
+        return None
+    where = f" {shown(cause.filename or folder)}" if cause.filename or folder else ""
+    return OutputError(
+        f"cannot write{where} ({os_reason(cause)}); free space or choose a writable folder, then run the command again"
+    )
+
+
+@contextlib.contextmanager
+def writing_to(folder: str | Path):
+    """Turn a write the disk refuses inside the block into one line naming ``folder`` where the
+    error names no file (a full disk fails the write, not the open)."""
+    try:
+        yield
+    except Exception as e:
+        error = write_fault(e, folder=f"into {folder}")
+        if error is None:
+            raise
+        raise error from e
 
 
 def require_writable_folder(path: str | Path, *, flag: str) -> Path:

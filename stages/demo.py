@@ -16,6 +16,7 @@ import click
 
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import load_checkpoint
+from tiekd.pipeline.files import require_writable_folder, writing_to
 from tiekd.stages import cache_teacher, evaluate, train_student
 from tiekd.stages.demo_report import method_label, write_pictures, write_results
 from tiekd.stages.runtime import default_workers, reproducible, resolve_device
@@ -206,7 +207,8 @@ def _students(cfg: DemoConfig, size: DemoSize, sample, store: str, steps: int) -
 
 def run(cfg: DemoConfig) -> Path:
     """Run (or finish) the demo in ``cfg.out``, as reproducibly as torch allows; returns results.md."""
-    with reproducible(cfg.threads, resolve_device(cfg.device)) as settings:
+    require_writable_folder(cfg.out, flag="--out")
+    with writing_to(cfg.out), reproducible(cfg.threads, resolve_device(cfg.device)) as settings:
         click.echo(f"settings: {settings} (the figures depend on them)")
         return _run(cfg, settings)
 

@@ -23,6 +23,7 @@ from tiekd.pipeline import explain as explaining
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
 from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
+from tiekd.pipeline.files import require_writable_folder
 from tiekd.pipeline.losses import TIEKD_ALPHA
 from tiekd.pipeline.pictures.explain import caption, explanation_figure, sparsification_figure, write_index
 from tiekd.pipeline.pictures.figures import save_figure
@@ -187,13 +188,13 @@ def run(cfg: ExplainConfig) -> ExplainResult:
     dataset = get_dataset(cfg.dataset)
     if cfg.crop is not None:
         dataset.check_eval_crop(cfg.crop)
+    require_writable_folder(cfg.out, flag="--out")
     samples, count = _records(cfg, dataset)
     model, scale, edges, dpm = _student(cfg, device, dataset)
     cache = None
     if cfg.cache is not None:
         cache = TeacherCache.open_for_split(cfg.cache, cfg.teacher, cfg.split_name, cfg.split)
     ctx = _Context(model=model, scale=scale, edges=edges.to(device), dpm=dpm, cache=cache, dataset=dataset)
-    cfg.out.mkdir(parents=True, exist_ok=True)
     result, entries, curves = ExplainResult(index=cfg.out / "index.html"), [], []
     for k in range(count):
         explanation, path = _figure_of(k, samples, ctx, cfg)

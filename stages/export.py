@@ -22,7 +22,8 @@ import torch
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.deploy import export as exporting
-from tiekd.pipeline.errors import ConfigError, ExportError
+from tiekd.pipeline.errors import ConfigError, ExportError, OutputError
+from tiekd.pipeline.files import os_error_in, os_reason, require_writable_folder, write_fault
 
 FORMATS = ("onnx", "export", "checkpoint")
 WEIGHTS_KEYS = ("architecture", "model", "normalisation", "input_scale", "config", "step")
@@ -78,6 +79,12 @@ def _write_checked(out: Path, write, check) -> list[str]:
         os.chmod(tmp, 0o666 & ~umask)  # a file to share: the usual permissions, not mkstemp's 0600
         os.replace(tmp, out)
         return lines
+    except Exception as e:
+        if write_fault(e) is None:
+            raise
+        kept = f"the existing {out.name} is intact" if out.is_file() else f"no {out.name} was written"
+        reason = os_reason(os_error_in(e))
+        raise OutputError(f"cannot write --out {out} ({reason}); {kept}; free space, then export again") from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -133,7 +140,7 @@ def _export_weights(cfg: ExportConfig, state: dict) -> tuple[list[str], str]:
             raise ExportError(f"{cfg.out}: the weights read back differ from {cfg.checkpoint}; nothing written")
         return [f"check: the {len(expected)} weight tensors read back equal the checkpoint's: OK"]
 
-    lines = _write_checked(cfg.out, lambda tmp: save_checkpoint(tmp, weights), check)
+    lines = _write_checked(cfg.out, lambda tmp: save_checkpoint(tmp, weights, then="then export again"), check)
     return lines, "tiekd checkpoint, weights only (no optimizer state)"
 
 
@@ -146,6 +153,7 @@ def run(cfg: ExportConfig) -> ExportResult:
             "--format checkpoint keeps the weights only; --input, --dynamic and --with-entropy do not apply"
         )
     state = load_checkpoint(cfg.checkpoint)
+    require_writable_folder(cfg.out.parent, flag="--out's folder")
     if cfg.format == "checkpoint":
         checks, description = _export_weights(cfg, state)
     else:
