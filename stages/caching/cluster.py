@@ -8,12 +8,16 @@ stored. The client only shows one progress display and the summary: it never loa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
+import signal
+import threading
 
 import dask
 from distributed import Client, LocalCluster, as_completed
+from distributed.comm import connect
 
 from tiekd.pipeline.errors import ConfigError
 from tiekd.stages.caching.config import CacheTeacherConfig
@@ -23,8 +27,8 @@ from tiekd.stages.runtime import Rate, progress
 SHARD_RETRIES = 2
 """Re-runs of a shard whose task raised (a flaky filesystem); a worker that dies (kill -9, lost
 node) is handled by the scheduler itself, which moves the task (``allowed-failures``)."""
-CONNECT_TIMEOUT = "30s"
-"""How long to wait for a ``tcp://`` scheduler before saying it cannot be reached."""
+CONNECT_TIMEOUT_S = 30.0
+"""How long to wait for a ``tcp://`` scheduler's answer before saying it cannot be reached."""
 
 
 def parse_cluster(text: str) -> tuple[str, int | str]:
@@ -38,11 +42,28 @@ def parse_cluster(text: str) -> tuple[str, int | str]:
 
 
 def _local_cluster(n_workers: int) -> LocalCluster:
-    """N single-threaded worker processes; DataLoader workers allowed in them (not daemons)."""
-    with dask.config.set({"distributed.worker.daemon": False}):
+    """N single-threaded worker processes; DataLoader workers allowed in them (not daemons).
+
+    The worker processes start with Ctrl-C ignored (a process inherits an ignored signal, and
+    Python then leaves it ignored): Ctrl-C in the terminal reaches the whole process group, and
+    each worker would print its own traceback. This process, interrupted, stops them itself."""
+    with dask.config.set({"distributed.worker.daemon": False}), _interrupts_ignored():
         return LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
         )
+
+
+@contextlib.contextmanager
+def _interrupts_ignored():
+    """SIGINT ignored in this process while the block starts processes (which inherit it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; a LocalCluster started elsewhere keeps them
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -68,10 +89,28 @@ def cluster_client(text: str):
                 cluster = stack.enter_context(_local_cluster(value))
                 client = stack.enter_context(Client(cluster))
             else:
-                client = stack.enter_context(Client(value, timeout=CONNECT_TIMEOUT))
+                _probe_scheduler(value)
+                client = stack.enter_context(Client(value, timeout=f"{CONNECT_TIMEOUT_S}s"))
         except (OSError, TimeoutError) as e:
             raise ConfigError(f"--cluster {text}: cannot reach the dask scheduler ({e}); is it running?") from e
         yield client
+
+
+def _probe_scheduler(address: str) -> None:
+    """Refuse in one line an address where nothing answers dask's handshake in time: the Client
+    would wait there forever (its timeout covers connecting, not the handshake that follows)."""
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=CONNECT_TIMEOUT_S), CONNECT_TIMEOUT_S + 5)
+        await comm.close()
+
+    try:
+        asyncio.run(handshake())
+    except TimeoutError as e:
+        raise ConfigError(
+            f"--cluster {address}: nothing there answered as a dask scheduler within {CONNECT_TIMEOUT_S:g} s; "
+            "pass the address `dask scheduler` prints"
+        ) from e
 
 
 def run_shards(cfg: CacheTeacherConfig, client: Client) -> tuple[str, int, float, bool]:

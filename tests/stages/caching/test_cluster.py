@@ -36,6 +36,13 @@ def busy_worker(client, store, deadline: float) -> str:
     raise AssertionError("no worker was busy mid-run")
 
 
+def stored_frames(store) -> int:
+    try:
+        return int(TeacherCache.open(store).done.sum())
+    except Exception:  # the group is still being created
+        return 0
+
+
 @pytest.mark.slow
 def test_killed_worker_mid_shard_equals_one_process(sample, tmp_path, cli, subprocess_env):
     """kill -9 of a worker process in the middle of its shard: dask moves the task, the completion
@@ -92,7 +99,7 @@ def test_unreachable_scheduler_is_one_line(sample, tmp_path, cli, monkeypatch):
 
     from tiekd.stages.caching import cluster as cache_cluster
 
-    monkeypatch.setattr(cache_cluster, "CONNECT_TIMEOUT", "2s")
+    monkeypatch.setattr(cache_cluster, "CONNECT_TIMEOUT_S", 2.0)
     with socket.socket() as probe:  # a port nobody listens on once the probe is closed
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -100,6 +107,43 @@ def test_unreachable_scheduler_is_one_line(sample, tmp_path, cli, monkeypatch):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"--cluster tcp://127.0.0.1:{port}: cannot reach the dask scheduler" in result.output
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_server_that_is_not_dask_is_one_line_in_time(sample, tmp_path, cli, monkeypatch):
+    """A listening server that never answers dask's handshake (here: one that accepts and stays
+    silent) held the Client forever, whatever its timeout."""
+    import socket
+
+    from tiekd.stages.caching import cluster as cache_cluster
+
+    monkeypatch.setattr(cache_cluster, "CONNECT_TIMEOUT_S", 2.0)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        start = time.monotonic()
+        result = cli(*cache_args(sample, tmp_path / "s.zarr", sample.test_split, "--cluster", f"tcp://127.0.0.1:{port}"))
+        seconds = time.monotonic() - start
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "nothing there answered as a dask scheduler within 2 s" in result.output
+    assert seconds < 60, f"{seconds:.0f} s"  # bounded (2 s + 5 s of grace), not forever
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_local_cluster_in_one_line_and_keeps_the_frames(sample, tmp_path, subprocess_env):
+    """Ctrl-C reaches the whole process group: the workers printed a traceback each."""
+    store = tmp_path / "s.zarr"
+    args = cache_args(sample, store, None, "--teacher-arg", "delay=1", "--batch-size", 1, "--cluster", "local:2")
+    process = subprocess.Popen(tiekd_command(*args), env=subprocess_env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while stored_frames(store) == 0:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    output = process.communicate(timeout=240)[0]
+    assert process.returncode != 0 and "Traceback" not in output, output
+    assert len(output.strip().splitlines()) <= 3, output  # the progress line, "Aborted!"
+    assert stored_frames(store) >= 1
 
 
 @pytest.mark.slow
