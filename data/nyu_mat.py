@@ -64,7 +64,14 @@ def is_labeled_file(root: Path) -> bool:
 def _open(path: Path) -> h5py.File:
     key = (str(path), os.getpid())
     if key not in _OPEN:
-        _OPEN[key] = h5py.File(path, "r")
+        try:
+            _OPEN[key] = h5py.File(path, "r")
+        except OSError as e:  # HDF5's own words: "truncated file: eof = ..., stored_eof = ..."
+            reason = str(e).partition("(")[2].rstrip(")") or str(e)
+            raise DataError(
+                f"{path} cannot be read as HDF5 ({reason}); the file is damaged or incomplete (an interrupted "
+                "download?): download nyu_depth_v2_labeled.mat again"
+            ) from e
     return _OPEN[key]
 
 
@@ -110,8 +117,19 @@ def frame_index(path: Path, relative: str, *, line: int) -> int:
 def read_labeled_image(path: Path, relative: str, *, line: int, kept: tuple[int, int, int, int]) -> np.ndarray:
     """Frame of the labeled file as uint8 (H, W, 3) RGB, black outside ``kept`` = (top, bottom, left,
     right), the region BTS's extraction keeps."""
-    frame = _open(path)[IMAGES][frame_index(path, relative, line=line)]
+    frame = _read_frame(path, IMAGES, frame_index(path, relative, line=line))
     return with_black_border(np.asarray(frame, dtype=np.uint8).transpose(2, 1, 0), kept=kept)
+
+
+def _read_frame(path: Path, name: str, index: int) -> np.ndarray:
+    """Frame ``index`` of array ``name`` of the labeled file; a damaged one is one line."""
+    try:
+        return _open(path)[name][index]
+    except OSError as e:
+        raise DataError(
+            f"{path}: frame {index} of '{name}' cannot be read ({e}); the file is damaged: download "
+            "nyu_depth_v2_labeled.mat again"
+        ) from e
 
 
 def with_black_border(image: np.ndarray, *, kept: tuple[int, int, int, int]) -> np.ndarray:
@@ -125,7 +143,7 @@ def with_black_border(image: np.ndarray, *, kept: tuple[int, int, int, int]) -> 
 def read_labeled_depth(path: Path, relative: str, *, line: int, scale: float) -> np.ndarray:
     """Raw depth of a frame of the labeled file as float32 (H, W) metres (0 = no measurement), at
     the resolution of the extracted PNG: truncated to 1 / ``scale`` metres (millimetres: 1000)."""
-    frame = _open(path)[RAW_DEPTHS][frame_index(path, relative, line=line)]
+    frame = _read_frame(path, RAW_DEPTHS, frame_index(path, relative, line=line))
     values = depth_png_values(np.asarray(frame, dtype=np.float32).T, scale=scale)
     return values.astype(np.float32) / np.float32(scale)
 

@@ -90,6 +90,17 @@ class TestLabeledFile:
             # Truncation of the float32 product: a float64 product gives other millimetres here.
             assert (mm != (raw[n].T.astype(np.float64) * 1000).astype(np.uint16)).any()
 
+    @pytest.mark.parametrize("kept", [0.3, 0.95])
+    def test_a_truncated_file_is_one_line(self, tmp_path, kept):
+        """An interrupted download of the 2.8 GB file: HDF5 sees its end missing."""
+        path = tmp_path / "labeled.mat"
+        with h5py.File(path, "w") as f:
+            f["images"], f["rawDepths"] = np.zeros((2, 3, 640, 480), np.uint8), np.zeros((2, 640, 480), np.float32)
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * kept)])
+        with pytest.raises(DataError, match=r"cannot be read as HDF5 \(truncated file: .*download nyu_depth_v2_labeled.mat again"):
+            NYU.check_root(path, flag="--gt-root")
+
     def test_file_without_raw_depths_is_refused(self, tmp_path):
         path = tmp_path / "labeled.mat"
         with h5py.File(path, "w") as f:
