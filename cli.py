@@ -44,12 +44,18 @@ class TiekdGroup(click.Group):
                 traceback.print_exc()
             raise
         except Exception as e:  # re-raised unless it is one of the two
-            error = out_of_memory(e) or write_fault(e)
+            error = out_of_memory(e, options=_options_of(self, ctx)) or write_fault(e)
             if error is None:
                 raise
             if ctx.meta.get("tiekd.verbose"):
                 traceback.print_exc()
             raise error from e
+
+
+def _options_of(group: click.Group, ctx: click.Context) -> set[str]:
+    """The option names of the command ``ctx`` ran (none for ``cache``'s, which set no sizes)."""
+    command = group.get_command(ctx, ctx.invoked_subcommand or "")
+    return {name for param in getattr(command, "params", []) for name in param.opts}
 
 
 @click.group(cls=TiekdGroup)

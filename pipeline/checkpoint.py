@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from tiekd.pipeline.dpm import MAX_N_BINS
 from tiekd.pipeline.errors import CheckpointError, OutputError
 from tiekd.pipeline.files import os_error_in, os_reason, require_file
 from tiekd.pipeline.students import build_student
@@ -98,6 +99,12 @@ REASON_CHARS = 200
 
 def student_from_checkpoint(state: dict, *, path: str | Path = "checkpoint") -> torch.nn.Module:
     """Rebuild the student a checkpoint describes and load its weights (strict)."""
+    n_bins = state["architecture"].get("n_bins")
+    if n_bins is not None and not (isinstance(n_bins, int) and 2 <= n_bins <= MAX_N_BINS):
+        raise CheckpointError(
+            f"{path} claims a head of {n_bins} depth bins, which tiekd never trains (2 to {MAX_N_BINS}): the "
+            "checkpoint is damaged or not tiekd's; use another one"
+        )
     try:
         model = build_student(**state["architecture"])
     except TypeError as e:

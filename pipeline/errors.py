@@ -6,6 +6,7 @@ chained with ``from e`` so ``--verbose`` can still show where they came from.
 """
 
 import re
+from collections.abc import Collection
 
 import click
 
@@ -53,15 +54,21 @@ class OutOfMemory(TiekdError):
 GIB = 1 << 30
 
 
-def out_of_memory(e: BaseException) -> OutOfMemory | None:
+SIZE_OPTIONS = ("--batch-size", "--crop", "--scale", "--input", "--teacher-input", "--n-bins", "--workers")
+"""Options that set how much memory a command asks for at once, in the order advice names them."""
+
+
+def out_of_memory(e: BaseException, *, options: Collection[str] = SIZE_OPTIONS) -> OutOfMemory | None:
     """The one-line error for a failed allocation (numpy's MemoryError, torch's CPU allocator or CUDA
-    out-of-memory error), or None when ``e`` is something else."""
+    out-of-memory error), or None when ``e`` is something else. The advice names those of the
+    command's ``options`` that set sizes; a command with none is told the sizes it was given."""
     text = str(e)
     if not (isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
         return None
     asked = re.search(r"allocate (\d+) bytes", text)
     size = f"{int(asked[1]) / GIB:.1f} GiB" if asked else (re.search(r"(?i)allocate ([\d.]+ \w+)", text) or [None, ""])[1]
+    sizes = [option for option in SIZE_OPTIONS if option in options]
+    lower = f"lower {', '.join(sizes)}" if sizes else "check the sizes in its input files"
     return OutOfMemory(
-        f"out of memory{f' ({size} asked for at once)' if size else ''}: lower --batch-size, the sizes "
-        "(--crop, --scale, --teacher-input, --n-bins) or --workers, or use a device with more memory"
+        f"out of memory{f' ({size} asked for at once)' if size else ''}: {lower}, or use a device with more memory"
     )

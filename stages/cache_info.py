@@ -98,7 +98,7 @@ class Verification:
 
 
 def _verify_group(group, location: str, *, repair: bool, result: Verification) -> None:
-    unsound = unsound_arrays(group)
+    unsound = unsound_arrays(group, location=location)
     if unsound:
         result.problems += [unsound_array(location, name, why).message for name, why in unsound.items()]
         if not repair:

@@ -205,11 +205,33 @@ RECORD_KEYS = ("created", "n_frames", "crop", "frames_per_shard", "tiekd_store_f
 """The attributes a group's arrays can be checked against and rebuilt from."""
 
 
+MAX_FRAMES = 100_000_000
+"""Most frames a group may record (KITTI's training split has 23,158): a record claiming more is damaged."""
+MAX_MAP_PIXELS = 1 << 26
+"""Most pixels of a stored map (64 M; the KB crop has 0.43 M): a record claiming more is damaged."""
+
+
+def check_record(attrs: dict, *, location: str) -> None:
+    """Refuse, in one line, a group record whose sizes no tiekd wrote (an edited or damaged
+    ``zarr.json``): rebuilding or reading arrays of such sizes would ask for terabytes."""
+    frames, crop, per_shard = attrs.get("n_frames"), attrs.get("crop"), attrs.get("frames_per_shard")
+    sizes = [frames, per_shard, *(crop if isinstance(crop, list) and len(crop) == 2 else [None, None])]
+    if all(isinstance(n, int) and n > 0 for n in sizes):
+        if frames <= MAX_FRAMES and per_shard <= MAX_FRAMES and crop[0] * crop[1] <= MAX_MAP_PIXELS:
+            return
+    raise StoreError(
+        f"{location}/zarr.json is damaged: its record claims {frames} frames of {crop} pixels, sizes tiekd never "
+        f"writes (at most {MAX_FRAMES} frames of {MAX_MAP_PIXELS} pixels); restore it from a backup, or remove the "
+        "group with `tiekd cache rm` and cache that teacher again"
+    )
+
+
 def check_metadata(group: zarr.Group, *, location: str) -> None:
     """Refuse, in one line, a group one of whose arrays is not as its format defines it."""
     attrs = dict(group.attrs)
     if not set(RECORD_KEYS) <= attrs.keys() or attrs["tiekd_store_format"] not in READABLE_FORMATS:
         return  # a group still being created, or one the caller refuses for its format
+    check_record(attrs, location=location)
     for name, why in unsound_metadata(group, expected_metadata(attrs)).items():
         raise unsound_array(location, name, why)
 

@@ -21,6 +21,7 @@ from tiekd.pipeline.store.formats import (
     READABLE_FORMATS,
     RECORD_KEYS,
     array_specs,
+    check_record,
     expected_metadata,
     unsound_metadata,
 )
@@ -32,11 +33,13 @@ def _key(group: zarr.Group, *parts: str) -> str:
     return "/".join((group.path, *parts)) if group.path else "/".join(parts)
 
 
-def unsound_arrays(group: zarr.Group) -> dict[str, str]:
+def unsound_arrays(group: zarr.Group, *, location: str) -> dict[str, str]:
     """Array name -> what is wrong with its ``zarr.json``: missing, unreadable, or edited (not as
-    the group's store format defines it, checked against the group's record where it has one)."""
+    the group's store format defines it, checked against the group's record where it has one).
+    A record of impossible sizes is refused (StoreError): nothing can be rebuilt from it."""
     attrs = dict(group.attrs)
     if set(RECORD_KEYS) <= attrs.keys() and attrs["tiekd_store_format"] in READABLE_FORMATS:
+        check_record(attrs, location=location)
         return unsound_metadata(group, expected_metadata(attrs))
     return dict.fromkeys(lost_arrays(group), "missing or corrupt")
 

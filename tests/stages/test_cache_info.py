@@ -144,7 +144,7 @@ class TestRepair:
         assert_same_store(damaged, whole)
         assert (damaged / "row_prior/test/depth/zarr.json").read_bytes() == (whole / "row_prior/test/depth/zarr.json").read_bytes()
 
-    @pytest.mark.parametrize("fail_after", [0, 1])
+    @pytest.mark.parametrize("fail_after", [1])  # a run failing before its first frame leaves no group: test_leases
     def test_a_failed_first_run_shows_as_incomplete_and_the_next_continues(self, sample, stores, cli, fail_after):
         _, whole = stores
         store = whole.parent / "failed.zarr"

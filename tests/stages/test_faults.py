@@ -170,6 +170,37 @@ class TestAllocationFailures:
         assert error.message.startswith(f"out of memory ({size} asked for at once): lower --batch-size")
         assert out_of_memory(RuntimeError("shapes do not match")) is None
 
+    def test_the_advice_names_the_options_of_the_command_that_ran(self, sample, tmp_path, cli):
+        # A real 112 GiB allocation: export's only size is --input; training's advice named it not.
+        run_dir = tmp_path / "run"
+        assert cli(*train_args(sample, run_dir, "--max-steps", 1)).exit_code == 0
+        args = ["export", "--checkpoint", run_dir / "last.pt", "--out", tmp_path / "m.onnx", "--input", "200000x200000"]
+        line = only_error(cli(*args))
+        assert line == "Error: out of memory (447.0 GiB asked for at once): lower --input, or use a device with more memory"
+        assert not (tmp_path / "m.onnx").exists()
+
+    def test_a_checkpoint_claiming_absurd_bins_is_named_as_the_cause(self, sample, tmp_path, cli):
+        run_dir = tmp_path / "run"
+        assert cli(*train_args(sample, run_dir, "--max-steps", 1)).exit_code == 0
+        state = torch.load(run_dir / "last.pt", weights_only=True)
+        state["architecture"]["n_bins"] = 10**12
+        torch.save(state, tmp_path / "bins.pt")
+        line = only_error(cli("export", "--checkpoint", tmp_path / "bins.pt", "--out", tmp_path / "m.onnx"))
+        assert "bins.pt claims a head of 1000000000000 depth bins, which tiekd never trains" in line
+
+    def test_a_store_record_claiming_absurd_sizes_is_named_as_the_cause(self, store, tmp_path, cli):
+        edited = tmp_path / "s.zarr"
+        shutil.copytree(store, edited)
+        record = edited / "row_prior" / "train" / "zarr.json"
+        document = json.loads(record.read_text())
+        document["attributes"]["n_frames"] = 10**12
+        record.write_text(json.dumps(document))
+        for command in (("info",), ("verify",), ("verify", "--repair")):
+            result = cli("cache", *command, edited)
+            assert "its record claims 1000000000000 frames of [352, 1216] pixels" in result.output, result.output
+            assert "out of memory" not in result.output and "Traceback" not in result.output
+        assert json.loads(record.read_text()) == document, "nothing rewritten from the damaged record"
+
 
 def cache_toy_teacher(sample, path, split, *extra):
     """Cache the toy teacher of test_train_student over ``split`` into the store ``path``."""
