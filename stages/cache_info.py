@@ -95,6 +95,14 @@ class Verification:
     """Stored frames read back."""
     problems: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
+    unrepairable: list[str] = field(default_factory=list)
+    """Groups whose problems --repair cannot fix (their arrays disagree with their own record)."""
+    repair: bool = False
+    """Whether --repair was asked for."""
+
+
+REPAIR_ADVICE = "; run `tiekd cache verify --repair"
+"""Where a damaged frame's message starts its advice (``formats.damaged_frame``)."""
 
 
 def _verify_group(group, location: str, *, repair: bool, result: Verification) -> None:
@@ -110,10 +118,12 @@ def _verify_group(group, location: str, *, repair: bool, result: Verification) -
     shape = (len(cache), *tuple(cache.attrs.get("crop", ())))
     if cache.depth_shape != shape:
         result.problems.append(f"{location}: depth has shape {cache.depth_shape}, expected {shape}")
+        result.unrepairable.append(location)
         return
     result.frames += int(cache.done.sum())
     damaged = damaged_frames(cache)
-    result.problems += damaged.values()
+    # Under --repair a frame's own advice (run verify --repair, then cache-teacher) is what happens next.
+    result.problems += [why.split(REPAIR_ADVICE)[0] if repair else why for why in damaged.values()]
     if repair and damaged:
         unmarked = unmark(group, list(damaged))
         result.repairs.append(
@@ -125,7 +135,7 @@ def _verify_group(group, location: str, *, repair: bool, result: Verification) -
 def verify(path: str, *, repair: bool = False) -> Verification:
     """Read back every stored frame of every cache of a store; with ``repair``, rebuild lost array
     metadata and mark damaged frames not done (``pipeline/store/repair.py``)."""
-    result = Verification()
+    result = Verification(repair=repair)
     for teacher, split, group in _groups(path, mode="r+" if repair else "r"):
         _verify_group(group, f"{path}/{teacher}/{split}", repair=repair, result=result)
     return result
@@ -133,13 +143,21 @@ def verify(path: str, *, repair: bool = False) -> Verification:
 
 def report_verification(store: str, result: Verification) -> str:
     """The lines ``tiekd cache verify`` prints: problems (on stderr), repairs, the summary; a
-    ``StoreError`` where problems were found and not repaired."""
+    ``StoreError`` where problems remain: ones --repair fixes but was not asked to, or ones it
+    cannot fix (then never the advice to run it again)."""
     for problem in result.problems:
         click.echo(problem, err=True)
-    if result.problems and not result.repairs:
+    for line in result.repairs:
+        click.echo(line)
+    if result.unrepairable:
+        raise StoreError(
+            f"{', '.join(result.unrepairable)}: arrays that disagree with the group's own record, which --repair "
+            "cannot fix; remove the group with `tiekd cache rm` and cache that teacher again"
+        )
+    if result.problems and not result.repair:
         raise StoreError(
             f"{store}: {len(result.problems)} problem(s) in {result.frames} stored frames; "
             f"run `tiekd cache verify --repair {store}`, then cache-teacher again"
         )
     found = f"{len(result.problems)} problem(s), repaired" if result.problems else "no problems"
-    return "\n".join([*result.repairs, f"{store}: {result.frames} stored frames read, {found}"])
+    return f"{store}: {result.frames} stored frames read, {found}"

@@ -123,6 +123,7 @@ class TestRepair:
         assert all(f"frame {i} of" in found.output for i in (0, 2, 3)) and "frame 1 of" not in found.output
         repaired = cli("cache", "verify", "--repair", damaged)
         assert repaired.exit_code == 0 and "marked 3 damaged frame(s) not done" in repaired.output
+        assert "verify --repair" not in repaired.output, "--repair ran: it must not ask to be run again"
         assert TeacherCache.open(damaged).done.tolist() == [False, True, False, False]
         rerun = cli(*cache_args(sample, damaged, sample.test_split))
         assert rerun.exit_code == 0 and "wrote 3 frames" in rerun.output and "store complete" in rerun.output
