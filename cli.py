@@ -111,6 +111,8 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
     help="Fill store shards I, I+N, I+2N, ... of the split (N processes).",
 )  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing teacher/split group made differently.")
+@click.option("--with-inputs", is_flag=True, help="Also pack the split's images (and GT, with --gt-root) into the "
+              "store, as `tiekd cache pack` does.")  # fmt: skip
 @click.option(
     "--cluster",
     metavar="local:N|tcp://HOST:PORT",

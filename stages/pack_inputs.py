@@ -8,6 +8,8 @@ it again continues; ``--shard I/N`` processes fill disjoint store shards.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from tiekd.pipeline.files import file_sha256
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, shard_frames
 from tiekd.pipeline.store.formats import split_group_name
 from tiekd.pipeline.store.inputs import InputsWriter
+from tiekd.stages.caching.worker import _store_errors
 from tiekd.stages.runtime import Rate, progress
 
 
@@ -93,19 +96,41 @@ def open_inputs_writer(cfg: PackConfig, records: list[Record]) -> InputsWriter:
 
 def run(cfg: PackConfig) -> PackSummary:
     """Pack (or continue packing) the frames of ``cfg.shard`` into ``out/_inputs/split``."""
-    dataset = get_dataset(cfg.dataset)
-    records = dataset.read_split(cfg.split)
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
     check_files(cfg, records)
     writer = open_inputs_writer(cfg, records)
     todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
     with progress(len(todo), f"packing {writer.location}") as bar:
-        for start in range(0, len(todo), writer.frames_per_shard):
-            indices = todo[start : start + writer.frames_per_shard]
-            writer.write(indices, [pack_record(dataset, cfg.data_root, cfg.gt_root, records[i]) for i in indices])
-            rate.add(len(indices))
-            bar.update(len(indices), f"{rate.per_second:.1f} frames/s")
+
+        def on_batch(n: int) -> None:
+            rate.add(n)
+            bar.update(n, f"{rate.per_second:.1f} frames/s")
+
+        pack_frames(cfg, writer, records, todo, on_batch=on_batch)
     return PackSummary(writer.location, len(records), rate.count, rate.seconds, writer.finish())
+
+
+def pack_frames(cfg: PackConfig, writer: InputsWriter, records: list[Record], frames: list[int], *,
+                on_batch: Callable[[int], None] = lambda n: None) -> int:  # fmt: skip
+    """Pack ``frames`` (sorted indices into ``records``), one store shard's worth per write; returns
+    how many. Each write marks its frames done, so a killed run loses at most one write."""
+    dataset = get_dataset(cfg.dataset)
+    with _store_errors(writer.location):
+        for start in range(0, len(frames), writer.frames_per_shard):
+            indices = frames[start : start + writer.frames_per_shard]
+            writer.write(indices, [pack_record(dataset, cfg.data_root, cfg.gt_root, records[i]) for i in indices])
+            on_batch(len(indices))
+    return len(frames)
+
+
+def pack_store_shard(shard: int, cfg: PackConfig) -> int:
+    """Pack the missing frames of store shard ``shard`` (a dask task of ``cache-teacher --cluster
+    --with-inputs``); idempotent as :func:`tiekd.stages.caching.worker.cache_shard`."""
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
+    writer = open_inputs_writer(dataclasses.replace(cfg, overwrite=False), records)
+    fps = writer.frames_per_shard
+    return pack_frames(cfg, writer, records, writer.pending(list(range(shard * fps, min((shard + 1) * fps, len(records))))))
 
 
 def report(summary: PackSummary) -> str:
@@ -114,3 +139,28 @@ def report(summary: PackSummary) -> str:
         f"packed {summary.frames_written} frames in {summary.seconds:.1f} s into {summary.location}\n"
         f"packed split {state}: {summary.frames_total} frames"
     )
+
+
+def inputs_config(cfg) -> PackConfig:
+    """The packing of ``cache-teacher --with-inputs`` (a CacheTeacherConfig): same split, store,
+    shard, shard size and dataset."""
+    return PackConfig(
+        data_root=cfg.data_root, split=cfg.split, out=cfg.out, gt_root=cfg.gt_root, split_name=cfg.split_name,
+        shard=cfg.shard, overwrite=cfg.overwrite, frames_per_shard=cfg.frames_per_shard, dataset=cfg.dataset,
+    )  # fmt: skip
+
+
+def run_on_cluster(cfg: PackConfig, client) -> PackSummary:
+    """Pack on a dask cluster: the store shards still missing frames (among ``cfg.shard``'s) mapped
+    as tasks of :func:`pack_store_shard`, retried as the teacher's shards are."""
+    from distributed import as_completed  # lazy, as the cluster itself
+
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
+    writer = open_inputs_writer(cfg, records)  # created here, once, before the tasks open it
+    fps = writer.frames_per_shard
+    shards = sorted({i // fps for i in writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=fps))})
+    rate = Rate()
+    futures = client.map(pack_store_shard, shards, cfg=dataclasses.replace(cfg, overwrite=False), retries=2, pure=False)
+    for future in as_completed(futures):
+        rate.add(future.result())
+    return PackSummary(writer.location, len(records), rate.count, rate.seconds, writer.finish())
