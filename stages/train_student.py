@@ -30,7 +30,7 @@ from tiekd.stages.runtime import resolve_device, use_amp
 from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config, with_earlier_defaults
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.training.identity import cache_differences, cache_identity
-from tiekd.stages.training.log import RunLog, one_run
+from tiekd.stages.training.log import RunLog, forget_run_locks, one_run
 from tiekd.stages.training.loop import TrainSummary, train
 from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everything
 from tiekd.stages.training.trainer import Trainer, config_dict, optimisation
@@ -185,6 +185,7 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
         drop_last=True,
         persistent_workers=cfg.workers > 0,
         prefetch_factor=PREFETCH_BATCHES if cfg.workers > 0 else None,
+        worker_init_fn=forget_run_locks,
     )
 
 

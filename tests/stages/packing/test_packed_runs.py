@@ -61,3 +61,15 @@ def test_without_data_root_or_a_store_is_one_line(cli, sample, tmp_path):
 def test_a_store_without_the_split_packed_is_one_line(cli, sample, tmp_path, test_split_store):
     result = cli("evaluate", "--cache", test_split_store, "--split", sample.test_split, "--device", "cpu")
     assert "holds no packed inputs of split 'test'" in error_line(result)
+
+
+def test_explanation_from_the_packed_store_equals_explanation_from_the_files(sample, packed, tmp_path, one_torch_thread):
+    from tiekd.stages.explain import ExplainConfig
+    from tiekd.stages.explain import run as explain
+
+    train(train_config(sample, packed, tmp_path / "run", max_steps=1, data_root=None, gt_root=None))
+    common = dict(checkpoint=tmp_path / "run" / "last.pt", split=sample.test_split, cache=str(packed), images=2,
+                  device="cpu")  # fmt: skip
+    files = explain(ExplainConfig(data_root=sample.data_root, gt_root=sample.gt_root, out=tmp_path / "f", **common))
+    from_store = explain(ExplainConfig(data_root=None, gt_root=None, out=tmp_path / "p", **common))
+    assert files.scores == from_store.scores and len(from_store.figures) == len(files.figures) > 0
