@@ -128,3 +128,27 @@ def test_with_inputs_on_a_local_cluster(cli, sample, whole, tmp_path):
         result = cli(*args, "--cluster", "local:2")
     assert result.exit_code == 0 and "packed split complete: 8 frames" in result.output, result.output
     assert_same_packing(tmp_path / "s.zarr", whole)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])  # BTS folders; the labeled .mat
+def test_nyu_evaluation_samples_from_the_packed_store_are_the_files(nyu_sample, tmp_path, split):
+    import torch
+
+    from tiekd.data.datasets import EvaluationSamples
+    from tiekd.data.packed import PackedSource
+    from tiekd.stages.pack_inputs import PackConfig
+    from tiekd.stages.pack_inputs import run as pack
+
+    nyu = get_dataset("nyu")
+    data_root = nyu_sample.data_root if split == "train" else nyu_sample.eval_data_root
+    gt_root = nyu_sample.gt_root if split == "train" else nyu_sample.eval_gt_root
+    split_file = nyu_sample.train_split if split == "train" else nyu_sample.test_split
+    pack(PackConfig(data_root=data_root, gt_root=gt_root, split=split_file, out=str(tmp_path / "s.zarr"), dataset="nyu"))
+    records = nyu.read_split(split_file)
+    files = EvaluationSamples(records, data_root, gt_root, dataset=nyu)
+    packed = EvaluationSamples(records, None, None, dataset=nyu,
+                               packed=PackedSource((str(tmp_path / "s.zarr"), split_file.stem), with_gt=True))  # fmt: skip
+    for k in range(len(files)):
+        a, b = files[k], packed[k]
+        assert a["error"] == b["error"] == ""
+        assert all(torch.equal(a[key], b[key]) for key in ("image", "gt", "full_size", "box"))
