@@ -186,6 +186,23 @@ class PackedInputs:
         """float32 (H, W) GT metres of frame ``i`` at the cache crop (0 = none), as the source file reads."""
         return self._frame("gt", i).astype(np.float32) / np.float32(self.gt_scale)
 
+    def damaged(self) -> dict[int, str]:
+        """Frame -> one line, for each packed frame whose image or GT does not read back (CRC32C, missing bytes)."""
+        problems = {}
+        for i in np.flatnonzero(self.done).tolist():
+            try:
+                self.image(i), self.gt(i)
+            except StoreError as e:
+                problems[i] = e.message
+        return problems
+
+    def unmark(self, frames: list[int]) -> None:
+        """Mark ``frames`` not packed (``cache verify --repair``), so ``cache pack`` packs them again."""
+        store, _, split = self.location.rsplit("/", 2)
+        done = open_root(store, mode="r+")[f"{INPUTS_GROUP}/{split}/done"]
+        for i in frames:
+            done[i] = False
+
     def require_packed(self, sample_ids: list[str], *, what: str) -> None:
         """Refuse, in one line, samples not all of which are packed."""
         missing = [s for s in sample_ids if s not in self.index or not self.done[self.index[s]]]
@@ -267,3 +284,12 @@ def _check_same(theirs: dict, ours: dict, *, location: str) -> None:
 
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value
+
+
+def packed_splits(path: str) -> dict[str, PackedInputs]:
+    """Name -> every packed split of the store at ``path``, in name order."""
+    root = open_root(str(path), mode="r")
+    if INPUTS_GROUP not in root:
+        return {}
+    names = sorted(name for name, member in root[INPUTS_GROUP].members() if isinstance(member, zarr.Group))
+    return {name: PackedInputs.open(str(path), name) for name in names}

@@ -152,3 +152,23 @@ def test_nyu_evaluation_samples_from_the_packed_store_are_the_files(nyu_sample, 
         a, b = files[k], packed[k]
         assert a["error"] == b["error"] == ""
         assert all(torch.equal(a[key], b[key]) for key in ("image", "gt", "full_size", "box"))
+
+
+def test_info_lists_and_verify_repairs_a_packed_split(cli, sample, whole, tmp_path):
+    import shutil
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(whole, store)
+    info = cli("cache", "info", store)
+    assert "packed inputs train: 8/8 frames (complete), kitti, with GT" in info.output
+    assert "8 stored frames read, no problems" in cli("cache", "verify", store).output
+    shard = store / "_inputs" / "train" / "gt" / "c" / "1" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[20] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = cli("cache", "verify", store)
+    assert "1 problem(s) in 8 stored frames" in error_line(result) and "fail their CRC32C check" in result.output
+    assert "marked 1 damaged frame(s) not packed" in cli("cache", "verify", "--repair", store).output
+    result = cli(*pack_args(sample, store))
+    assert "packed 1 frames" in result.output and "packed split complete" in result.output
+    assert_same_packing(store, whole)
