@@ -80,7 +80,9 @@ def best_time(function, passes: int) -> float:
 def authors_png(paths: list[Path], passes: int) -> tuple[float, float]:
     """Bytes and decode seconds (median of frames) of the authors' PNG files, decoded as the loader does."""
     sizes = [p.stat().st_size for p in paths]
-    times = [best_time(lambda p=p: np.asarray(Image.open(io.BytesIO(p.read_bytes())).convert("RGB")), passes) for p in paths]
+    times = [
+        best_time(lambda p=p: np.asarray(Image.open(io.BytesIO(p.read_bytes())).convert("RGB")), passes) for p in paths
+    ]
     return float(np.median(sizes)), float(np.median(times))
 
 
@@ -94,7 +96,7 @@ def measure(frames: list[np.ndarray], passes: int) -> dict[str, tuple[float, flo
             if not np.array_equal(decode(encoded), frame):
                 raise AssertionError(f"{name} is not lossless")
             sizes.append(len(encoded))
-            times.append(best_time(lambda e=encoded: decode(e), passes))
+            times.append(best_time(lambda e=encoded, d=decode: d(e), passes))
         results[name] = (float(np.median(sizes)), float(np.median(times)))
     return results
 
@@ -113,9 +115,13 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''}, imagecodecs {imagecodecs.__version__}; "
           f"{len(frames)} procedural KITTI-like frames (tiekd sample-data), 352x1216 KB crop; one thread")  # fmt: skip
     print(f"{'codec':32} {'kB/frame':>9} {'x PNG bytes':>12} {'decode ms':>10} {'PNG time / this':>16}")
-    print(f"{'authors PNG file (PIL, 375x1242)':32} {png_bytes / 1e3:9.1f} {1:12.2f} {png_seconds * 1e3:10.2f} {1:16.1f}")
+    print(
+        f"{'authors PNG file (PIL, 375x1242)':32} {png_bytes / 1e3:9.1f} {1:12.2f} {png_seconds * 1e3:10.2f} {1:16.1f}"
+    )
     for name, (size, seconds) in results.items():
-        print(f"{name:32} {size / 1e3:9.1f} {size / png_bytes:12.2f} {seconds * 1e3:10.2f} {png_seconds / seconds:16.1f}")
+        print(
+            f"{name:32} {size / 1e3:9.1f} {size / png_bytes:12.2f} {seconds * 1e3:10.2f} {png_seconds / seconds:16.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def gt_values(gt: np.ndarray, scale: float, *, record: Record) -> np.ndarray:
     they would not read back bit for bit."""
     values = np.rint(gt.astype(np.float64) * scale)
     if values.min(initial=0) < 0 or values.max(initial=0) > np.iinfo(np.uint16).max:
-        raise DataError(f"GT {record.gt}: depth outside what a uint16 at {scale:g} per metre holds; it cannot be packed")
+        raise DataError(
+            f"GT {record.gt}: depth outside what a uint16 at {scale:g} per metre holds; it cannot be packed"
+        )
     values = values.astype(np.uint16)
     if not np.array_equal(values.astype(np.float32) / np.float32(scale), gt):
         raise DataError(f"GT {record.gt} is not a whole number of 1/{scale:g} m; it cannot be packed losslessly")
@@ -101,7 +103,12 @@ class PackedSource:
         """Image, GT at the cache crop, full image size and the crop's (top, left), as EvaluationSamples."""
         i = self._index(record)
         full_size, box = self.inputs.full_size[i], self.inputs.box[i]
-        return self.inputs.image(i), self.inputs.gt(i), (int(full_size[0]), int(full_size[1])), (int(box[0]), int(box[1]))
+        return (
+            self.inputs.image(i),
+            self.inputs.gt(i),
+            (int(full_size[0]), int(full_size[1])),
+            (int(box[0]), int(box[1])),
+        )
 
 
 def check_packed(path: str, split: str, records: list[Record], *, dataset: DatasetDescription, with_gt: bool,

@@ -130,7 +130,9 @@ def pack_store_shard(shard: int, cfg: PackConfig) -> int:
     records = get_dataset(cfg.dataset).read_split(cfg.split)
     writer = open_inputs_writer(dataclasses.replace(cfg, overwrite=False), records)
     fps = writer.frames_per_shard
-    return pack_frames(cfg, writer, records, writer.pending(list(range(shard * fps, min((shard + 1) * fps, len(records))))))
+    return pack_frames(
+        cfg, writer, records, writer.pending(list(range(shard * fps, min((shard + 1) * fps, len(records)))))
+    )
 
 
 def report(summary: PackSummary) -> str:

@@ -220,8 +220,17 @@ class InputsWriter:
         self.frames_per_shard = int(self._arrays["image"].shards[0])
 
     @classmethod
-    def create_or_resume(cls, path: str, *, split: str, ids: list[str], gt_ids: list[str], attrs: dict,
-                         overwrite: bool = False, frames_per_shard: int = FRAMES_PER_SHARD) -> InputsWriter:
+    def create_or_resume(
+        cls,
+        path: str,
+        *,
+        split: str,
+        ids: list[str],
+        gt_ids: list[str],
+        attrs: dict,
+        overwrite: bool = False,
+        frames_per_shard: int = FRAMES_PER_SHARD,
+    ) -> InputsWriter:
         """Open ``path/_inputs/split``, creating it if needed. ``attrs`` (dataset, split_sha256, crop,
         gt_scale) must match an existing group's, unless ``overwrite``, which replaces it."""
         from tiekd.pipeline.store.writer import _check_writable, _creation_lock, _remove_group  # the store's plumbing

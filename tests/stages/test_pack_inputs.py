@@ -60,7 +60,9 @@ def test_a_packed_frame_holds_the_files_inputs(sample, whole):
         assert np.array_equal(inputs.image(i), kitti.crop_to_cache(full))
         gt = kitti.read_aligned_gt(sample.gt_root, record, full.shape[:2])
         assert np.array_equal(inputs.gt(i), kitti.crop_to_cache(gt))
-        assert tuple(inputs.full_size[i]) == full.shape[:2] and tuple(inputs.box[i]) == kitti.cache_crop_box(full.shape[:2])
+        assert tuple(inputs.full_size[i]) == full.shape[:2] and tuple(inputs.box[i]) == kitti.cache_crop_box(
+            full.shape[:2]
+        )
     arrays = packed_arrays(whole)
     assert arrays["image_sha256"][0] == file_sha256(sample.data_root / records[0].rgb)
 
@@ -143,7 +145,9 @@ def test_nyu_evaluation_samples_from_the_packed_store_are_the_files(nyu_sample, 
     data_root = nyu_sample.data_root if split == "train" else nyu_sample.eval_data_root
     gt_root = nyu_sample.gt_root if split == "train" else nyu_sample.eval_gt_root
     split_file = nyu_sample.train_split if split == "train" else nyu_sample.test_split
-    pack(PackConfig(data_root=data_root, gt_root=gt_root, split=split_file, out=str(tmp_path / "s.zarr"), dataset="nyu"))
+    pack(
+        PackConfig(data_root=data_root, gt_root=gt_root, split=split_file, out=str(tmp_path / "s.zarr"), dataset="nyu")
+    )
     records = nyu.read_split(split_file)
     files = EvaluationSamples(records, data_root, gt_root, dataset=nyu)
     packed = EvaluationSamples(records, None, None, dataset=nyu,

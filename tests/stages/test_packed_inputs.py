@@ -32,7 +32,9 @@ def _steps(out) -> list[dict]:
 
 
 @pytest.mark.parametrize("method", ["tiekd", "supervised"])
-def test_training_from_the_packed_store_equals_training_from_the_files(sample, packed, tmp_path, one_torch_thread, method):
+def test_training_from_the_packed_store_equals_training_from_the_files(
+    sample, packed, tmp_path, one_torch_thread, method
+):
     options = dict(max_steps=3, val_split=sample.test_split, method=method, save_every=1)
     train(train_config(sample, packed, tmp_path / "files", **options))
     train(train_config(sample, packed, tmp_path / "packed", data_root=None, gt_root=None, **options))
@@ -63,7 +65,9 @@ def test_a_store_without_the_split_packed_is_one_line(cli, sample, tmp_path, tes
     assert "holds no packed inputs of split 'test'" in error_line(result)
 
 
-def test_explanation_from_the_packed_store_equals_explanation_from_the_files(sample, packed, tmp_path, one_torch_thread):
+def test_explanation_from_the_packed_store_equals_explanation_from_the_files(
+    sample, packed, tmp_path, one_torch_thread
+):
     from tiekd.stages.explain import ExplainConfig
     from tiekd.stages.explain import run as explain
 
