@@ -31,13 +31,21 @@ def _steps(out) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
+@pytest.fixture(scope="module")
+def runs(sample, packed, tmp_path_factory, one_torch_thread):
+    """Method -> folder of two runs of 3 steps, validated: ``files`` from the files, ``packed`` from the store."""
+    folders = {}
+    for method in ("tiekd", "supervised"):
+        folders[method] = tmp_path = tmp_path_factory.mktemp(method)
+        options = dict(max_steps=3, val_split=sample.test_split, method=method, save_every=1)
+        train(train_config(sample, packed, tmp_path / "files", **options))
+        train(train_config(sample, packed, tmp_path / "packed", data_root=None, gt_root=None, **options))
+    return folders
+
+
 @pytest.mark.parametrize("method", ["tiekd", "supervised"])
-def test_training_from_the_packed_store_equals_training_from_the_files(
-    sample, packed, tmp_path, one_torch_thread, method
-):
-    options = dict(max_steps=3, val_split=sample.test_split, method=method, save_every=1)
-    train(train_config(sample, packed, tmp_path / "files", **options))
-    train(train_config(sample, packed, tmp_path / "packed", data_root=None, gt_root=None, **options))
+def test_training_from_the_packed_store_equals_training_from_the_files(runs, method):
+    tmp_path = runs[method]
     assert _steps(tmp_path / "files") == _steps(tmp_path / "packed")
     epochs = [(tmp_path / run / "epochs.jsonl").read_text() for run in ("files", "packed")]
     assert epochs[0] == epochs[1] and '"val"' in epochs[0]
@@ -65,15 +73,12 @@ def test_a_store_without_the_split_packed_is_one_line(cli, sample, tmp_path, tes
     assert "holds no packed inputs of split 'test'" in error_line(result)
 
 
-def test_explanation_from_the_packed_store_equals_explanation_from_the_files(
-    sample, packed, tmp_path, one_torch_thread
-):
+def test_explanation_from_the_packed_store_equals_explanation_from_the_files(sample, packed, runs, tmp_path):
     from tiekd.stages.explain import ExplainConfig
     from tiekd.stages.explain import run as explain
 
-    train(train_config(sample, packed, tmp_path / "run", max_steps=1, data_root=None, gt_root=None))
-    common = dict(checkpoint=tmp_path / "run" / "last.pt", split=sample.test_split, cache=str(packed), images=2,
-                  device="cpu")  # fmt: skip
+    common = dict(checkpoint=runs["tiekd"] / "packed" / "last.pt", split=sample.test_split, cache=str(packed),
+                  images=1, device="cpu")  # fmt: skip
     files = explain(ExplainConfig(data_root=sample.data_root, gt_root=sample.gt_root, out=tmp_path / "f", **common))
     from_store = explain(ExplainConfig(data_root=None, gt_root=None, out=tmp_path / "p", **common))
     assert files.scores == from_store.scores and len(from_store.figures) == len(files.figures) > 0
