@@ -36,8 +36,13 @@ def test_workers_give_the_batches_of_the_training_process(sample, store, tmp_pat
     assert_same(alone[3:], resumed)  # the data side of an exact resume
 
 
-def test_the_default_leaves_the_compute_cores_free():
-    assert 0 <= default_workers() <= 8
+def test_the_default_shares_the_cores_among_torchrun_processes(monkeypatch):
+    monkeypatch.setattr("tiekd.stages.runtime.usable_cores", lambda: 32)
+    assert default_workers() == 8  # capped
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers() == 6  # 8 cores each, 2 for the step
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert default_workers() == 0  # 2 cores each: the step's
 
 
 @pytest.mark.slow
