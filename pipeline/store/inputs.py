@@ -39,6 +39,7 @@ from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, contiguous_runs, generation, open_root, plain_path, utc_now
 from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name, damaged_frame, open_member
 from tiekd.pipeline.store.reader import FrameReader
+from tiekd.pipeline.store.writer import _check_writable, _creation_lock, _remove_group  # the store's plumbing
 
 INPUTS_GROUP = "_inputs"
 """The root's group of packed splits (a name no teacher group can have)."""
@@ -233,8 +234,6 @@ class InputsWriter:
     ) -> InputsWriter:
         """Open ``path/_inputs/split``, creating it if needed. ``attrs`` (dataset, split_sha256, crop,
         gt_scale) must match an existing group's, unless ``overwrite``, which replaces it."""
-        from tiekd.pipeline.store.writer import _check_writable, _creation_lock, _remove_group  # the store's plumbing
-
         path = plain_path(path)
         check_group_name(split, flag="--split-name")
         _check_writable(path)
