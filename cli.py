@@ -120,6 +120,8 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
     help="Fill store shards I, I+N, I+2N, ... of the split (N processes).",
 )  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing teacher/split group made differently.")
+@click.option("--with-inputs", is_flag=True, help="Also pack the split's images (and GT, with --gt-root) into the "
+              "store, as `tiekd cache pack` does.")  # fmt: skip
 @click.option(
     "--cluster",
     metavar="local:N|tcp://HOST:PORT",
@@ -175,8 +177,9 @@ def recipes(name: str | None) -> None:
 @main.command("evaluate")
 @shared.checkpoint(required=False, what="exclusive with --cache")
 @shared.store
-@shared.data_root
-@shared.gt_root(required=True, what="the depth scored")
+@shared.data_root(required=False)
+@shared.inputs
+@shared.gt_root(required=False, what="the depth scored")
 @shared.split
 @click.option("--crop", type=click.Choice(["garg", "eigen", "none"]),
               help="Evaluation crop [default: the dataset's, KITTI garg].")  # fmt: skip
@@ -224,8 +227,9 @@ def export(input_size, **options) -> None:
 @main.command("explain")
 @shared.checkpoint(required=True, what="a DPM student")
 @shared.store
-@shared.data_root
-@shared.gt_root(required=True, what="the GT drawn and scored")
+@shared.data_root(required=False)
+@shared.inputs
+@shared.gt_root(required=False, what="the GT drawn and scored")
 @shared.split
 @click.option("--out", required=True, type=FOLDER, help="Folder for the figures and index.html.")
 @click.option("--images", default=4, show_default=True, type=click.IntRange(min=1),

@@ -9,6 +9,7 @@ import json
 
 import click
 
+from tiekd import cli_options as shared
 from tiekd.cli_options import TiekdCommand
 
 
@@ -54,3 +55,28 @@ def cache_rm(store: str, teacher: str, split: str | None, force: bool) -> None:
     from tiekd.stages.cache_rm import remove  # lazy: see tiekd.cli
 
     click.echo("\n".join(f"removed {location}" for location in remove(store, teacher=teacher, split=split, force=force)))
+
+
+@cache.command("pack")
+@shared.data_root
+@shared.split
+@click.option("--out", required=True, help="Store path to pack into (beside its teacher groups).")
+@shared.gt_root(
+    required=False, what="packed with the images (needed to train supervised, validate, evaluate and explain from the store)"
+)
+@click.option("--split-name", help="Split group name in the store [default: the split file's stem].")
+@click.option(
+    "--shard", default="0/1", show_default=True, metavar="I/N",
+    help="Fill store shards I, I+N, I+2N, ... of the split (N processes).",
+)  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an existing packed split made differently.")
+@click.option(
+    "--frames-per-shard", default=32, show_default=True, type=click.IntRange(min=1),
+    help="Frames per shard file of a new packed split (a resumed one keeps its own).",
+)  # fmt: skip
+@shared.dataset
+def cache_pack(shard: str, **options) -> None:
+    """Pack a split's images and ground truth into STORE, so nodes train and evaluate without the files."""
+    from tiekd.stages import pack_inputs as stage  # lazy: see tiekd.cli
+
+    click.echo(stage.report(stage.run(stage.PackConfig(shard=shared.shard(shard), **options))))

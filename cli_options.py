@@ -43,13 +43,24 @@ def shard(value: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def data_root(function):
-    """``--data-root``: where the split's image paths are relative to."""
-    return click.option(
+def data_root(function=None, *, required: bool = True):
+    """``--data-root``: where the split's image paths are relative to; ``@data_root(required=False)``
+    where a packed store (``--inputs``) can stand in for the files."""
+    option = click.option(
         "--data-root",
-        required=True,
+        required=required,
         type=PATH,
         help="Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat).",
+    )
+    return option if function is None else option(function)
+
+
+def inputs(function):
+    """``--inputs``: a store holding the split packed (``tiekd cache pack``)."""
+    return click.option(
+        "--inputs",
+        help="Store holding the split's images and GT packed (tiekd cache pack), read when --data-root is not given "
+        "[default: the --cache store].",
     )(function)
 
 

@@ -16,7 +16,8 @@ from tiekd.stages.training.config import TrainStudentConfig
 
 @click.command("train-student", cls=TiekdCommand)
 @shared.store
-@shared.data_root
+@shared.data_root(required=False)
+@shared.inputs
 @shared.gt_root(required=False, what="supervised training and validation")
 @click.option("--split", required=True, type=PATH, help="Training split file.")
 @click.option("--student", default="mobilenetv2", show_default=True,

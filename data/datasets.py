@@ -106,9 +106,12 @@ class DistillationSamples(Dataset):
         cache_ref: tuple[str, str, str] | None = None,
         gt_root: Path | None = None,
         dataset: DatasetDescription,
+        packed=None,
     ):
         self.records = records
-        self.data_root = Path(data_root)
+        self.data_root = None if data_root is None else Path(data_root)
+        self.packed = packed
+        """A :class:`~tiekd.data.packed.PackedSource` read instead of the roots (GT where it says), or None."""
         self.augment_cfg = augment_cfg
         self.seed = seed
         self.scale = scale
@@ -130,15 +133,23 @@ class DistillationSamples(Dataset):
     def _region(self, record: Record) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Image uint8 (h, w, 3) and teacher map and/or GT float32 (h, w) metres of a record, cut to
         the dataset's train region (inside the cache crop), before augmentation."""
-        dataset, maps = self.dataset, {}
+        image, gt = self._cache_crops(record)
+        maps = {} if self.cache is None else {"teacher": self.cache.depth_of(record.rgb)}
+        if gt is not None:
+            maps["gt"] = gt
+        crop = self.dataset.crop_to_train_region
+        return crop(image), {k: crop(v) for k, v in maps.items()}
+
+    def _cache_crops(self, record: Record) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image uint8 (H, W, 3) and GT float32 (H, W) metres (0 = none; None when not wanted) at the cache crop."""
+        if self.packed is not None:
+            return self.packed.training_region(record)
+        dataset, gt = self.dataset, None
         full = dataset.read_full_image(self.data_root, record)
-        if self.cache is not None:
-            maps["teacher"] = self.cache.depth_of(record.rgb)
         if self.gt_root is not None:
             gt = dataset.read_aligned_gt(self.gt_root, record, full.shape[:2])
-            maps["gt"] = np.zeros(dataset.cache_crop, np.float32) if gt is None else dataset.crop_to_cache(gt)
-        image = dataset.crop_image_to_cache(full, record)
-        return dataset.crop_to_train_region(image), {k: dataset.crop_to_train_region(v) for k, v in maps.items()}
+            gt = np.zeros(dataset.cache_crop, np.float32) if gt is None else dataset.crop_to_cache(gt)
+        return dataset.crop_image_to_cache(full, record), gt
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, index = key
@@ -157,7 +168,8 @@ class DistillationSamples(Dataset):
         return resize_sample(sample, self.scale)
 
     def _wanted(self) -> list[str]:
-        return (["teacher"] if self.cache_ref else []) + (["gt"] if self.gt_root else [])
+        with_gt = self.packed.with_gt if self.packed is not None else self.gt_root is not None
+        return (["teacher"] if self.cache_ref else []) + (["gt"] if with_gt else [])
 
 
 class EvaluationSamples(Dataset):
@@ -168,11 +180,14 @@ class EvaluationSamples(Dataset):
     crop mask defined on the full image (the BTS convention) can be applied; ``error``.
     """
 
-    def __init__(self, records: list[Record], data_root: Path, gt_root: Path, *, dataset: DatasetDescription):
+    def __init__(self, records: list[Record], data_root: Path | None, gt_root: Path | None, *,
+                 dataset: DatasetDescription, packed=None):  # fmt: skip
         self.records = records
         self.indices = [i for i, r in enumerate(records) if r.gt is not None]
-        self.data_root = Path(data_root)
-        self.gt_root = Path(gt_root)
+        self.data_root = None if data_root is None else Path(data_root)
+        self.gt_root = None if gt_root is None else Path(gt_root)
+        self.packed = packed
+        """A :class:`~tiekd.data.packed.PackedSource` read instead of the roots, or None."""
         self.dataset = dataset
         self.crop = dataset.cache_crop
 
@@ -183,12 +198,9 @@ class EvaluationSamples(Dataset):
         index = self.indices[k]
         record = self.records[index]
         try:
-            rgb = self.dataset.read_full_image(self.data_root, record)
-            gt = self.dataset.read_aligned_gt(self.gt_root, record, rgb.shape[:2])
-            box = self.dataset.cache_crop_box(rgb.shape[:2])
-            image, gt, error = self.dataset.crop_to_cache(rgb), self.dataset.crop_to_cache(gt), ""
-            full_size = rgb.shape[:2]
-        except DataError as e:
+            image, gt, full_size, box = self._frame(record)
+            error = ""
+        except (DataError, StoreError) as e:
             image, gt = np.zeros((*self.crop, 3), np.uint8), np.zeros(self.crop, np.float32)
             box, full_size, error = (0, 0), self.crop, f"{record.rgb}: {e.message}"
         return {
@@ -199,3 +211,12 @@ class EvaluationSamples(Dataset):
             "box": torch.tensor(box),
             "error": error,
         }
+
+    def _frame(self, record: Record) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
+        """Image and GT at the cache crop, the full image's size and the crop's (top, left)."""
+        if self.packed is not None:
+            return self.packed.evaluation(record)
+        rgb = self.dataset.read_full_image(self.data_root, record)
+        gt = self.dataset.read_aligned_gt(self.gt_root, record, rgb.shape[:2])
+        box = self.dataset.cache_crop_box(rgb.shape[:2])
+        return self.dataset.crop_to_cache(rgb), self.dataset.crop_to_cache(gt), rgb.shape[:2], box

@@ -9,6 +9,7 @@ import click
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import TeacherCache, open_root
 from tiekd.pipeline.store.formats import check_readable_format, child_groups, unsound_array
+from tiekd.pipeline.store.inputs import PackedInputs, packed_splits
 from tiekd.pipeline.store.repair import damaged_frames, rebuild_metadata, unmark, unsound_arrays
 from tiekd.stages.runtime import directory_bytes
 
@@ -60,7 +61,18 @@ def info(path: str) -> dict:
         except StoreError as e:
             entry = {"error": e.message}
         entries.append({"teacher": teacher, "split": split} | entry)
-    return {"store": path, "caches": entries}
+    packed = [_packed_entry(name, inputs) for name, inputs in packed_splits(path).items()]
+    return {"store": path, "caches": entries} | ({"inputs": packed} if packed else {})
+
+
+def _packed_entry(split: str, inputs: PackedInputs) -> dict:
+    """One packed split of :func:`info`: frames, completion, GT, size."""
+    done, size = int(inputs.done.sum()), directory_bytes(inputs.location)
+    return {
+        "split": split, "frames": len(inputs), "done": done, "complete": done == len(inputs),
+        "dataset": inputs.attrs.get("dataset"), "with_gt": inputs.attrs.get("with_gt"), "bytes": size,
+        "bytes_per_frame": round(size / done) if size and done else None,
+    }  # fmt: skip
 
 
 def _line(e: dict) -> str:
@@ -84,6 +96,11 @@ def format_info(summary: dict) -> str:
     lines = [f"store {summary['store']}"] + [_line(e) for e in summary["caches"]]
     if not summary["caches"]:
         lines.append("  (no caches)")
+    for e in summary.get("inputs", []):
+        size = f", {e['bytes'] / 1e6:.1f} MB" if e["bytes"] is not None else ""
+        lines.append(f"  packed inputs {e['split']}: {e['done']}/{e['frames']} frames "
+                     f"({'complete' if e['complete'] else 'incomplete'}), {e['dataset']}, "
+                     f"{'with' if e['with_gt'] else 'without'} GT{size}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -138,6 +155,14 @@ def verify(path: str, *, repair: bool = False) -> Verification:
     result = Verification(repair=repair)
     for teacher, split, group in _groups(path, mode="r+" if repair else "r"):
         _verify_group(group, f"{path}/{teacher}/{split}", repair=repair, result=result)
+    for inputs in packed_splits(path).values():
+        result.frames += int(inputs.done.sum())
+        damaged = inputs.damaged()
+        result.problems += damaged.values()
+        if repair and damaged:
+            inputs.unmark(list(damaged))
+            result.repairs.append(f"{inputs.location}: marked {len(damaged)} damaged frame(s) not packed; run the "
+                                  "same `tiekd cache pack` command again to pack exactly those")  # fmt: skip
     return result
 
 

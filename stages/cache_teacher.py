@@ -12,9 +12,11 @@ from tiekd.data.records import Record
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.store.cache import TeacherCache, shard_frames
 from tiekd.pipeline.teachers.load import load_teacher
+from tiekd.stages import pack_inputs
 from tiekd.stages.caching.cluster import cluster_client, run_shards
 from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_inputs
 from tiekd.stages.caching.worker import fill_frames, finish, open_writer
+from tiekd.stages.pack_inputs import PackSummary, inputs_config
 from tiekd.stages.runtime import Rate, directory_bytes, progress, resolve_device, use_amp
 
 
@@ -30,6 +32,8 @@ class CacheSummary:
     bytes_on_disk: int | None
     clipped_share: float = 0.0
     """Share of the stored pixels whose teacher depth lay outside the depth range and was clipped."""
+    packed: PackSummary | None = None
+    """What ``--with-inputs`` packed."""
 
     @property
     def frames_per_second(self) -> float:
@@ -56,7 +60,9 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
 
         fill_frames(cfg, teacher, writer, records, todo, device=device, amp=amp, on_batch=on_batch)
     complete = finish(writer)
+    packed = pack_inputs.run(inputs_config(cfg)) if cfg.with_inputs else None
     return CacheSummary(
+        packed=packed,
         location=writer.location,
         frames_total=len(records),
         frames_written=rate.count,
@@ -71,7 +77,9 @@ def _run_on_cluster(cfg: CacheTeacherConfig, records: list[Record]) -> CacheSumm
     """The shards mapped over a dask cluster's workers, one worker a shard at a time."""
     with cluster_client(cfg.cluster) as client:
         location, written, seconds, complete = run_shards(absolute(cfg), client)
+        packed = pack_inputs.run_on_cluster(inputs_config(absolute(cfg)), client) if cfg.with_inputs else None
     return CacheSummary(
+        packed=packed,
         location=location,
         frames_total=len(records),
         frames_written=written,
@@ -108,4 +116,6 @@ def report(summary: CacheSummary) -> str:
         + (f", {size / 1e6:.1f} MB on disk{per_frame}" if size else "")
         + clipped,
     ]
+    if summary.packed is not None:
+        lines.append(pack_inputs.report(summary.packed))
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from tiekd.pipeline.pictures.figures import evaluation_figure, save_figure
 from tiekd.pipeline.sparsification import UNCERTAINTY_METRIC_NAMES
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.stages.evaluation import CachePredictor, EvaluationResult, StudentPredictor, evaluate, note_trained_dataset
+from tiekd.stages.packed_inputs import evaluation_samples
 from tiekd.stages.runtime import default_workers, resolve_device
 
 
@@ -34,15 +35,19 @@ from tiekd.stages.runtime import default_workers, resolve_device
 class EvaluateConfig:
     """Options of ``tiekd evaluate``, one field per flag."""
 
-    data_root: Path
-    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
-    gt_root: Path
+    data_root: Path | None
+    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat). None = read the split
+    packed in the --inputs (or --cache) store, GT included."""
+    gt_root: Path | None
     """Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); the depth
     scored."""
     split: Path
     """Split file, one 'RGB GT|None FOCAL' record a line."""
     checkpoint: Path | None = None
     """Student checkpoint (exclusive with --cache)."""
+    inputs: str | None = None
+    """Store holding the split's images and GT packed (tiekd cache pack), read when --data-root is not given
+    [default: the --cache store]."""
     cache: str | None = None
     """Teacher store: a path or fsspec URL. Its maps are evaluated as they are, without running the teacher."""
     teacher: str | None = None
@@ -121,12 +126,7 @@ def _checked_samples(cfg: EvaluateConfig, dataset) -> EvaluationSamples:
         raise ConfigError(f"--garg-on {cfg.garg_on}: expected kb or full")
     dataset.check_eval_crop(cfg.crop)
     records = dataset.read_split(cfg.split)
-    samples = EvaluationSamples(
-        records,
-        dataset.check_root(cfg.data_root, flag="--data-root"),
-        dataset.check_root(cfg.gt_root, flag="--gt-root"),
-        dataset=dataset,
-    )
+    samples = evaluation_samples(cfg, records, dataset, what="evaluation images")
     if cfg.save_images is not None:
         require_writable_folder(cfg.save_images, flag="--save-images")
     if cfg.json_out is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tiekd.data.datasets import EvaluationSamples, raise_batch_errors, resize_sample
+from tiekd.data.datasets import raise_batch_errors, resize_sample
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline import explain as explaining
 from tiekd.pipeline.checkpoint import load_checkpoint, student_from_checkpoint
@@ -36,6 +36,7 @@ from tiekd.pipeline.sparsification import (
 )
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.stages.evaluation import note_trained_dataset
+from tiekd.stages.packed_inputs import evaluation_samples
 from tiekd.stages.runtime import resolve_device
 
 
@@ -45,15 +46,19 @@ class ExplainConfig:
 
     checkpoint: Path
     """Student checkpoint (a DPM student)."""
-    data_root: Path
-    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
-    gt_root: Path
+    data_root: Path | None
+    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat). None = read the split
+    packed in the --inputs (or --cache) store, GT included."""
+    gt_root: Path | None
     """Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); the GT drawn
     and scored."""
     split: Path
     """Split file, one 'RGB GT|None FOCAL' record a line."""
     out: Path
     """Folder for the figures and index.html."""
+    inputs: str | None = None
+    """Store holding the split's images and GT packed (tiekd cache pack), read when --data-root is not given
+    [default: the --cache store]."""
     cache: str | None = None
     """Teacher store: a path or fsspec URL. Without it the teacher depth, DPM and KL panels stay empty."""
     teacher: str | None = None
@@ -92,8 +97,7 @@ def _records(cfg: ExplainConfig, dataset):
         if unknown:
             raise ConfigError(f"--ids {unknown[0]} is not a record of {cfg.split}; pass RGB paths as in the split file")
         records = [by_id[i] for i in cfg.ids]
-    roots = dataset.check_root(cfg.data_root, flag="--data-root"), dataset.check_root(cfg.gt_root, flag="--gt-root")
-    samples = EvaluationSamples(records, *roots, dataset=dataset)
+    samples = evaluation_samples(cfg, records, dataset, what="chosen images")
     if len(samples) == 0:
         raise DataError(f"none of the chosen records of {cfg.split} has ground truth; choose others with --ids")
     return samples, len(samples) if cfg.ids else min(cfg.images, len(samples))

@@ -101,9 +101,17 @@ def reproducible(threads: int, device: torch.device):
         torch.use_deterministic_algorithms(before[1])
 
 
+MAX_WORKERS = 8
+"""Most DataLoader workers a process starts by default: the MobileNetV2 student on one H200 takes
+about 6 cores of a packed store's data path and 9 of the PNG path's (README, Benchmarks)."""
+
+
 def default_workers() -> int:
-    """DataLoader workers: the cores beyond COMPUTE_CORES, at most 8 (0 on a 2-core machine)."""
-    return min(8, max(0, (os.cpu_count() or 1) - COMPUTE_CORES))
+    """DataLoader workers of this process: its share of the usable cores (its affinity mask, e.g. a
+    SLURM allocation, split among torchrun's LOCAL_WORLD_SIZE processes of the node) beyond
+    COMPUTE_CORES, at most MAX_WORKERS (0 on a 2-core machine)."""
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(MAX_WORKERS, max(0, usable_cores() // processes - COMPUTE_CORES))
 
 
 def directory_bytes(path: str | Path) -> int | None:

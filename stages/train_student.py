@@ -25,15 +25,19 @@ from tiekd.pipeline.methods import Objective, head_for, loss_scale, needs_gt, ne
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
+from tiekd.stages.packed_inputs import checked_source, packed_source, packed_store
 from tiekd.stages.runtime import resolve_device, use_amp
 from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config, with_earlier_defaults
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.training.identity import cache_differences, cache_identity
-from tiekd.stages.training.log import RunLog, one_run
+from tiekd.stages.training.log import RunLog, forget_run_locks, one_run
 from tiekd.stages.training.loop import TrainSummary, train
 from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everything
 from tiekd.stages.training.trainer import Trainer, config_dict, optimisation
 
+PREFETCH_BATCHES = 4
+"""Batches each DataLoader worker prepares ahead (torch's default is 2): a step that waits on one slow
+frame (a cold shard, a large PNG) finds the others' batches ready."""
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
 """Checkpoints of a run directory; a kill mid-write leaves their temporaries, removed on the next start."""
 
@@ -150,9 +154,11 @@ def augment_config(cfg: TrainStudentConfig) -> AugmentConfig:
 def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
     """The training DataLoader, continuing at the trainer's step with the same data order."""
     dataset = get_dataset(cfg.dataset)
+    packed = packed_source(training_store(cfg), cfg.split, cfg.split_name, with_gt=needs_gt(cfg.method))
     samples = DistillationSamples(
         records,
         cfg.data_root,
+        packed=packed,
         dataset=dataset,
         augment_cfg=augment_config(cfg),
         seed=cfg.seed,
@@ -178,7 +184,14 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
         pin_memory=trainer.device.type == "cuda",
         drop_last=True,
         persistent_workers=cfg.workers > 0,
+        prefetch_factor=PREFETCH_BATCHES if cfg.workers > 0 else None,
+        worker_init_fn=forget_run_locks,
     )
+
+
+def training_store(cfg: TrainStudentConfig) -> str | None:
+    """The store the split is read from when --data-root is not given (None: the files)."""
+    return packed_store(data_root=cfg.data_root, inputs=cfg.inputs, cache=cfg.cache)
 
 
 def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]:
@@ -193,6 +206,12 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
     for flag, root in roots.items():
         if root is not None:
             dataset.check_root(root, flag=flag)
+    store = training_store(cfg)
+    checked_source(store, cfg.split, cfg.split_name, records, dataset=dataset, with_gt=needs_gt(cfg.method),
+                   what="training images")  # fmt: skip
+    if cfg.val_split is not None and cfg.val_data_root is None:
+        checked_source(store, cfg.val_split, None, dataset.read_split(cfg.val_split), dataset=dataset, with_gt=True,
+                       what="validation images")  # fmt: skip
     cache_ref = None
     if needs_teacher(cfg.method):
         cache_ref = check_cache(

@@ -250,9 +250,13 @@ async def _names(store, prefix: str) -> set[str]:
 
 def child_groups(group: zarr.Group, *, location: str) -> dict[str, zarr.Group]:
     """Name -> sub-group of a store's group, in name order. A member whose ``zarr.json`` cannot
-    be read is a one-line ``StoreError`` naming it (zarr's own listing ends in a traceback)."""
+    be read is a one-line ``StoreError`` naming it (zarr's own listing ends in a traceback). Names no
+    teacher or split group can have (the packed inputs' ``_inputs``, pipeline/store/inputs.py) are
+    not listed."""
     children = {}
     for name in sorted(sync(_names(group.store, group.path))):
+        if not GROUP_NAME.fullmatch(name):
+            continue
         try:
             member = group[name]
         except KeyError:

@@ -103,6 +103,9 @@ def is_tiekd_layout(array: zarr.Array) -> bool:
 class FrameReader:
     """Reads frame i of a local tiekd depth array: its stored uint16 values (H, W)."""
 
+    reads = staticmethod(is_tiekd_layout)
+    """Whether an array has the layout this class reads (a subclass reads another)."""
+
     def __init__(self, array: zarr.Array, *, shard_path, settled: np.ndarray, location: str):
         self.frames, *self.shape = array.shape
         self.frames_per_shard = int(array.shards[0])
@@ -122,7 +125,7 @@ class FrameReader:
         ``location`` (``STORE/teacher/split``) names the cache in messages; default the array's parent.
         """
         store = array.store
-        if not isinstance(store, LocalStore) or not is_tiekd_layout(array):
+        if not isinstance(store, LocalStore) or not cls.reads(array):
             return None
         root = Path(store.root) / array.path
         n_shards = -(-array.shape[0] // array.shards[0])
@@ -131,7 +134,7 @@ class FrameReader:
         padded[len(done) :] = True  # frames past the end belong to no one and are never written
 
         def shard_path(shard: int) -> Path:
-            return root / array.metadata.encode_chunk_key((shard, 0, 0))
+            return root / array.metadata.encode_chunk_key((shard,) + (0,) * (array.ndim - 1))
 
         settled = padded.reshape(n_shards, -1).all(axis=1)
         return cls(array, shard_path=shard_path, settled=settled, location=location or str(root.parent))

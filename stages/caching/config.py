@@ -81,6 +81,8 @@ class CacheTeacherConfig:
     cluster: str | None = None
     """Run on dask: N local worker processes (one per GPU), or join a running scheduler.
     ``local:N`` or a scheduler's ``tcp://HOST:PORT``; None = this process alone."""
+    with_inputs: bool = False
+    """Also pack the split's images (and GT, with --gt-root) into the store, as `tiekd cache pack` does."""
     max_clipped_share: float = MAX_CLIPPED_SHARE
     """Stop when more than this share of a frame's pixels lies outside the dataset's depth range."""
 

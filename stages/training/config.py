@@ -22,8 +22,9 @@ from tiekd.stages.runtime import default_workers
 class TrainStudentConfig:
     """Options of ``tiekd train-student``, one field per flag."""
 
-    data_root: Path
-    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
+    data_root: Path | None
+    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat). None = read the split and
+    --val-split packed in the --inputs (or --cache) store, GT included."""
     split: Path
     """Training split file."""
     out: Path
@@ -34,6 +35,9 @@ class TrainStudentConfig:
     """Teacher group in the store; optional where it holds one."""
     split_name: str | None = None
     """Split group in the store; default the only one, or the split file's stem."""
+    inputs: str | None = None
+    """Store holding the split's images and GT packed (tiekd cache pack), read when --data-root is not given
+    [default: the --cache store]."""
     gt_root: Path | None = None
     """Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); supervised
     training and validation."""
@@ -141,7 +145,8 @@ def check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--method {cfg.method!r} is not one of {', '.join(METHODS)}")
     if needs_teacher(cfg.method) and cfg.cache is None:
         raise ConfigError(f"--method {cfg.method} distils from a teacher: pass --cache STORE")
-    if (needs_gt(cfg.method) or (cfg.val_split and cfg.val_gt_root is None)) and cfg.gt_root is None:
+    wants_gt = needs_gt(cfg.method) or (cfg.val_split and cfg.val_gt_root is None)
+    if wants_gt and cfg.gt_root is None and cfg.data_root is not None:  # without it the packed GT is read
         raise ConfigError(f"--method {cfg.method}{' with --val-split' if cfg.val_split else ''} needs --gt-root")
     if cfg.resume not in (False, True, "auto"):
         raise ConfigError(f"--resume {cfg.resume!r} is not one of yes, auto (or leave it out)")

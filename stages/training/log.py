@@ -38,8 +38,24 @@ def one_run(out: Path):
         handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        yield
+        HELD_LOCKS.add(handle.fileno())
+        try:
+            yield
+        finally:
+            HELD_LOCKS.discard(handle.fileno())
 
+
+HELD_LOCKS: set[int] = set()
+"""File descriptors of the run locks this process holds (:func:`one_run`)."""
+
+
+def forget_run_locks(_worker_id: int | None = None) -> None:
+    """Close, in a forked DataLoader worker, its copies of the run locks: a flock lasts while any
+    process holds the file open, so the workers left behind by a kill -9 of the run (they notice
+    within seconds) would hold the run directory against the rerun."""
+    for descriptor in HELD_LOCKS:
+        os.close(descriptor)
+    HELD_LOCKS.clear()
 
 @contextmanager
 def _writing(what: Path | str):

@@ -19,6 +19,7 @@ from tiekd.data.datasets import EvaluationSamples, raise_batch_errors
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.checkpoint import save_checkpoint
 from tiekd.stages.evaluation import StudentPredictor, evaluate
+from tiekd.stages.packed_inputs import packed_source, packed_store
 from tiekd.stages.runtime import progress
 from tiekd.stages.training.board import PictureCollector, entropy_bins
 from tiekd.stages.training.config import TrainStudentConfig
@@ -45,9 +46,10 @@ def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollec
     size, ...; ``pictures`` (an on_image callback) draws the first images of this process's share."""
     dataset = get_dataset(cfg.dataset)
     records = dataset.read_split(cfg.val_split)
-    samples = EvaluationSamples(
-        records, cfg.val_data_root or cfg.data_root, cfg.val_gt_root or cfg.gt_root, dataset=dataset
-    )
+    data_root = cfg.val_data_root or cfg.data_root
+    store = packed_store(data_root=data_root, inputs=cfg.inputs, cache=cfg.cache)
+    packed = packed_source(store, cfg.val_split, None, with_gt=True)
+    samples = EvaluationSamples(records, data_root, cfg.val_gt_root or cfg.gt_root, dataset=dataset, packed=packed)
     result = evaluate(
         StudentPredictor(trainer.model, scale=cfg.scale),
         samples,

@@ -356,3 +356,17 @@ def test_unknown_colour_form_is_a_config_error():
 
 def test_dataset_brightness_ranges():
     assert (KITTI.brightness_range, NYU.brightness_range) == ((0.9, 1.1), (0.75, 1.25))
+
+
+@pytest.mark.parametrize("form", ["bts", "released"])
+def test_the_level_table_gives_the_bits_of_the_whole_image_transform(form):
+    """The colour augmentation looks each pixel up in a table of the 256 levels: bit for bit the
+    transform computed on every pixel (an independent float path: _colour_bts / _colour_released)."""
+    from tiekd.data.augment import _colour, _colour_bts, _colour_released, draw_augmentation
+
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    direct = _colour_bts if form == "bts" else _colour_released
+    for _ in range(20):
+        draws = draw_augmentation(rng, AugmentConfig(p_colour=1.0, brightness_range=(0.75, 1.25)))
+        assert np.array_equal(_colour(image, draws, form), direct(image, draws))

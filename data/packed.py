@@ -1,0 +1,129 @@
+"""A split's inputs packed into a store (:mod:`tiekd.pipeline.store.inputs`): packing a record, and
+reading it back as the datasets read the files.
+
+A packed frame holds exactly what :class:`~tiekd.data.datasets.DistillationSamples` and
+:class:`~tiekd.data.datasets.EvaluationSamples` take from the files: the image at the cache crop
+(uint8), the GT at the cache crop as the source PNG's integer values, and the full image size and
+crop box the evaluation's crop masks need. Reading it back gives the same arrays bit for bit, so a
+run from the packed store equals the run from the files step for step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from tiekd.data import kitti, nyu, nyu_mat
+from tiekd.data.description import DatasetDescription
+from tiekd.data.records import Record
+from tiekd.pipeline.errors import DataError, StoreError
+from tiekd.pipeline.files import file_sha256
+from tiekd.pipeline.store.inputs import PackedFrame, PackedInputs
+
+GT_SCALES = {"kitti": kitti.GT_SCALE, "nyu": nyu.GT_SCALE}
+"""--dataset -> GT values per metre of its depth PNGs: the packed GT holds these integers."""
+
+
+def _source_sha256(root: Path, relative: str | None, decoded: np.ndarray, *, gt_file=None) -> str:
+    """SHA-256 of a record's source file's bytes; of the decoded frame for NYU's labeled .mat (one
+    file of all frames); "" where the record has none."""
+    if relative is None:
+        return ""
+    if nyu_mat.is_labeled_file(root):
+        return hashlib.sha256(np.ascontiguousarray(decoded).tobytes()).hexdigest()
+    return file_sha256(gt_file or root / relative)
+
+
+def gt_values(gt: np.ndarray, scale: float, *, record: Record) -> np.ndarray:
+    """float32 GT metres -> the uint16 values it was read from (``value / scale``), refused where
+    they would not read back bit for bit."""
+    values = np.rint(gt.astype(np.float64) * scale)
+    if values.min(initial=0) < 0 or values.max(initial=0) > np.iinfo(np.uint16).max:
+        raise DataError(
+            f"GT {record.gt}: depth outside what a uint16 at {scale:g} per metre holds; it cannot be packed"
+        )
+    values = values.astype(np.uint16)
+    if not np.array_equal(values.astype(np.float32) / np.float32(scale), gt):
+        raise DataError(f"GT {record.gt} is not a whole number of 1/{scale:g} m; it cannot be packed losslessly")
+    return values
+
+
+def pack_record(dataset: DatasetDescription, data_root: Path, gt_root: Path | None, record: Record) -> PackedFrame:
+    """A record's inputs read from the files as the datasets read them, ready to store."""
+    full = dataset.read_full_image(data_root, record)
+    gt = dataset.read_aligned_gt(gt_root, record, full.shape[:2]) if gt_root is not None else None
+    cropped_gt = np.zeros(dataset.cache_crop, np.float32) if gt is None else dataset.crop_to_cache(gt)
+    gt_file = kitti.gt_path(gt_root, record) if dataset.name == "kitti" and gt is not None else None
+    return PackedFrame(
+        image=dataset.crop_image_to_cache(full, record),
+        gt=gt_values(cropped_gt, GT_SCALES[dataset.name], record=record),
+        full_size=tuple(full.shape[:2]),
+        box=dataset.cache_crop_box(full.shape[:2]),
+        image_sha256=_source_sha256(data_root, record.rgb, full),
+        gt_sha256=_source_sha256(gt_root, record.gt, gt, gt_file=gt_file) if gt is not None else "",
+    )
+
+
+class PackedSource:
+    """The packed inputs of a split as the datasets read them, by record.
+
+    Holds only the store reference until first use, so each DataLoader worker opens the store
+    itself (never before a fork). ``with_gt``: whether training samples carry the GT.
+    """
+
+    def __init__(self, ref: tuple[str, str], *, with_gt: bool):
+        self.ref = ref
+        self.with_gt = with_gt
+        self._inputs = None
+
+    @property
+    def inputs(self) -> PackedInputs:
+        if self._inputs is None:
+            self._inputs = PackedInputs.open(*self.ref)
+        return self._inputs
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_inputs": None}
+
+    def _index(self, record: Record) -> int:
+        try:
+            return self.inputs.index[record.rgb]
+        except KeyError:
+            raise StoreError(f"{self.inputs.location} has no packed frame for {record.rgb}") from None
+
+    def training_region(self, record: Record) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image uint8 (H, W, 3) and, with ``with_gt``, GT float32 (H, W) metres at the cache crop."""
+        i = self._index(record)
+        gt = self.inputs.gt(i) if self.with_gt else None
+        return self.inputs.image(i), gt
+
+    def evaluation(self, record: Record) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
+        """Image, GT at the cache crop, full image size and the crop's (top, left), as EvaluationSamples."""
+        i = self._index(record)
+        full_size, box = self.inputs.full_size[i], self.inputs.box[i]
+        return (
+            self.inputs.image(i),
+            self.inputs.gt(i),
+            (int(full_size[0]), int(full_size[1])),
+            (int(box[0]), int(box[1])),
+        )
+
+
+def check_packed(path: str, split: str, records: list[Record], *, dataset: DatasetDescription, with_gt: bool,
+                 what: str) -> tuple[str, str]:  # fmt: skip
+    """Refuse a packed split that does not hold ``records`` as the split file names them; returns its
+    reference (store, split) for :class:`PackedSource`."""
+    inputs = PackedInputs.open(path, split)
+    if inputs.attrs.get("dataset") != dataset.name:
+        raise StoreError(f"{inputs.location} holds {inputs.attrs.get('dataset')} inputs, this run is --dataset "
+                         f"{dataset.name}; pass --dataset {inputs.attrs.get('dataset')} or pack this dataset")  # fmt: skip
+    inputs.require_packed([r.rgb for r in records], what=what)
+    for record in records:
+        if inputs.gt_ids[inputs.index[record.rgb]] != (record.gt or ""):
+            raise StoreError(f"{inputs.location} packed {record.rgb} with GT {inputs.gt_ids[inputs.index[record.rgb]]!r}, "
+                             f"the split says {record.gt!r}; pack this split again with --overwrite")  # fmt: skip
+    if with_gt and not inputs.attrs.get("with_gt"):
+        raise StoreError(f"{inputs.location} was packed without --gt-root; pack it again with --gt-root --overwrite")
+    return path, split

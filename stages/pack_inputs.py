@@ -1,0 +1,168 @@
+"""``tiekd cache pack``: pack a split's images and ground truth into a store (also
+``cache-teacher --with-inputs``), so nodes train, evaluate and explain without the dataset's files.
+
+Layout and integrity: :mod:`tiekd.pipeline.store.inputs`. Resumable as the teacher pass: frames are
+marked done after they are stored, a killed run loses at most one store shard's frames, and running
+it again continues; ``--shard I/N`` processes fill disjoint store shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tiekd.data.packed import GT_SCALES, pack_record
+from tiekd.data.records import Record
+from tiekd.data.registry import DEFAULT_DATASET, get_dataset
+from tiekd.pipeline.errors import ConfigError
+from tiekd.pipeline.files import file_sha256
+from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, shard_frames
+from tiekd.pipeline.store.formats import split_group_name
+from tiekd.pipeline.store.inputs import InputsWriter
+from tiekd.stages.caching.worker import _store_errors
+from tiekd.stages.runtime import Rate, progress
+
+
+@dataclass
+class PackConfig:
+    """Options of ``tiekd cache pack``, one field per flag."""
+
+    data_root: Path
+    """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
+    split: Path
+    """Split file, one 'RGB GT|None FOCAL' record a line."""
+    out: str
+    """Store path to pack into (beside its teacher groups)."""
+    gt_root: Path | None = None
+    """Root of the split's ground-truth depth (KITTI annotated depth; NYU: the sync folders or the .mat); packed with
+    the images (needed to train supervised, validate, evaluate and explain from the store)."""
+    split_name: str | None = None
+    """Split group name in the store; default the split file's stem."""
+    shard: tuple[int, int] = (0, 1)
+    """Fill store shards I, I+N, I+2N, ... of the split (N processes). (I, N); (0, 1) = all."""
+    overwrite: bool = False
+    """Replace an existing packed split made differently."""
+    frames_per_shard: int = FRAMES_PER_SHARD
+    """Frames per shard file of a new packed split (a resumed one keeps its own)."""
+    dataset: str = DEFAULT_DATASET
+    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+
+
+@dataclass
+class PackSummary:
+    location: str
+    frames_total: int
+    frames_written: int
+    seconds: float
+    complete: bool
+
+
+def check_files(cfg: PackConfig, records: list[Record]) -> None:
+    """Fail before the store is touched on missing roots or files."""
+    dataset = get_dataset(cfg.dataset)
+    data_root = dataset.check_root(cfg.data_root, flag="--data-root")
+    for record in records:
+        dataset.check_image(data_root, record)
+    if cfg.gt_root is not None:
+        gt_root = dataset.check_root(cfg.gt_root, flag="--gt-root")
+        for record in records:
+            dataset.check_gt(gt_root, record)
+    if not 0 <= cfg.shard[0] < cfg.shard[1]:
+        raise ConfigError(f"--shard {cfg.shard[0]}/{cfg.shard[1]}: expected I/N with 0 <= I < N")
+    if cfg.overwrite and cfg.shard[1] > 1:
+        raise ConfigError("--overwrite with --shard would let every process delete the others' work; "
+                          "overwrite once with a single process, then start the shards")  # fmt: skip
+
+
+def open_inputs_writer(cfg: PackConfig, records: list[Record]) -> InputsWriter:
+    dataset = get_dataset(cfg.dataset)
+    attrs = {
+        "dataset": dataset.name,
+        "split_sha256": file_sha256(cfg.split),
+        "split_file": str(cfg.split),
+        "crop": list(dataset.cache_crop),
+        "gt_scale": GT_SCALES[dataset.name],
+        "with_gt": cfg.gt_root is not None,
+        "image": f"{dataset.cache_crop_title} of each {dataset.title} image, uint8 RGB",
+    }
+    return InputsWriter.create_or_resume(
+        cfg.out, split=cfg.split_name or split_group_name(cfg.split), ids=[r.rgb for r in records],
+        gt_ids=[r.gt or "" for r in records], attrs=attrs, overwrite=cfg.overwrite,
+        frames_per_shard=cfg.frames_per_shard,
+    )  # fmt: skip
+
+
+def run(cfg: PackConfig) -> PackSummary:
+    """Pack (or continue packing) the frames of ``cfg.shard`` into ``out/_inputs/split``."""
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
+    check_files(cfg, records)
+    writer = open_inputs_writer(cfg, records)
+    todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
+    rate = Rate()
+    with progress(len(todo), f"packing {writer.location}") as bar:
+
+        def on_batch(n: int) -> None:
+            rate.add(n)
+            bar.update(n, f"{rate.per_second:.1f} frames/s")
+
+        pack_frames(cfg, writer, records, todo, on_batch=on_batch)
+    return PackSummary(writer.location, len(records), rate.count, rate.seconds, writer.finish())
+
+
+def pack_frames(cfg: PackConfig, writer: InputsWriter, records: list[Record], frames: list[int], *,
+                on_batch: Callable[[int], None] = lambda n: None) -> int:  # fmt: skip
+    """Pack ``frames`` (sorted indices into ``records``), one store shard's worth per write; returns
+    how many. Each write marks its frames done, so a killed run loses at most one write."""
+    dataset = get_dataset(cfg.dataset)
+    with _store_errors(writer.location):
+        for start in range(0, len(frames), writer.frames_per_shard):
+            indices = frames[start : start + writer.frames_per_shard]
+            writer.write(indices, [pack_record(dataset, cfg.data_root, cfg.gt_root, records[i]) for i in indices])
+            on_batch(len(indices))
+    return len(frames)
+
+
+def pack_store_shard(shard: int, cfg: PackConfig) -> int:
+    """Pack the missing frames of store shard ``shard`` (a dask task of ``cache-teacher --cluster
+    --with-inputs``); idempotent as :func:`tiekd.stages.caching.worker.cache_shard`."""
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
+    writer = open_inputs_writer(dataclasses.replace(cfg, overwrite=False), records)
+    fps = writer.frames_per_shard
+    return pack_frames(
+        cfg, writer, records, writer.pending(list(range(shard * fps, min((shard + 1) * fps, len(records)))))
+    )
+
+
+def report(summary: PackSummary) -> str:
+    state = "complete" if summary.complete else "incomplete (other shards still missing)"
+    return (
+        f"packed {summary.frames_written} frames in {summary.seconds:.1f} s into {summary.location}\n"
+        f"packed split {state}: {summary.frames_total} frames"
+    )
+
+
+def inputs_config(cfg) -> PackConfig:
+    """The packing of ``cache-teacher --with-inputs`` (a CacheTeacherConfig): same split, store,
+    shard, shard size and dataset."""
+    return PackConfig(
+        data_root=cfg.data_root, split=cfg.split, out=cfg.out, gt_root=cfg.gt_root, split_name=cfg.split_name,
+        shard=cfg.shard, overwrite=cfg.overwrite, frames_per_shard=cfg.frames_per_shard, dataset=cfg.dataset,
+    )  # fmt: skip
+
+
+def run_on_cluster(cfg: PackConfig, client) -> PackSummary:
+    """Pack on a dask cluster: the store shards still missing frames (among ``cfg.shard``'s) mapped
+    as tasks of :func:`pack_store_shard`, retried as the teacher's shards are."""
+    from distributed import as_completed  # lazy, as the cluster itself
+
+    records = get_dataset(cfg.dataset).read_split(cfg.split)
+    writer = open_inputs_writer(cfg, records)  # created here, once, before the tasks open it
+    fps = writer.frames_per_shard
+    shards = sorted({i // fps for i in writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=fps))})
+    rate = Rate()
+    futures = client.map(pack_store_shard, shards, cfg=dataclasses.replace(cfg, overwrite=False), retries=2, pure=False)
+    for future in as_completed(futures):
+        rate.add(future.result())
+    return PackSummary(writer.location, len(records), rate.count, rate.seconds, writer.finish())
