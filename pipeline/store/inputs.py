@@ -38,8 +38,9 @@ import tiekd
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, contiguous_runs, generation, open_root, plain_path, utc_now
 from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name, damaged_frame, open_member
+from tiekd.pipeline.store.lease import creation_lock, hold_group
 from tiekd.pipeline.store.reader import FrameReader
-from tiekd.pipeline.store.writer import _check_writable, _creation_lock, _remove_group  # the store's plumbing
+from tiekd.pipeline.store.writer import _check_writable, _remove_group  # the store's plumbing
 
 INPUTS_GROUP = "_inputs"
 """The root's group of packed splits (a name no teacher group can have)."""
@@ -217,6 +218,7 @@ class InputsWriter:
 
     def __init__(self, group: zarr.Group, *, location: str):
         self._group, self.location = group, location
+        self._lease = hold_group(location)  # shared while packing: never removed or replaced under it
         self._arrays = {name: open_member(group, name, location=location) for name in (*PER_FRAME, "done")}
         self.frames_per_shard = int(self._arrays["image"].shards[0])
 
@@ -237,12 +239,12 @@ class InputsWriter:
         path = plain_path(path)
         check_group_name(split, flag="--split-name")
         _check_writable(path)
-        with _creation_lock(path):
+        with creation_lock(path):
             root = open_root(path, mode="a", attributes={"tiekd_store_format": STORE_FORMAT})
             parent = root.require_group(INPUTS_GROUP)
             location = inputs_location(path, split)
             if split in parent and overwrite:
-                _remove_group(parent, split)
+                _remove_group(parent, split, location=location)
             group = parent.require_group(split)
             if "created" in group.attrs:
                 _check_same(dict(group.attrs), attrs, location=location)
