@@ -115,16 +115,12 @@ class SeaweedFS:
     def _wait_bucket(self) -> None:
         """Wait until the bucket ``-bucket`` creates takes objects (a moment after the port opens).
         Other buckets are not made on upload (``-s3.autoCreateBucket=false``), as on AWS."""
-        import obstore
-        from obstore.store import S3Store
-
-        store = S3Store(BUCKET, endpoint=self.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY,
-                        region="us-east-1", client_options={"allow_http": True})  # fmt: skip
+        files = self.files()
         deadline = time.monotonic() + START_SECONDS
         while True:  # the filer may answer a moment after the S3 port opens
             try:
-                obstore.put(store, ".tiekd-bucket-probe", b"")
-                obstore.delete(store, ".tiekd-bucket-probe")
+                files.pipe(f"{BUCKET}/.tiekd-bucket-probe", b"")
+                files.rm(f"{BUCKET}/.tiekd-bucket-probe")
                 return
             except Exception:
                 if time.monotonic() > deadline:
@@ -144,9 +140,9 @@ class SeaweedFS:
                 return int(float(line.split()[-1]))
         return 0
 
-    def obstore(self):
-        """obstore's S3Store of the bucket, for tests that damage objects behind tiekd's back."""
-        from obstore.store import S3Store
+    def files(self):
+        """An s3fs file system of the server, for tests that damage objects behind tiekd's back."""
+        import s3fs
 
-        return S3Store(BUCKET, endpoint=self.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY,
-                       region="us-east-1", client_options={"allow_http": True})  # fmt: skip
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key=ACCESS_KEY, secret=SECRET_KEY,
+                                 skip_instance_cache=True, use_listings_cache=False)  # fmt: skip
