@@ -36,7 +36,7 @@ from tiekd.pipeline.store.cache import CacheSpec
 from tiekd.pipeline.store.writer import CacheWriter
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the test suite's SeaweedFS launcher
-from support.seaweedfs import BUCKET, SeaweedFS  # noqa: E402
+from support.seaweedfs import BUCKET, SeaweedFS
 
 CROP = (352, 1216)
 FRAMES_PER_SHARD = 32
@@ -70,9 +70,9 @@ def stores(server: SeaweedFS, prefix: str) -> dict[str, zarr.abc.store.Store]:
 
     options = {"key": server.env["AWS_ACCESS_KEY_ID"], "secret": server.env["AWS_SECRET_ACCESS_KEY"],
                "client_kwargs": {"endpoint_url": server.endpoint, "region_name": "us-east-1"}}  # fmt: skip
+    obstore_s3 = S3Store(BUCKET, prefix=f"{prefix}-obstore", endpoint=server.endpoint, client_options={"allow_http": True})
     return {
-        "obstore": ObjectStore(S3Store(BUCKET, prefix=f"{prefix}-obstore", endpoint=server.endpoint,
-                                       client_options={"allow_http": True})),  # fmt: skip
+        "obstore": ObjectStore(obstore_s3),
         "s3fs": FsspecStore.from_url(f"s3://{BUCKET}/{prefix}-s3fs", storage_options=options),
     }
 
@@ -147,8 +147,8 @@ def run(args, tmp: Path, server: SeaweedFS, n_frames: int) -> None:
         written = sync(copy_all(source, store, args.concurrency))
         put_s = time.perf_counter() - start
         shard_bytes = sync(get_all(store, shard_keys, args.concurrency))
-        get_s = timed(lambda: sync(get_all(store, shard_keys, args.concurrency)), args.repeats)
-        frame_s = timed(lambda: frames_through_zarr(store, n_frames, args.concurrency), args.repeats)
+        get_s = timed(lambda store=store: sync(get_all(store, shard_keys, args.concurrency)), args.repeats)
+        frame_s = timed(lambda store=store: frames_through_zarr(store, n_frames, args.concurrency), args.repeats)
         results[name] = (written / put_s / 1e6, shard_bytes / get_s / 1e6, n_frames / frame_s)
         print(f"  {name:8s} write {results[name][0]:7.1f} MB/s   whole shards {results[name][1]:7.1f} MB/s   "
               f"frames through zarr {results[name][2]:7.1f} frames/s")  # fmt: skip

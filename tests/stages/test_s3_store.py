@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 from support.commands import cache_args, error_line, evaluate_args, tiekd_command
-from support.runs import assert_same_store
 
+from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import TeacherCache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -93,7 +93,7 @@ def wait_for_frames(url, n, process):
         try:
             if TeacherCache.open(url).done.sum() >= n:
                 return
-        except Exception:
+        except StoreError:  # not created yet
             continue
 
 
@@ -137,7 +137,7 @@ def test_faults_are_one_line(sample, s3, cli, tmp_path, monkeypatch):
     data[len(data) // 3] ^= 0xFF
     s3.files().pipe(key, bytes(data))
     line = error_line(cli(*evaluate_args(sample, "--cache", url, "--split-name", "test")))
-    assert f"is damaged" in line and f"shard file {url}/row_prior/test/depth/c/1/0/0" in line
+    assert "is damaged" in line and f"shard file {url}/row_prior/test/depth/c/1/0/0" in line
     verified = cli("cache", "verify", url)
     assert verified.exit_code != 0 and f"{url}/row_prior/test/depth/c/1/0/0" in verified.output
     line = error_line(cli(*cache_args(sample, "s3://no-such-bucket/s.zarr", sample.test_split)))

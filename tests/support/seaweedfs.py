@@ -79,8 +79,8 @@ class SeaweedFS:
         args = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={config}",
                 "-master.telemetry=false", "-admin.ui=false", f"-bucket={BUCKET}", "-s3.autoCreateBucket=false",
                 *(f"-{k}={v}" for k, v in self.ports.items())]  # fmt: skip
-        log = open(self.folder / "weed.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.folder / "weed.log", "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
         self._wait_bucket()
         return self
