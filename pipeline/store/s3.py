@@ -35,10 +35,10 @@ SCHEME = "s3://"
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 """Where the endpoint of an S3-compatible server is read, the service-specific one first (as boto3)."""
 ATTEMPTS = 3
-"""Attempts of a request (botocore's standard retry mode), each of which s3fs repeats S3FS_RETRIES times
-on a dropped connection: a moment's outage of the server is ridden out, a stopped server is one line
-after seconds, not minutes."""
-S3FS_RETRIES = 2
+"""Attempts of a request (botocore's standard retry mode, jittered exponential backoff): a moment's
+outage of the server is ridden out, a stopped server is one line after seconds, not minutes."""
+S3FS_RETRIES = 1
+"""s3fs's own attempts around botocore's (its default, 5, would multiply them)."""
 CONNECT_SECONDS = 10
 """How long a connection to the server may take before it counts as a failed attempt."""
 
@@ -68,13 +68,19 @@ def bucket_and_prefix(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+CREDENTIAL_OPTIONS = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token",
+                      "AWS_PROFILE": "profile"}  # fmt: skip
+"""The standard variables passed to s3fs by name: they are then part of fsspec's instance-cache key, so a
+file system made with other credentials is never reused (botocore would read them itself)."""
+
+
 def storage_options() -> dict:
-    """s3fs's options: the endpoint (botocore reads keys, profile and region itself), the retries, no
-    listing cache (other processes write the same store) and a file system of its own (fsspec's instance
-    cache would keep the credentials of an earlier open)."""
+    """s3fs's options: the endpoint and the credential variables (botocore reads a profile's files and
+    the region itself), the retries, and no listing cache (other processes write the same store)."""
     server = endpoint()
-    options = {"use_listings_cache": False, "skip_instance_cache": True, "config_kwargs": {
+    options = {"use_listings_cache": False, "config_kwargs": {
         "retries": {"max_attempts": ATTEMPTS, "mode": "standard"}, "connect_timeout": CONNECT_SECONDS}}  # fmt: skip
+    options |= {option: os.environ[name] for name, option in CREDENTIAL_OPTIONS.items() if os.environ.get(name)}
     if server:
         options["endpoint_url"] = server
     return options

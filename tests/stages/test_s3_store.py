@@ -81,52 +81,47 @@ def assert_same_store_split(url, local, split):
         assert (remote._group[name][:] == here._group[name][:]).all(), name
 
 
-def start_slow_cache(sample, url, subprocess_env):
-    args = cache_args(sample, url, sample.train_split, "--teacher-arg", "delay=0.4")
-    return subprocess.Popen(tiekd_command(*args), env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def start_slow_cache(sample, url, env, delay):
+    args = cache_args(sample, url, sample.test_split, "--teacher-arg", f"delay={delay}", "--batch-size", "1")
+    return subprocess.Popen(tiekd_command(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def wait_for_frames(url, n, process):
-    deadline = time.time() + 120
+    deadline, cache = time.time() + 120, None
     while time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.1)
         try:
-            if TeacherCache.open(url).done.sum() >= n:
+            cache = cache or TeacherCache.open(url)
+            if cache.done.sum() >= n:  # one small GET a poll
                 return
         except StoreError:  # not created yet
             continue
 
 
 @pytest.mark.slow
-def test_kill_9_of_a_cache_teacher_writing_to_s3_then_a_rerun_resumes(sample, s3, local_store, cli, subprocess_env):
+def test_a_stopped_server_and_kill_9_mid_write_then_a_rerun_resumes(sample, s3, local_store, cli, subprocess_env):
+    """The server stopped under a cache-teacher writing to it: one line, frames stored kept; then a
+    cache-teacher killed with -9 mid-run; a rerun stores exactly the rest, equal to the local store."""
     url = new_url()
-    process = start_slow_cache(sample, url, subprocess_env | s3.env)
-    wait_for_frames(url, 2, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    partial = TeacherCache.open(url).done
-    assert 2 <= partial.sum() < len(partial), "the kill must land mid-run"
-    result = cli(*cache_args(sample, url))
-    assert result.exit_code == 0 and f"wrote {len(partial) - partial.sum()} frames" in result.output, result.output
-    assert_same_store_split(url, local_store, "train")
-
-
-@pytest.mark.slow
-def test_server_stopped_mid_write_is_one_line_and_a_rerun_resumes(sample, s3, local_store, cli, subprocess_env):
-    url = new_url()
-    process = start_slow_cache(sample, url, subprocess_env | s3.env)
-    wait_for_frames(url, 2, process)
+    process = start_slow_cache(sample, url, subprocess_env | s3.env, delay=0.5)
+    wait_for_frames(url, 1, process)
     s3.stop()
     output = process.communicate(timeout=120)[0].decode()
     errors = [line for line in output.splitlines() if line.startswith("Error:")]
     assert process.returncode != 0 and "Traceback" not in output and len(errors) == 1, output
     assert f"cannot reach the S3 server for {url}" in errors[0] and "run the command again" in errors[0]
     s3.start()
-    stored = TeacherCache.open(url).done
-    assert stored.sum() >= 2, "frames stored before the server went away were lost"
-    result = cli(*cache_args(sample, url))
-    assert result.exit_code == 0 and f"wrote {len(stored) - stored.sum()} frames" in result.output, result.output
-    assert_same_store_split(url, local_store, "train")
+    stored = TeacherCache.open(url).done.sum()
+    assert stored >= 1, "frames stored before the server went away were lost"
+    process = start_slow_cache(sample, url, subprocess_env | s3.env, delay=2.0)
+    wait_for_frames(url, stored + 1, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = TeacherCache.open(url).done
+    assert stored < partial.sum() < len(partial), "the kill must land mid-run"
+    result = cli(*cache_args(sample, url, sample.test_split))
+    assert result.exit_code == 0 and f"wrote {len(partial) - partial.sum()} frames" in result.output, result.output
+    assert_same_store_split(url, local_store, "test")
 
 
 def test_faults_are_one_line(sample, s3, cli, tmp_path, monkeypatch):
