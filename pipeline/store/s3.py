@@ -1,8 +1,8 @@
 """Stores on S3 or an S3-compatible server (``s3://BUCKET/PATH``), through zarr's own
 ``zarr.storage.FsspecStore`` over s3fs.
 
-Why s3fs and not obstore (zarr's ``ObjectStore``), which moved bytes 1.4-1.7x faster in
-``bench/bench_s3.py`` (README, "Stores on S3"): obstore's tokio runtime does not survive ``fork``, so a
+Why s3fs and not obstore (zarr's ``ObjectStore``), which fetched whole shards 2.7x and single frames
+1.9x as fast in ``bench/bench_s3.py`` (README, "Stores on S3"): obstore's tokio runtime does not survive ``fork``, so a
 DataLoader worker (forked on Linux) hangs on its first read, and its maintainers call it not fork
 safe; fsspec resets its event loop and instance cache in a forked child. With the local shard cache
 (``shard_cache.py``) a node fetches each shard once, so the transfer rate matters for the first

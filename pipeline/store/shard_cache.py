@@ -114,11 +114,15 @@ class ShardCache:
                     total -= size
 
 
+NOT_REMOTE = {"file", "local", "memory"}
+"""fsspec protocols whose bytes are already on this machine (file:// stores are read through zarr, as before)."""
+
+
 def _remote(store) -> bool:
-    """Whether zarr reads ``store`` over a network (a file:// fsspec store is read through zarr as before)."""
+    """Whether zarr reads ``store`` over a network."""
     if isinstance(store, ObjectStore):
         return True
-    return isinstance(store, FsspecStore) and "file" not in np.atleast_1d(store.fs.protocol)
+    return isinstance(store, FsspecStore) and not NOT_REMOTE & set(np.atleast_1d(store.fs.protocol))
 
 
 def cached_reader(array: zarr.Array, *, done: np.ndarray, location: str, generation: str) -> CachedFrameReader | None:
