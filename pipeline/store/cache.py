@@ -17,7 +17,9 @@ writers touch is chunked on depth-shard boundaries, so processes that own disjoi
 (``--shard I/N``) never write the same file.
 
 Frames of a local store are read by ``reader.FrameReader`` (plain file reads, several times
-faster than decoding the authors' PNG: README, Benchmarks); other stores through zarr-python.
+faster than decoding the authors' PNG: README, Benchmarks), those of a remote store (``s3://``,
+``http(s)://``) by the same reader from local copies of its shards (``shard_cache``); others through
+zarr-python. ``s3://BUCKET/PATH`` stores are opened by ``s3.open_s3``.
 """
 
 from __future__ import annotations
