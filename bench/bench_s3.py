@@ -70,7 +70,9 @@ def stores(server: SeaweedFS, prefix: str) -> dict[str, zarr.abc.store.Store]:
 
     options = {"key": server.env["AWS_ACCESS_KEY_ID"], "secret": server.env["AWS_SECRET_ACCESS_KEY"],
                "client_kwargs": {"endpoint_url": server.endpoint, "region_name": "us-east-1"}}  # fmt: skip
-    obstore_s3 = S3Store(BUCKET, prefix=f"{prefix}-obstore", endpoint=server.endpoint, client_options={"allow_http": True})
+    obstore_s3 = S3Store(
+        BUCKET, prefix=f"{prefix}-obstore", endpoint=server.endpoint, client_options={"allow_http": True}
+    )
     return {
         "obstore": ObjectStore(obstore_s3),
         "s3fs": FsspecStore.from_url(f"s3://{BUCKET}/{prefix}-s3fs", storage_options=options),

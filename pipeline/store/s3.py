@@ -113,7 +113,9 @@ def s3_error(url: str, e: Exception) -> StoreError:
             "cache-teacher resumes)"
         )
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-    return StoreError(f"S3 request for {where(url)} failed ({type(e).__name__}: {reason}); run the command again when it is fixed")
+    return StoreError(
+        f"S3 request for {where(url)} failed ({type(e).__name__}: {reason}); run the command again when it is fixed"
+    )
 
 
 @contextlib.contextmanager

@@ -60,7 +60,9 @@ def cache_bytes() -> int:
     try:
         gigabytes = float(text)
     except ValueError:
-        raise StoreError(f"{SIZE_VARIABLE}={text!r} is not a number of GB; set it to e.g. 20, or 0 for no cache") from None
+        raise StoreError(
+            f"{SIZE_VARIABLE}={text!r} is not a number of GB; set it to e.g. 20, or 0 for no cache"
+        ) from None
     return int(max(gigabytes, 0) * 1e9)
 
 
@@ -197,5 +199,7 @@ class CachedFrameReader(FrameReader):
         return np.multiply(values, scale, dtype=scale.dtype)
 
     def _damaged(self, i: int, why: str) -> StoreError:
-        shard_file = f"{self._location}/depth/{self._array.metadata.encode_chunk_key((i // self.frames_per_shard, 0, 0))}"
+        shard_file = (
+            f"{self._location}/depth/{self._array.metadata.encode_chunk_key((i // self.frames_per_shard, 0, 0))}"
+        )
         return damaged_frame(self._location, i, shard_file, why)

@@ -42,9 +42,33 @@ def evaluation(cli, sample, tmp_path, store, name, *extra):
 
 
 def training(cli, sample, tmp_path, store, name, workers, *extra):
-    args = ["train-student", "--cache", store, "--split-name", "train", "--data-root", sample.data_root,
-            "--split", sample.train_split, "--student", "test_resnet", "--no-pretrained", "--out", tmp_path / name,
-            "--scale", 0.0625, "--batch-size", 2, "--max-steps", 2, "--workers", workers, "--device", "cpu", *extra]
+    args = [
+        "train-student",
+        "--cache",
+        store,
+        "--split-name",
+        "train",
+        "--data-root",
+        sample.data_root,
+        "--split",
+        sample.train_split,
+        "--student",
+        "test_resnet",
+        "--no-pretrained",
+        "--out",
+        tmp_path / name,
+        "--scale",
+        0.0625,
+        "--batch-size",
+        2,
+        "--max-steps",
+        2,
+        "--workers",
+        workers,
+        "--device",
+        "cpu",
+        *extra,
+    ]
     result = cli(*args)
     assert result.exit_code == 0, result.output
     return [json.loads(line)["loss"] for line in (tmp_path / name / "steps.jsonl").read_text().splitlines()]

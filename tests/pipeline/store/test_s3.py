@@ -65,7 +65,9 @@ def test_epochs_after_the_first_read_the_local_copies(url, s3, local_store, tmp_
     shard_bytes = sum(p.stat().st_size for p in cached_files(folder))
     assert opened - before < shard_bytes / 4, "opening read more than metadata"
     s3.stop()  # and with the server gone, the frames still read
-    np.testing.assert_array_equal(all_frames(cache), np.stack([TeacherCache.open(local_store).depth(i) for i in range(8)]))
+    np.testing.assert_array_equal(
+        all_frames(cache), np.stack([TeacherCache.open(local_store).depth(i) for i in range(8)])
+    )
 
 
 def test_a_damaged_local_copy_is_detected_and_fetched_again(url, s3, local_store, tmp_path):
