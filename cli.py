@@ -100,6 +100,7 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
 @shared.data_root
 @shared.split
 @click.option("--out", required=True, help="Store path or fsspec URL.")
+@shared.s3_endpoint
 @shared.gt_root(required=False, what="when given, every record's GT must exist (checked before the run)")
 @click.option("--name", help="Teacher group name in the store [default: derived from the spec].")
 @click.option("--split-name", help="Split group name in the store [default: the split file's stem].")

@@ -10,7 +10,7 @@ import json
 import click
 
 from tiekd import cli_options as shared
-from tiekd.cli_options import TiekdCommand
+from tiekd.cli_options import TiekdCommand, s3_endpoint
 
 
 class CacheGroup(click.Group):
@@ -26,6 +26,7 @@ def cache() -> None:
 
 @cache.command("info")
 @click.argument("store")
+@s3_endpoint
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def cache_info(store: str, as_json: bool) -> None:
     """Teachers, splits, completion and size of STORE."""
@@ -37,6 +38,7 @@ def cache_info(store: str, as_json: bool) -> None:
 
 @cache.command("verify")
 @click.argument("store")
+@s3_endpoint
 @click.option("--repair", is_flag=True, help="Rebuild lost array metadata and mark damaged frames not done.")
 def cache_verify(store: str, repair: bool) -> None:
     """Read back every stored map of STORE and check its checksum, mask, shape and values."""
@@ -47,6 +49,7 @@ def cache_verify(store: str, repair: bool) -> None:
 
 @cache.command("rm")
 @click.argument("store")
+@s3_endpoint
 @click.option("--teacher", required=True, help="Teacher group to remove (all its splits unless --split).")
 @click.option("--split", help="Only this split group of the teacher.")
 @click.option("--force", is_flag=True, help="Also remove incomplete groups (when no cache-teacher writes them).")
@@ -61,6 +64,7 @@ def cache_rm(store: str, teacher: str, split: str | None, force: bool) -> None:
 @shared.data_root
 @shared.split
 @click.option("--out", required=True, help="Store path to pack into (beside its teacher groups).")
+@s3_endpoint
 @shared.gt_root(
     required=False, what="packed with the images (needed to train supervised, validate, evaluate and explain from the store)"
 )

@@ -82,8 +82,28 @@ def split(function):
     )
 
 
+def _set_s3_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    from tiekd.pipeline.store.s3 import set_endpoint  # lazy: zarr's import is not needed for --help
+
+    set_endpoint(value)
+
+
+def s3_endpoint(function):
+    """``--s3-endpoint URL``: the S3-compatible server of ``s3://`` stores, for this process and the
+    workers it starts, as the standard ``AWS_ENDPOINT_URL`` (pipeline/store/s3.py)."""
+    return click.option(
+        "--s3-endpoint",
+        metavar="URL",
+        expose_value=False,
+        is_eager=True,
+        callback=_set_s3_endpoint,
+        help="S3-compatible server of s3:// stores, e.g. http://127.0.0.1:8333 (as AWS_ENDPOINT_URL; default: AWS).",
+    )(function)
+
+
 def store(function):
-    """``--cache``, ``--teacher`` and ``--split-name``: one teacher group of a store to read."""
+    """``--cache``, ``--teacher``, ``--split-name`` and ``--s3-endpoint``: one teacher group of a store to read."""
+    function = s3_endpoint(function)
     options = (
         click.option("--cache", help="Teacher store: a path or fsspec URL."),
         click.option("--teacher", help="Teacher group in the store [default: the only one]."),

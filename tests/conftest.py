@@ -77,3 +77,32 @@ def subprocess_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     return env
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server on loopback (SeaweedFS, tests/support/seaweedfs.py), one per session: started on
+    first use, stopped at the end. Where it cannot start, CI fails and a local run skips with the reason."""
+    from support.seaweedfs import SeaweedFS
+
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no S3 server: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path):
+    """The S3 server's standard AWS variables, a fresh shard cache, and a fresh store URL of the test's own."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("TIEKD_SHARD_CACHE", str(tmp_path / "shard-cache"))
+    s3_server.start_if_stopped()
+    return s3_server

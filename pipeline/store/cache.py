@@ -17,7 +17,9 @@ writers touch is chunked on depth-shard boundaries, so processes that own disjoi
 (``--shard I/N``) never write the same file.
 
 Frames of a local store are read by ``reader.FrameReader`` (plain file reads, several times
-faster than decoding the authors' PNG: README, Benchmarks); other stores through zarr-python.
+faster than decoding the authors' PNG: README, Benchmarks), those of a remote store (``s3://``,
+``http(s)://``) by the same reader from local copies of its shards (``shard_cache``); others through
+zarr-python. ``s3://BUCKET/PATH`` stores are opened by ``s3.open_s3``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from tiekd.pipeline.store.formats import (
 )
 from tiekd.pipeline.store.reader import FrameReader
 from tiekd.pipeline.store.remote import check_byte_ranges
+from tiekd.pipeline.store.s3 import is_s3, open_s3
+from tiekd.pipeline.store.shard_cache import cached_reader
 
 DEPTH_SCALE = 256
 """uint16 value = round(depth * 256): rounding error <= 1/512 m, within KITTI's own GT precision
@@ -145,8 +149,9 @@ def open_root(path: str, *, mode: str, attributes: dict | None = None) -> zarr.G
         check_byte_ranges(path)
     elif path.startswith(READ_ONLY_PROTOCOLS):
         raise StoreError(f"{path} is an HTTP store, which tiekd only reads; write to a local path (or copy it there)")
+    store = open_s3(path, read_only=mode == "r") if is_s3(path) else path
     try:
-        return zarr.open_group(path, mode=mode, zarr_format=3, attributes=attributes)
+        return zarr.open_group(store, mode=mode, zarr_format=3, attributes=attributes)
     except ImportError as e:  # fsspec names the package its protocol needs
         raise StoreError(f"{path}: {e} (tiekd does not install it); or use a local path") from None
     except FileNotFoundError as e:
@@ -191,8 +196,11 @@ class TeacherCache:
         """Sample id -> frame index."""
         self._done_seen = self.done
         """(N,) bool: the completion mask as last read; re-read for a frame it does not list."""
-        self._reader = FrameReader.for_array(self._depth, done=self._done_seen, location=location)
-        """Direct reads of local stores (``pipeline/store/reader.py``); None = through zarr."""
+        self._reader = FrameReader.for_array(self._depth, done=self._done_seen, location=location) or cached_reader(
+            self._depth, done=self._done_seen, location=location, generation=generation(dict(group.attrs))
+        )
+        """Direct reads of local stores (``pipeline/store/reader.py``) or of local copies of a remote store's
+        shards (``pipeline/store/shard_cache.py``); None = through zarr."""
         self.generation = generation(dict(group.attrs))
         """The group's generation when it was opened (see :meth:`require_unchanged`)."""
 
