@@ -3,7 +3,8 @@
 The teacher never runs here: its maps come from the store, the DPM is built from them inside
 the loss on the training device. A run directory holds ``run.json`` (resolved options),
 ``steps.jsonl`` and ``epochs.jsonl`` (metrics), ``last.pt`` and, with a validation split,
-``best.pt`` (lowest validation RMSE).
+``best.pt`` (lowest validation RMSE; weights, architecture and config, without the optimizer
+state that only ``--resume`` reads from ``last.pt``).
 """
 
 from __future__ import annotations

@@ -83,12 +83,20 @@ class Trainer:
         return self.processes.world_size * self.cfg.batch_size * self.cfg.accumulate
 
     def state(self) -> dict:
-        """The checkpoint dict of the run at its current step."""
-        return {
-            "model": self.model.state_dict(),
+        """The checkpoint dict of the run at its current step: what inference needs and what
+        resuming needs (optimizer, scheduler, scaler), as last.pt holds it."""
+        return self.inference_state() | {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+        }
+
+    def inference_state(self) -> dict:
+        """What evaluating, explaining and exporting the student needs, as best.pt holds it: the
+        weights, architecture, normalisation and config, without the optimizer's state (two
+        thirds of last.pt: AdamW keeps two moments per weight)."""
+        return {
+            "model": self.model.state_dict(),
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
             "global_batch": self.global_batch,
