@@ -19,7 +19,6 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from tiekd.pipeline.metrics import METRIC_NAMES
-
 from tiekd.pipeline.pictures.tiles import depth_image, entropy_image, panel, relative_error_image, rgb_image
 
 VALIDATION_PICTURES = 3

@@ -98,7 +98,7 @@ def test_a_resumed_run_reads_as_one_run(sample, store, run_dir, tmp_path, monkey
     np.testing.assert_allclose([e.value for e in logged], whole, rtol=1e-6)
 
 
-def test_hparams_hold_the_options_and_the_metrics(events, run_dir):  # noqa: F811
+def test_hparams_hold_the_options_and_the_metrics(events, run_dir):
     """The HPARAMS tab: run.json's scalar options as the session's values, the epoch loss and the
     validation metrics as its metrics, whose last logged values are the run's final metrics."""
     from tensorboard.plugins.hparams import metadata
