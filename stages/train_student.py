@@ -26,7 +26,7 @@ from tiekd.pipeline.methods import Objective, head_for, loss_scale, needs_gt, ne
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
-from tiekd.stages.runtime import resolve_device, use_amp
+from tiekd.stages.runtime import AUTOCAST_DTYPES, autocast_dtype, resolve_device
 from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config, with_earlier_defaults
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.training.identity import cache_differences, cache_identity
@@ -34,6 +34,9 @@ from tiekd.stages.training.log import RunLog, one_run
 from tiekd.stages.training.loop import TrainSummary, train
 from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everything
 from tiekd.stages.training.trainer import Trainer, config_dict, optimisation
+
+AUTOCAST_NAMES = {dtype: name for name, dtype in AUTOCAST_DTYPES.items()}
+"""run.json's ``amp``: the --amp value of the dtype that ran (None: float32)."""
 
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
 """Checkpoints of a run directory; a kill mid-write leaves their temporaries, removed on the next start."""
@@ -83,13 +86,16 @@ def build_trainer(
         weights=cfg.weights,
     ).to(device)
     optimizer, scheduler = optimisation(model, cfg, total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp(cfg.amp, device))
+    autocast = autocast_dtype(cfg.amp, device)
+    # bfloat16 has float32's exponent range: its gradients need no loss scaling.
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     return Trainer(
         cfg=cfg,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
+        autocast=autocast,
         objective=build_objective(cfg, device),
         device=device,
         steps_per_epoch=steps_per_epoch,
@@ -267,7 +273,7 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
         config_dict(cfg)
         | {
             "device": str(trainer.device),
-            "amp": trainer.scaler.is_enabled(),  # what ran: --amp works on CUDA only
+            "amp": AUTOCAST_NAMES.get(trainer.autocast),  # what ran: --amp fp16 works on CUDA only
             "cache": cache_ref and "/".join(cache_ref),
             "cache_identity": trainer.cache,
             "total_steps": trainer.total_steps,

@@ -71,6 +71,8 @@ class Trainer:
     processes: Processes = SINGLE
     replica: torch.nn.Module | None = None
     """The module the step runs: DDP around ``model`` in a process group, else ``model`` itself."""
+    autocast: torch.dtype | None = None
+    """The dtype the forward pass runs in under autocast (--amp), None for float32; the loss is float32."""
 
     @property
     def start_weights(self) -> str | None:
@@ -126,7 +128,9 @@ class Trainer:
         last = self.cfg.out / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
         check = "the cache with `tiekd cache verify`" if self.cfg.method != "supervised" else "the GT under --gt-root"
-        raise TrainingError(f"{what} at step {self.step + 1}; stopped without saving, {kept} (lower --lr or check {check})")
+        raise TrainingError(
+            f"{what} at step {self.step + 1}; stopped without saving, {kept} (lower --lr or check {check})"
+        )
 
     def _micro_step(self, batch: dict, weight: float, more_to_come: bool) -> dict[str, float]:
         """Forward and backward of one micro-batch, its loss weighted by ``weight``; returns
@@ -134,7 +138,7 @@ class Trainer:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         replica = self.replica or self.model
         with accumulating(replica, more_to_come):
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 output = replica(batch["image"])
             loss, terms = self.objective.loss(output.float(), batch)
             self.scaler.scale(loss * weight).backward()

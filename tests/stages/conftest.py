@@ -28,7 +28,7 @@ def compared_runs(sample, store, run_dir, tmp_path_factory):
     from tiekd.stages.evaluate import run as evaluate
 
     root = tmp_path_factory.mktemp("compared")
-    common = dict(epochs=2, val_split=sample.test_split, save_every=1)
+    common = {"epochs": 2, "val_split": sample.test_split, "save_every": 1}
     runs = [run_dir, root / "seed1", root / "lr2e-3"]
     run(train_config(sample, store, runs[1], seed=1, **common))
     run(train_config(sample, store, runs[2], lr=2e-3, **common))
