@@ -142,6 +142,10 @@ class AutocastChoice(click.Choice):
     help="Autocast: fp16 (float16 with loss scaling; CUDA only, ignored on the CPU) or bf16 (bfloat16, no loss "
     "scaling; CUDA and the CPU); --amp alone is fp16.",
 )
+@click.option("--channels-last", is_flag=True, help="Lay the student's weights and the input images out "
+              "channels-last (NHWC), the layout cuDNN's and oneDNN's convolutions often run fastest in.")  # fmt: skip
+@click.option("--compile", is_flag=True, help="Compile the student's training step with torch.compile "
+              "(TorchInductor): a slow first step (minutes on a CPU, a C++ compiler needed there), faster steps after.")  # fmt: skip
 @shared.workers
 @click.option("--seed", default=0, show_default=True, help="Seed of the weights, the data order and the augmentation.")
 @click.option("--save-every", default=500, show_default=True, type=click.IntRange(min=1),

@@ -84,7 +84,7 @@ def build_trainer(
         pretrained=cfg.pretrained,
         decoder=cfg.decoder,
         weights=cfg.weights,
-    ).to(device)
+    ).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     optimizer, scheduler = optimisation(model, cfg, total_steps)
     autocast = autocast_dtype(cfg.amp, device)
     # bfloat16 has float32's exponent range: its gradients need no loss scaling.
@@ -239,7 +239,7 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
             note_global_batch(cfg, trainer.global_batch)
         if state is not None:
             trainer.load(state, cfg.out / "last.pt")
-        trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn)
+        trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn, compile=cfg.compile)
         best = dict(state.get("best", {})) if state else {}
         log = _start_log(cfg, trainer, cache_ref, resumed=state is not None) if processes.is_writer else None
         try:

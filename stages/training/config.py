@@ -107,6 +107,12 @@ class TrainStudentConfig:
     """Autocast: fp16 (float16 with loss scaling; CUDA only, ignored on the CPU) or bf16 (bfloat16, no loss
     scaling; CUDA and the CPU); --amp alone is fp16. None = float32. run.json's ``amp`` says what ran. A config
     file's ``amp: true`` (runs before bf16) is fp16."""
+    channels_last: bool = False
+    """Lay the student's weights and the input images out channels-last (NHWC), the layout cuDNN's and oneDNN's
+    convolutions often run fastest in; the same numbers within float tolerance."""
+    compile: bool = False
+    """Compile the student's training step with torch.compile (TorchInductor): a slow first step (minutes on a CPU,
+    a C++ compiler needed there), faster steps after; the same numbers within float tolerance."""
     workers: int = field(default_factory=default_workers)
     """DataLoader worker processes that read and decode ahead (0: in this process)."""
     seed: int = 0

@@ -136,7 +136,9 @@ class Trainer:
         """Forward and backward of one micro-batch, its loss weighted by ``weight``; returns
         the micro-batch's loss and terms (unweighted)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        replica = self.replica or self.model
+        if self.cfg.channels_last:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        replica = self.model if self.replica is None else self.replica  # (a compiled module has no truth value)
         with accumulating(replica, more_to_come):
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 output = replica(batch["image"])
