@@ -60,6 +60,20 @@ def build_objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
     )
 
 
+def build_run_student(cfg: TrainStudentConfig, device: torch.device) -> torch.nn.Module:
+    """The run's student on ``device`` (laid out channels-last with --channels-last)."""
+    return build_student(
+        cfg.student,
+        head=head_for(cfg.method),
+        n_bins=cfg.n_bins,
+        min_depth=cfg.min_depth,
+        max_depth=cfg.max_depth,
+        pretrained=cfg.pretrained,
+        decoder=cfg.decoder,
+        weights=cfg.weights,
+    ).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+
+
 def build_trainer(
     cfg: TrainStudentConfig, n_frames: int, device: torch.device, processes: Processes = SINGLE
 ) -> Trainer:
@@ -75,16 +89,7 @@ def build_trainer(
         cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     )
     seed_everything(cfg.seed)
-    model = build_student(
-        cfg.student,
-        head=head_for(cfg.method),
-        n_bins=cfg.n_bins,
-        min_depth=cfg.min_depth,
-        max_depth=cfg.max_depth,
-        pretrained=cfg.pretrained,
-        decoder=cfg.decoder,
-        weights=cfg.weights,
-    ).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    model = build_run_student(cfg, device)
     optimizer, scheduler = optimisation(model, cfg, total_steps)
     autocast = autocast_dtype(cfg.amp, device)
     # bfloat16 has float32's exponent range: its gradients need no loss scaling.
