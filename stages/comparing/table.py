@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from tiekd.stages.comparing.runs import RunRecord
+from tiekd.stages.training.config import TrainStudentConfig
 
 NOT_COMPARED = ("out", "resume", "option_sources", "cache_identity", "workers", "save_every")
 """run.json keys that never make runs differ: where the run went, how it was continued, where its
@@ -21,6 +22,9 @@ options came from (a record, not an option), the cache's identity (its path is a
 settings that leave every step unchanged."""
 
 SEED = "seed"
+
+OPTIONS = {f.name for f in fields(TrainStudentConfig)}
+"""run.json keys that are train-student's options; the others are what the run resolved or measured."""
 
 TABLE_METRICS = {"abs_rel": "AbsRel ↓", "rmse": "RMSE (m) ↓", "d1": "δ1 ↑"}
 """Metrics shown in the markdown and CSV tables, with their paper titles (JSON holds them all)."""
@@ -40,10 +44,31 @@ class Group:
 
 
 def differing_options(runs: list[RunRecord]) -> list[str]:
-    """run.json keys whose values are not all equal (NOT_COMPARED aside), in run.json's order."""
+    """run.json keys whose values are not all equal (NOT_COMPARED aside), in run.json's order.
+
+    Every differing option (a train-student flag) is kept; a differing value run.json resolved
+    (the loss scale a method applies, the steps of an epoch count, the device ``auto`` chose) only
+    where the options do not already tell those runs apart, so a table of methods is not repeated
+    in the scales they imply.
+    """
     keys = list(dict.fromkeys(key for run in runs for key in run.options))
-    values = {key: {json.dumps(run.options.get(key), sort_keys=True) for run in runs} for key in keys}
-    return [key for key in keys if key not in NOT_COMPARED and len(values[key]) > 1]
+    values = {key: {_value(run, key) for run in runs} for key in keys}
+    differing = [key for key in keys if key not in NOT_COMPARED and len(values[key]) > 1]
+    kept = [key for key in differing if key in OPTIONS]
+    for key in differing:
+        options = [k for k in kept if k != SEED and k in OPTIONS]
+        if key not in OPTIONS and _distinct(runs, [*options, key]) > _distinct(runs, options):
+            kept.append(key)
+    return [key for key in differing if key in kept]
+
+
+def _value(run: RunRecord, key: str) -> str:
+    return json.dumps(run.options.get(key), sort_keys=True)
+
+
+def _distinct(runs: list[RunRecord], keys: list[str]) -> int:
+    """How many different combinations of ``keys``' values the runs have."""
+    return len({tuple(_value(run, key) for key in keys) for run in runs})
 
 
 def group_runs(runs: list[RunRecord]) -> tuple[list[str], list[Group]]:

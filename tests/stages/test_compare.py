@@ -124,3 +124,21 @@ def test_one_run_alone(compared_runs, cli):
 def test_refusals(compared_runs, cli, tmp_path):
     assert "not a train-student run directory" in error_line(cli("compare", compared_runs[0], tmp_path))
     assert "not both" in error_line(cli("compare", compared_runs[0], "--json", "--csv"))
+
+
+def test_resolved_values_show_only_where_the_options_do_not_tell_runs_apart(tmp_path):
+    """A method's loss scale follows from it (not shown); steps of equal options that differ are shown."""
+    from tiekd.stages.comparing.runs import RunRecord
+    from tiekd.stages.comparing.table import differing_options
+
+    def record(**options):
+        return RunRecord(path=tmp_path, options=options, epochs=[], tests={}, parameters=None, train_seconds=0.0)
+
+    runs = [
+        record(method="tiekd", seed=0, loss_scale_applied=10.0, total_steps=8, out="a"),
+        record(method="supervised", seed=0, loss_scale_applied=1.0, total_steps=8, out="b"),
+        record(method="tiekd", seed=1, loss_scale_applied=10.0, total_steps=8, out="c"),
+    ]
+    assert differing_options(runs) == ["method", "seed"]
+    runs.append(record(method="tiekd", seed=2, loss_scale_applied=10.0, total_steps=6, out="d"))
+    assert differing_options(runs) == ["method", "seed", "total_steps"]
