@@ -56,7 +56,10 @@ def run(cfg: CompareConfig) -> Comparison:
         text = markdown(*rows(keys, summaries))
     figure = None
     if cfg.figure is not None:
-        figure = save_figure(validation_curves(_curves(groups, summaries), TABLE_METRICS), cfg.figure)
+        curves = _curves(groups, summaries)
+        if not curves:
+            raise ConfigError(f"--figure {cfg.figure}: none of the runs was validated (--val-split); nothing to draw")
+        figure = save_figure(validation_curves(curves, TABLE_METRICS), cfg.figure)
     return Comparison(text=text, figure=figure)
 
 

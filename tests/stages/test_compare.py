@@ -142,3 +142,17 @@ def test_resolved_values_show_only_where_the_options_do_not_tell_runs_apart(tmp_
     assert differing_options(runs) == ["method", "seed"]
     runs.append(record(method="tiekd", seed=2, loss_scale_applied=10.0, total_steps=6, out="d"))
     assert differing_options(runs) == ["method", "seed", "total_steps"]
+
+
+def test_a_run_without_validation(sample, store, compared_runs, cli, tmp_path):
+    """No --val-split: its validation cells are '-', and a figure of it alone is refused in one line."""
+    from support.runs import train_config
+
+    from tiekd.stages.train_student import run
+
+    run(train_config(sample, store, tmp_path / "unvalidated", max_steps=1))
+    rows = markdown_rows(cli("compare", compared_runs[2], tmp_path / "unvalidated").output)
+    assert rows[0]["best val RMSE (m) ↓"] != "-" and rows[1]["best val RMSE (m) ↓"] == "-"
+    assert rows[1]["parameters (M)"] == rows[0]["parameters (M)"]
+    refused = cli("compare", tmp_path / "unvalidated", "--figure", tmp_path / "f.png")
+    assert "none of the runs was validated" in error_line(refused) and not (tmp_path / "f.png").exists()
