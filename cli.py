@@ -19,6 +19,7 @@ import click
 import tiekd
 from tiekd import cli_options as shared
 from tiekd.cli_cache import cache
+from tiekd.cli_compare import compare
 from tiekd.cli_options import FOLDER, PATH, TiekdCommand, size
 from tiekd.cli_train import train_student
 from tiekd.data.registry import get_dataset
@@ -166,6 +167,7 @@ def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:
 
 main.add_command(cache)
 main.add_command(train_student)
+main.add_command(compare)
 
 
 @main.command("recipes")

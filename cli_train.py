@@ -11,7 +11,20 @@ from tiekd import cli_options as shared
 from tiekd.cli_options import FOLDER, PATH, TiekdCommand, size
 from tiekd.data.augment import COLOUR_AUGS
 from tiekd.pipeline.methods import METHODS
+from tiekd.stages.runtime import AUTOCAST_DTYPES
 from tiekd.stages.training.config import TrainStudentConfig
+
+
+class AutocastChoice(click.Choice):
+    """``--amp``'s values; a config file's ``amp: true`` or ``false`` (the flag before bf16) reads as fp16 or none."""
+
+    def __init__(self):
+        super().__init__(list(AUTOCAST_DTYPES))
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, bool):
+            return "fp16" if value else None
+        return super().convert(value, param, ctx)
 
 
 @click.command("train-student", cls=TiekdCommand)
@@ -120,7 +133,20 @@ from tiekd.stages.training.config import TrainStudentConfig
     "auto: continue it if it has a last.pt, else start it (torchrun restarts).",
 )
 @shared.device
-@click.option("--amp", is_flag=True, help="float16 autocast with loss scaling on CUDA (ignored on the CPU).")
+@click.option(
+    "--amp",
+    is_flag=False,
+    flag_value="fp16",
+    default=None,
+    type=AutocastChoice(),
+    metavar="[fp16|bf16]",
+    help="Autocast: fp16 (float16 with loss scaling; CUDA only, ignored on the CPU) or bf16 (bfloat16, no loss "
+    "scaling; CUDA and the CPU); --amp alone is fp16.",
+)
+@click.option("--channels-last", is_flag=True, help="Lay the student's weights and the input images out "
+              "channels-last (NHWC), the layout cuDNN's and oneDNN's convolutions often run fastest in.")  # fmt: skip
+@click.option("--compile", is_flag=True, help="Compile the student's training step with torch.compile "
+              "(TorchInductor): a slow first step (minutes on a CPU, a C++ compiler needed there), faster steps after.")  # fmt: skip
 @shared.workers
 @click.option("--seed", default=0, show_default=True, help="Seed of the weights, the data order and the augmentation.")
 @click.option("--save-every", default=500, show_default=True, type=click.IntRange(min=1),

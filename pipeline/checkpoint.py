@@ -4,6 +4,8 @@ A checkpoint holds ``model``, ``optimizer``, ``scheduler``, ``scaler`` (state di
 ``epoch``, ``config`` (the run's resolved options), ``architecture`` (``build_student``'s
 arguments) and ``normalisation`` (the input mean/std the model applies). It is written to a
 temporary file beside the target and renamed, so a kill never leaves half a checkpoint.
+A run's ``best.pt`` leaves out the optimizer, scheduler and scaler (only ``last.pt``, which
+``--resume`` reads, needs them): every reader of a student needs the rest alone.
 """
 
 from __future__ import annotations

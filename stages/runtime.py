@@ -34,6 +34,28 @@ def use_amp(asked: bool, device: torch.device) -> bool:
     return asked and device.type == "cuda"
 
 
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+"""``--amp`` of train-student: the autocast dtype it names."""
+
+
+def autocast_dtype(asked: str | None, device: torch.device) -> torch.dtype | None:
+    """The dtype train-student's autocast runs in, or None for float32.
+
+    fp16 runs on CUDA only (with loss scaling; on the CPU it says so once and runs float32, as
+    ``--amp`` always did). bf16 runs where it is asked: on CUDA, and on the CPU too, where torch's
+    autocast really computes convolutions and matrix products in bfloat16 (fast on CPUs with
+    AVX512-BF16 or AMX, slower elsewhere), so asking for it is never silently ignored.
+    """
+    if asked is None:
+        return None
+    if asked == "fp16" and device.type != "cuda":
+        click.echo(f"note: --amp fp16 works on CUDA only; running in float32 on {device.type}", err=True)
+        return None
+    if asked == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("--amp bf16: this GPU has no bfloat16 support; use --amp fp16 or leave --amp out")
+    return AUTOCAST_DTYPES[asked]
+
+
 COMPUTE_CORES = 2
 """Cores left to the main process's compute threads: DataLoader workers that compete with them
 for the last cores make oneDNN's threads wait on each other (many times slower steps on 2 cores:

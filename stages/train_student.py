@@ -3,7 +3,8 @@
 The teacher never runs here: its maps come from the store, the DPM is built from them inside
 the loss on the training device. A run directory holds ``run.json`` (resolved options),
 ``steps.jsonl`` and ``epochs.jsonl`` (metrics), ``last.pt`` and, with a validation split,
-``best.pt`` (lowest validation RMSE).
+``best.pt`` (lowest validation RMSE; weights, architecture and config, without the optimizer
+state that only ``--resume`` reads from ``last.pt``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
 from tiekd.stages.packed_inputs import checked_source, packed_source, packed_store
-from tiekd.stages.runtime import resolve_device, use_amp
+from tiekd.stages.runtime import AUTOCAST_DTYPES, autocast_dtype, resolve_device
 from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config, with_earlier_defaults
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.training.identity import cache_differences, cache_identity
@@ -38,6 +39,9 @@ from tiekd.stages.training.trainer import Trainer, config_dict, optimisation
 PREFETCH_BATCHES = 4
 """Batches each DataLoader worker prepares ahead (torch's default is 2): a step that waits on one slow
 frame (a cold shard, a large PNG) finds the others' batches ready."""
+AUTOCAST_NAMES = {dtype: name for name, dtype in AUTOCAST_DTYPES.items()}
+"""run.json's ``amp``: the --amp value of the dtype that ran (None: float32)."""
+
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
 """Checkpoints of a run directory; a kill mid-write leaves their temporaries, removed on the next start."""
 
@@ -60,6 +64,20 @@ def build_objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
     )
 
 
+def build_run_student(cfg: TrainStudentConfig, device: torch.device) -> torch.nn.Module:
+    """The run's student on ``device`` (laid out channels-last with --channels-last)."""
+    return build_student(
+        cfg.student,
+        head=head_for(cfg.method),
+        n_bins=cfg.n_bins,
+        min_depth=cfg.min_depth,
+        max_depth=cfg.max_depth,
+        pretrained=cfg.pretrained,
+        decoder=cfg.decoder,
+        weights=cfg.weights,
+    ).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+
+
 def build_trainer(
     cfg: TrainStudentConfig, n_frames: int, device: torch.device, processes: Processes = SINGLE
 ) -> Trainer:
@@ -75,24 +93,18 @@ def build_trainer(
         cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     )
     seed_everything(cfg.seed)
-    model = build_student(
-        cfg.student,
-        head=head_for(cfg.method),
-        n_bins=cfg.n_bins,
-        min_depth=cfg.min_depth,
-        max_depth=cfg.max_depth,
-        pretrained=cfg.pretrained,
-        decoder=cfg.decoder,
-        weights=cfg.weights,
-    ).to(device)
+    model = build_run_student(cfg, device)
     optimizer, scheduler = optimisation(model, cfg, total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp(cfg.amp, device))
+    autocast = autocast_dtype(cfg.amp, device)
+    # bfloat16 has float32's exponent range: its gradients need no loss scaling.
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     return Trainer(
         cfg=cfg,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
+        autocast=autocast,
         objective=build_objective(cfg, device),
         device=device,
         steps_per_epoch=steps_per_epoch,
@@ -251,7 +263,7 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
             note_global_batch(cfg, trainer.global_batch)
         if state is not None:
             trainer.load(state, cfg.out / "last.pt")
-        trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn)
+        trainer.replica = replicate(trainer.model, device, sync_bn=cfg.sync_bn, compile=cfg.compile)
         best = dict(state.get("best", {})) if state else {}
         log = _start_log(cfg, trainer, cache_ref, resumed=state is not None) if processes.is_writer else None
         try:
@@ -285,7 +297,7 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
         config_dict(cfg)
         | {
             "device": str(trainer.device),
-            "amp": trainer.scaler.is_enabled(),  # what ran: --amp works on CUDA only
+            "amp": AUTOCAST_NAMES.get(trainer.autocast),  # what ran: --amp fp16 works on CUDA only
             "cache": cache_ref and "/".join(cache_ref),
             "cache_identity": trainer.cache,
             "total_steps": trainer.total_steps,

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from tiekd.cli import main
 from tiekd.stages.caching.config import CacheTeacherConfig
+from tiekd.stages.compare import CompareConfig
 from tiekd.stages.demo import DemoConfig
 from tiekd.stages.evaluate import EvaluateConfig
 from tiekd.stages.explain import ExplainConfig
@@ -27,6 +28,7 @@ CONFIGS = {
     "export": ExportConfig,
     "explain": ExplainConfig,
     "demo": DemoConfig,
+    "compare": CompareConfig,
 }
 NOT_A_FLAG = "Not a flag"
 

@@ -3,7 +3,9 @@
 Every step: its loss terms (``train/...``), learning rate, step and data-wait seconds
 (``time/...``); every epoch: the mean training loss and the validation metrics (``val/...``) and a
 few validation pictures (``pictures/N``: image, student depth, DPM entropy, relative error against
-GT). ``tensorboard --logdir RUN_DIRECTORY`` (or the folder of several runs) shows them.
+GT); at start, the run's options for the HPARAMS tab, which puts them beside the last values of
+the epoch loss and the validation metrics. ``tensorboard --logdir RUN_DIRECTORY`` (or the folder
+of several runs) shows them.
 Only the writing process has a board (it belongs to its :class:`~tiekd.stages.training.log.RunLog`).
 """
 
@@ -14,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
+from tiekd.pipeline.metrics import METRIC_NAMES
 from tiekd.pipeline.pictures.tiles import depth_image, entropy_image, panel, relative_error_image, rgb_image
 
 VALIDATION_PICTURES = 3
@@ -38,6 +42,17 @@ class RunBoard:
     def __init__(self, out: Path, *, resume_step: int | None):
         purge = None if resume_step is None else resume_step + 1
         self.writer = SummaryWriter(log_dir=str(out), purge_step=purge, flush_secs=FLUSH_SECONDS)
+        self.end = None
+        """The HPARAMS session's end, written at close once :meth:`options` opened it."""
+
+    def options(self, config: dict) -> None:
+        """The run's options (run.json's values) as its HPARAMS session, the metrics being the epoch
+        loss and, with a validation split, the validation metrics (their last values show)."""
+        metrics = ["epoch/loss"] + ([f"val/{name}" for name in METRIC_NAMES] if config.get("val_split") else [])
+        experiment, start, self.end = hparams(hparam_values(config), dict.fromkeys(metrics, 0.0))
+        for summary in (experiment, start):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
 
     def step(self, record: dict) -> None:
         """One step record of steps.jsonl: ``step`` and its numbers (loss terms, lr, seconds)."""
@@ -60,7 +75,22 @@ class RunBoard:
         self.writer.flush()
 
     def close(self) -> None:
+        """Close the event file, the HPARAMS session ended (its status: success) if it was opened."""
+        if self.end is not None:
+            self.writer.file_writer.add_summary(self.end)
         self.writer.close()
+
+
+def hparam_values(config: dict) -> dict:
+    """run.json's values as HPARAMS values: numbers, text and booleans as they are, lists as
+    ``352x704``-like text; unset (None) and nested records (option sources, cache identity) left out."""
+    values = {}
+    for key, value in config.items():
+        if isinstance(value, (list, tuple)):
+            value = "x".join(map(str, value))
+        if isinstance(value, (bool, int, float, str)):
+            values[key] = value
+    return values
 
 
 class PictureCollector:

@@ -15,7 +15,7 @@ from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.dpm import DPM_FORMS, MAX_N_BINS
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.methods import METHODS, needs_gt, needs_teacher
-from tiekd.stages.runtime import default_workers
+from tiekd.stages.runtime import AUTOCAST_DTYPES, default_workers
 
 
 @dataclass
@@ -107,8 +107,16 @@ class TrainStudentConfig:
     restarts)."""
     device: str = "auto"
     """Where to compute: auto = cuda when available, else cpu."""
-    amp: bool = False
-    """float16 autocast with loss scaling on CUDA (ignored on the CPU)."""
+    amp: str | None = None
+    """Autocast: fp16 (float16 with loss scaling; CUDA only, ignored on the CPU) or bf16 (bfloat16, no loss
+    scaling; CUDA and the CPU); --amp alone is fp16. None = float32. run.json's ``amp`` says what ran. A config
+    file's ``amp: true`` (runs before bf16) is fp16."""
+    channels_last: bool = False
+    """Lay the student's weights and the input images out channels-last (NHWC), the layout cuDNN's and oneDNN's
+    convolutions often run fastest in; the same numbers within float tolerance."""
+    compile: bool = False
+    """Compile the student's training step with torch.compile (TorchInductor): a slow first step (minutes on a CPU,
+    a C++ compiler needed there), faster steps after; the same numbers within float tolerance."""
     workers: int = field(default_factory=default_workers)
     """DataLoader worker processes that read and decode ahead (0: in this process)."""
     seed: int = 0
@@ -129,6 +137,7 @@ class TrainStudentConfig:
         from_dataset = [f.name for f in fields(self) if getattr(self, f.name) is None]
         if self.crop is None:
             self.crop = description.train_crop
+        self.amp = {True: "fp16", False: None}.get(self.amp, self.amp)  # the flag --amp was before bf16
         if self.rotate_teacher is None:
             self.rotate_teacher = self.dpm_form != "code"
         fill_presets(self, description)
@@ -150,6 +159,8 @@ def check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--method {cfg.method}{' with --val-split' if cfg.val_split else ''} needs --gt-root")
     if cfg.resume not in (False, True, "auto"):
         raise ConfigError(f"--resume {cfg.resume!r} is not one of yes, auto (or leave it out)")
+    if cfg.amp not in (None, *AUTOCAST_DTYPES):
+        raise ConfigError(f"--amp {cfg.amp!r} is not one of {', '.join(AUTOCAST_DTYPES)} (or leave it out)")
     if cfg.accumulate < 1:
         raise ConfigError(f"--accumulate {cfg.accumulate} must be at least 1")
     if not 0 < cfg.scale <= 1:

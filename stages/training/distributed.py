@@ -93,22 +93,26 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
-def replicate(model: torch.nn.Module, device: torch.device, *, sync_bn: bool) -> torch.nn.Module:
-    """The module a training step calls: ``model`` itself, or DDP around it in a process group.
+def replicate(model: torch.nn.Module, device: torch.device, *, sync_bn: bool, compile: bool = False) -> torch.nn.Module:
+    """The module a training step calls: ``model`` itself, or DDP around it in a process group,
+    compiled with ``torch.compile`` when ``compile`` (DDP compiled whole, as torch documents).
 
-    ``model`` stays the bare network (its state dict has no ``module.`` prefix), so checkpoints
-    are the same for any number of processes. With ``sync_bn`` its BatchNorm layers are converted
-    in place to ones that normalise with the statistics of all processes' batches.
+    ``model`` stays the bare network (its state dict has no ``module.`` or ``_orig_mod.``
+    prefix), so checkpoints are the same for any number of processes, compiled or not. With
+    ``sync_bn`` its BatchNorm layers are converted in place to ones that normalise with the
+    statistics of all processes' batches.
     """
     if sync_bn:
         convert_sync_batchnorm(model, device)
-    if not dist.is_initialized():
-        return model
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    replica = model
+    if dist.is_initialized():
+        replica = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(replica) if compile else replica
 
 
 def accumulating(replica: torch.nn.Module, more_to_come: bool):
     """Context for one micro-batch's backward: DDP averages gradients only after the last one."""
+    replica = getattr(replica, "_orig_mod", replica)  # under torch.compile's wrapper
     if more_to_come and isinstance(replica, DistributedDataParallel):
         return replica.no_sync()
     return contextlib.nullcontext()

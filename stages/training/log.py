@@ -121,8 +121,11 @@ class RunLog:
         return [record["loss"] for record in read_jsonl(self.steps) if record["step"] > step]
 
     def write_config(self, config: dict) -> None:
+        """run.json, and its options into TensorBoard's HPARAMS tab."""
         with _writing(self.out / "run.json"):
             (self.out / "run.json").write_text(json.dumps(config, indent=2) + "\n")
+        with _writing(self.events):
+            self.board.options(config)
 
     def step(self, record: dict) -> None:
         _append(self.steps, record)

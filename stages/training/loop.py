@@ -68,8 +68,8 @@ def _validate(trainer: Trainer, cfg: TrainStudentConfig, pictures: PictureCollec
 def _end_of_epoch(
     trainer: Trainer, cfg: TrainStudentConfig, log: RunLog | None, losses: list[float], best: dict
 ) -> dict | None:
-    """Validate (every process its share), log the epoch and write last.pt (and best.pt when
-    validation improves)."""
+    """Validate (every process its share), log the epoch and write last.pt (and best.pt, without
+    the optimizer's state, when validation improves)."""
     writer = trainer.processes.is_writer
     pictures = PictureCollector(max_depth=cfg.max_depth, n_bins=entropy_bins(trainer.model)) if writer else None
     metrics = _validate(trainer, cfg, pictures) if cfg.val_split else None
@@ -77,10 +77,9 @@ def _end_of_epoch(
     if improved:
         best.update(rmse=metrics["rmse"], step=trainer.step)
     if writer:
-        state = trainer.state()
         if improved:
-            save_checkpoint(cfg.out / "best.pt", state | {"best": best})
-        save_checkpoint(cfg.out / "last.pt", state | {"best": best})
+            save_checkpoint(cfg.out / "best.pt", trainer.inference_state() | {"best": best})
+        save_checkpoint(cfg.out / "last.pt", trainer.state() | {"best": best})
         record = {
             "step": trainer.step,
             "epoch": math.ceil(trainer.step / trainer.steps_per_epoch),

@@ -71,6 +71,8 @@ class Trainer:
     processes: Processes = SINGLE
     replica: torch.nn.Module | None = None
     """The module the step runs: DDP around ``model`` in a process group, else ``model`` itself."""
+    autocast: torch.dtype | None = None
+    """The dtype the forward pass runs in under autocast (--amp), None for float32; the loss is float32."""
 
     @property
     def start_weights(self) -> str | None:
@@ -83,12 +85,20 @@ class Trainer:
         return self.processes.world_size * self.cfg.batch_size * self.cfg.accumulate
 
     def state(self) -> dict:
-        """The checkpoint dict of the run at its current step."""
-        return {
-            "model": self.model.state_dict(),
+        """The checkpoint dict of the run at its current step: what inference needs and what
+        resuming needs (optimizer, scheduler, scaler), as last.pt holds it."""
+        return self.inference_state() | {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+        }
+
+    def inference_state(self) -> dict:
+        """What evaluating, explaining and exporting the student needs, as best.pt holds it: the
+        weights, architecture, normalisation and config, without the optimizer's state (two
+        thirds of last.pt: AdamW keeps two moments per weight)."""
+        return {
+            "model": self.model.state_dict(),
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
             "global_batch": self.global_batch,
@@ -118,15 +128,19 @@ class Trainer:
         last = self.cfg.out / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
         check = "the cache with `tiekd cache verify`" if self.cfg.method != "supervised" else "the GT under --gt-root"
-        raise TrainingError(f"{what} at step {self.step + 1}; stopped without saving, {kept} (lower --lr or check {check})")
+        raise TrainingError(
+            f"{what} at step {self.step + 1}; stopped without saving, {kept} (lower --lr or check {check})"
+        )
 
     def _micro_step(self, batch: dict, weight: float, more_to_come: bool) -> dict[str, float]:
         """Forward and backward of one micro-batch, its loss weighted by ``weight``; returns
         the micro-batch's loss and terms (unweighted)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        replica = self.replica or self.model
+        if self.cfg.channels_last:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        replica = self.model if self.replica is None else self.replica  # (a compiled module has no truth value)
         with accumulating(replica, more_to_come):
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 output = replica(batch["image"])
             loss, terms = self.objective.loss(output.float(), batch)
             self.scaler.scale(loss * weight).backward()

@@ -137,8 +137,8 @@ class TestRunDirectory:
 
     def test_run_json_records_the_autocast_that_ran(self, sample, store, tmp_path):
         """--amp on the CPU runs in float32 (with a note): run.json says what ran."""
-        run(train_config(sample, store, tmp_path, max_steps=1, amp=True))
-        assert json.loads((tmp_path / "run.json").read_text())["amp"] is False
+        run(train_config(sample, store, tmp_path, max_steps=1, amp="fp16"))
+        assert json.loads((tmp_path / "run.json").read_text())["amp"] is None
 
     def test_best_pt_only_with_a_validation_split(self, sample, store, tmp_path):
         run(train_config(sample, store, tmp_path, max_steps=1))

@@ -1,5 +1,7 @@
 """TensorBoard records of a run, read back with tensorboard's own EventAccumulator."""
 
+import json
+
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -94,3 +96,25 @@ def test_a_resumed_run_reads_as_one_run(sample, store, run_dir, tmp_path, monkey
     assert [e.step for e in logged] == list(range(1, 9))
     whole = [s["loss"] for s in read_jsonl(run_dir / "steps.jsonl")]
     np.testing.assert_allclose([e.value for e in logged], whole, rtol=1e-6)
+
+
+def test_hparams_hold_the_options_and_the_metrics(events, run_dir):
+    """The HPARAMS tab: run.json's scalar options as the session's values, the epoch loss and the
+    validation metrics as its metrics, whose last logged values are the run's final metrics."""
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
+    experiment = HParamsPluginData.FromString(content[metadata.EXPERIMENT_TAG]).experiment
+    start = HParamsPluginData.FromString(content[metadata.SESSION_START_INFO_TAG]).session_start_info
+    end = HParamsPluginData.FromString(content[metadata.SESSION_END_INFO_TAG]).session_end_info
+    config = json.loads((run_dir / "run.json").read_text())
+    assert start.hparams["student"].string_value == config["student"] == "test_resnet"
+    assert start.hparams["lr"].number_value == config["lr"] and start.hparams["epochs"].number_value == 2
+    assert start.hparams["pretrained"].bool_value is False and start.hparams["crop"].string_value == "352x704"
+    assert "sigma" not in start.hparams and "option_sources" not in start.hparams  # None and nested: left out
+    assert {info.name for info in experiment.hparam_infos} == set(start.hparams)
+    tags = [info.name.tag for info in experiment.metric_infos]
+    assert tags == ["epoch/loss"] + [f"val/{name}" for name in METRIC_NAMES]
+    assert all(tag in events.Tags()["scalars"] for tag in tags)
+    assert end.status == 1  # STATUS_SUCCESS
