@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from tiekd.data.registry import DATASETS, DEFAULT_DATASET
+from tiekd.data.registry import DATASETS, DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.errors import ConfigError
 from tiekd.stages.config_file import option_key, read_config
 from tiekd.stages.recipes import config_path
@@ -122,14 +122,29 @@ def flip_tta(function):
     )(function)
 
 
+class DatasetName(click.ParamType):
+    """A built-in dataset's name or a description file ``PATH.yaml`` (:mod:`tiekd.data.own`), checked
+    when parsed so a bad file is one line before any work."""
+
+    name = "dataset"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(DATASETS)}|PATH.yaml]"
+
+    def convert(self, value, param, ctx):
+        get_dataset(str(value))  # a ConfigError (one line) for an unknown name or a bad file
+        return str(value)
+
+
 def dataset(function):
-    """``--dataset kitti|nyu``: the description whose readers, crops and presets a stage uses."""
+    """``--dataset kitti|nyu|PATH.yaml``: the description whose readers, crops and presets a stage uses."""
     return click.option(
         "--dataset",
-        type=click.Choice(list(DATASETS)),
+        type=DatasetName(),
         default=DEFAULT_DATASET,
         show_default=True,
-        help="Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given.",
+        help="Dataset layout and protocol (kitti, nyu, or a description file PATH.yaml); crops, depth range, bins "
+        "and sigma follow it unless given.",
     )(function)
 
 

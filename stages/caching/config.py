@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tiekd.data.description import fill_presets
+from tiekd.data.own import is_description_file
 from tiekd.data.records import Record
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.errors import ConfigError
@@ -70,7 +71,8 @@ class CacheTeacherConfig:
     """Store format of a new group (a resumed group keeps its own): 4 = 2-D predictor with byte planes (smallest,
     fastest reads); 3 and 2 (2-D predictor, row delta) for readers with a tiekd older than format 4."""
     dataset: str = DEFAULT_DATASET
-    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+    """Dataset layout and protocol (kitti, nyu, or a description file PATH.yaml); crops, depth range, bins and
+    sigma follow it unless given."""
     crop: tuple[int, int] | None = None
     """(H, W) of the region the teacher runs on; None = the dataset's cache crop (KITTI: KB crop).
     Not a flag: the dataset's, set here by library callers (benchmarks)."""
@@ -138,4 +140,5 @@ def absolute(cfg: CacheTeacherConfig) -> CacheTeacherConfig:
         split_name=cfg.split_name or split_group_name(cfg.split),
         gt_root=cfg.gt_root.resolve() if cfg.gt_root else None,
         out=str(Path(cfg.out).resolve()) if local_out else cfg.out,
+        dataset=str(Path(cfg.dataset).resolve()) if is_description_file(cfg.dataset) else cfg.dataset,
     )

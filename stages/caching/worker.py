@@ -109,7 +109,7 @@ def open_writer(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record]
         flip_tta=cfg.flip_tta,
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
-        dataset=cfg.dataset,
+        dataset=get_dataset(cfg.dataset).name,
     )
     name = cfg.name or teacher.default_name
     dataset = get_dataset(cfg.dataset)

@@ -112,7 +112,8 @@ class TrainStudentConfig:
     save_every: int = 500
     """Also write last.pt every this many steps (and at every epoch end)."""
     dataset: str = DEFAULT_DATASET
-    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+    """Dataset layout and protocol (kitti, nyu, or a description file PATH.yaml); crops, depth range, bins and
+    sigma follow it unless given."""
     recipe_global_batch: int | None = None
     """Global batch the recipe's figures were trained with (the authors: 2 GPUs x 8 = 16); a run whose processes x
     batch size x accumulate differ says so at start."""
