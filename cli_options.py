@@ -43,14 +43,20 @@ def shard(value: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def data_root(function):
-    """``--data-root``: where the split's image paths are relative to."""
+def data_root_option(*, required: bool):
+    """``--data-root``: where the split's image paths are relative to (not required where image
+    sources or a store's own record of them can stand in for a split)."""
     return click.option(
         "--data-root",
-        required=True,
+        required=required,
         type=PATH,
         help="Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat).",
-    )(function)
+    )
+
+
+def data_root(function):
+    """``--data-root``, required."""
+    return data_root_option(required=True)(function)
 
 
 def gt_root(*, required: bool, what: str):
@@ -64,11 +70,16 @@ def gt_root(*, required: bool, what: str):
     )
 
 
-def split(function):
+def split_option(*, required: bool):
     """``--split``: the split file."""
-    return click.option("--split", required=True, type=PATH, help="Split file, one 'RGB GT|None FOCAL' record a line.")(
-        function
+    return click.option(
+        "--split", required=required, type=PATH, help="Split file, one 'RGB GT|None FOCAL' record a line."
     )
+
+
+def split(function):
+    """``--split``, required."""
+    return split_option(required=True)(function)
 
 
 def store(function):

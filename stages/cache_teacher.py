@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tiekd.data.records import Record
-from tiekd.data.registry import get_dataset
 from tiekd.pipeline.store.cache import TeacherCache, shard_frames
 from tiekd.pipeline.teachers.load import load_teacher
 from tiekd.stages.caching.cluster import cluster_client, run_shards
-from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_inputs
+from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_frame_options, check_inputs
+from tiekd.stages.caching.sources import frames_of
 from tiekd.stages.caching.worker import fill_frames, finish, open_writer
 from tiekd.stages.runtime import Rate, directory_bytes, progress, resolve_device, use_amp
 
@@ -38,7 +38,8 @@ class CacheSummary:
 
 def run(cfg: CacheTeacherConfig) -> CacheSummary:
     """Fill (or continue filling) ``out/name/split_name`` with the teacher's maps."""
-    records = get_dataset(cfg.dataset).read_split(cfg.split)
+    check_frame_options(cfg)
+    records = frames_of(cfg)
     check_inputs(cfg, records)
     if cfg.cluster:
         return _run_on_cluster(cfg, records)

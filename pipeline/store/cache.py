@@ -251,6 +251,15 @@ class TeacherCache:
         return bool(self.done.all())
 
     @property
+    def sources(self) -> list[dict] | None:
+        """What each frame was made from, for groups of image sources (``cache-teacher --images``):
+        one dict a frame (``id``, ``path``, video ``frame`` / ``pts`` / ``seconds``, ``size``,
+        ``sha256`` of its pixels); None for a group of a split file."""
+        if "sources" not in self._group:
+            return None
+        return [json.loads(str(text)) for text in open_member(self._group, "sources", location=self.location)[:]]
+
+    @property
     def clipped(self) -> np.ndarray:
         """(N,) int32: pixels per frame that were clipped into [min_depth, max_depth]."""
         return open_member(self._group, "clipped", location=self.location)[:]

@@ -165,7 +165,12 @@ def _require_array(group: zarr.Group, name: str, *, location: str, **kwargs) -> 
 
 
 def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int], *, frames_per_shard: int,
-                   store_format: int, location: str) -> None:
+                   store_format: int, location: str, sources: list[str] | None = None) -> None:
+    """The group's arrays, ids written last; ``sources``: one JSON text a frame saying what it was
+    made from (image sources, ``tiekd.data.sources``), kept in array ``sources`` beside ``ids``."""
+    if sources is not None:
+        kept = _require_array(group, "sources", location=location, shape=(len(ids),), dtype=str, chunks=(len(ids),))
+        kept[:] = np.array(sources, dtype=object)
     for name, kwargs in array_specs(len(ids), crop, frames_per_shard, store_format).items():
         array = _require_array(group, name, location=location, **kwargs)
     array[:] = np.array(ids, dtype=object)  # the ids, last
@@ -196,6 +201,7 @@ class CacheWriter:
         overwrite: bool = False,
         frames_per_shard: int = FRAMES_PER_SHARD,
         store_format: int = STORE_FORMAT,
+        sources: list[str] | None = None,
     ) -> CacheWriter:
         """Open ``path/teacher/split`` for writing, creating it if needed.
 
@@ -212,7 +218,8 @@ class CacheWriter:
         with _creation_lock(path):
             return cls._create_or_resume_retrying(
                 path, teacher=teacher, split=split, spec=spec, ids=ids, extra_attrs=extra_attrs,
-                overwrite=overwrite, layout={"frames_per_shard": frames_per_shard, "store_format": store_format},
+                overwrite=overwrite, layout={"frames_per_shard": frames_per_shard, "store_format": store_format,
+                                             "sources": sources},
             )  # fmt: skip
 
     @classmethod
@@ -256,7 +263,7 @@ class CacheWriter:
         frames_per_shard = int(group.attrs.get("frames_per_shard", layout["frames_per_shard"]))  # a group keeps its own
         store_format = int(group.attrs.get("tiekd_store_format", layout["store_format"]))
         _create_arrays(group, ids, spec.crop, frames_per_shard=frames_per_shard, store_format=store_format,
-                       location=location)
+                       location=location, sources=layout.get("sources"))
         if "created" not in group.attrs:
             group.attrs.update(
                 spec.to_attrs()

@@ -14,6 +14,7 @@ from tiekd.data.description import fill_presets
 from tiekd.data.own import is_description_file
 from tiekd.data.records import Record
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
+from tiekd.data.sources.fit import FITS, check_fit
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD
 from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name, split_group_name
@@ -34,9 +35,9 @@ class CacheTeacherConfig:
     teacher: str
     """Teacher spec KIND:TARGET, KIND one of export, torchscript, python, hf, checkpoint, onnx
     (:mod:`tiekd.pipeline.teachers.load`)."""
-    data_root: Path
+    data_root: Path | None
     """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
-    split: Path
+    split: Path | None
     """Split file, one 'RGB GT|None FOCAL' record a line."""
     out: str
     """Store path or fsspec URL."""
@@ -85,6 +86,17 @@ class CacheTeacherConfig:
     ``local:N`` or a scheduler's ``tcp://HOST:PORT``; None = this process alone."""
     max_clipped_share: float = MAX_CLIPPED_SHARE
     """Stop when more than this share of a frame's pixels lies outside the dataset's depth range."""
+    images: tuple[str, ...] = ()
+    """Images to cache instead of a split: a folder (recursive), a glob, a list file or a video (repeatable)."""
+    every: int = 1
+    """Take every N-th frame of a video."""
+    start: float = 0.0
+    """Take video frames from this time (seconds)."""
+    end: float | None = None
+    """Take video frames before this time (seconds) [default: to the end]."""
+    fit: str = "whole"
+    """How an image becomes a map of the dataset's size: whole (resized, refused if its shape differs) or crop (the
+    largest region of the map's shape, placed as the dataset's crop, resized)."""
 
     def __post_init__(self):
         description = get_dataset(self.dataset)
@@ -98,14 +110,10 @@ def check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
     """Fail before any work (and before the store is touched) on missing roots or files."""
     check_group_name(cfg.name, flag="--name")
     check_group_name(cfg.split_name, flag="--split-name")
-    dataset = get_dataset(cfg.dataset)
-    data_root = dataset.check_root(cfg.data_root, flag="--data-root")
-    for record in records:
-        dataset.check_image(data_root, record)
-    if cfg.gt_root is not None:
-        gt_root = dataset.check_root(cfg.gt_root, flag="--gt-root")
-        for record in records:
-            dataset.check_gt(gt_root, record)
+    if cfg.images:
+        _check_sources(cfg, records)
+    else:
+        _check_split(cfg, records)
     _check_teacher_input(cfg)
     index, count = cfg.shard
     if not 0 <= index < count:
@@ -115,6 +123,39 @@ def check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
             "--overwrite with --shard would let every process delete the others' work; "
             "overwrite once with a single process, then start the shards"
         )
+
+
+def check_frame_options(cfg: CacheTeacherConfig) -> None:
+    """Refuse a run given both or neither of --split and --images, before anything is read."""
+    if bool(cfg.images) == (cfg.split is not None):
+        raise ConfigError("give either --split (with --data-root) or --images, not both or neither")
+    if cfg.split is not None and cfg.data_root is None:
+        raise ConfigError("--split needs --data-root, the folder its image paths are relative to")
+    if cfg.every < 1 or cfg.start < 0 or (cfg.end is not None and cfg.end <= cfg.start):
+        raise ConfigError(f"--every {cfg.every} must be >= 1 and 0 <= --start {cfg.start} < --end {cfg.end}")
+    if cfg.fit not in FITS:
+        raise ConfigError(f"--fit {cfg.fit!r} is not one of {', '.join(FITS)}")
+
+
+def _check_sources(cfg: CacheTeacherConfig, frames: list) -> None:
+    """Refuse before the store is touched: a shape the fit cannot take, options of splits."""
+    for frame in frames:
+        check_fit(frame.size, cfg.crop, fit=cfg.fit, what=frame.id)
+    if cfg.cluster:
+        raise ConfigError("--images runs in one process (or with --shard I/N), not yet with --cluster")
+    if cfg.gt_root is not None:
+        raise ConfigError("--gt-root belongs to --split; image sources carry no GT")
+
+
+def _check_split(cfg: CacheTeacherConfig, records: list[Record]) -> None:
+    dataset = get_dataset(cfg.dataset)
+    data_root = dataset.check_root(cfg.data_root, flag="--data-root")
+    for record in records:
+        dataset.check_image(data_root, record)
+    if cfg.gt_root is not None:
+        gt_root = dataset.check_root(cfg.gt_root, flag="--gt-root")
+        for record in records:
+            dataset.check_gt(gt_root, record)
 
 
 def _check_teacher_input(cfg: CacheTeacherConfig) -> None:
@@ -135,9 +176,9 @@ def absolute(cfg: CacheTeacherConfig) -> CacheTeacherConfig:
     local_out = "://" not in cfg.out
     return dataclasses.replace(
         cfg,
-        data_root=cfg.data_root.resolve(),
-        split=Path(cfg.split).resolve(),
-        split_name=cfg.split_name or split_group_name(cfg.split),
+        data_root=cfg.data_root.resolve() if cfg.data_root else None,
+        split=Path(cfg.split).resolve() if cfg.split else None,
+        split_name=cfg.split_name or (split_group_name(cfg.split) if cfg.split else None),
         gt_root=cfg.gt_root.resolve() if cfg.gt_root else None,
         out=str(Path(cfg.out).resolve()) if local_out else cfg.out,
         dataset=str(Path(cfg.dataset).resolve()) if is_description_file(cfg.dataset) else cfg.dataset,

@@ -19,22 +19,22 @@ import torch
 from distributed import get_worker
 from torch.utils.data import DataLoader
 
-from tiekd.data.datasets import CroppedImages, raise_batch_errors
+from tiekd.data.datasets import raise_batch_errors
 from tiekd.data.records import Record
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.errors import StoreError, TeacherError
-from tiekd.pipeline.files import file_sha256, os_reason
+from tiekd.pipeline.files import os_reason
 from tiekd.pipeline.store.cache import CacheSpec, shard_frames
-from tiekd.pipeline.store.formats import split_group_name
 from tiekd.pipeline.store.writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
 from tiekd.stages.caching.config import CacheTeacherConfig
+from tiekd.stages.caching.sources import frames_sha256, group_name, source_attrs, teacher_inputs
 from tiekd.stages.runtime import resolve_device
 
 
 def _teacher_batches(cfg: CacheTeacherConfig, records: list[Record], frames: list[int], device: torch.device):
     loader = DataLoader(
-        CroppedImages(records, cfg.data_root, frames, dataset=get_dataset(cfg.dataset), crop=cfg.crop),
+        teacher_inputs(cfg, records, frames),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
@@ -45,7 +45,9 @@ def _teacher_batches(cfg: CacheTeacherConfig, records: list[Record], frames: lis
         yield batch["index"].tolist(), batch["image"].to(device, non_blocking=True)
 
 
-def teacher_depth(cfg: CacheTeacherConfig, teacher: Teacher, image: torch.Tensor, ids: list[str], *, amp: bool) -> torch.Tensor:
+def teacher_depth(
+    cfg: CacheTeacherConfig, teacher: Teacher, image: torch.Tensor, ids: list[str], *, amp: bool
+) -> torch.Tensor:
     """Depth (B, 1, H, W) metres of uint8 ``image`` (B, 3, H, W); any failure of the teacher
     becomes one line naming it, the batch's first sample and the exception."""
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
@@ -103,7 +105,7 @@ def open_writer(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record]
     spec = CacheSpec(
         teacher_spec=cfg.teacher,
         teacher_sha256=teacher.weights_sha256,
-        split_sha256=file_sha256(cfg.split),
+        split_sha256=frames_sha256(cfg, records),
         crop=tuple(cfg.crop),
         teacher_input=teacher_input(cfg, teacher),
         flip_tta=cfg.flip_tta,
@@ -117,22 +119,32 @@ def open_writer(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record]
         return CacheWriter.create_or_resume(
             cfg.out,
             teacher=name,
-            split=cfg.split_name or split_group_name(cfg.split),
+            split=group_name(cfg),
             spec=spec,
             ids=[r.rgb for r in records],
+            sources=[r.to_json() for r in records] if cfg.images else None,
             overwrite=cfg.overwrite,
             frames_per_shard=cfg.frames_per_shard,
             store_format=cfg.store_format,
             extra_attrs={
                 "teacher_name": name,
-                "split_file": str(cfg.split),
+                **source_attrs(cfg),
                 "teacher_args": cfg.teacher_args,
                 "teacher_dtype": teacher.dtype,
                 "autocast": "float16" if amp else None,
-                "maps": f"{cfg.crop[0]}x{cfg.crop[1]} {dataset.cache_crop_name} of each {dataset.title} image, "
-                "pixel-aligned with it",
+                "maps": _maps_text(cfg, dataset),
             },
         )
+
+
+def _maps_text(cfg: CacheTeacherConfig, dataset) -> str:
+    """What the maps are, in words, for the group's record."""
+    if cfg.images:
+        how = (
+            "resized whole" if cfg.fit == "whole" else f"cropped to its shape as the {dataset.cache_crop_name}, resized"
+        )
+        return f"{cfg.crop[0]}x{cfg.crop[1]}: each source image {how} (data/sources/fit.py)"
+    return f"{cfg.crop[0]}x{cfg.crop[1]} {dataset.cache_crop_name} of each {dataset.title} image, pixel-aligned with it"
 
 
 def finish(writer: CacheWriter) -> bool:
