@@ -16,9 +16,12 @@ from tiekd.stages.training.config import TrainStudentConfig
 
 @click.command("train-student", cls=TiekdCommand)
 @shared.store
-@shared.data_root
+@shared.data_root_option(required=False)
 @shared.gt_root(required=False, what="supervised training and validation")
-@click.option("--split", required=True, type=PATH, help="Training split file.")
+@click.option("--split", type=PATH, help="Training split file [default: the frames the --cache group was made from, "
+              "for a group of cache-teacher --images].")  # fmt: skip
+@click.option("--init-from", type=PATH, help="Start from the weights of a tiekd student checkpoint and fine-tune them "
+              "(a fresh optimiser and schedule).")  # fmt: skip
 @click.option("--student", default="mobilenetv2", show_default=True,
               help="Preset (mobilenetv2, resnet18, resnet50) or any timm encoder name.")  # fmt: skip
 @click.option("--method", default="tiekd", show_default=True, type=click.Choice(METHODS),

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tiekd.data.augment import AugmentConfig
 from tiekd.data.datasets import DistillationSamples
 from tiekd.data.registry import get_dataset
+from tiekd.data.sources.samples import SourceSamples
 from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints
 from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
@@ -32,6 +33,7 @@ from tiekd.stages.training.identity import cache_differences, cache_identity
 from tiekd.stages.training.log import RunLog, one_run
 from tiekd.stages.training.loop import TrainSummary, train
 from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everything
+from tiekd.stages.training.sources import group_frames, start_architecture_weights, start_from_checkpoint
 from tiekd.stages.training.trainer import Trainer, config_dict, optimisation
 
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
@@ -56,6 +58,23 @@ def build_objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
     )
 
 
+def build_model(cfg: TrainStudentConfig, device: torch.device) -> tuple[torch.nn.Module, dict | None]:
+    """The run's student at step 0 (seeded), and what ``--init-from`` loaded into it (None without)."""
+    seed_everything(cfg.seed)
+    model = build_student(
+        cfg.student,
+        head=head_for(cfg.method),
+        n_bins=cfg.n_bins,
+        min_depth=cfg.min_depth,
+        max_depth=cfg.max_depth,
+        pretrained=cfg.pretrained and cfg.init_from is None,  # fine-tuning replaces every weight
+        decoder=cfg.decoder,
+        weights=cfg.weights or start_architecture_weights(cfg.init_from),
+    ).to(device)
+    init_from = start_from_checkpoint(model, cfg.init_from) if cfg.init_from else None
+    return model, init_from
+
+
 def build_trainer(
     cfg: TrainStudentConfig, n_frames: int, device: torch.device, processes: Processes = SINGLE
 ) -> Trainer:
@@ -70,17 +89,7 @@ def build_trainer(
     total_steps = (
         cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     )
-    seed_everything(cfg.seed)
-    model = build_student(
-        cfg.student,
-        head=head_for(cfg.method),
-        n_bins=cfg.n_bins,
-        min_depth=cfg.min_depth,
-        max_depth=cfg.max_depth,
-        pretrained=cfg.pretrained,
-        decoder=cfg.decoder,
-        weights=cfg.weights,
-    ).to(device)
+    model, init_from = build_model(cfg, device)
     optimizer, scheduler = optimisation(model, cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp(cfg.amp, device))
     return Trainer(
@@ -94,6 +103,7 @@ def build_trainer(
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         processes=processes,
+        init_from=init_from,
     )
 
 
@@ -147,19 +157,21 @@ def augment_config(cfg: TrainStudentConfig) -> AugmentConfig:
     )
 
 
+def training_samples(cfg: TrainStudentConfig, records, cache_ref) -> DistillationSamples:
+    """The run's samples: of the split's records, or of a group of image sources (no --split)."""
+    common = dict(
+        dataset=get_dataset(cfg.dataset), augment_cfg=augment_config(cfg), seed=cfg.seed, scale=cfg.scale,
+        cache_ref=cache_ref,
+    )  # fmt: skip
+    if cfg.split is None:
+        return SourceSamples(records, fit=group_frames(TeacherCache.open(*cache_ref))[1], **common)
+    gt_root = cfg.gt_root if needs_gt(cfg.method) else None
+    return DistillationSamples(records, cfg.data_root, gt_root=gt_root, **common)
+
+
 def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
     """The training DataLoader, continuing at the trainer's step with the same data order."""
-    dataset = get_dataset(cfg.dataset)
-    samples = DistillationSamples(
-        records,
-        cfg.data_root,
-        dataset=dataset,
-        augment_cfg=augment_config(cfg),
-        seed=cfg.seed,
-        scale=cfg.scale,
-        cache_ref=cache_ref,
-        gt_root=cfg.gt_root if needs_gt(cfg.method) else None,
-    )
+    samples = training_samples(cfg, records, cache_ref)
     sampler = EpochSampler(
         len(records),
         cfg.batch_size,
@@ -185,7 +197,10 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
     """Check options, split, roots and cache before anything is built; returns (records, cache reference)."""
     check_config(cfg)
     dataset = get_dataset(cfg.dataset)
-    records = dataset.read_split(cfg.split)
+    if cfg.split is None:
+        records = group_frames(TeacherCache.open(cfg.cache, cfg.teacher, cfg.split_name))[0]
+    else:
+        records = dataset.read_split(cfg.split)
     if cfg.val_split is not None and not any(r.gt for r in dataset.read_split(cfg.val_split)):
         raise DataError(f"--val-split {cfg.val_split} has no record with GT to validate on")
     roots = {"--data-root": cfg.data_root, "--gt-root": cfg.gt_root}
@@ -272,6 +287,7 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
             "total_steps": trainer.total_steps,
             "dpm_sigma": trainer.objective.sigma,
             "start_weights": trainer.start_weights,
+            "init_from": trainer.init_from,
             "brightness_range": augment_config(cfg).brightness_range,
             "dpm_sigma_source": run_sigma(cfg)[1],
             "loss_scale_applied": trainer.objective.total_scale,

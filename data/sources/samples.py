@@ -6,10 +6,13 @@ worker's exception would arrive as a multi-line traceback).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tiekd.data.datasets import DistillationSamples
 from tiekd.data.images import read_rgb
 from tiekd.data.sources.fit import content_sha256, fit_image
 from tiekd.data.sources.listing import SourceFrame
@@ -71,3 +74,20 @@ class SourceImages(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "error": error,
         }
+
+
+class SourceSamples(DistillationSamples):
+    """Training samples of image-source frames: the frame fitted as stage one fitted it, with its
+    teacher map (no GT), cut to the dataset's train region, then augmented as a labelled frame
+    (:class:`~tiekd.data.datasets.DistillationSamples`: same crop, same (seed, epoch, frame) draws)."""
+
+    def __init__(self, frames: list[SourceFrame], *, fit: str, **options):
+        super().__init__(frames, Path("."), gt_root=None, **options)
+        self.fit = fit
+        self.decoder = FrameDecoder()
+
+    def _region(self, record: SourceFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        dataset = self.dataset
+        image = self.decoder.fitted(record, dataset.cache_crop, fit=self.fit, place=dataset.cache_box)
+        maps = {"teacher": self.cache.depth_of(record.id)}
+        return dataset.crop_to_train_region(image), {k: dataset.crop_to_train_region(v) for k, v in maps.items()}

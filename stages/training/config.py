@@ -22,10 +22,11 @@ from tiekd.stages.runtime import default_workers
 class TrainStudentConfig:
     """Options of ``tiekd train-student``, one field per flag."""
 
-    data_root: Path
+    data_root: Path | None
     """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
-    split: Path
-    """Training split file."""
+    split: Path | None
+    """Training split file [default: the frames the --cache group was made from, for a group of cache-teacher
+    --images]."""
     out: Path
     """Run directory."""
     cache: str | None = None
@@ -117,6 +118,8 @@ class TrainStudentConfig:
     recipe_global_batch: int | None = None
     """Global batch the recipe's figures were trained with (the authors: 2 GPUs x 8 = 16); a run whose processes x
     batch size x accumulate differ says so at start."""
+    init_from: Path | None = None
+    """Start from the weights of a tiekd student checkpoint and fine-tune them (a fresh optimiser and schedule)."""
     option_sources: dict[str, str] = field(default_factory=dict)
     """Not a flag: where each option's value came from (command line, the --config file, default, the dataset),
     recorded in run.json."""
@@ -142,6 +145,13 @@ def check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--method {cfg.method!r} is not one of {', '.join(METHODS)}")
     if needs_teacher(cfg.method) and cfg.cache is None:
         raise ConfigError(f"--method {cfg.method} distils from a teacher: pass --cache STORE")
+    if cfg.split is None and (cfg.cache is None or needs_gt(cfg.method)):
+        raise ConfigError(
+            f"--method {cfg.method} without --split trains on a --cache group of image sources, which has no GT; "
+            "pass --split (and --data-root), or a distillation method with --cache"
+        )
+    if cfg.split is not None and cfg.data_root is None:
+        raise ConfigError("--split needs --data-root, the folder its image paths are relative to")
     if (needs_gt(cfg.method) or (cfg.val_split and cfg.val_gt_root is None)) and cfg.gt_root is None:
         raise ConfigError(f"--method {cfg.method}{' with --val-split' if cfg.val_split else ''} needs --gt-root")
     if cfg.resume not in (False, True, "auto"):
@@ -204,6 +214,7 @@ RESUME_KEYS = (
     "colour_aug",
     "rotate_teacher",
     "weights",
+    "init_from",
 )
 """Options a resumed run must share with the run it continues (same steps, data order and schedule).
 The global batch may be split differently: other processes, --batch-size or --accumulate. Checkpoints
@@ -213,5 +224,5 @@ written before a key existed are compared with the value their runs had (:func:`
 def with_earlier_defaults(config: dict) -> dict:
     """A checkpoint's config with the values runs had before tiekd recorded a key: BTS's colour
     augmentation, the preset's start weights, the teacher map rotated except in the code form."""
-    earlier = {"colour_aug": "bts", "weights": None, "rotate_teacher": config.get("dpm_form") != "code"}
+    earlier = {"colour_aug": "bts", "weights": None, "rotate_teacher": config.get("dpm_form") != "code", "init_from": None}
     return earlier | config
