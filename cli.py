@@ -102,6 +102,7 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
               help="How an image becomes a map of the dataset's size: whole (resized, refused if its shape differs) "
               "or crop (the largest region of the map's shape, placed as the dataset's crop, resized).")  # fmt: skip
 @click.option("--out", required=True, help="Store path or fsspec URL.")
+@shared.leakage
 @shared.gt_root(required=False, what="when given, every record's GT must exist (checked before the run)")
 @click.option("--name", help="Teacher group name in the store [default: derived from the spec].")
 @click.option("--split-name", help="Split group name in the store [default: the split file's stem].")

@@ -101,6 +101,20 @@ def checkpoint(*, required: bool, what: str):
     return click.option("--checkpoint", required=required, type=PATH, help=f"Student checkpoint ({what}).")
 
 
+def leakage(function):
+    """``--test-split``, ``--test-data-root`` and ``--allow-leakage``: the leakage guard (data/leakage.py)."""
+    options = (
+        click.option("--test-split", type=PATH, help="Evaluation split whose images must not be trained on (the "
+                     "leakage guard): same content, same path, or for KITTI the same drive."),
+        click.option("--test-data-root", type=PATH, help="Images of --test-split [default: --data-root]."),
+        click.option("--allow-leakage", is_flag=True, help="Use frames the leakage guard finds in --test-split "
+                     "anyway (recorded with the store or run)."),
+    )  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def device(function):
     """``--device auto|cpu|cuda``."""
     return click.option(

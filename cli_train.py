@@ -20,6 +20,7 @@ from tiekd.stages.training.config import TrainStudentConfig
 @shared.gt_root(required=False, what="supervised training and validation")
 @click.option("--split", type=PATH, help="Training split file [default: the frames the --cache group was made from, "
               "for a group of cache-teacher --images].")  # fmt: skip
+@shared.leakage
 @click.option("--init-from", type=PATH, help="Start from the weights of a tiekd student checkpoint and fine-tune them "
               "(a fresh optimiser and schedule).")  # fmt: skip
 @click.option("--student", default="mobilenetv2", show_default=True,

@@ -15,6 +15,7 @@ from tiekd.stages.caching.cluster import cluster_client, run_shards
 from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_frame_options, check_inputs
 from tiekd.stages.caching.sources import frames_of
 from tiekd.stages.caching.worker import fill_frames, finish, open_writer
+from tiekd.stages.leakage import leakage_guard
 from tiekd.stages.runtime import Rate, directory_bytes, progress, resolve_device, use_amp
 
 
@@ -41,12 +42,13 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
     check_frame_options(cfg)
     records = frames_of(cfg)
     check_inputs(cfg, records)
+    guard = leakage_guard(cfg, records, what="frames")
     if cfg.cluster:
         return _run_on_cluster(cfg, records)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
     amp = use_amp(cfg.amp, device)
-    writer = open_writer(cfg, teacher, records, amp=amp)
+    writer = open_writer(cfg, teacher, records, amp=amp, notes={"leakage_guard": guard})
     todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
     with progress(len(todo), f"caching {writer.location}") as bar:

@@ -26,6 +26,7 @@ from tiekd.pipeline.methods import Objective, head_for, loss_scale, needs_gt, ne
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
+from tiekd.stages.leakage import leakage_guard
 from tiekd.stages.runtime import resolve_device, use_amp
 from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config, with_earlier_defaults
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
@@ -159,10 +160,8 @@ def augment_config(cfg: TrainStudentConfig) -> AugmentConfig:
 
 def training_samples(cfg: TrainStudentConfig, records, cache_ref) -> DistillationSamples:
     """The run's samples: of the split's records, or of a group of image sources (no --split)."""
-    common = dict(
-        dataset=get_dataset(cfg.dataset), augment_cfg=augment_config(cfg), seed=cfg.seed, scale=cfg.scale,
-        cache_ref=cache_ref,
-    )  # fmt: skip
+    common = {"dataset": get_dataset(cfg.dataset), "augment_cfg": augment_config(cfg), "seed": cfg.seed,
+              "scale": cfg.scale, "cache_ref": cache_ref}  # fmt: skip
     if cfg.split is None:
         return SourceSamples(records, fit=group_frames(TeacherCache.open(*cache_ref))[1], **common)
     gt_root = cfg.gt_root if needs_gt(cfg.method) else None
@@ -201,6 +200,7 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
         records = group_frames(TeacherCache.open(cfg.cache, cfg.teacher, cfg.split_name))[0]
     else:
         records = dataset.read_split(cfg.split)
+    cfg.leakage_guard = leakage_guard(cfg, records, what="training frames")
     if cfg.val_split is not None and not any(r.gt for r in dataset.read_split(cfg.val_split)):
         raise DataError(f"--val-split {cfg.val_split} has no record with GT to validate on")
     roots = {"--data-root": cfg.data_root, "--gt-root": cfg.gt_root}

@@ -94,6 +94,13 @@ class CacheTeacherConfig:
     """Take video frames from this time (seconds)."""
     end: float | None = None
     """Take video frames before this time (seconds) [default: to the end]."""
+    test_split: Path | None = None
+    """Evaluation split whose images must not be trained on (the leakage guard): same content, same path, or for
+    KITTI the same drive."""
+    test_data_root: Path | None = None
+    """Images of --test-split [default: --data-root]."""
+    allow_leakage: bool = False
+    """Use frames the leakage guard finds in --test-split anyway (recorded with the store or run)."""
     fit: str = "whole"
     """How an image becomes a map of the dataset's size: whole (resized, refused if its shape differs) or crop (the
     largest region of the map's shape, placed as the dataset's crop, resized)."""

@@ -99,9 +99,12 @@ def clip_depth(cfg: CacheTeacherConfig, depth: torch.Tensor, ids: list[str]) -> 
     return depth.cpu().numpy(), clipped.cpu().numpy().astype(np.int32)
 
 
-def open_writer(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record], *, amp: bool) -> CacheWriter:
+def open_writer(
+    cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record], *, amp: bool, notes: dict | None = None
+) -> CacheWriter:
     """Create or resume the store group ``cfg`` names for ``teacher``'s maps of ``records``;
-    ``amp``: whether float16 autocast runs (recorded with the teacher's dtype and arguments)."""
+    ``amp``: whether float16 autocast runs (recorded with the teacher's dtype and arguments);
+    ``notes``: more attributes a new group records (the leakage guard's check)."""
     spec = CacheSpec(
         teacher_spec=cfg.teacher,
         teacher_sha256=teacher.weights_sha256,
@@ -133,7 +136,8 @@ def open_writer(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record]
                 "teacher_dtype": teacher.dtype,
                 "autocast": "float16" if amp else None,
                 "maps": _maps_text(cfg, dataset),
-            },
+            }
+            | (notes or {}),
         )
 
 

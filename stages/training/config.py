@@ -118,6 +118,15 @@ class TrainStudentConfig:
     recipe_global_batch: int | None = None
     """Global batch the recipe's figures were trained with (the authors: 2 GPUs x 8 = 16); a run whose processes x
     batch size x accumulate differ says so at start."""
+    test_split: Path | None = None
+    """Evaluation split whose images must not be trained on (the leakage guard): same content, same path, or for
+    KITTI the same drive."""
+    test_data_root: Path | None = None
+    """Images of --test-split [default: --data-root]."""
+    allow_leakage: bool = False
+    """Use frames the leakage guard finds in --test-split anyway (recorded with the store or run)."""
+    leakage_guard: dict | None = None
+    """Not a flag: what the leakage guard checked and found (set by the stage), written to run.json."""
     init_from: Path | None = None
     """Start from the weights of a tiekd student checkpoint and fine-tune them (a fresh optimiser and schedule)."""
     option_sources: dict[str, str] = field(default_factory=dict)
