@@ -101,6 +101,13 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
 @click.option("--fit", default="whole", show_default=True, type=click.Choice(["whole", "crop"]),
               help="How an image becomes a map of the dataset's size: whole (resized, refused if its shape differs) "
               "or crop (the largest region of the map's shape, placed as the dataset's crop, resized).")  # fmt: skip
+@click.option("--teacher-output", default="metric", show_default=True,
+              type=click.Choice(["metric", "relative-depth", "relative-inverse"]),
+              help="What the teacher predicts: metric depth, or depth / inverse depth (disparity) up to scale and "
+              "shift, aligned per frame to --gt-root's GT or --align-to's maps.")  # fmt: skip
+@click.option("--align-to", metavar="STORE/TEACHER/SPLIT",
+              help="A metric teacher's group of the same frames that a relative teacher is aligned to where a frame "
+              "has no GT.")  # fmt: skip
 @click.option("--out", required=True, help="Store path or fsspec URL.")
 @shared.leakage
 @shared.gt_root(required=False, what="when given, every record's GT must exist (checked before the run)")

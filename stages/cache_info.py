@@ -44,6 +44,9 @@ def _entry(cache: TeacherCache) -> dict:
         "tiekd_version": attrs.get("tiekd_version"),
         "created": attrs.get("created"),
         "completed": attrs.get("completed"),
+        "teacher_output": attrs.get("teacher_output", "metric"),
+        "alignment": attrs.get("alignment"),
+        "leakage_guard": attrs.get("leakage_guard"),
         "sources": attrs.get("sources"),
         "source_frames": cache.sources,
     }
@@ -105,7 +108,16 @@ def _line(e: dict) -> str:
         f"      teacher {e['teacher_spec']}{sha}, dataset {e['dataset']}, crop {crop}, flip TTA {e['flip_tta']}, "
         f"clipped pixels {e['clipped_pixels']}, format {e['store_format']}\n"
         f"      created {e['created']}, completed {e['completed'] or '-'}"
-    ) + "".join("\n" + line for line in source_lines(e))
+    ) + "".join("\n" + line for line in [*alignment_lines(e), *source_lines(e)])
+
+
+def alignment_lines(entry: dict) -> list[str]:
+    """How a relative teacher's maps were made metric (one line), where they were."""
+    alignment = entry.get("alignment")
+    if not alignment:
+        return []
+    return [f"      {alignment['teacher_output']} teacher aligned per frame in {alignment['space']} to "
+            f"{alignment['reference']} ({alignment['fit']}; arrays align_scale, align_shift, align_pixels)"]  # fmt: skip
 
 
 def format_info(summary: dict) -> str:

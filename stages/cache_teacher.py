@@ -12,6 +12,7 @@ from tiekd.data.records import Record
 from tiekd.pipeline.store.cache import TeacherCache, shard_frames
 from tiekd.pipeline.teachers.load import load_teacher
 from tiekd.stages.caching.cluster import cluster_client, run_shards
+from tiekd.stages.caching.align import References
 from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_frame_options, check_inputs
 from tiekd.stages.caching.sources import frames_of
 from tiekd.stages.caching.worker import fill_frames, finish, open_writer
@@ -48,7 +49,9 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
     amp = use_amp(cfg.amp, device)
-    writer = open_writer(cfg, teacher, records, amp=amp, notes={"leakage_guard": guard})
+    references = References(cfg, records) if cfg.teacher_output != "metric" else None
+    notes = {"leakage_guard": guard, "alignment": references and references.describe()}
+    writer = open_writer(cfg, teacher, records, amp=amp, notes=notes)
     todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
     with progress(len(todo), f"caching {writer.location}") as bar:
@@ -57,7 +60,9 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
             rate.add(n)
             bar.update(n, f"{rate.per_second:.1f} frames/s")
 
-        fill_frames(cfg, teacher, writer, records, todo, device=device, amp=amp, on_batch=on_batch)
+        fill_frames(
+            cfg, teacher, writer, records, todo, device=device, amp=amp, on_batch=on_batch, references=references
+        )
     complete = finish(writer)
     return CacheSummary(
         location=writer.location,

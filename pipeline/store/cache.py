@@ -73,6 +73,9 @@ class CacheSpec:
     max_depth: float
     dataset: str = "kitti"
     """The --dataset the maps were made for (stores from before the field were all KITTI)."""
+    teacher_output: str = "metric"
+    """What the teacher predicts: metric, or relative-depth / relative-inverse aligned per frame to
+    a metric reference before storing (stores from before the field were all metric)."""
 
     def require_dataset(self, dataset: str, *, location: str) -> None:
         """Refuse to use maps made for another dataset (StoreError naming both)."""
@@ -258,6 +261,10 @@ class TeacherCache:
         if "sources" not in self._group:
             return None
         return [json.loads(str(text)) for text in open_member(self._group, "sources", location=self.location)[:]]
+
+    def per_frame(self, name: str) -> np.ndarray:
+        """(N,) values of a per-frame array, e.g. an aligned group's ``align_scale``."""
+        return open_member(self._group, name, location=self.location)[:]
 
     @property
     def clipped(self) -> np.ndarray:

@@ -18,6 +18,7 @@ from tiekd.data.sources.fit import FITS, check_fit
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD
 from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name, split_group_name
+from tiekd.pipeline.teachers.align import TEACHER_OUTPUTS
 from tiekd.stages.runtime import default_workers
 
 MAX_CLIPPED_SHARE = 0.05
@@ -94,6 +95,12 @@ class CacheTeacherConfig:
     """Take video frames from this time (seconds)."""
     end: float | None = None
     """Take video frames before this time (seconds) [default: to the end]."""
+    teacher_output: str = "metric"
+    """What the teacher predicts: metric depth, or depth / inverse depth (disparity) up to scale and shift, aligned
+    per frame to --gt-root's GT or --align-to's maps."""
+    align_to: str | None = None
+    """A metric teacher's group of the same frames that a relative teacher is aligned to where a frame has no GT.
+    STORE/TEACHER/SPLIT."""
     test_split: Path | None = None
     """Evaluation split whose images must not be trained on (the leakage guard): same content, same path, or for
     KITTI the same drive."""
@@ -142,6 +149,24 @@ def check_frame_options(cfg: CacheTeacherConfig) -> None:
         raise ConfigError(f"--every {cfg.every} must be >= 1 and 0 <= --start {cfg.start} < --end {cfg.end}")
     if cfg.fit not in FITS:
         raise ConfigError(f"--fit {cfg.fit!r} is not one of {', '.join(FITS)}")
+    _check_alignment(cfg)
+
+
+def _check_alignment(cfg: CacheTeacherConfig) -> None:
+    """Refuse a relative teacher without a metric reference, and a reference for a metric one."""
+    if cfg.teacher_output not in TEACHER_OUTPUTS:
+        raise ConfigError(f"--teacher-output {cfg.teacher_output!r} is not one of {', '.join(TEACHER_OUTPUTS)}")
+    relative = cfg.teacher_output != "metric"
+    if relative and cfg.align_to is None and (cfg.gt_root is None or cfg.images):
+        raise ConfigError(
+            f"--teacher-output {cfg.teacher_output}: TIE-KD needs metric maps; give a metric reference to align each "
+            "frame to: --gt-root (the split's GT) or --align-to STORE/TEACHER/SPLIT (a metric teacher's group of "
+            "the same frames)"
+        )
+    if relative and cfg.cluster:
+        raise ConfigError(f"--teacher-output {cfg.teacher_output} runs in one process, not yet with --cluster")
+    if not relative and cfg.align_to:
+        raise ConfigError("--align-to aligns a relative teacher; pass --teacher-output relative-inverse or relative-depth")
 
 
 def _check_sources(cfg: CacheTeacherConfig, frames: list) -> None:

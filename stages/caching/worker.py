@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from tiekd.pipeline.files import os_reason
 from tiekd.pipeline.store.cache import CacheSpec, shard_frames
 from tiekd.pipeline.store.writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
+from tiekd.stages.caching.align import ALIGN_ARRAYS, References, align_batch
 from tiekd.stages.caching.config import CacheTeacherConfig
 from tiekd.stages.caching.sources import frames_sha256, group_name, source_attrs, teacher_inputs
 from tiekd.stages.runtime import resolve_device
@@ -89,7 +90,8 @@ def clip_depth(cfg: CacheTeacherConfig, depth: torch.Tensor, ids: list[str]) -> 
     clipped = ((depth < cfg.min_depth) | (depth > cfg.max_depth)).flatten(1).sum(1)
     share = clipped.double() / depth[0].numel()
     worst = int(share.argmax())
-    if float(share[worst]) > cfg.max_clipped_share:
+    # An aligned relative map has metric units by construction; its far sky is clipped, not wrong.
+    if cfg.teacher_output == "metric" and float(share[worst]) > cfg.max_clipped_share:
         raise TeacherError(
             f"{float(share[worst]):.1%} of the teacher's depth for {ids[worst]} lies outside "
             f"[{cfg.min_depth:g}, {cfg.max_depth:g}] m (limit {cfg.max_clipped_share:.1%}); check the teacher's "
@@ -99,13 +101,9 @@ def clip_depth(cfg: CacheTeacherConfig, depth: torch.Tensor, ids: list[str]) -> 
     return depth.cpu().numpy(), clipped.cpu().numpy().astype(np.int32)
 
 
-def open_writer(
-    cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record], *, amp: bool, notes: dict | None = None
-) -> CacheWriter:
-    """Create or resume the store group ``cfg`` names for ``teacher``'s maps of ``records``;
-    ``amp``: whether float16 autocast runs (recorded with the teacher's dtype and arguments);
-    ``notes``: more attributes a new group records (the leakage guard's check)."""
-    spec = CacheSpec(
+def cache_spec(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record]) -> CacheSpec:
+    """What makes the group's maps what they are (compared when a group is resumed)."""
+    return CacheSpec(
         teacher_spec=cfg.teacher,
         teacher_sha256=teacher.weights_sha256,
         split_sha256=frames_sha256(cfg, records),
@@ -115,7 +113,16 @@ def open_writer(
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
         dataset=get_dataset(cfg.dataset).name,
+        teacher_output=cfg.teacher_output,
     )
+
+
+def open_writer(
+    cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record], *, amp: bool, notes: dict | None = None
+) -> CacheWriter:
+    """Create or resume the store group ``cfg`` names for ``teacher``'s maps of ``records``;
+    ``amp``: whether float16 autocast runs (recorded with the teacher's dtype and arguments);
+    ``notes``: more attributes a new group records (the leakage guard's check)."""
     name = cfg.name or teacher.default_name
     dataset = get_dataset(cfg.dataset)
     with _store_errors(f"{cfg.out}/{name}"):
@@ -123,9 +130,10 @@ def open_writer(
             cfg.out,
             teacher=name,
             split=group_name(cfg),
-            spec=spec,
+            spec=cache_spec(cfg, teacher, records),
             ids=[r.rgb for r in records],
             sources=[r.to_json() for r in records] if cfg.images else None,
+            per_frame=ALIGN_ARRAYS if cfg.teacher_output != "metric" else None,
             overwrite=cfg.overwrite,
             frames_per_shard=cfg.frames_per_shard,
             store_format=cfg.store_format,
@@ -179,8 +187,10 @@ def fill_frames(
     device: torch.device,
     amp: bool,
     on_batch: Callable[[int], None] = lambda n: None,
+    references: References | None = None,
 ) -> int:
-    """Run the teacher over ``frames`` (indices into ``records``) and store their maps.
+    """Run the teacher over ``frames`` (indices into ``records``) and store their maps; a relative
+    teacher's maps aligned to ``references`` first (:mod:`tiekd.stages.caching.align`).
 
     Returns the frames written.
     """
@@ -189,8 +199,11 @@ def fill_frames(
     with _store_errors(writer.location), BackgroundWriter(writer) as background:
         for indices, image in _teacher_batches(cfg, records, frames, device):
             batch_ids = [ids[i] for i in indices]
-            depth, clipped = clip_depth(cfg, teacher_depth(cfg, teacher, image, batch_ids, amp=amp), batch_ids)
-            background.submit(indices, depth, clipped)
+            depth, extras = teacher_depth(cfg, teacher, image, batch_ids, amp=amp), None
+            if references is not None:
+                depth, extras = align_batch(cfg, references, depth, indices, batch_ids)
+            depth, clipped = clip_depth(cfg, depth, batch_ids)
+            background.submit(indices, depth, clipped, extras)
             written += len(indices)
             on_batch(len(indices))
     return written
