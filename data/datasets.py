@@ -80,8 +80,8 @@ def resize_sample(sample: dict, scale: float) -> dict:
     out["image"] = torch.nn.functional.interpolate(
         sample["image"][None], size=size, mode="bilinear", antialias=True, align_corners=False
     )[0].clamp_(0, 1)
-    for key in ("teacher", "gt"):
-        if key in sample:
+    for key in sample:
+        if key.startswith("teacher") or key == "gt":  # every teacher of a mixture, and the GT
             out[key] = torch.nn.functional.interpolate(sample[key][None], size=size, mode="nearest")[0]
     return out
 
@@ -106,6 +106,7 @@ class DistillationSamples(Dataset):
         cache_ref: tuple[str, str, str] | None = None,
         gt_root: Path | None = None,
         dataset: DatasetDescription,
+        more_teachers: tuple[tuple[str, str, str], ...] = (),
     ):
         self.records = records
         self.data_root = Path(data_root)
@@ -116,9 +117,22 @@ class DistillationSamples(Dataset):
         self.gt_root = gt_root
         self.dataset = dataset
         self._cache = None
+        self.more_teachers = more_teachers
+        """Groups of more teachers of the same frames, read as ``teacher_1``, ``teacher_2``, ... (a mixture)."""
+        self._more: list[TeacherCache] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def teacher_maps(self, sample_id: str) -> dict[str, np.ndarray]:
+        """The teacher maps of a sample: ``teacher`` and those of ``more_teachers`` (none without a cache)."""
+        if self.cache is None:
+            return {}
+        if self._more is None:
+            self._more = [TeacherCache.open(*ref) for ref in self.more_teachers]
+        maps = {"teacher": self.cache.depth_of(sample_id)}
+        maps.update({f"teacher_{k}": c.depth_of(sample_id) for k, c in enumerate(self._more, start=1)})
+        return maps
 
     @property
     def cache(self):
@@ -132,8 +146,7 @@ class DistillationSamples(Dataset):
         the dataset's train region (inside the cache crop), before augmentation."""
         dataset, maps = self.dataset, {}
         full = dataset.read_full_image(self.data_root, record)
-        if self.cache is not None:
-            maps["teacher"] = self.cache.depth_of(record.rgb)
+        maps.update(self.teacher_maps(record.rgb))
         if self.gt_root is not None:
             gt = dataset.read_aligned_gt(self.gt_root, record, full.shape[:2])
             maps["gt"] = np.zeros(dataset.cache_crop, np.float32) if gt is None else dataset.crop_to_cache(gt)
@@ -157,7 +170,8 @@ class DistillationSamples(Dataset):
         return resize_sample(sample, self.scale)
 
     def _wanted(self) -> list[str]:
-        return (["teacher"] if self.cache_ref else []) + (["gt"] if self.gt_root else [])
+        teachers = [f"teacher_{k}" for k in range(1, len(self.more_teachers) + 1)]
+        return (["teacher", *teachers] if self.cache_ref else []) + (["gt"] if self.gt_root else [])
 
 
 class EvaluationSamples(Dataset):

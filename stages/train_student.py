@@ -28,13 +28,24 @@ from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
 from tiekd.stages.leakage import leakage_guard
 from tiekd.stages.runtime import resolve_device, use_amp
-from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config, with_earlier_defaults
+from tiekd.stages.training.config import (
+    RESUME_KEYS,
+    TrainStudentConfig,
+    check_config,
+    mixture_weights,
+    with_earlier_defaults,
+)
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.training.identity import cache_differences, cache_identity
 from tiekd.stages.training.log import RunLog, one_run
 from tiekd.stages.training.loop import TrainSummary, train
 from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everything
-from tiekd.stages.training.sources import group_frames, start_architecture_weights, start_from_checkpoint
+from tiekd.stages.training.sources import (
+    check_same_frames,
+    group_frames,
+    start_architecture_weights,
+    start_from_checkpoint,
+)
 from tiekd.stages.training.trainer import Trainer, config_dict, optimisation
 
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
@@ -56,6 +67,7 @@ def build_objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
         dpm_form=cfg.dpm_form,
         scale=cfg.loss_scale,
         top_row=round(cfg.loss_top_row * cfg.scale),
+        mixture_weights=tuple(mixture_weights(cfg).values()) or None,
     )
 
 
@@ -160,8 +172,9 @@ def augment_config(cfg: TrainStudentConfig) -> AugmentConfig:
 
 def training_samples(cfg: TrainStudentConfig, records, cache_ref) -> DistillationSamples:
     """The run's samples: of the split's records, or of a group of image sources (no --split)."""
+    more = tuple((cache_ref[0], name, cache_ref[2]) for name in list(mixture_weights(cfg))[1:])
     common = {"dataset": get_dataset(cfg.dataset), "augment_cfg": augment_config(cfg), "seed": cfg.seed,
-              "scale": cfg.scale, "cache_ref": cache_ref}  # fmt: skip
+              "scale": cfg.scale, "cache_ref": cache_ref, "more_teachers": more}  # fmt: skip
     if cfg.split is None:
         return SourceSamples(records, fit=group_frames(TeacherCache.open(*cache_ref))[1], **common)
     gt_root = cfg.gt_root if needs_gt(cfg.method) else None
@@ -209,17 +222,11 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
         if root is not None:
             dataset.check_root(root, flag=flag)
     cache_ref = None
-    if needs_teacher(cfg.method):
-        cache_ref = check_cache(
-            cfg.cache,
-            cfg.teacher,
-            cfg.split_name,
-            cfg.split,
-            records,
-            dataset=dataset,
-            min_depth=cfg.min_depth,
-            max_depth=cfg.max_depth,
-        )
+    for teacher in list(mixture_weights(cfg)) or ([cfg.teacher] if needs_teacher(cfg.method) else []):
+        ref = check_cache(cfg.cache, teacher, cfg.split_name, cfg.split, records, dataset=dataset,
+                          min_depth=cfg.min_depth, max_depth=cfg.max_depth)  # fmt: skip
+        check_same_frames(cache_ref, ref)
+        cache_ref = cache_ref or ref
     require_writable_folder(cfg.out, flag="--out")
     return records, cache_ref
 

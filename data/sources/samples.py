@@ -89,5 +89,5 @@ class SourceSamples(DistillationSamples):
     def _region(self, record: SourceFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         dataset = self.dataset
         image = self.decoder.fitted(record, dataset.cache_crop, fit=self.fit, place=dataset.cache_box)
-        maps = {"teacher": self.cache.depth_of(record.id)}
+        maps = self.teacher_maps(record.id)
         return dataset.crop_to_train_region(image), {k: dataset.crop_to_train_region(v) for k, v in maps.items()}

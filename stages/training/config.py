@@ -127,6 +127,9 @@ class TrainStudentConfig:
     """Use frames the leakage guard finds in --test-split anyway (recorded with the store or run)."""
     leakage_guard: dict | None = None
     """Not a flag: what the leakage guard checked and found (set by the stage), written to run.json."""
+    teacher_mix: tuple[str, ...] = ()
+    """Distil from several teacher groups of the same frames, TEACHER=WEIGHT each (repeatable, instead of --teacher):
+    the target DPM is their weighted mixture."""
     init_from: Path | None = None
     """Start from the weights of a tiekd student checkpoint and fine-tune them (a fresh optimiser and schedule)."""
     option_sources: dict[str, str] = field(default_factory=dict)
@@ -159,6 +162,8 @@ def check_config(cfg: TrainStudentConfig) -> None:
             f"--method {cfg.method} without --split trains on a --cache group of image sources, which has no GT; "
             "pass --split (and --data-root), or a distillation method with --cache"
         )
+    if cfg.teacher_mix:
+        _check_mixture(cfg)
     if cfg.split is not None and cfg.data_root is None:
         raise ConfigError("--split needs --data-root, the folder its image paths are relative to")
     if (needs_gt(cfg.method) or (cfg.val_split and cfg.val_gt_root is None)) and cfg.gt_root is None:
@@ -177,6 +182,31 @@ def check_config(cfg: TrainStudentConfig) -> None:
     if cfg.crop[0] > dataset.train_size[0] or cfg.crop[1] > dataset.train_size[1]:
         raise ConfigError(f"--crop {cfg.crop[0]}x{cfg.crop[1]} is larger than the {dataset.train_region_title}")
     _check_loss_options(cfg)
+
+
+def mixture_weights(cfg: TrainStudentConfig) -> dict[str, float]:
+    """--teacher-mix as teacher group -> weight, in the order given; ConfigError for a malformed one."""
+    weights = {}
+    for text in cfg.teacher_mix:
+        name, _, weight = text.partition("=")
+        try:
+            weights[name] = float(weight)
+        except ValueError:
+            raise ConfigError(f"--teacher-mix {text!r} is not TEACHER=WEIGHT, e.g. zoedepth=0.5") from None
+        if not weights[name] > 0:
+            raise ConfigError(f"--teacher-mix {text!r}: a weight must be positive")
+    return weights
+
+
+def _check_mixture(cfg: TrainStudentConfig) -> None:
+    """Refuse a mixture outside TIE-KD, of one teacher, or beside --teacher."""
+    if cfg.method != "tiekd" or cfg.teacher is not None or len(mixture_weights(cfg)) < 2:
+        raise ConfigError(
+            "--teacher-mix takes two or more different teacher groups (TEACHER=WEIGHT) for --method tiekd, "
+            "instead of --teacher"
+        )
+    if not cfg.rotate_teacher:
+        raise ConfigError("--teacher-mix rotates every teacher map with the image; leave out --no-rotate-teacher")
 
 
 def _check_loss_options(cfg: TrainStudentConfig) -> None:
@@ -224,6 +254,7 @@ RESUME_KEYS = (
     "rotate_teacher",
     "weights",
     "init_from",
+    "teacher_mix",
 )
 """Options a resumed run must share with the run it continues (same steps, data order and schedule).
 The global batch may be split differently: other processes, --batch-size or --accumulate. Checkpoints
@@ -233,5 +264,11 @@ written before a key existed are compared with the value their runs had (:func:`
 def with_earlier_defaults(config: dict) -> dict:
     """A checkpoint's config with the values runs had before tiekd recorded a key: BTS's colour
     augmentation, the preset's start weights, the teacher map rotated except in the code form."""
-    earlier = {"colour_aug": "bts", "weights": None, "rotate_teacher": config.get("dpm_form") != "code", "init_from": None}
+    earlier = {
+        "colour_aug": "bts",
+        "weights": None,
+        "rotate_teacher": config.get("dpm_form") != "code",
+        "init_from": None,
+        "teacher_mix": [],
+    }
     return earlier | config

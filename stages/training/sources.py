@@ -57,3 +57,15 @@ def start_from_checkpoint(model: torch.nn.Module, path: Path) -> dict:
 def start_architecture_weights(path: Path | None) -> str | None:
     """The timm tag a checkpoint's student was built with (its input normalisation), or None."""
     return None if path is None else load_checkpoint(path)["architecture"].get("weights")
+
+
+def check_same_frames(first: tuple[str, str, str] | None, other: tuple[str, str, str]) -> None:
+    """Refuse, in one line, a teacher group of a mixture over other frames than the first one's."""
+    if first is None:
+        return
+    ours, theirs = (TeacherCache.open(*ref) for ref in (first, other))
+    if ours.ids != theirs.ids:
+        raise StoreError(
+            f"--teacher-mix: {theirs.location} holds other frames than {ours.location} ({len(theirs)} vs {len(ours)}, "
+            "or another order); cache every teacher over the same split or images"
+        )
