@@ -20,6 +20,9 @@ from tiekd.stages.training.config import TrainStudentConfig
 @shared.gt_root(required=False, what="supervised training and validation")
 @click.option("--split", type=PATH, help="Training split file [default: the frames the --cache group was made from, "
               "for a group of cache-teacher --images].")  # fmt: skip
+@click.option("--unlabelled", multiple=True, metavar="GROUP=SHARE",
+              help="Also train on a group of image sources of --cache (the run's teacher), GROUP=SHARE of every global "
+              "batch (repeatable); the split takes the rest.")  # fmt: skip
 @click.option("--teacher-mix", multiple=True, metavar="TEACHER=WEIGHT",
               help="Distil from several teacher groups of the same frames, TEACHER=WEIGHT each (repeatable, instead "
               "of --teacher): the target DPM is their weighted mixture.")  # fmt: skip
@@ -146,7 +149,8 @@ def train_student(**options) -> None:
         click.echo(text)
 
 
-def train_student_config(crop, resume, teacher_mix=(), **options) -> TrainStudentConfig:
+def train_student_config(crop, resume, teacher_mix=(), unlabelled=(), **options) -> TrainStudentConfig:
     """The ``train-student`` options as its stage's config."""
     resume = {"no": False, "yes": True}.get(resume, resume)
-    return TrainStudentConfig(crop=size(crop, "--crop"), resume=resume, teacher_mix=tuple(teacher_mix), **options)
+    return TrainStudentConfig(crop=size(crop, "--crop"), resume=resume, teacher_mix=tuple(teacher_mix),
+                              unlabelled=tuple(unlabelled), **options)  # fmt: skip

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from tiekd.data.records import Record
 from tiekd.pipeline.store.cache import TeacherCache, shard_frames
 from tiekd.pipeline.teachers.load import load_teacher
-from tiekd.stages.caching.cluster import cluster_client, run_shards
 from tiekd.stages.caching.align import References
+from tiekd.stages.caching.cluster import cluster_client, run_shards
 from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_frame_options, check_inputs
 from tiekd.stages.caching.sources import frames_of
 from tiekd.stages.caching.worker import fill_frames, finish, open_writer

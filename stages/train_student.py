@@ -39,6 +39,7 @@ from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, pr
 from tiekd.stages.training.identity import cache_differences, cache_identity
 from tiekd.stages.training.log import RunLog, one_run
 from tiekd.stages.training.loop import TrainSummary, train
+from tiekd.stages.training.mixture import mixed_epoch_frames, mixed_loader_parts, unlabelled_sets
 from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everything
 from tiekd.stages.training.sources import (
     check_same_frames,
@@ -194,6 +195,13 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
         rank=trainer.processes.rank,
         world_size=trainer.processes.world_size,
     )
+    if cfg.unlabelled:  # several sources, each its share of every batch (stages/training/mixture.py)
+
+        def make_source(frames, ref, fit, seed):
+            common = {"dataset": samples.dataset, "augment_cfg": samples.augment_cfg, "scale": cfg.scale}
+            return SourceSamples(frames, fit=fit, cache_ref=ref, seed=seed, **common)
+
+        samples, sampler = mixed_loader_parts(cfg, samples, cache_ref, trainer, make_source)
     return DataLoader(
         samples,
         batch_size=cfg.batch_size,
@@ -227,6 +235,8 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
                           min_depth=cfg.min_depth, max_depth=cfg.max_depth)  # fmt: skip
         check_same_frames(cache_ref, ref)
         cache_ref = cache_ref or ref
+    for frames, _, _ in unlabelled_sets(cfg, cache_ref) if cfg.unlabelled else []:
+        leakage_guard(cfg, frames, what="unlabelled frames")
     require_writable_folder(cfg.out, flag="--out")
     return records, cache_ref
 
@@ -247,7 +257,11 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
     device = join(processes, resolve_device(cfg.device))
     try:
         state = _resume_state(cfg, processes.world_size, cache)
-        trainer = build_trainer(cfg, len(records), device, processes)
+        frames = len(records)
+        if cfg.unlabelled:
+            global_batch = processes.world_size * cfg.batch_size * cfg.accumulate
+            frames = mixed_epoch_frames(cfg, len(records), cache_ref, global_batch)
+        trainer = build_trainer(cfg, frames, device, processes)
         trainer.cache = cache
         trainer.store = TeacherCache.open(*cache_ref) if cache_ref else None
         if processes.is_writer:

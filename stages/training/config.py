@@ -127,6 +127,9 @@ class TrainStudentConfig:
     """Use frames the leakage guard finds in --test-split anyway (recorded with the store or run)."""
     leakage_guard: dict | None = None
     """Not a flag: what the leakage guard checked and found (set by the stage), written to run.json."""
+    unlabelled: tuple[str, ...] = ()
+    """Also train on a group of image sources of --cache (the run's teacher), GROUP=SHARE of every global batch
+    (repeatable); the split takes the rest."""
     teacher_mix: tuple[str, ...] = ()
     """Distil from several teacher groups of the same frames, TEACHER=WEIGHT each (repeatable, instead of --teacher):
     the target DPM is their weighted mixture."""
@@ -164,6 +167,12 @@ def check_config(cfg: TrainStudentConfig) -> None:
         )
     if cfg.teacher_mix:
         _check_mixture(cfg)
+    if cfg.unlabelled and (
+        cfg.split is None or not needs_teacher(cfg.method) or cfg.teacher_mix or needs_gt(cfg.method)
+    ):
+        raise ConfigError(
+            "--unlabelled adds groups of image sources to a --split for a distillation method with one --teacher"
+        )
     if cfg.split is not None and cfg.data_root is None:
         raise ConfigError("--split needs --data-root, the folder its image paths are relative to")
     if (needs_gt(cfg.method) or (cfg.val_split and cfg.val_gt_root is None)) and cfg.gt_root is None:
@@ -255,6 +264,7 @@ RESUME_KEYS = (
     "weights",
     "init_from",
     "teacher_mix",
+    "unlabelled",
 )
 """Options a resumed run must share with the run it continues (same steps, data order and schedule).
 The global batch may be split differently: other processes, --batch-size or --accumulate. Checkpoints
@@ -270,5 +280,6 @@ def with_earlier_defaults(config: dict) -> dict:
         "rotate_teacher": config.get("dpm_form") != "code",
         "init_from": None,
         "teacher_mix": [],
+        "unlabelled": [],
     }
     return earlier | config
