@@ -46,9 +46,7 @@ def _teacher_batches(cfg: CacheTeacherConfig, records: list[Record], frames: lis
         yield batch["index"].tolist(), batch["image"].to(device, non_blocking=True)
 
 
-def teacher_depth(
-    cfg: CacheTeacherConfig, teacher: Teacher, image: torch.Tensor, ids: list[str], *, amp: bool
-) -> torch.Tensor:
+def teacher_depth(cfg: CacheTeacherConfig, teacher: Teacher, image: torch.Tensor, ids: list[str], *, amp: bool) -> torch.Tensor:
     """Depth (B, 1, H, W) metres of uint8 ``image`` (B, 3, H, W); any failure of the teacher
     becomes one line naming it, the batch's first sample and the exception."""
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()

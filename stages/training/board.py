@@ -98,3 +98,4 @@ def entropy_bins(model) -> int | None:
     """The student's number of bins (DPM head) or None (regression head)."""
     arch = getattr(model, "arch", {})
     return arch.get("n_bins") if arch.get("head") == "dpm" else None
+

@@ -102,9 +102,7 @@ def _steps(loader: DataLoader, accumulate: int):
             group = []
 
 
-def train(
-    trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: RunLog | None, best: dict
-) -> TrainSummary:
+def train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: RunLog | None, best: dict) -> TrainSummary:
     """Take the run's remaining steps; ``log`` is the writer's (None in the other processes)."""
     start, metrics, waited, first_step = time.perf_counter(), None, 0.0, trainer.step
     losses = log.losses_after(trainer.step - trainer.step % trainer.steps_per_epoch) if log else []

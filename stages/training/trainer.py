@@ -121,9 +121,7 @@ class Trainer:
         last = self.cfg.out / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
         check = "the cache with `tiekd cache verify`" if self.cfg.method != "supervised" else "the GT under --gt-root"
-        raise TrainingError(
-            f"{what} at step {self.step + 1}; stopped without saving, {kept} (lower --lr or check {check})"
-        )
+        raise TrainingError(f"{what} at step {self.step + 1}; stopped without saving, {kept} (lower --lr or check {check})")
 
     def _micro_step(self, batch: dict, weight: float, more_to_come: bool) -> dict[str, float]:
         """Forward and backward of one micro-batch, its loss weighted by ``weight``; returns
