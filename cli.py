@@ -98,10 +98,29 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
     required=True,
     help="Teacher spec KIND:TARGET, KIND one of export, torchscript, python, hf, checkpoint, onnx.",
 )
-@shared.data_root
-@shared.split
+@shared.data_root(required=False)
+@shared.split_option(required=False)
+@click.option("--images", multiple=True, metavar="PATH|GLOB",
+              help="Images to cache instead of a split: a folder (recursive), a glob, a list file or a video "
+              "(repeatable).")  # fmt: skip
+@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Take every N-th frame of a video.")  # fmt: skip
+@click.option("--start", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Take video frames from this time (seconds).")  # fmt: skip
+@click.option("--end", type=float, help="Take video frames before this time (seconds) [default: to the end].")
+@click.option("--fit", default="whole", show_default=True, type=click.Choice(["whole", "crop"]),
+              help="How an image becomes a map of the dataset's size: whole (resized, refused if its shape differs) "
+              "or crop (the largest region of the map's shape, placed as the dataset's crop, resized).")  # fmt: skip
+@click.option("--teacher-output", default="metric", show_default=True,
+              type=click.Choice(["metric", "relative-depth", "relative-inverse"]),
+              help="What the teacher predicts: metric depth, or depth / inverse depth (disparity) up to scale and "
+              "shift, aligned per frame to --gt-root's GT or --align-to's maps.")  # fmt: skip
+@click.option("--align-to", metavar="STORE/TEACHER/SPLIT",
+              help="A metric teacher's group of the same frames that a relative teacher is aligned to where a frame "
+              "has no GT.")  # fmt: skip
 @click.option("--out", required=True, help="Store path or fsspec URL.")
 @shared.s3_endpoint
+@shared.leakage
 @shared.gt_root(required=False, what="when given, every record's GT must exist (checked before the run)")
 @click.option("--name", help="Teacher group name in the store [default: derived from the spec].")
 @click.option("--split-name", help="Split group name in the store [default: the split file's stem].")
@@ -152,11 +171,12 @@ def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -
     "(smallest, fastest reads); 3 and 2 (2-D predictor, row delta) for readers with a tiekd older than format 4.",
 )
 @shared.dataset
-def cache_teacher(teacher_args, teacher_input, shard, **options) -> None:
-    """Run a teacher once over a split and store its depth maps (stage one)."""
+def cache_teacher(teacher_args, teacher_input, shard, images, **options) -> None:
+    """Run a teacher once over a split, or over any images and videos, and store its depth maps (stage one)."""
     from tiekd.stages import cache_teacher as stage  # lazy: see the module docstring
 
     cfg = stage.CacheTeacherConfig(
+        images=tuple(images),
         teacher_args=parse_teacher_args(teacher_args),
         teacher_input=size(teacher_input, "--teacher-input"),
         shard=shared.shard(shard),

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from tiekd.data.registry import DATASETS, DEFAULT_DATASET
+from tiekd.data.registry import DATASETS, DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.errors import ConfigError
 from tiekd.stages.config_file import option_key, read_config
 from tiekd.stages.recipes import config_path
@@ -45,7 +45,8 @@ def shard(value: str) -> tuple[int, int]:
 
 def data_root(function=None, *, required: bool = True):
     """``--data-root``: where the split's image paths are relative to; ``@data_root(required=False)``
-    where a packed store (``--inputs``) can stand in for the files."""
+    where a packed store (``--inputs``), image sources or a store's own record of them can stand in
+    for the files."""
     option = click.option(
         "--data-root",
         required=required,
@@ -75,10 +76,10 @@ def gt_root(*, required: bool, what: str):
     )
 
 
-def split(function):
+def split_option(*, required: bool):
     """``--split``: the split file."""
-    return click.option("--split", required=True, type=PATH, help="Split file, one 'RGB GT|None FOCAL' record a line.")(
-        function
+    return click.option(
+        "--split", required=required, type=PATH, help="Split file, one 'RGB GT|None FOCAL' record a line."
     )
 
 
@@ -101,6 +102,11 @@ def s3_endpoint(function):
     )(function)
 
 
+def split(function):
+    """``--split``, required."""
+    return split_option(required=True)(function)
+
+
 def store(function):
     """``--cache``, ``--teacher``, ``--split-name`` and ``--s3-endpoint``: one teacher group of a store to read."""
     function = s3_endpoint(function)
@@ -119,6 +125,20 @@ def store(function):
 def checkpoint(*, required: bool, what: str):
     """``--checkpoint``: a student checkpoint; ``what`` says which."""
     return click.option("--checkpoint", required=required, type=PATH, help=f"Student checkpoint ({what}).")
+
+
+def leakage(function):
+    """``--test-split``, ``--test-data-root`` and ``--allow-leakage``: the leakage guard (data/leakage.py)."""
+    options = (
+        click.option("--test-split", type=PATH, help="Evaluation split whose images must not be trained on (the "
+                     "leakage guard): same content, same path, or for KITTI the same drive."),
+        click.option("--test-data-root", type=PATH, help="Images of --test-split [default: --data-root]."),
+        click.option("--allow-leakage", is_flag=True, help="Use frames the leakage guard finds in --test-split "
+                     "anyway (recorded with the store or run)."),
+    )  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return function
 
 
 def device(function):
@@ -153,14 +173,29 @@ def flip_tta(function):
     )(function)
 
 
+class DatasetName(click.ParamType):
+    """A built-in dataset's name or a description file ``PATH.yaml`` (:mod:`tiekd.data.own`), checked
+    when parsed so a bad file is one line before any work."""
+
+    name = "dataset"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(DATASETS)}|PATH.yaml]"
+
+    def convert(self, value, param, ctx):
+        get_dataset(str(value))  # a ConfigError (one line) for an unknown name or a bad file
+        return str(value)
+
+
 def dataset(function):
-    """``--dataset kitti|nyu``: the description whose readers, crops and presets a stage uses."""
+    """``--dataset kitti|nyu|PATH.yaml``: the description whose readers, crops and presets a stage uses."""
     return click.option(
         "--dataset",
-        type=click.Choice(list(DATASETS)),
+        type=DatasetName(),
         default=DEFAULT_DATASET,
         show_default=True,
-        help="Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given.",
+        help="Dataset layout and protocol (kitti, nyu, or a description file PATH.yaml); crops, depth range, bins "
+        "and sigma follow it unless given.",
     )(function)
 
 

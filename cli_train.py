@@ -32,7 +32,17 @@ class AutocastChoice(click.Choice):
 @shared.data_root(required=False)
 @shared.inputs
 @shared.gt_root(required=False, what="supervised training and validation")
-@click.option("--split", required=True, type=PATH, help="Training split file.")
+@click.option("--split", type=PATH, help="Training split file [default: the frames the --cache group was made from, "
+              "for a group of cache-teacher --images].")  # fmt: skip
+@click.option("--unlabelled", multiple=True, metavar="GROUP=SHARE",
+              help="Also train on a group of image sources of --cache (the run's teacher), GROUP=SHARE of every global "
+              "batch (repeatable); the split takes the rest.")  # fmt: skip
+@click.option("--teacher-mix", multiple=True, metavar="TEACHER=WEIGHT",
+              help="Distil from several teacher groups of the same frames, TEACHER=WEIGHT each (repeatable, instead "
+              "of --teacher): the target DPM is their weighted mixture.")  # fmt: skip
+@shared.leakage
+@click.option("--init-from", type=PATH, help="Start from the weights of a tiekd student checkpoint and fine-tune them "
+              "(a fresh optimiser and schedule).")  # fmt: skip
 @click.option("--student", default="mobilenetv2", show_default=True,
               help="Preset (mobilenetv2, resnet18, resnet50) or any timm encoder name.")  # fmt: skip
 @click.option("--method", default="tiekd", show_default=True, type=click.Choice(METHODS),
@@ -166,7 +176,8 @@ def train_student(**options) -> None:
         click.echo(text)
 
 
-def train_student_config(crop, resume, **options) -> TrainStudentConfig:
+def train_student_config(crop, resume, teacher_mix=(), unlabelled=(), **options) -> TrainStudentConfig:
     """The ``train-student`` options as its stage's config."""
     resume = {"no": False, "yes": True}.get(resume, resume)
-    return TrainStudentConfig(crop=size(crop, "--crop"), resume=resume, **options)
+    return TrainStudentConfig(crop=size(crop, "--crop"), resume=resume, teacher_mix=tuple(teacher_mix),
+                              unlabelled=tuple(unlabelled), **options)  # fmt: skip

@@ -80,8 +80,8 @@ def resize_sample(sample: dict, scale: float) -> dict:
     out["image"] = torch.nn.functional.interpolate(
         sample["image"][None], size=size, mode="bilinear", antialias=True, align_corners=False
     )[0].clamp_(0, 1)
-    for key in ("teacher", "gt"):
-        if key in sample:
+    for key in sample:
+        if key.startswith("teacher") or key == "gt":  # every teacher of a mixture, and the GT
             out[key] = torch.nn.functional.interpolate(sample[key][None], size=size, mode="nearest")[0]
     return out
 
@@ -107,6 +107,7 @@ class DistillationSamples(Dataset):
         gt_root: Path | None = None,
         dataset: DatasetDescription,
         packed=None,
+        more_teachers: tuple[tuple[str, str, str], ...] = (),
     ):
         self.records = records
         self.data_root = None if data_root is None else Path(data_root)
@@ -119,9 +120,22 @@ class DistillationSamples(Dataset):
         self.gt_root = gt_root
         self.dataset = dataset
         self._cache = None
+        self.more_teachers = more_teachers
+        """Groups of more teachers of the same frames, read as ``teacher_1``, ``teacher_2``, ... (a mixture)."""
+        self._more: list[TeacherCache] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def teacher_maps(self, sample_id: str) -> dict[str, np.ndarray]:
+        """The teacher maps of a sample: ``teacher`` and those of ``more_teachers`` (none without a cache)."""
+        if self.cache is None:
+            return {}
+        if self._more is None:
+            self._more = [TeacherCache.open(*ref) for ref in self.more_teachers]
+        maps = {"teacher": self.cache.depth_of(sample_id)}
+        maps.update({f"teacher_{k}": c.depth_of(sample_id) for k, c in enumerate(self._more, start=1)})
+        return maps
 
     @property
     def cache(self):
@@ -134,7 +148,7 @@ class DistillationSamples(Dataset):
         """Image uint8 (h, w, 3) and teacher map and/or GT float32 (h, w) metres of a record, cut to
         the dataset's train region (inside the cache crop), before augmentation."""
         image, gt = self._cache_crops(record)
-        maps = {} if self.cache is None else {"teacher": self.cache.depth_of(record.rgb)}
+        maps = self.teacher_maps(record.rgb)
         if gt is not None:
             maps["gt"] = gt
         crop = self.dataset.crop_to_train_region
@@ -169,7 +183,8 @@ class DistillationSamples(Dataset):
 
     def _wanted(self) -> list[str]:
         with_gt = self.packed.with_gt if self.packed is not None else self.gt_root is not None
-        return (["teacher"] if self.cache_ref else []) + (["gt"] if with_gt else [])
+        teachers = [f"teacher_{k}" for k in range(1, len(self.more_teachers) + 1)]
+        return (["teacher", *teachers] if self.cache_ref else []) + (["gt"] if with_gt else [])
 
 
 class EvaluationSamples(Dataset):

@@ -3,7 +3,8 @@
 Stages never import a dataset's constants; they take a :class:`DatasetDescription` (chosen with
 ``--dataset``, see :mod:`tiekd.data.registry`) and ask it for sizes, crops, depth range, bins and
 readers. Adding a dataset means writing its readers and one description, and adding it to
-``DATASETS``.
+``DATASETS``; a lab describes its own in a YAML file instead (``--dataset PATH.yaml``,
+:mod:`tiekd.data.own`).
 
 Geometry, in the order the pipeline applies it to an image of H x W pixels:
 
@@ -116,6 +117,8 @@ class DatasetDescription:
     sample_module: str | None = None
     """Module of the procedural sample (``sample_paths(out)``, ``write_sample_dataset(out, ...)``),
     imported on use: the sample generators import the readers, not the other way round."""
+    source: str | None = None
+    """The description file a lab's own dataset was read from (:mod:`tiekd.data.own`); None if built in."""
 
     @property
     def cache_crop_title(self) -> str:
@@ -163,13 +166,18 @@ class DatasetDescription:
         top, left = self.cache_crop_box(array.shape[:2], crop)
         return array[top : top + crop[0], left : left + crop[1]]
 
+    def _sample(self):
+        if self.sample_module is None:
+            raise ConfigError(f"--dataset {self.name} has no procedural sample; use --dataset kitti or nyu")
+        return importlib.import_module(self.sample_module)
+
     def sample_paths(self, out: Path):
         """Where the procedural sample lives under ``out`` (a SampleDataset; nothing is written)."""
-        return importlib.import_module(self.sample_module).sample_paths(out)
+        return self._sample().sample_paths(out)
 
     def write_sample(self, out: Path, *, n_train: int, n_test: int, seed: int):
         """Write the procedural sample under ``out``; returns its SampleDataset."""
-        module = importlib.import_module(self.sample_module)
+        module = self._sample()
         return module.write_sample_dataset(out, n_train=n_train, n_test=n_test, seed=seed)
 
     def crop_to_train_region(self, array: np.ndarray) -> np.ndarray:

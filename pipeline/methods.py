@@ -19,6 +19,7 @@ from tiekd.pipeline.losses import (
     supervised_si_loss,
     tiekd_loss_terms,
 )
+from tiekd.pipeline.mixture import mixture_loss_terms
 
 METHODS = ("tiekd", *RESPONSE_LOSSES, "supervised")
 """Method names in the order the paper's tables list them."""
@@ -84,10 +85,24 @@ class Objective:
     top_row: int = 0
     """First row of the crop the TIE-KD loss sees (KITTI: 110; the sky above has no LiDAR). The
     response-KD baselines use the whole crop, as the authors' do."""
+    mixture_weights: tuple[float, ...] | None = None
+    """TIE-KD from several teachers (batch keys ``teacher``, ``teacher_1``, ...): their weights in the
+    target's mixture of DPMs (:mod:`tiekd.pipeline.mixture`); None = one teacher."""
 
     def __post_init__(self):
         if self.method == "tiekd" and (self.edges is None or self.sigma is None):
             raise ConfigError("the TIE-KD objective needs the bin edges and the DPM sigma of the dataset")
+
+    def _mixture_loss(self, output: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """TIE-KD against the weighted mixture of the batch's teachers' DPMs."""
+        keys = ["teacher"] + [f"teacher_{k}" for k in range(1, len(self.mixture_weights))]
+        teachers = torch.cat([batch[key] for key in keys], dim=1)[..., self.top_row :, :]
+        output = output[..., self.top_row :, :]
+        terms = mixture_loss_terms(
+            output, teachers, torch.tensor(self.mixture_weights, dtype=torch.float64), self.edges, alpha=self.alpha,
+            sigma=self.sigma, form=self.dpm_form, valid=(teachers > 0).all(1, keepdim=True), scale=self.total_scale,
+        )  # fmt: skip
+        return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
 
     @property
     def total_scale(self) -> float:
@@ -105,6 +120,8 @@ class Objective:
             si = supervised_si_loss(output, batch["gt"])
             return self.total_scale * si, {"si": float(si.detach())}
         teacher = batch["teacher"]
+        if self.method == "tiekd" and self.mixture_weights:
+            return self._mixture_loss(output, batch)
         if self.method == "tiekd":
             teacher, output = teacher[..., self.top_row :, :], output[..., self.top_row :, :]
             terms = tiekd_loss_terms(

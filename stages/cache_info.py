@@ -45,7 +45,39 @@ def _entry(cache: TeacherCache) -> dict:
         "tiekd_version": attrs.get("tiekd_version"),
         "created": attrs.get("created"),
         "completed": attrs.get("completed"),
+        "teacher_output": attrs.get("teacher_output", "metric"),
+        "alignment": attrs.get("alignment"),
+        "leakage_guard": attrs.get("leakage_guard"),
+        "sources": attrs.get("sources"),
+        "source_frames": cache.sources,
     }
+
+
+def source_lines(entry: dict, *, most: int = 8) -> list[str]:
+    """What a group of image sources was made from: per file, its frames (at most ``most`` files named)."""
+    frames = entry.get("source_frames")
+    if not frames:
+        return []
+    by_file: dict[str, list] = {}
+    for frame in frames:
+        by_file.setdefault(frame["path"], []).append(frame)
+    videos = sum(1 for f in by_file.values() if f[0].get("frame") is not None)
+    fit = (entry.get("sources") or {}).get("fit", "?")
+    images = len(by_file) - videos
+    lines = [
+        f"      made from {images} image(s) and {len(frames) - images} frame(s) of {videos} video(s), fit {fit} "
+        "(--json lists each with its size and content hash):"
+    ]
+    for path, items in list(by_file.items())[:most]:
+        first = items[0]
+        if first.get("frame") is None:
+            lines.append(f"        {path} ({first['size'][0]}x{first['size'][1]})")
+        else:
+            indices = ", ".join(str(f["frame"]) for f in items[:6]) + (", ..." if len(items) > 6 else "")
+            lines.append(f"        {path}: frames {indices} ({first['size'][0]}x{first['size'][1]})")
+    if len(by_file) > most:
+        lines.append(f"        ... and {len(by_file) - most} more file(s)")
+    return lines
 
 
 def info(path: str) -> dict:
@@ -88,7 +120,16 @@ def _line(e: dict) -> str:
         f"      teacher {e['teacher_spec']}{sha}, dataset {e['dataset']}, crop {crop}, flip TTA {e['flip_tta']}, "
         f"clipped pixels {e['clipped_pixels']}, format {e['store_format']}\n"
         f"      created {e['created']}, completed {e['completed'] or '-'}"
-    )
+    ) + "".join("\n" + line for line in [*alignment_lines(e), *source_lines(e)])
+
+
+def alignment_lines(entry: dict) -> list[str]:
+    """How a relative teacher's maps were made metric (one line), where they were."""
+    alignment = entry.get("alignment")
+    if not alignment:
+        return []
+    return [f"      {alignment['teacher_output']} teacher aligned per frame in {alignment['space']} to "
+            f"{alignment['reference']} ({alignment['fit']}; arrays align_scale, align_shift, align_pixels)"]  # fmt: skip
 
 
 def format_info(summary: dict) -> str:

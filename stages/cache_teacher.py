@@ -9,13 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tiekd.data.records import Record
-from tiekd.data.registry import get_dataset
 from tiekd.pipeline.store.cache import TeacherCache, shard_frames
 from tiekd.pipeline.teachers.load import load_teacher
 from tiekd.stages import pack_inputs
+from tiekd.stages.caching.align import References
 from tiekd.stages.caching.cluster import cluster_client, run_shards
-from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_inputs
+from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_frame_options, check_inputs
+from tiekd.stages.caching.sources import frames_of
 from tiekd.stages.caching.worker import fill_frames, finish, open_writer
+from tiekd.stages.leakage import leakage_guard
 from tiekd.stages.pack_inputs import PackSummary, inputs_config
 from tiekd.stages.runtime import Rate, directory_bytes, progress, resolve_device, use_amp
 
@@ -42,14 +44,18 @@ class CacheSummary:
 
 def run(cfg: CacheTeacherConfig) -> CacheSummary:
     """Fill (or continue filling) ``out/name/split_name`` with the teacher's maps."""
-    records = get_dataset(cfg.dataset).read_split(cfg.split)
+    check_frame_options(cfg)
+    records = frames_of(cfg)
     check_inputs(cfg, records)
+    guard = leakage_guard(cfg, records, what="frames")
     if cfg.cluster:
         return _run_on_cluster(cfg, records)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
     amp = use_amp(cfg.amp, device)
-    writer = open_writer(cfg, teacher, records, amp=amp)
+    references = References(cfg, records) if cfg.teacher_output != "metric" else None
+    notes = {"leakage_guard": guard, "alignment": references and references.describe()}
+    writer = open_writer(cfg, teacher, records, amp=amp, notes=notes)
     todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
     with progress(len(todo), f"caching {writer.location}") as bar:
@@ -58,7 +64,9 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
             rate.add(n)
             bar.update(n, f"{rate.per_second:.1f} frames/s")
 
-        fill_frames(cfg, teacher, writer, records, todo, device=device, amp=amp, on_batch=on_batch)
+        fill_frames(
+            cfg, teacher, writer, records, todo, device=device, amp=amp, on_batch=on_batch, references=references
+        )
     complete = finish(writer)
     packed = pack_inputs.run(inputs_config(cfg)) if cfg.with_inputs else None
     return CacheSummary(

@@ -71,7 +71,8 @@ class DemoConfig:
     """Not a flag of the command: ``tiekd --threads``. Torch CPU threads: the figures repeat exactly only at one count
     (README). One thread also keeps the demo's pace beside another busy process."""
     dataset: str = "kitti"
-    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+    """Dataset layout and protocol (kitti, nyu, or a description file PATH.yaml); crops, depth range, bins and
+    sigma follow it unless given."""
 
 
 def _say(text: str) -> None:

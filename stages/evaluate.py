@@ -73,7 +73,8 @@ class EvaluateConfig:
     workers: int = field(default_factory=default_workers)
     """DataLoader worker processes that read and decode ahead (0: in this process)."""
     dataset: str = DEFAULT_DATASET
-    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+    """Dataset layout and protocol (kitti, nyu, or a description file PATH.yaml); crops, depth range, bins and
+    sigma follow it unless given."""
 
     def __post_init__(self):
         description = get_dataset(self.dataset)

@@ -74,7 +74,8 @@ class ExplainConfig:
     crop: str | None = None
     """Evaluation crop holding the automatic pixels and the sparsification curves; None = the dataset's."""
     dataset: str = DEFAULT_DATASET
-    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+    """Dataset layout and protocol (kitti, nyu, or a description file PATH.yaml); crops, depth range, bins and
+    sigma follow it unless given."""
     evaluation: Path | None = None
     """An `evaluate --json` file: also draw its set's curves (those of a DPM student's whole evaluated set)."""
     device: str = "auto"

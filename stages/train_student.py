@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from tiekd.data.augment import AugmentConfig
 from tiekd.data.datasets import DistillationSamples
 from tiekd.data.registry import get_dataset
+from tiekd.data.sources.samples import SourceSamples
 from tiekd.pipeline.checkpoint import load_checkpoint, remove_partial_checkpoints
 from tiekd.pipeline.dpm import bin_edges, dpm_sigma
 from tiekd.pipeline.errors import ConfigError, DataError
@@ -26,14 +27,28 @@ from tiekd.pipeline.methods import Objective, head_for, loss_scale, needs_gt, ne
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.students import build_student
 from tiekd.stages.config_file import write_rerun_config
+from tiekd.stages.leakage import leakage_guard
 from tiekd.stages.packed_inputs import checked_source, packed_source, packed_store
 from tiekd.stages.runtime import AUTOCAST_DTYPES, autocast_dtype, resolve_device
-from tiekd.stages.training.config import RESUME_KEYS, TrainStudentConfig, check_config, with_earlier_defaults
+from tiekd.stages.training.config import (
+    RESUME_KEYS,
+    TrainStudentConfig,
+    check_config,
+    mixture_weights,
+    with_earlier_defaults,
+)
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
 from tiekd.stages.training.identity import cache_differences, cache_identity
 from tiekd.stages.training.log import RunLog, forget_run_locks, one_run
 from tiekd.stages.training.loop import TrainSummary, train
+from tiekd.stages.training.mixture import mixed_epoch_frames, mixed_loader_parts, unlabelled_sets
 from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everything
+from tiekd.stages.training.sources import (
+    check_same_frames,
+    group_frames,
+    start_architecture_weights,
+    start_from_checkpoint,
+)
 from tiekd.stages.training.trainer import Trainer, config_dict, optimisation
 
 PREFETCH_BATCHES = 4
@@ -61,21 +76,26 @@ def build_objective(cfg: TrainStudentConfig, device: torch.device) -> Objective:
         dpm_form=cfg.dpm_form,
         scale=cfg.loss_scale,
         top_row=round(cfg.loss_top_row * cfg.scale),
+        mixture_weights=tuple(mixture_weights(cfg).values()) or None,
     )
 
 
-def build_run_student(cfg: TrainStudentConfig, device: torch.device) -> torch.nn.Module:
-    """The run's student on ``device`` (laid out channels-last with --channels-last)."""
-    return build_student(
+def build_model(cfg: TrainStudentConfig, device: torch.device) -> tuple[torch.nn.Module, dict | None]:
+    """The run's student at step 0 (seeded) on ``device``, laid out channels-last with --channels-last,
+    and what ``--init-from`` loaded into it (None without)."""
+    seed_everything(cfg.seed)
+    model = build_student(
         cfg.student,
         head=head_for(cfg.method),
         n_bins=cfg.n_bins,
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
-        pretrained=cfg.pretrained,
+        pretrained=cfg.pretrained and cfg.init_from is None,  # fine-tuning replaces every weight
         decoder=cfg.decoder,
-        weights=cfg.weights,
+        weights=cfg.weights or start_architecture_weights(cfg.init_from),
     ).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    init_from = start_from_checkpoint(model, cfg.init_from) if cfg.init_from else None
+    return model, init_from
 
 
 def build_trainer(
@@ -92,8 +112,7 @@ def build_trainer(
     total_steps = (
         cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     )
-    seed_everything(cfg.seed)
-    model = build_run_student(cfg, device)
+    model, init_from = build_model(cfg, device)
     optimizer, scheduler = optimisation(model, cfg, total_steps)
     autocast = autocast_dtype(cfg.amp, device)
     # bfloat16 has float32's exponent range: its gradients need no loss scaling.
@@ -110,6 +129,7 @@ def build_trainer(
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         processes=processes,
+        init_from=init_from,
     )
 
 
@@ -163,21 +183,21 @@ def augment_config(cfg: TrainStudentConfig) -> AugmentConfig:
     )
 
 
+def training_samples(cfg: TrainStudentConfig, records, cache_ref) -> DistillationSamples:
+    """The run's samples: of the split's records, or of a group of image sources (no --split)."""
+    more = tuple((cache_ref[0], name, cache_ref[2]) for name in list(mixture_weights(cfg))[1:])
+    common = {"dataset": get_dataset(cfg.dataset), "augment_cfg": augment_config(cfg), "seed": cfg.seed,
+              "scale": cfg.scale, "cache_ref": cache_ref, "more_teachers": more}  # fmt: skip
+    if cfg.split is None:
+        return SourceSamples(records, fit=group_frames(TeacherCache.open(*cache_ref))[1], **common)
+    gt_root = cfg.gt_root if needs_gt(cfg.method) else None
+    packed = packed_source(training_store(cfg), cfg.split, cfg.split_name, with_gt=needs_gt(cfg.method))
+    return DistillationSamples(records, cfg.data_root, gt_root=gt_root, packed=packed, **common)
+
+
 def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
     """The training DataLoader, continuing at the trainer's step with the same data order."""
-    dataset = get_dataset(cfg.dataset)
-    packed = packed_source(training_store(cfg), cfg.split, cfg.split_name, with_gt=needs_gt(cfg.method))
-    samples = DistillationSamples(
-        records,
-        cfg.data_root,
-        packed=packed,
-        dataset=dataset,
-        augment_cfg=augment_config(cfg),
-        seed=cfg.seed,
-        scale=cfg.scale,
-        cache_ref=cache_ref,
-        gt_root=cfg.gt_root if needs_gt(cfg.method) else None,
-    )
+    samples = training_samples(cfg, records, cache_ref)
     sampler = EpochSampler(
         len(records),
         cfg.batch_size,
@@ -188,6 +208,13 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
         rank=trainer.processes.rank,
         world_size=trainer.processes.world_size,
     )
+    if cfg.unlabelled:  # several sources, each its share of every batch (stages/training/mixture.py)
+
+        def make_source(frames, ref, fit, seed):
+            common = {"dataset": samples.dataset, "augment_cfg": samples.augment_cfg, "scale": cfg.scale}
+            return SourceSamples(frames, fit=fit, cache_ref=ref, seed=seed, **common)
+
+        samples, sampler = mixed_loader_parts(cfg, samples, cache_ref, trainer, make_source)
     return DataLoader(
         samples,
         batch_size=cfg.batch_size,
@@ -210,7 +237,11 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
     """Check options, split, roots and cache before anything is built; returns (records, cache reference)."""
     check_config(cfg)
     dataset = get_dataset(cfg.dataset)
-    records = dataset.read_split(cfg.split)
+    if cfg.split is None:
+        records = group_frames(TeacherCache.open(cfg.cache, cfg.teacher, cfg.split_name))[0]
+    else:
+        records = dataset.read_split(cfg.split)
+    cfg.leakage_guard = leakage_guard(cfg, records, what="training frames")
     if cfg.val_split is not None and not any(r.gt for r in dataset.read_split(cfg.val_split)):
         raise DataError(f"--val-split {cfg.val_split} has no record with GT to validate on")
     roots = {"--data-root": cfg.data_root, "--gt-root": cfg.gt_root}
@@ -218,24 +249,20 @@ def prepare(cfg: TrainStudentConfig) -> tuple[list, tuple[str, str, str] | None]
     for flag, root in roots.items():
         if root is not None:
             dataset.check_root(root, flag=flag)
-    store = training_store(cfg)
+    store = training_store(cfg) if cfg.split is not None else None  # image sources are read from their files
     checked_source(store, cfg.split, cfg.split_name, records, dataset=dataset, with_gt=needs_gt(cfg.method),
                    what="training images")  # fmt: skip
     if cfg.val_split is not None and cfg.val_data_root is None:
         checked_source(store, cfg.val_split, None, dataset.read_split(cfg.val_split), dataset=dataset, with_gt=True,
                        what="validation images")  # fmt: skip
     cache_ref = None
-    if needs_teacher(cfg.method):
-        cache_ref = check_cache(
-            cfg.cache,
-            cfg.teacher,
-            cfg.split_name,
-            cfg.split,
-            records,
-            dataset=dataset,
-            min_depth=cfg.min_depth,
-            max_depth=cfg.max_depth,
-        )
+    for teacher in list(mixture_weights(cfg)) or ([cfg.teacher] if needs_teacher(cfg.method) else []):
+        ref = check_cache(cfg.cache, teacher, cfg.split_name, cfg.split, records, dataset=dataset,
+                          min_depth=cfg.min_depth, max_depth=cfg.max_depth)  # fmt: skip
+        check_same_frames(cache_ref, ref)
+        cache_ref = cache_ref or ref
+    for frames, _, _ in unlabelled_sets(cfg, cache_ref) if cfg.unlabelled else []:
+        leakage_guard(cfg, frames, what="unlabelled frames")
     require_writable_folder(cfg.out, flag="--out")
     return records, cache_ref
 
@@ -256,7 +283,11 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
     device = join(processes, resolve_device(cfg.device))
     try:
         state = _resume_state(cfg, processes.world_size, cache)
-        trainer = build_trainer(cfg, len(records), device, processes)
+        frames = len(records)
+        if cfg.unlabelled:
+            global_batch = processes.world_size * cfg.batch_size * cfg.accumulate
+            frames = mixed_epoch_frames(cfg, len(records), cache_ref, global_batch)
+        trainer = build_trainer(cfg, frames, device, processes)
         trainer.cache = cache
         trainer.store = TeacherCache.open(*cache_ref) if cache_ref else None
         if processes.is_writer:
@@ -303,6 +334,7 @@ def _start_log(cfg: TrainStudentConfig, trainer: Trainer, cache_ref, *, resumed:
             "total_steps": trainer.total_steps,
             "dpm_sigma": trainer.objective.sigma,
             "start_weights": trainer.start_weights,
+            "init_from": trainer.init_from,
             "brightness_range": augment_config(cfg).brightness_range,
             "dpm_sigma_source": run_sigma(cfg)[1],
             "loss_scale_applied": trainer.objective.total_scale,

@@ -94,3 +94,32 @@ def raising_teacher() -> nn.Module:
 
 def not_a_module():
     return "depth"
+
+
+class InverseOf(nn.Module):
+    """A relative teacher: ``scale / depth + shift`` of a metric teacher's depth (disparity up to an
+    unknown affine map, as Depth Anything's relative models and MiDaS give)."""
+
+    def __init__(self, metric: nn.Module, scale: float, shift: float):
+        super().__init__()
+        self.metric, self.scale, self.shift = metric, scale, shift
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.scale / self.metric(image) + self.shift
+
+
+def row_prior_inverse(scale: float = 3.0, shift: float = 0.25) -> nn.Module:
+    """RowPrior's depth as an affine function of its inverse."""
+    return InverseOf(RowPrior(), scale, shift)
+
+
+class RedDepth(nn.Module):
+    """Depth written in the image: 1 + 19 x the red channel, metres (tests/support/own_images.py)."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return 1.0 + 19.0 * image[:, :1]
+
+
+def red_inverse(scale: float = 2.0, shift: float = -0.1) -> nn.Module:
+    """A relative teacher whose output is an affine function of the true inverse depth of a red-coded image."""
+    return InverseOf(RedDepth(), scale, shift)

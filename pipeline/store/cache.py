@@ -77,6 +77,9 @@ class CacheSpec:
     max_depth: float
     dataset: str = "kitti"
     """The --dataset the maps were made for (stores from before the field were all KITTI)."""
+    teacher_output: str = "metric"
+    """What the teacher predicts: metric, or relative-depth / relative-inverse aligned per frame to
+    a metric reference before storing (stores from before the field were all metric)."""
 
     def require_dataset(self, dataset: str, *, location: str) -> None:
         """Refuse to use maps made for another dataset (StoreError naming both)."""
@@ -257,6 +260,19 @@ class TeacherCache:
     @property
     def complete(self) -> bool:
         return bool(self.done.all())
+
+    @property
+    def sources(self) -> list[dict] | None:
+        """What each frame was made from, for groups of image sources (``cache-teacher --images``):
+        one dict a frame (``id``, ``path``, video ``frame`` / ``pts`` / ``seconds``, ``size``,
+        ``sha256`` of its pixels); None for a group of a split file."""
+        if "sources" not in self._group:
+            return None
+        return [json.loads(str(text)) for text in open_member(self._group, "sources", location=self.location)[:]]
+
+    def per_frame(self, name: str) -> np.ndarray:
+        """(N,) values of a per-frame array, e.g. an aligned group's ``align_scale``."""
+        return open_member(self._group, name, location=self.location)[:]
 
     @property
     def clipped(self) -> np.ndarray:

@@ -150,7 +150,17 @@ def _require_array(group: zarr.Group, name: str, *, location: str, **kwargs) -> 
 
 
 def _create_arrays(group: zarr.Group, ids: list[str], crop: tuple[int, int], *, frames_per_shard: int,
-                   store_format: int, location: str) -> None:
+                   store_format: int, location: str, sources: list[str] | None = None,
+                   per_frame: dict[str, str] | None = None) -> None:
+    """The group's arrays, ids written last; ``sources``: one JSON text a frame saying what it was
+    made from (image sources, ``tiekd.data.sources``), kept in array ``sources`` beside ``ids``;
+    ``per_frame``: more (N,) arrays by name and dtype, written with the maps (an alignment's fits)."""
+    for name, dtype in (per_frame or {}).items():
+        _require_array(group, name, location=location, shape=(len(ids),), dtype=dtype, chunks=(frames_per_shard,),
+                       fill_value=0)  # fmt: skip
+    if sources is not None:
+        kept = _require_array(group, "sources", location=location, shape=(len(ids),), dtype=str, chunks=(len(ids),))
+        kept[:] = np.array(sources, dtype=object)
     for name, kwargs in array_specs(len(ids), crop, frames_per_shard, store_format).items():
         array = _require_array(group, name, location=location, **kwargs)
     array[:] = np.array(ids, dtype=object)  # the ids, last
@@ -183,6 +193,8 @@ class CacheWriter:
         overwrite: bool = False,
         frames_per_shard: int = FRAMES_PER_SHARD,
         store_format: int = STORE_FORMAT,
+        sources: list[str] | None = None,
+        per_frame: dict[str, str] | None = None,
     ) -> CacheWriter:
         """Open ``path/teacher/split`` for writing, creating it if needed.
 
@@ -199,7 +211,8 @@ class CacheWriter:
         with creation_lock(path):
             return cls._create_or_resume_retrying(
                 path, teacher=teacher, split=split, spec=spec, ids=ids, extra_attrs=extra_attrs,
-                overwrite=overwrite, layout={"frames_per_shard": frames_per_shard, "store_format": store_format},
+                overwrite=overwrite, layout={"frames_per_shard": frames_per_shard, "store_format": store_format,
+                                             "sources": sources, "per_frame": per_frame},
             )  # fmt: skip
 
     @classmethod
@@ -243,7 +256,7 @@ class CacheWriter:
         frames_per_shard = int(group.attrs.get("frames_per_shard", layout["frames_per_shard"]))  # a group keeps its own
         store_format = int(group.attrs.get("tiekd_store_format", layout["store_format"]))
         _create_arrays(group, ids, spec.crop, frames_per_shard=frames_per_shard, store_format=store_format,
-                       location=location)
+                       location=location, sources=layout.get("sources"), per_frame=layout.get("per_frame"))
         if "created" not in group.attrs:
             group.attrs.update(
                 spec.to_attrs()
@@ -290,12 +303,15 @@ class CacheWriter:
         done = self._done[:]
         return [i for i in frames if not done[i]]
 
-    def write(self, indices: list[int], depth: np.ndarray, clipped: np.ndarray) -> None:
-        """Store maps of frames ``indices`` (sorted): depth (B, H, W) metres, clipped (B,) counts."""
+    def write(self, indices: list[int], depth: np.ndarray, clipped: np.ndarray, extras: dict | None = None) -> None:
+        """Store maps of frames ``indices`` (sorted): depth (B, H, W) metres, clipped (B,) counts,
+        ``extras``: (B,) values of the group's per-frame arrays by name."""
         values = quantise(depth)
         for start, stop, offset in contiguous_runs(indices, frames_per_shard=self.frames_per_shard):
             rows = slice(offset, offset + stop - start)
             self._depth[start:stop] = values[rows]
+            for name, column in (extras or {}).items():
+                open_member(self._group, name, location=self.location)[start:stop] = column[rows]
             self._clipped[start:stop] = clipped[rows]
             self._done[start:stop] = True
 
@@ -337,10 +353,10 @@ class BackgroundWriter:
         self._pending: deque[Future] = deque()
         self._max_pending = max_pending
 
-    def submit(self, indices: list[int], depth: np.ndarray, clipped: np.ndarray) -> None:
+    def submit(self, indices: list[int], depth: np.ndarray, clipped: np.ndarray, extras: dict | None = None) -> None:
         while len(self._pending) >= self._max_pending:
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._writer.write, indices, depth, clipped))
+        self._pending.append(self._pool.submit(self._writer.write, indices, depth, clipped, extras))
 
     def close(self) -> None:
         """Wait for every queued write; re-raise the first failure."""

@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tiekd.data.description import fill_presets
+from tiekd.data.own import is_description_file
 from tiekd.data.records import Record
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
+from tiekd.data.sources.fit import FITS, check_fit
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD
 from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name, split_group_name
+from tiekd.pipeline.teachers.align import TEACHER_OUTPUTS
 from tiekd.stages.runtime import default_workers
 
 MAX_CLIPPED_SHARE = 0.05
@@ -33,9 +36,9 @@ class CacheTeacherConfig:
     teacher: str
     """Teacher spec KIND:TARGET, KIND one of export, torchscript, python, hf, checkpoint, onnx
     (:mod:`tiekd.pipeline.teachers.load`)."""
-    data_root: Path
+    data_root: Path | None
     """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat)."""
-    split: Path
+    split: Path | None
     """Split file, one 'RGB GT|None FOCAL' record a line."""
     out: str
     """Store path or fsspec URL."""
@@ -70,7 +73,8 @@ class CacheTeacherConfig:
     """Store format of a new group (a resumed group keeps its own): 4 = 2-D predictor with byte planes (smallest,
     fastest reads); 3 and 2 (2-D predictor, row delta) for readers with a tiekd older than format 4."""
     dataset: str = DEFAULT_DATASET
-    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+    """Dataset layout and protocol (kitti, nyu, or a description file PATH.yaml); crops, depth range, bins and
+    sigma follow it unless given."""
     crop: tuple[int, int] | None = None
     """(H, W) of the region the teacher runs on; None = the dataset's cache crop (KITTI: KB crop).
     Not a flag: the dataset's, set here by library callers (benchmarks)."""
@@ -85,6 +89,30 @@ class CacheTeacherConfig:
     """Also pack the split's images (and GT, with --gt-root) into the store, as `tiekd cache pack` does."""
     max_clipped_share: float = MAX_CLIPPED_SHARE
     """Stop when more than this share of a frame's pixels lies outside the dataset's depth range."""
+    images: tuple[str, ...] = ()
+    """Images to cache instead of a split: a folder (recursive), a glob, a list file or a video (repeatable)."""
+    every: int = 1
+    """Take every N-th frame of a video."""
+    start: float = 0.0
+    """Take video frames from this time (seconds)."""
+    end: float | None = None
+    """Take video frames before this time (seconds) [default: to the end]."""
+    teacher_output: str = "metric"
+    """What the teacher predicts: metric depth, or depth / inverse depth (disparity) up to scale and shift, aligned
+    per frame to --gt-root's GT or --align-to's maps."""
+    align_to: str | None = None
+    """A metric teacher's group of the same frames that a relative teacher is aligned to where a frame has no GT.
+    STORE/TEACHER/SPLIT."""
+    test_split: Path | None = None
+    """Evaluation split whose images must not be trained on (the leakage guard): same content, same path, or for
+    KITTI the same drive."""
+    test_data_root: Path | None = None
+    """Images of --test-split [default: --data-root]."""
+    allow_leakage: bool = False
+    """Use frames the leakage guard finds in --test-split anyway (recorded with the store or run)."""
+    fit: str = "whole"
+    """How an image becomes a map of the dataset's size: whole (resized, refused if its shape differs) or crop (the
+    largest region of the map's shape, placed as the dataset's crop, resized)."""
 
     def __post_init__(self):
         description = get_dataset(self.dataset)
@@ -98,14 +126,10 @@ def check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
     """Fail before any work (and before the store is touched) on missing roots or files."""
     check_group_name(cfg.name, flag="--name")
     check_group_name(cfg.split_name, flag="--split-name")
-    dataset = get_dataset(cfg.dataset)
-    data_root = dataset.check_root(cfg.data_root, flag="--data-root")
-    for record in records:
-        dataset.check_image(data_root, record)
-    if cfg.gt_root is not None:
-        gt_root = dataset.check_root(cfg.gt_root, flag="--gt-root")
-        for record in records:
-            dataset.check_gt(gt_root, record)
+    if cfg.images:
+        _check_sources(cfg, records)
+    else:
+        _check_split(cfg, records)
     _check_teacher_input(cfg)
     index, count = cfg.shard
     if not 0 <= index < count:
@@ -115,6 +139,57 @@ def check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
             "--overwrite with --shard would let every process delete the others' work; "
             "overwrite once with a single process, then start the shards"
         )
+
+
+def check_frame_options(cfg: CacheTeacherConfig) -> None:
+    """Refuse a run given both or neither of --split and --images, before anything is read."""
+    if bool(cfg.images) == (cfg.split is not None):
+        raise ConfigError("give either --split (with --data-root) or --images, not both or neither")
+    if cfg.split is not None and cfg.data_root is None:
+        raise ConfigError("--split needs --data-root, the folder its image paths are relative to")
+    if cfg.every < 1 or cfg.start < 0 or (cfg.end is not None and cfg.end <= cfg.start):
+        raise ConfigError(f"--every {cfg.every} must be >= 1 and 0 <= --start {cfg.start} < --end {cfg.end}")
+    if cfg.fit not in FITS:
+        raise ConfigError(f"--fit {cfg.fit!r} is not one of {', '.join(FITS)}")
+    _check_alignment(cfg)
+
+
+def _check_alignment(cfg: CacheTeacherConfig) -> None:
+    """Refuse a relative teacher without a metric reference, and a reference for a metric one."""
+    if cfg.teacher_output not in TEACHER_OUTPUTS:
+        raise ConfigError(f"--teacher-output {cfg.teacher_output!r} is not one of {', '.join(TEACHER_OUTPUTS)}")
+    relative = cfg.teacher_output != "metric"
+    if relative and cfg.align_to is None and (cfg.gt_root is None or cfg.images):
+        raise ConfigError(
+            f"--teacher-output {cfg.teacher_output}: TIE-KD needs metric maps; give a metric reference to align each "
+            "frame to: --gt-root (the split's GT) or --align-to STORE/TEACHER/SPLIT (a metric teacher's group of "
+            "the same frames)"
+        )
+    if relative and cfg.cluster:
+        raise ConfigError(f"--teacher-output {cfg.teacher_output} runs in one process, not yet with --cluster")
+    if not relative and cfg.align_to:
+        raise ConfigError("--align-to aligns a relative teacher; pass --teacher-output relative-inverse or relative-depth")
+
+
+def _check_sources(cfg: CacheTeacherConfig, frames: list) -> None:
+    """Refuse before the store is touched: a shape the fit cannot take, options of splits."""
+    for frame in frames:
+        check_fit(frame.size, cfg.crop, fit=cfg.fit, what=frame.id)
+    if cfg.cluster:
+        raise ConfigError("--images runs in one process (or with --shard I/N), not yet with --cluster")
+    if cfg.gt_root is not None:
+        raise ConfigError("--gt-root belongs to --split; image sources carry no GT")
+
+
+def _check_split(cfg: CacheTeacherConfig, records: list[Record]) -> None:
+    dataset = get_dataset(cfg.dataset)
+    data_root = dataset.check_root(cfg.data_root, flag="--data-root")
+    for record in records:
+        dataset.check_image(data_root, record)
+    if cfg.gt_root is not None:
+        gt_root = dataset.check_root(cfg.gt_root, flag="--gt-root")
+        for record in records:
+            dataset.check_gt(gt_root, record)
 
 
 def _check_teacher_input(cfg: CacheTeacherConfig) -> None:
@@ -135,9 +210,10 @@ def absolute(cfg: CacheTeacherConfig) -> CacheTeacherConfig:
     local_out = "://" not in cfg.out
     return dataclasses.replace(
         cfg,
-        data_root=cfg.data_root.resolve(),
-        split=Path(cfg.split).resolve(),
-        split_name=cfg.split_name or split_group_name(cfg.split),
+        data_root=cfg.data_root.resolve() if cfg.data_root else None,
+        split=Path(cfg.split).resolve() if cfg.split else None,
+        split_name=cfg.split_name or (split_group_name(cfg.split) if cfg.split else None),
         gt_root=cfg.gt_root.resolve() if cfg.gt_root else None,
         out=str(Path(cfg.out).resolve()) if local_out else cfg.out,
+        dataset=str(Path(cfg.dataset).resolve()) if is_description_file(cfg.dataset) else cfg.dataset,
     )

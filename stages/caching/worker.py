@@ -19,23 +19,24 @@ import torch
 from distributed import get_worker
 from torch.utils.data import DataLoader
 
-from tiekd.data.datasets import CroppedImages, raise_batch_errors
+from tiekd.data.datasets import raise_batch_errors
 from tiekd.data.records import Record
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.errors import StoreError, TeacherError
-from tiekd.pipeline.files import file_sha256, os_reason
+from tiekd.pipeline.files import os_reason
 from tiekd.pipeline.store.cache import CacheSpec, shard_frames
-from tiekd.pipeline.store.formats import split_group_name
 from tiekd.pipeline.store.lease import shard_lease
 from tiekd.pipeline.store.writer import BackgroundWriter, CacheWriter
 from tiekd.pipeline.teachers.load import Teacher, load_teacher, predict_depth
+from tiekd.stages.caching.align import ALIGN_ARRAYS, References, align_batch
 from tiekd.stages.caching.config import CacheTeacherConfig
+from tiekd.stages.caching.sources import frames_sha256, group_name, source_attrs, teacher_inputs
 from tiekd.stages.runtime import resolve_device
 
 
 def _teacher_batches(cfg: CacheTeacherConfig, records: list[Record], frames: list[int], device: torch.device):
     loader = DataLoader(
-        CroppedImages(records, cfg.data_root, frames, dataset=get_dataset(cfg.dataset), crop=cfg.crop),
+        teacher_inputs(cfg, records, frames),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
@@ -98,7 +99,8 @@ def clip_depth(cfg: CacheTeacherConfig, depth: torch.Tensor, ids: list[str]) -> 
     clipped = ((depth < cfg.min_depth) | (depth > cfg.max_depth)).flatten(1).sum(1)
     share = clipped.double() / depth[0].numel()
     worst = int(share.argmax())
-    if float(share[worst]) > cfg.max_clipped_share:
+    # An aligned relative map has metric units by construction; its far sky is clipped, not wrong.
+    if cfg.teacher_output == "metric" and float(share[worst]) > cfg.max_clipped_share:
         raise TeacherError(
             f"{float(share[worst]):.1%} of the teacher's depth for {ids[worst]} lies outside "
             f"[{cfg.min_depth:g}, {cfg.max_depth:g}] m (limit {cfg.max_clipped_share:.1%}); check the teacher's "
@@ -108,42 +110,62 @@ def clip_depth(cfg: CacheTeacherConfig, depth: torch.Tensor, ids: list[str]) -> 
     return depth.cpu().numpy(), clipped.cpu().numpy().astype(np.int32)
 
 
-def open_writer(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record], *, amp: bool) -> CacheWriter:
-    """Create or resume the store group ``cfg`` names for ``teacher``'s maps of ``records``;
-    ``amp``: whether float16 autocast runs (recorded with the teacher's dtype and arguments)."""
-    spec = CacheSpec(
+def cache_spec(cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record]) -> CacheSpec:
+    """What makes the group's maps what they are (compared when a group is resumed)."""
+    return CacheSpec(
         teacher_spec=cfg.teacher,
         teacher_sha256=teacher.weights_sha256,
-        split_sha256=file_sha256(cfg.split),
+        split_sha256=frames_sha256(cfg, records),
         crop=tuple(cfg.crop),
         teacher_input=teacher_input(cfg, teacher),
         flip_tta=cfg.flip_tta,
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
-        dataset=cfg.dataset,
+        dataset=get_dataset(cfg.dataset).name,
+        teacher_output=cfg.teacher_output,
     )
+
+
+def open_writer(
+    cfg: CacheTeacherConfig, teacher: Teacher, records: list[Record], *, amp: bool, notes: dict | None = None
+) -> CacheWriter:
+    """Create or resume the store group ``cfg`` names for ``teacher``'s maps of ``records``;
+    ``amp``: whether float16 autocast runs (recorded with the teacher's dtype and arguments);
+    ``notes``: more attributes a new group records (the leakage guard's check)."""
     name = cfg.name or teacher.default_name
     dataset = get_dataset(cfg.dataset)
     with _store_errors(f"{cfg.out}/{name}"):
         return CacheWriter.create_or_resume(
             cfg.out,
             teacher=name,
-            split=cfg.split_name or split_group_name(cfg.split),
-            spec=spec,
+            split=group_name(cfg),
+            spec=cache_spec(cfg, teacher, records),
             ids=[r.rgb for r in records],
+            sources=[r.to_json() for r in records] if cfg.images else None,
+            per_frame=ALIGN_ARRAYS if cfg.teacher_output != "metric" else None,
             overwrite=cfg.overwrite,
             frames_per_shard=cfg.frames_per_shard,
             store_format=cfg.store_format,
             extra_attrs={
                 "teacher_name": name,
-                "split_file": str(cfg.split),
+                **source_attrs(cfg),
                 "teacher_args": cfg.teacher_args,
                 "teacher_dtype": teacher.dtype,
                 "autocast": "float16" if amp else None,
-                "maps": f"{cfg.crop[0]}x{cfg.crop[1]} {dataset.cache_crop_name} of each {dataset.title} image, "
-                "pixel-aligned with it",
-            },
+                "maps": _maps_text(cfg, dataset),
+            }
+            | (notes or {}),
         )
+
+
+def _maps_text(cfg: CacheTeacherConfig, dataset) -> str:
+    """What the maps are, in words, for the group's record."""
+    if cfg.images:
+        how = (
+            "resized whole" if cfg.fit == "whole" else f"cropped to its shape as the {dataset.cache_crop_name}, resized"
+        )
+        return f"{cfg.crop[0]}x{cfg.crop[1]}: each source image {how} (data/sources/fit.py)"
+    return f"{cfg.crop[0]}x{cfg.crop[1]} {dataset.cache_crop_name} of each {dataset.title} image, pixel-aligned with it"
 
 
 def finish(writer: CacheWriter) -> bool:
@@ -174,8 +196,10 @@ def fill_frames(
     device: torch.device,
     amp: bool,
     on_batch: Callable[[int], None] = lambda n: None,
+    references: References | None = None,
 ) -> int:
-    """Run the teacher over ``frames`` (indices into ``records``) and store their maps, holding the
+    """Run the teacher over ``frames`` (indices into ``records``) and store their maps (a relative
+    teacher's aligned to ``references`` first, :mod:`tiekd.stages.caching.align`), holding the
     lease of their store shards. A run that fails before storing any frame removes the group it
     opened if that holds nothing (its rerun may then differ, e.g. in --teacher-input).
 
@@ -188,8 +212,11 @@ def fill_frames(
         with _store_errors(writer.location), shard_lease(writer.location, shards), BackgroundWriter(writer) as background:
             for indices, image in _teacher_batches(cfg, records, frames, device):
                 batch_ids = [ids[i] for i in indices]
-                depth, clipped = clip_depth(cfg, teacher_depth(cfg, teacher, image, batch_ids, amp=amp), batch_ids)
-                background.submit(indices, depth, clipped)
+                depth, extras = teacher_depth(cfg, teacher, image, batch_ids, amp=amp), None
+                if references is not None:
+                    depth, extras = align_batch(cfg, references, depth, indices, batch_ids)
+                depth, clipped = clip_depth(cfg, depth, batch_ids)
+                background.submit(indices, depth, clipped, extras)
                 written += len(indices)
                 on_batch(len(indices))
     except BaseException:

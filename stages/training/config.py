@@ -25,8 +25,9 @@ class TrainStudentConfig:
     data_root: Path | None
     """Root of the split's images (KITTI raw; NYU: the sync folders or the labeled .mat). None = read the split and
     --val-split packed in the --inputs (or --cache) store, GT included."""
-    split: Path
-    """Training split file."""
+    split: Path | None
+    """Training split file [default: the frames the --cache group was made from, for a group of cache-teacher
+    --images]."""
     out: Path
     """Run directory."""
     cache: str | None = None
@@ -124,10 +125,28 @@ class TrainStudentConfig:
     save_every: int = 500
     """Also write last.pt every this many steps (and at every epoch end)."""
     dataset: str = DEFAULT_DATASET
-    """Dataset layout and protocol; crops, depth range, bins and sigma follow it unless given."""
+    """Dataset layout and protocol (kitti, nyu, or a description file PATH.yaml); crops, depth range, bins and
+    sigma follow it unless given."""
     recipe_global_batch: int | None = None
     """Global batch the recipe's figures were trained with (the authors: 2 GPUs x 8 = 16); a run whose processes x
     batch size x accumulate differ says so at start."""
+    test_split: Path | None = None
+    """Evaluation split whose images must not be trained on (the leakage guard): same content, same path, or for
+    KITTI the same drive."""
+    test_data_root: Path | None = None
+    """Images of --test-split [default: --data-root]."""
+    allow_leakage: bool = False
+    """Use frames the leakage guard finds in --test-split anyway (recorded with the store or run)."""
+    leakage_guard: dict | None = None
+    """Not a flag: what the leakage guard checked and found (set by the stage), written to run.json."""
+    unlabelled: tuple[str, ...] = ()
+    """Also train on a group of image sources of --cache (the run's teacher), GROUP=SHARE of every global batch
+    (repeatable); the split takes the rest."""
+    teacher_mix: tuple[str, ...] = ()
+    """Distil from several teacher groups of the same frames, TEACHER=WEIGHT each (repeatable, instead of --teacher):
+    the target DPM is their weighted mixture."""
+    init_from: Path | None = None
+    """Start from the weights of a tiekd student checkpoint and fine-tune them (a fresh optimiser and schedule)."""
     option_sources: dict[str, str] = field(default_factory=dict)
     """Not a flag: where each option's value came from (command line, the --config file, default, the dataset),
     recorded in run.json."""
@@ -154,6 +173,7 @@ def check_config(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--method {cfg.method!r} is not one of {', '.join(METHODS)}")
     if needs_teacher(cfg.method) and cfg.cache is None:
         raise ConfigError(f"--method {cfg.method} distils from a teacher: pass --cache STORE")
+    _check_sources(cfg)
     wants_gt = needs_gt(cfg.method) or (cfg.val_split and cfg.val_gt_root is None)
     if wants_gt and cfg.gt_root is None and cfg.data_root is not None:  # without it the packed GT is read
         raise ConfigError(f"--method {cfg.method}{' with --val-split' if cfg.val_split else ''} needs --gt-root")
@@ -173,6 +193,48 @@ def check_config(cfg: TrainStudentConfig) -> None:
     if cfg.crop[0] > dataset.train_size[0] or cfg.crop[1] > dataset.train_size[1]:
         raise ConfigError(f"--crop {cfg.crop[0]}x{cfg.crop[1]} is larger than the {dataset.train_region_title}")
     _check_loss_options(cfg)
+
+
+def _check_sources(cfg: TrainStudentConfig) -> None:
+    """Refuse a run without a split that needs GT, and malformed teacher mixtures or unlabelled groups."""
+    if cfg.split is None and (cfg.cache is None or needs_gt(cfg.method)):
+        raise ConfigError(
+            f"--method {cfg.method} without --split trains on a --cache group of image sources, which has no GT; "
+            "pass --split (and --data-root), or a distillation method with --cache"
+        )
+    if cfg.teacher_mix:
+        _check_mixture(cfg)
+    if cfg.unlabelled and (
+        cfg.split is None or not needs_teacher(cfg.method) or cfg.teacher_mix or needs_gt(cfg.method)
+    ):
+        raise ConfigError(
+            "--unlabelled adds groups of image sources to a --split for a distillation method with one --teacher"
+        )
+
+
+def mixture_weights(cfg: TrainStudentConfig) -> dict[str, float]:
+    """--teacher-mix as teacher group -> weight, in the order given; ConfigError for a malformed one."""
+    weights = {}
+    for text in cfg.teacher_mix:
+        name, _, weight = text.partition("=")
+        try:
+            weights[name] = float(weight)
+        except ValueError:
+            raise ConfigError(f"--teacher-mix {text!r} is not TEACHER=WEIGHT, e.g. zoedepth=0.5") from None
+        if not weights[name] > 0:
+            raise ConfigError(f"--teacher-mix {text!r}: a weight must be positive")
+    return weights
+
+
+def _check_mixture(cfg: TrainStudentConfig) -> None:
+    """Refuse a mixture outside TIE-KD, of one teacher, or beside --teacher."""
+    if cfg.method != "tiekd" or cfg.teacher is not None or len(mixture_weights(cfg)) < 2:
+        raise ConfigError(
+            "--teacher-mix takes two or more different teacher groups (TEACHER=WEIGHT) for --method tiekd, "
+            "instead of --teacher"
+        )
+    if not cfg.rotate_teacher:
+        raise ConfigError("--teacher-mix rotates every teacher map with the image; leave out --no-rotate-teacher")
 
 
 def _check_loss_options(cfg: TrainStudentConfig) -> None:
@@ -219,6 +281,9 @@ RESUME_KEYS = (
     "colour_aug",
     "rotate_teacher",
     "weights",
+    "init_from",
+    "teacher_mix",
+    "unlabelled",
 )
 """Options a resumed run must share with the run it continues (same steps, data order and schedule).
 The global batch may be split differently: other processes, --batch-size or --accumulate. Checkpoints
@@ -228,5 +293,12 @@ written before a key existed are compared with the value their runs had (:func:`
 def with_earlier_defaults(config: dict) -> dict:
     """A checkpoint's config with the values runs had before tiekd recorded a key: BTS's colour
     augmentation, the preset's start weights, the teacher map rotated except in the code form."""
-    earlier = {"colour_aug": "bts", "weights": None, "rotate_teacher": config.get("dpm_form") != "code"}
+    earlier = {
+        "colour_aug": "bts",
+        "weights": None,
+        "rotate_teacher": config.get("dpm_form") != "code",
+        "init_from": None,
+        "teacher_mix": [],
+        "unlabelled": [],
+    }
     return earlier | config

@@ -81,7 +81,7 @@ def check_cache(
     path: str,
     teacher: str | None,
     split_name: str | None,
-    split: Path,
+    split: Path | None,
     records: list[Record],
     *,
     dataset: DatasetDescription,
@@ -93,7 +93,10 @@ def check_cache(
     Every record must have a stored map; the cache's crop must be the dataset's cache crop and
     its depth range the run's.
     """
-    cache = TeacherCache.open_for_split(path, teacher, split_name, split)
+    if split is None:  # a group of image sources: its own record of its frames
+        cache = TeacherCache.open(path, teacher, split_name)
+    else:
+        cache = TeacherCache.open_for_split(path, teacher, split_name, split)
     spec = cache.spec
     spec.require_dataset(dataset.name, location=cache.location)
     if tuple(spec.crop) != tuple(dataset.cache_crop):

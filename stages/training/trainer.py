@@ -73,11 +73,14 @@ class Trainer:
     """The module the step runs: DDP around ``model`` in a process group, else ``model`` itself."""
     autocast: torch.dtype | None = None
     """The dtype the forward pass runs in under autocast (--amp), None for float32; the loss is float32."""
+    init_from: dict | None = None
+    """The checkpoint the weights started from (``--init-from``: path, SHA-256, its step and dataset)."""
 
     @property
     def start_weights(self) -> str | None:
-        """timm name and tag of the weights the encoder started from; None without --pretrained."""
-        return self.model.start_weights if self.cfg.pretrained else None
+        """timm name and tag of the weights the encoder started from; None without --pretrained
+        and with --init-from (run.json's ``init_from`` names the checkpoint)."""
+        return self.model.start_weights if self.cfg.pretrained and self.cfg.init_from is None else None
 
     @property
     def global_batch(self) -> int:

@@ -105,6 +105,9 @@ def test_checkpoints_before_the_options_resume_as_they_trained():
         "colour_aug": "bts",
         "weights": None,
         "rotate_teacher": False,
+        "init_from": None,
+        "teacher_mix": [],
+        "unlabelled": [],
     }
     assert with_earlier_defaults({"dpm_form": "paper", "colour_aug": "released"})["colour_aug"] == "released"
     assert with_earlier_defaults({"dpm_form": "paper"})["rotate_teacher"] is True
