@@ -82,15 +82,21 @@ def _write_checked(out: Path, write, check) -> list[str]:
         tmp.unlink(missing_ok=True)
 
 
-def _check_outputs(kind: str, got: list, want: list, shape) -> str:
-    """One line comparing an exported file's depth with the checkpoint's; ExportError beyond tolerance."""
-    difference = exporting.relative_difference(got[0], want[0])
+def _check_outputs(kind: str, got: list, want: list, shape, n_bins: int) -> str:
+    """One line comparing an exported file's outputs with the checkpoint's; ExportError beyond tolerance.
+
+    Depth: max relative difference; entropy (when exported): max difference over log K nats."""
+    differences = [exporting.relative_difference(got[0], want[0])]
+    what = "depth"
+    if len(want) > 1 and len(got) > 1:
+        differences.append(exporting.entropy_difference(got[1], want[1], n_bins))
+        what = "depth and entropy"
     where = f"on a random {'x'.join(map(str, shape))} image"
     line = (
-        f"check: {kind} depth vs the checkpoint's {where}: max relative difference {difference:.1e} "
-        f"(limit {exporting.VERIFY_TOLERANCE:g})"
+        f"check: {kind} {what} vs the checkpoint's {where}: max relative difference "
+        f"{' and '.join(f'{d:.1e}' for d in differences)} (limit {exporting.VERIFY_TOLERANCE:g})"
     )
-    if not difference <= exporting.VERIFY_TOLERANCE or len(got) != len(want):
+    if not max(differences) <= exporting.VERIFY_TOLERANCE or len(got) != len(want):
         raise ExportError(f"{line}: FAILED; the export is not written, report this with the checkpoint")
     return line + ": OK"
 
@@ -104,18 +110,17 @@ NETWORK_FORMATS = {
 
 def _export_network(cfg: ExportConfig, state: dict, size: tuple[int, int]) -> tuple[list[str], str]:
     student = student_from_checkpoint(state, path=cfg.checkpoint)
-    model = exporting.DeployedStudent(student, with_entropy=cfg.with_entropy)
+    model = exporting.DeployedStudent(student, with_entropy=cfg.with_entropy, input_size=size)
     image = exporting.example_image(size, exporting.DYNAMIC_BATCH_EXAMPLE if cfg.dynamic else 1)
-    with torch.no_grad():
-        want = model(image)
-    want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
+    want = exporting.checkpoint_outputs(student, image, with_entropy=cfg.with_entropy)
     writer, runner, runner_name, kind = NETWORK_FORMATS[cfg.format]
+    n_bins = student.arch.get("n_bins", 1)
 
     def write(tmp: Path) -> None:
         writer(model, tmp, size, dynamic_batch=cfg.dynamic)
 
     def check(tmp: Path) -> list[str]:
-        return [_check_outputs(runner_name, runner(tmp, image), want, image.shape)]
+        return [_check_outputs(runner_name, runner(tmp, image), want, image.shape, n_bins)]
 
     lines = _write_checked(cfg.out, write, check)
     batch = "B" if cfg.dynamic else "1"
