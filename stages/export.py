@@ -22,7 +22,9 @@ import torch
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.deploy import export as exporting
+from tiekd.pipeline.deploy.quantize import quantize_int8
 from tiekd.pipeline.errors import ConfigError, ExportError
+from tiekd.stages import export_int8
 
 FORMATS = ("onnx", "export", "checkpoint")
 WEIGHTS_KEYS = ("architecture", "model", "normalisation", "input_scale", "config", "step")
@@ -45,6 +47,17 @@ class ExportConfig:
     """Any batch size (needed for flip TTA as a teacher)."""
     with_entropy: bool = False
     """Second output: the DPM entropy in nats (DPM students)."""
+    int8: bool = False
+    """Static INT8 quantization (onnxruntime QDQ, per-channel int8 weights) calibrated on --split frames; the
+    accuracy change is printed and written beside --out."""
+    split: Path | None = None
+    """Split file whose frames calibrate --int8 and measure its accuracy change."""
+    data_root: Path | None = None
+    """Root of the split's images (--int8)."""
+    gt_root: Path | None = None
+    """Root of the split's ground-truth depth (--int8): also score the float and INT8 models against it."""
+    calibration_frames: int = 16
+    """Frames of --split that calibrate --int8, spread over it; up to as many others measure the change."""
 
 
 @dataclass
@@ -123,9 +136,46 @@ def _export_network(cfg: ExportConfig, state: dict, size: tuple[int, int]) -> tu
         return [_check_outputs(runner_name, runner(tmp, image), want, image.shape, n_bins)]
 
     lines = _write_checked(cfg.out, write, check)
+    return lines, f"{kind}: {_signature(cfg, size)}"
+
+
+def _signature(cfg: ExportConfig, size: tuple[int, int]) -> str:
     batch = "B" if cfg.dynamic else "1"
     outputs = f"depth {batch}x1x{size[0]}x{size[1]} in metres" + (" and entropy (nats)" if cfg.with_entropy else "")
-    return lines, f"{kind}: input {batch}x3x{size[0]}x{size[1]} float32 RGB in [0, 1], output {outputs}"
+    return f"input {batch}x3x{size[0]}x{size[1]} float32 RGB in [0, 1], output {outputs}"
+
+
+def report_path(out: Path) -> Path:
+    """Where ``--int8`` writes its measured accuracy change: beside the model, ``NAME.accuracy.json``."""
+    return out.with_name(out.stem + ".accuracy.json")
+
+
+def _export_int8(cfg: ExportConfig, state: dict, size: tuple[int, int]) -> tuple[list[str], str]:
+    """A float ONNX model (checked against the checkpoint), quantized, then measured on real frames."""
+    dataset = get_dataset((state.get("config") or {}).get("dataset", DEFAULT_DATASET))
+    frames = export_int8.read_frames(cfg, dataset, size)  # bad options and data fail before the work
+    student = student_from_checkpoint(state, path=cfg.checkpoint)
+    model = exporting.DeployedStudent(student, with_entropy=cfg.with_entropy, input_size=size)
+    image = exporting.example_image(size, exporting.DYNAMIC_BATCH_EXAMPLE if cfg.dynamic else 1)
+    want = exporting.checkpoint_outputs(student, image, with_entropy=cfg.with_entropy)
+    measured = {}
+    with tempfile.TemporaryDirectory() as folder:
+        float_path = Path(folder) / "float.onnx"
+        exporting.export_onnx(model, float_path, size, dynamic_batch=cfg.dynamic)
+        got = exporting.run_onnx(float_path, image)
+        lines = [_check_outputs("onnxruntime (float model)", got, want, image.shape, student.arch.get("n_bins", 1))]
+
+        def check(tmp: Path) -> list[str]:
+            runners = [exporting.onnx_runner(path) for path in (float_path, tmp)]
+            measured["change"] = export_int8.measure(*runners, frames, dataset)
+            return export_int8.report_lines(measured["change"], frames, cfg.split, dataset)
+
+        lines += _write_checked(cfg.out, lambda tmp: quantize_int8(float_path, tmp, frames.calibration), check)
+        sizes = {"float_bytes": float_path.stat().st_size, "int8_bytes": cfg.out.stat().st_size}
+    export_int8.write_report(report_path(cfg.out), measured["change"], frames, {"model": str(cfg.out), **sizes})
+    lines.append(f"int8: {sizes['int8_bytes'] / 1e6:.1f} MB against {sizes['float_bytes'] / 1e6:.1f} MB float; "
+                 f"the measured change is in {report_path(cfg.out)}")  # fmt: skip
+    return lines, f"ONNX model, INT8 (QDQ, per-channel int8 weights, uint8 activations): {_signature(cfg, size)}"
 
 
 def _export_weights(cfg: ExportConfig, state: dict) -> tuple[list[str], str]:
@@ -150,9 +200,13 @@ def run(cfg: ExportConfig) -> ExportResult:
         raise ConfigError(
             "--format checkpoint keeps the weights only; --input, --dynamic and --with-entropy do not apply"
         )
+    if cfg.int8 and cfg.format != "onnx":
+        raise ConfigError(f"--int8 writes an ONNX model; it does not apply to --format {cfg.format}")
     state = load_checkpoint(cfg.checkpoint)
     if cfg.format == "checkpoint":
         checks, description = _export_weights(cfg, state)
+    elif cfg.int8:
+        checks, description = _export_int8(cfg, state, cfg.input_size or default_input_size(state))
     else:
         checks, description = _export_network(cfg, state, cfg.input_size or default_input_size(state))
     return ExportResult(path=cfg.out, bytes=cfg.out.stat().st_size, description=description, checks=checks)

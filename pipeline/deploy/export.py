@@ -144,6 +144,13 @@ def run_onnx(path: Path, image: torch.Tensor) -> list[np.ndarray]:
     return session.run(None, {session.get_inputs()[0].name: image.numpy()})
 
 
+def onnx_runner(path: Path):
+    """``run(x) -> first output`` of an ONNX student on the CPU, for NumPy inputs (1, 3, H, W)."""
+    session = onnx_session(path, cuda=False)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
 def run_program(path: Path, image: torch.Tensor) -> list[np.ndarray]:
     """The outputs of a saved ``torch.export`` program for ``image`` (the archive checked as for
     ``export:`` teachers first)."""
