@@ -15,8 +15,10 @@ from tiekd.cli_options import PATH, TiekdCommand, size
 
 @click.command("export", cls=TiekdCommand)
 @shared.checkpoint(required=True, what="to export")
-@click.option("--format", default="onnx", show_default=True, type=click.Choice(["onnx", "export", "checkpoint"]),
-              help="ONNX model, torch.export program, or weights-only checkpoint (a small file to share).")  # fmt: skip
+@click.option("--format", default="onnx", show_default=True,
+              type=click.Choice(["onnx", "export", "executorch", "checkpoint"]),
+              help="ONNX model, torch.export program, ExecuTorch program (.pte, XNNPACK; pip install 'tiekd[mobile]'), "
+                   "or weights-only checkpoint (a small file to share).")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
 @click.option("--input", "input_size", metavar="HxW",
               help="Input (H, W) of the exported network [default: the cache crop at the training scale].")  # fmt: skip

@@ -1,9 +1,10 @@
 """``tiekd export``: a trained student as a file to deploy or share, checked against its checkpoint.
 
 Formats: ``export`` (a ``torch.export`` program, ``torch.export.save``), ``onnx`` (opset
-:data:`~tiekd.pipeline.deploy.export.ONNX_OPSET`) and ``checkpoint`` (weights and architecture only,
-without optimizer state: the small file to share; every tiekd command that takes a checkpoint reads
-it). The first two take RGB float32 in [0, 1] (B, 3, H, W) and give depth in metres (B, 1, H, W),
+:data:`~tiekd.pipeline.deploy.export.ONNX_OPSET`; ``--int8``: quantized, :mod:`tiekd.stages.export_int8`),
+``executorch`` (a ``.pte`` for phones, XNNPACK, batch 1; the optional ``executorch`` package) and
+``checkpoint`` (weights and architecture only, without optimizer state: the small file to share;
+every tiekd command that takes a checkpoint reads it). The first two take RGB float32 in [0, 1] (B, 3, H, W) and give depth in metres (B, 1, H, W),
 so they are valid ``--teacher export:FILE`` / ``--teacher onnx:FILE`` teachers.
 
 The file is written beside ``--out`` under a temporary name, checked, and only then renamed: a
@@ -22,11 +23,12 @@ import torch
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from tiekd.pipeline.deploy import export as exporting
+from tiekd.pipeline.deploy import mobile
 from tiekd.pipeline.deploy.quantize import quantize_int8
 from tiekd.pipeline.errors import ConfigError, ExportError
 from tiekd.stages import export_int8
 
-FORMATS = ("onnx", "export", "checkpoint")
+FORMATS = ("onnx", "export", "executorch", "checkpoint")
 WEIGHTS_KEYS = ("architecture", "model", "normalisation", "input_scale", "config", "step")
 """What a ``checkpoint`` export keeps of a training checkpoint (no optimizer, scheduler, scaler)."""
 
@@ -40,7 +42,8 @@ class ExportConfig:
     out: Path
     """File to write."""
     format: str = "onnx"
-    """ONNX model, torch.export program, or weights-only checkpoint (a small file to share)."""
+    """ONNX model, torch.export program, ExecuTorch program (.pte, XNNPACK; pip install 'tiekd[mobile]'), or
+    weights-only checkpoint (a small file to share)."""
     input_size: tuple[int, int] | None = None
     """Input (H, W) of the exported network. None = the dataset's cache crop at the checkpoint's training scale."""
     dynamic: bool = False
@@ -117,6 +120,7 @@ def _check_outputs(kind: str, got: list, want: list, shape, n_bins: int) -> str:
 NETWORK_FORMATS = {
     "onnx": (exporting.export_onnx, exporting.run_onnx, "onnxruntime", f"ONNX model (opset {exporting.ONNX_OPSET})"),
     "export": (exporting.export_program, exporting.run_program, "torch.export", "torch.export program"),
+    "executorch": (mobile.export_executorch, mobile.run_executorch, "ExecuTorch", "ExecuTorch program (XNNPACK)"),
 }
 """format -> (writer, runner of the written file, runner's name, description)."""
 
