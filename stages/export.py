@@ -204,6 +204,8 @@ def run(cfg: ExportConfig) -> ExportResult:
         raise ConfigError(
             "--format checkpoint keeps the weights only; --input, --dynamic and --with-entropy do not apply"
         )
+    if cfg.format == "executorch" and cfg.dynamic:
+        raise ConfigError("--format executorch exports a batch of 1; leave out --dynamic")
     if cfg.int8 and cfg.format != "onnx":
         raise ConfigError(f"--int8 writes an ONNX model; it does not apply to --format {cfg.format}")
     state = load_checkpoint(cfg.checkpoint)
