@@ -20,6 +20,7 @@ import tiekd
 from tiekd import cli_options as shared
 from tiekd.cli_cache import cache
 from tiekd.cli_compare import compare
+from tiekd.cli_export import export
 from tiekd.cli_options import FOLDER, PATH, TiekdCommand, size
 from tiekd.cli_train import train_student
 from tiekd.data.registry import get_dataset
@@ -188,6 +189,7 @@ def cache_teacher(teacher_args, teacher_input, shard, images, **options) -> None
 main.add_command(cache)
 main.add_command(train_student)
 main.add_command(compare)
+main.add_command(export)
 
 
 @main.command("recipes")
@@ -228,23 +230,6 @@ def evaluate(**options) -> None:
     from tiekd.stages import evaluate as stage  # lazy: see the module docstring
 
     click.echo(stage.format_result(stage.run(stage.EvaluateConfig(**options))))
-
-
-@main.command("export")
-@shared.checkpoint(required=True, what="to export")
-@click.option("--format", default="onnx", show_default=True, type=click.Choice(["onnx", "export", "checkpoint"]),
-              help="ONNX model, torch.export program, or weights-only checkpoint (a small file to share).")  # fmt: skip
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
-@click.option("--input", "input_size", metavar="HxW",
-              help="Input (H, W) of the exported network [default: the cache crop at the training scale].")  # fmt: skip
-@click.option("--dynamic", is_flag=True, help="Any batch size (needed for flip TTA as a teacher).")
-@click.option("--with-entropy", is_flag=True, help="Second output: the DPM entropy in nats (DPM students).")
-def export(input_size, **options) -> None:
-    """Export a student (RGB [0, 1] in, depth in metres out) and check it against the checkpoint."""
-    from tiekd.stages import export as stage  # lazy: see the module docstring
-
-    cfg = stage.ExportConfig(input_size=size(input_size, "--input"), **options)
-    click.echo(stage.report(stage.run(cfg)))
 
 
 @main.command("explain")

@@ -219,18 +219,20 @@ class DepthStudent(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """RGB (B, 3, H, W) in [0, 1] -> DPM logits (B, K, H, W), or depth (B, 1, H, W) in metres.
 
-        Any H and W: an input that is not a multiple of :attr:`input_multiple` is padded at the
-        bottom and right (edge values) and the output cropped back, so every pixel keeps its place.
-        """
-        height, width = image.shape[-2:]
-        pad_h, pad_w = -height % self.input_multiple, -width % self.input_multiple
-        x = (image - self.mean) / self.std
-        if pad_h or pad_w:
-            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        output = self.output_conv(self.decoder(self.features(x)))[..., :height, :width]
+        Any H and W: :meth:`decode` pads the input, the output is cropped back (every pixel keeps its place)."""
+        output = self.output_conv(self.decode(image))[..., : image.shape[-2], : image.shape[-1]]
         if self.head == "regression":
             return torch.sigmoid(output) * self.max_depth
         return output
+
+    def decode(self, image: torch.Tensor) -> torch.Tensor:
+        """RGB (B, 3, H, W) in [0, 1] -> the head's input (B, C, H', W'): the normalised image padded at the
+        bottom and right (edge values) to multiples of :attr:`input_multiple`, through encoder and decoder."""
+        pad_h, pad_w = (-size % self.input_multiple for size in image.shape[-2:])
+        x = (image - self.mean) / self.std
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        return self.decoder(self.features(x))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Normalised, padded image (B, 3, H, W) -> encoder features, shallowest first, each (B, C_i, h_i, w_i).

@@ -10,6 +10,7 @@ entropy (B, 1, H, W) in nats. H and W are fixed at export; the batch is fixed to
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from tiekd.pipeline.deploy.archive import check_archive
-from tiekd.pipeline.dpm import dpm_entropy, expected_depth
+from tiekd.pipeline.dpm import depth_from_bins_last, dpm_entropy, expected_depth
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.teachers.onnx import onnx_session
 
@@ -44,21 +45,59 @@ class DeployedStudent(nn.Module):
     """A student behind the teacher contract: RGB [0, 1] (B, 3, H, W) -> depth (B, 1, H, W) metres.
 
     ``with_entropy`` (DPM students only) adds the DPM entropy (B, 1, H, W) in nats as a second output.
+    A DPM head runs in its deployed form: the 1x1 convolution as a matrix product on channels-last
+    features, so the bins lie on the last axis for the softmax (:func:`depth_from_bins_last`); the
+    same numbers as the checkpoint's ``expected_depth`` over (B, K, H, W), several times faster in
+    onnxruntime. ``input_size`` (H, W): the size the file is exported for; a ViT or DeiT encoder (a
+    copy) then has its position embeddings resampled once to that size (:func:`fix_input_size`).
     """
 
-    def __init__(self, student: nn.Module, *, with_entropy: bool = False):
+    def __init__(self, student: nn.Module, *, with_entropy: bool = False, input_size: tuple[int, int] | None = None):
         super().__init__()
         if with_entropy and student.head != "dpm":
             raise ConfigError("--with-entropy needs a DPM student; this checkpoint has a regression head")
-        self.student = student.eval()
+        self.student = student.eval() if input_size is None else fix_input_size(copy.deepcopy(student), input_size)
         self.with_entropy = with_entropy
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        output = self.student(image)
-        if self.student.head != "dpm":
-            return output.clamp(self.student.min_depth, self.student.max_depth)
-        depth = expected_depth(output, self.student.bin_centres).clamp(self.student.min_depth, self.student.max_depth)
-        return (depth, dpm_entropy(output)) if self.with_entropy else depth
+        student = self.student
+        if student.head != "dpm":
+            return student(image).clamp(student.min_depth, student.max_depth)
+        features = student.decode(image)
+        if features.shape[-2:] != image.shape[-2:]:  # only then: a crop is a copy in the exported graph
+            features = features[..., : image.shape[-2], : image.shape[-1]]
+        conv = student.output_conv
+        logits = nn.functional.linear(features.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
+        outputs = depth_from_bins_last(logits, student.bin_centres, with_entropy=self.with_entropy)
+        depth, entropy = outputs if self.with_entropy else (outputs, None)
+        depth = depth.permute(0, 3, 1, 2).clamp(student.min_depth, student.max_depth)
+        return (depth, entropy.permute(0, 3, 1, 2)) if self.with_entropy else depth
+
+
+def fix_input_size(student: nn.Module, size: tuple[int, int]) -> nn.Module:
+    """``student`` (eval mode) with a ViT/DeiT encoder's position embeddings resampled to ``size``.
+
+    Such encoders are built with timm's ``dynamic_img_size``: every call resamples the embeddings to
+    the input with an antialiased bicubic filter, which ONNX (opset 17) cannot express. Resampled once
+    here to the padded input the student's encoder sees (timm's ``set_input_size``, the same filter),
+    the call finds them at the right size and skips the resample. Other encoders are left as they are.
+    """
+    model = getattr(student.encoder, "model", student.encoder)  # a ViT sits inside timm's FeatureGetterNet
+    if getattr(model, "dynamic_img_size", False) and getattr(model, "pos_embed", None) is not None:
+        multiple = student.input_multiple
+        model.set_input_size(img_size=tuple(-(-side // multiple) * multiple for side in size))
+    return student.eval()
+
+
+def checkpoint_outputs(student: nn.Module, image: torch.Tensor, *, with_entropy: bool) -> list[np.ndarray]:
+    """What the checkpoint's own (training-time) form computes for ``image``: depth clamped to the
+    range [, DPM entropy], as NumPy arrays: the reference every exported file is checked against."""
+    with torch.no_grad():
+        output = student.eval()(image)
+        if student.head != "dpm":
+            return [output.clamp(student.min_depth, student.max_depth).numpy()]
+        depth = expected_depth(output, student.bin_centres).clamp(student.min_depth, student.max_depth)
+        return [depth.numpy(), dpm_entropy(output).numpy()] if with_entropy else [depth.numpy()]
 
 
 def example_image(size: tuple[int, int], batch: int = 1) -> torch.Tensor:
@@ -105,6 +144,13 @@ def run_onnx(path: Path, image: torch.Tensor) -> list[np.ndarray]:
     return session.run(None, {session.get_inputs()[0].name: image.numpy()})
 
 
+def onnx_runner(path: Path):
+    """``run(x) -> first output`` of an ONNX student on the CPU, for NumPy inputs (1, 3, H, W)."""
+    session = onnx_session(path, cuda=False)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
 def run_program(path: Path, image: torch.Tensor) -> list[np.ndarray]:
     """The outputs of a saved ``torch.export`` program for ``image`` (the archive checked as for
     ``export:`` teachers first)."""
@@ -117,3 +163,9 @@ def run_program(path: Path, image: torch.Tensor) -> list[np.ndarray]:
 def relative_difference(got: np.ndarray, want: np.ndarray) -> float:
     """max |got - want| / |want| over all values (depths are >= min_depth > 0)."""
     return float(np.max(np.abs(got.astype(np.float64) - want) / np.abs(want.astype(np.float64))))
+
+
+def entropy_difference(got: np.ndarray, want: np.ndarray, n_bins: int) -> float:
+    """max |got - want| / log K: entropy differences relative to the entropy's range [0, log K] nats
+    (an entropy itself can be 0, so relative to the value is no measure)."""
+    return float(np.max(np.abs(got.astype(np.float64) - want)) / np.log(n_bins))
