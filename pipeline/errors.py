@@ -23,6 +23,10 @@ class StoreError(TiekdError):
     """A teacher cache is missing, incomplete, incompatible or not writable."""
 
 
+class StoreUnreachable(StoreError):
+    """A remote store's server or the network went away mid-read: nothing is known to be damaged."""
+
+
 class TeacherError(TiekdError):
     """A teacher spec is unknown, cannot be loaded, or produced unusable output."""
 

@@ -24,6 +24,7 @@ zarr-python. ``s3://BUCKET/PATH`` stores are opened by ``s3.open_s3``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.formats import (
+    GROUP_NAME,
     check_metadata,
     check_readable_format,
     child_groups,
@@ -44,7 +46,7 @@ from tiekd.pipeline.store.formats import (
     split_group_name,
 )
 from tiekd.pipeline.store.reader import FrameReader
-from tiekd.pipeline.store.remote import check_byte_ranges
+from tiekd.pipeline.store.remote import check_byte_ranges, lost_connection
 from tiekd.pipeline.store.s3 import is_s3, open_s3
 from tiekd.pipeline.store.shard_cache import cached_reader
 
@@ -168,7 +170,12 @@ def open_root(path: str, *, mode: str, attributes: dict | None = None) -> zarr.G
 
 
 def _pick(group: zarr.Group, name: str | None, *, what: str, flag: str, path: str) -> str:
-    """The one member name to use: the given one, or the only one there is."""
+    """The one member name to use: the given one (found without listing the folder: a web server
+    need not list), or the only one there is."""
+    if name is not None and GROUP_NAME.fullmatch(name):
+        with contextlib.suppress(KeyError, FileNotFoundError):
+            if isinstance(group[name], zarr.Group):
+                return name
     names = list(child_groups(group, location=path))
     if name is not None:
         if name not in names:
@@ -324,7 +331,9 @@ class TeacherCache:
             values = self._depth[i]
         except Exception as e:  # zarr's codecs fail in many ways on damaged bytes
             self.require_unchanged()
-            raise damaged_frame(self.location, i, shard_file, f"{type(e).__name__}: {e}") from e
+            raise lost_connection(self.location, e) or damaged_frame(
+                self.location, i, shard_file, f"{type(e).__name__}: {e}"
+            ) from e
         if not values.all():  # quantise() never stores 0: the frame's bytes are gone
             raise damaged_frame(self.location, i, shard_file, "it is marked done but its map is missing")
         return dequantise(values)

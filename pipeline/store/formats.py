@@ -29,7 +29,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta, Shuffle
 from zarr.core.sync import sync
-from zarr.storage import MemoryStore
+from zarr.storage import LocalStore, MemoryStore
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.codec import Predict2D
@@ -248,13 +248,29 @@ async def _names(store, prefix: str) -> set[str]:
     return {name.rstrip("/") async for name in store.list_dir(prefix)} - {"", "zarr.json"}
 
 
+def _listed(group: zarr.Group, *, location: str) -> set[str]:
+    """The names in a group's folder. A web server that does not list folders (nginx's default)
+    is one line: readers that are told the teacher and split never list."""
+    try:
+        return sync(_names(group.store, group.path))
+    except Exception as e:
+        if isinstance(group.store, LocalStore):
+            raise
+        status = getattr(e, "status", None)
+        reason = f"HTTP {status}" if status else f"{type(e).__name__}: {e}"
+        raise StoreError(
+            f"{location}: the server does not list its folders ({reason}); give --teacher and --split-name "
+            "(every command reads then without listing), or serve the store with listings (nginx: autoindex on)"
+        ) from e
+
+
 def child_groups(group: zarr.Group, *, location: str) -> dict[str, zarr.Group]:
     """Name -> sub-group of a store's group, in name order. A member whose ``zarr.json`` cannot
     be read is a one-line ``StoreError`` naming it (zarr's own listing ends in a traceback). Names no
     teacher or split group can have (the packed inputs' ``_inputs``, pipeline/store/inputs.py) are
     not listed."""
     children = {}
-    for name in sorted(sync(_names(group.store, group.path))):
+    for name in sorted(_listed(group, location=location)):
         if not GROUP_NAME.fullmatch(name):
             continue
         try:

@@ -15,7 +15,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 
-from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.errors import StoreError, StoreUnreachable
 from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.pipeline.store.formats import (
     READABLE_FORMATS,
@@ -78,6 +78,8 @@ def damaged_frames(cache: TeacherCache) -> dict[int, str]:
     for i in np.flatnonzero(cache.done).tolist():
         try:
             unwritten = not cache.depth(i).all()
+        except StoreUnreachable:
+            raise  # the server went away: no frame is known to be damaged
         except StoreError as e:
             damaged[i] = e.message
             continue

@@ -36,6 +36,7 @@ from zarr.storage import FsspecStore, LocalStore, ObjectStore
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.formats import damaged_frame
 from tiekd.pipeline.store.reader import FrameReader, is_tiekd_layout
+from tiekd.pipeline.store.remote import lost_connection
 
 FOLDER_VARIABLE = "TIEKD_SHARD_CACHE"
 """The cache's folder (default ``$XDG_CACHE_HOME/tiekd/shards``, else ``~/.cache/tiekd/shards``)."""
@@ -162,7 +163,13 @@ class CachedFrameReader(FrameReader):
         return hashlib.sha256(identity.encode()).hexdigest()[:40] + ".shard"
 
     def _fetch(self, shard: int) -> bytes:
-        value = sync(self._array.store.get(self._key(shard), default_buffer_prototype()))
+        try:
+            value = sync(self._array.store.get(self._key(shard), default_buffer_prototype()))
+        except Exception as e:
+            lost = lost_connection(self._location, e)
+            if lost is None:
+                raise
+            raise lost from e
         if value is None:
             raise FileNotFoundError(self._key(shard))
         return value.to_bytes()
@@ -193,7 +200,7 @@ class CachedFrameReader(FrameReader):
         except StoreError:
             raise
         except Exception as e:  # zarr's codecs fail in many ways on damaged bytes
-            raise self._damaged(i, f"{type(e).__name__}: {e}") from e
+            raise lost_connection(self._location, e) or self._damaged(i, f"{type(e).__name__}: {e}") from e
         if stored and not values.all():  # quantise() never stores 0
             raise self._damaged(i, "it is marked done but its map is missing")
         return np.multiply(values, scale, dtype=scale.dtype)

@@ -11,7 +11,13 @@ import numpy as np
 import psutil
 import pytest
 from support.commands import TEACHER, error_line, evaluate_args, tiekd_command
-from support.http_server import PlainHandler, serving
+from support.http_server import (
+    LostShardsHandler,
+    NoListingHandler,
+    NoSuffixRangeHandler,
+    PlainHandler,
+    serving,
+)
 
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
@@ -73,6 +79,36 @@ def test_a_server_without_byte_ranges_is_refused_in_one_line(sample, folder, cli
     with serving(folder, PlainHandler) as base:
         line = error_line(cli(*evaluate_args(sample, "--cache", f"{base}/s.zarr", "--split-name", "test")))
     assert "ignores HTTP Range requests" in line
+
+
+def test_a_server_without_suffix_ranges_is_refused_in_one_line(sample, folder, cli):
+    # rangehttpserver passed the old probe (a range from the start), then every frame read failed.
+    with serving(folder, NoSuffixRangeHandler) as base:
+        line = error_line(cli(*evaluate_args(sample, "--cache", f"{base}/s.zarr", "--split-name", "test")))
+    assert "refuses the byte ranges zarr reads with (HTTP 400)" in line
+
+
+def test_a_server_without_listings_serves_commands_told_the_group(sample, folder, tmp_path, cli):
+    # nginx's default (no autoindex): a 64-line traceback, even with --teacher and --split-name.
+    with serving(folder, NoListingHandler) as base:
+        url = f"{base}/s.zarr"
+        told = cli(*evaluate_args(sample, "--cache", url, "--teacher", "row_prior", "--split-name", "test"))
+        line = error_line(cli("cache", "info", url))
+    local = cli(*evaluate_args(sample, "--cache", folder / "s.zarr", "--teacher", "row_prior", "--split-name", "test"))
+    assert told.exit_code == 0 and told.output.splitlines()[-1] == local.output.splitlines()[-1], told.output
+    assert "the server does not list its folders (HTTP 403); give --teacher and --split-name" in line
+
+
+def test_a_lost_connection_is_not_called_damage(sample, folder, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("TIEKD_SHARD_CACHE", str(tmp_path / "shards"))
+    for cache_gb in ("20", "0"):  # through the shard cache, and through zarr
+        monkeypatch.setenv("TIEKD_SHARD_CACHE_GB", cache_gb)
+        with serving(folder, LostShardsHandler) as base:
+            url = f"{base}/s.zarr"
+            lines = [error_line(cli(*evaluate_args(sample, "--cache", url, "--split-name", "test"))),
+                     error_line(cli("cache", "verify", url))]  # fmt: skip
+        for line in lines:
+            assert "the connection to its server was lost" in line and "damaged" not in line.split("lost")[0], line
 
 
 def decompression_bomb(depth_dir, frames_per_shard: int, claimed: int = 1 << 30) -> None:

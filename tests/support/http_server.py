@@ -8,6 +8,7 @@ import functools
 import io
 import os
 import re
+import socket
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,3 +56,32 @@ def serving(folder, handler=RangeHandler):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+class NoListingHandler(RangeHandler):
+    """nginx's default: files with byte ranges, but 403 for a folder (no autoindex)."""
+
+    def list_directory(self, path):
+        self.send_error(403, "Forbidden")
+        return None
+
+
+class NoSuffixRangeHandler(RangeHandler):
+    """``rangehttpserver``: ``bytes=a-b`` but 400 for a suffix range ``bytes=-n``."""
+
+    def send_head(self):
+        if re.fullmatch(r"bytes=-\d+", self.headers.get("Range", "")):
+            self.send_error(400, "Bad Request")
+            return None
+        return super().send_head()
+
+
+class LostShardsHandler(RangeHandler):
+    """A server whose connection drops whenever a shard file is asked for (a network that fails mid-run)."""
+
+    def send_head(self):
+        if "/depth/c/" in self.path:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return None
+        return super().send_head()
