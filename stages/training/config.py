@@ -255,8 +255,12 @@ def _check_loss_options(cfg: TrainStudentConfig) -> None:
         raise ConfigError(f"--lr {cfg.lr} must be positive")
     if not 0 < cfg.min_depth < cfg.max_depth:
         raise ConfigError(f"--max-depth {cfg.max_depth} must be above the minimum depth {cfg.min_depth} m")
-    if not 0 <= cfg.loss_top_row < cfg.crop[0]:
-        raise ConfigError(f"--loss-top-row {cfg.loss_top_row} must be a row of the {cfg.crop[0]}-row --crop")
+    if cfg.method == "tiekd" and not 0 <= cfg.loss_top_row < cfg.crop[0]:  # only TIE-KD's loss skips top rows
+        from_dataset = cfg.option_sources.get("loss_top_row", "").startswith("dataset")
+        what = f"--loss-top-row {cfg.loss_top_row}"
+        if from_dataset:
+            what = f"the {cfg.dataset} loss top row {cfg.loss_top_row} (its default --loss-top-row: no LiDAR above it)"
+        raise ConfigError(f"{what} must be a row of the {cfg.crop[0]}-row --crop; use a taller --crop or a lower --loss-top-row")
 
 
 RESUME_KEYS = (

@@ -80,9 +80,16 @@ class TestTrainStudent:
     def test_a_crop_without_lidar_rows_says_so(self, sample, tmp_path, cli):
         # Case 14: the sample's LiDAR starts at row 113 of the KB crop; a 96-row crop holds none. The
         # loss was NaN and the message sent the user to a cache supervised training does not use.
-        args = train_args(sample, tmp_path, "--max-steps", 1, "--crop", "96x704", "--loss-top-row", 0)
+        # Without --loss-top-row too: supervised training has no top row, yet KITTI's default (110) was blamed.
+        for extra in ((), ("--loss-top-row", 0)):
+            line = only_error(cli(*train_args(sample, tmp_path, "--max-steps", 1, "--crop", "96x704", *extra)))
+            assert "of every image in this batch holds no GT depth" in line and "cache" not in line
+            assert "loss-top-row" not in line and "loss top row" not in line
+
+    def test_a_crop_above_the_default_loss_top_row_names_the_dataset_default(self, sample, store, tmp_path, cli):
+        args = train_args(sample, tmp_path, "--crop", "96x704", "--cache", store, method="tiekd")
         line = only_error(cli(*args))
-        assert "of every image in this batch holds no GT depth" in line and "cache" not in line
+        assert line.startswith("Error: the kitti loss top row 110 (its default --loss-top-row: no LiDAR above it)")
 
     def test_read_only_out_before_any_work(self, sample, tmp_path, cli):
         with read_only_folder(tmp_path / "ro") as folder:
