@@ -22,6 +22,7 @@ from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, shard_frames
 from tiekd.pipeline.store.formats import split_group_name
 from tiekd.pipeline.store.inputs import InputsWriter
 from tiekd.pipeline.store.lease import shard_lease
+from tiekd.stages.caching.config import check_split_files
 from tiekd.stages.caching.worker import _store_errors
 from tiekd.stages.runtime import Rate, progress
 
@@ -62,14 +63,7 @@ class PackSummary:
 
 def check_files(cfg: PackConfig, records: list[Record]) -> None:
     """Fail before the store is touched on missing roots or files."""
-    dataset = get_dataset(cfg.dataset)
-    data_root = dataset.check_root(cfg.data_root, flag="--data-root")
-    for record in records:
-        dataset.check_image(data_root, record)
-    if cfg.gt_root is not None:
-        gt_root = dataset.check_root(cfg.gt_root, flag="--gt-root")
-        for record in records:
-            dataset.check_gt(gt_root, record)
+    check_split_files(cfg, records)
     if not 0 <= cfg.shard[0] < cfg.shard[1]:
         raise ConfigError(f"--shard {cfg.shard[0]}/{cfg.shard[1]}: expected I/N with 0 <= I < N")
     if cfg.overwrite and cfg.shard[1] > 1:

@@ -129,7 +129,7 @@ def check_inputs(cfg: CacheTeacherConfig, records: list[Record]) -> None:
     if cfg.images:
         _check_sources(cfg, records)
     else:
-        _check_split(cfg, records)
+        check_split_files(cfg, records)
     _check_teacher_input(cfg)
     index, count = cfg.shard
     if not 0 <= index < count:
@@ -181,7 +181,9 @@ def _check_sources(cfg: CacheTeacherConfig, frames: list) -> None:
         raise ConfigError("--gt-root belongs to --split; image sources carry no GT")
 
 
-def _check_split(cfg: CacheTeacherConfig, records: list[Record]) -> None:
+def check_split_files(cfg, records: list[Record]) -> None:
+    """Refuse, before any work, a missing --data-root / --gt-root or a split record whose image
+    (or GT, where --gt-root is given) is not there. ``cfg``: any config with dataset, data_root, gt_root."""
     dataset = get_dataset(cfg.dataset)
     data_root = dataset.check_root(cfg.data_root, flag="--data-root")
     for record in records:

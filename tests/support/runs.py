@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,16 @@ def assert_same_store(a, b):
     assert left["ids"] == right["ids"]
     for name in ("depth", "done", "clipped"):
         np.testing.assert_array_equal(left[name], right[name], err_msg=name)
+
+
+def kill_after_steps(process, run_dir: Path, steps: int = 3, timeout: float = 240) -> None:
+    """kill -9 a ``train-student`` subprocess once ``run_dir``'s steps.jsonl holds ``steps`` lines
+    (or it ended, or ``timeout`` seconds passed), and wait for it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+        log = run_dir / "steps.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= steps:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
-import time
 
 import pytest
 from support.commands import TEACHER, tiekd_command, train_args
-from support.runs import assert_same
+from support.runs import assert_same, kill_after_steps
 
 from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.stages.training.log import read_jsonl
@@ -72,14 +70,7 @@ def test_a_mixed_run_killed_and_resumed_equals_the_uninterrupted_one(
     killed_args = [killed if a == whole else a for a in args]
     process = subprocess.Popen(tiekd_command(*killed_args), env=subprocess_env | {"OMP_NUM_THREADS": "1"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-        steps = killed / "steps.jsonl"
-        if steps.exists() and len(steps.read_text().splitlines()) >= 3:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_steps(process, killed)
     assert 2 <= load_checkpoint(killed / "last.pt")["step"] < 8, "the kill must land mid-run"
     assert cli(*killed_args, "--resume").exit_code == 0
     a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(killed / "last.pt")

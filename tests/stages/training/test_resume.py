@@ -1,13 +1,11 @@
 """Resume after kill -9: the resumed run equals the uninterrupted one, checkpoint for checkpoint
 and log line for log line (timings aside), and the killed run's half-written checkpoint goes."""
 
-import signal
 import subprocess
-import time
 
 import pytest
 from support.commands import tiekd_command, train_args
-from support.runs import assert_same
+from support.runs import assert_same, kill_after_steps
 
 from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.stages.training.log import read_jsonl
@@ -28,14 +26,7 @@ class TestResume:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.time() + 240
-        while time.time() < deadline and process.poll() is None:
-            time.sleep(0.05)
-            steps = killed / "steps.jsonl"
-            if steps.exists() and len(steps.read_text().splitlines()) >= 3:
-                break
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        kill_after_steps(process, killed)
         reached = load_checkpoint(killed / "last.pt")["step"]
         assert 2 <= reached < 12, "the kill must land mid-run"
         (killed / ".last.pt.left_by_a_kill.tmp").write_bytes(b"half a checkpoint")

@@ -1,13 +1,11 @@
 """DataLoader worker processes (--workers > 0) change nothing but speed: the (seed, epoch) data order,
 the samples, and resume after kill -9 are those of --workers 0."""
 
-import signal
 import subprocess
-import time
 
 import pytest
 from support.commands import tiekd_command, train_args
-from support.runs import assert_same, build, train_config
+from support.runs import assert_same, build, kill_after_steps, train_config
 
 from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.stages.runtime import default_workers
@@ -52,14 +50,7 @@ def test_kill_9_then_resume_with_workers_equals_uninterrupted(sample, store, tmp
     assert cli(*train_args(sample, store, whole, *extra)).exit_code == 0
     process = subprocess.Popen(tiekd_command(*train_args(sample, store, killed, *extra)),
                                env=subprocess_env | {"OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-        steps = killed / "steps.jsonl"
-        if steps.exists() and len(steps.read_text().splitlines()) >= 3:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_steps(process, killed)
     assert 2 <= load_checkpoint(killed / "last.pt")["step"] < 8, "the kill must land mid-run"
     result = cli(*train_args(sample, store, killed, *extra, "--resume"))
     assert result.exit_code == 0, result.output
