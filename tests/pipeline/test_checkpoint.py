@@ -45,6 +45,16 @@ class TestLoadRefusals:
         assert one_line(info.value).startswith(f"checkpoint {path} is corrupt or not a torch file (UnpicklingError")
         assert not [w for w in recwarn if "pickle" in str(w.message)]
 
+    @pytest.mark.parametrize("text", [b"hi\n", b"\x80\x04K\x01.", b""], ids=["text", "bare-pickle", "empty"])
+    def test_any_other_file_is_one_line(self, tmp_path, text):
+        # "hi" made torch's unpickler raise KeyError, which reached the user as a traceback (--init-from).
+        path = tmp_path / "other.pt"
+        path.write_bytes(text)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        message = one_line(info.value)
+        assert message.startswith(f"checkpoint {path} is corrupt or not a torch file (") or "not a tiekd checkpoint" in message
+
     def test_a_directory_is_named_as_one(self, tmp_path):
         with pytest.raises(CheckpointError, match=f"checkpoint {tmp_path} is a directory, not a file"):
             load_checkpoint(tmp_path)
