@@ -24,7 +24,8 @@ class StoreError(TiekdError):
 
 
 class StoreUnreachable(StoreError):
-    """A remote store's server or the network went away mid-read: nothing is known to be damaged."""
+    """A store could not be read for a reason outside it (its server or the network went away, the
+    local shard cache cannot be written): nothing is known to be damaged."""
 
 
 class TeacherError(TiekdError):

@@ -33,7 +33,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, ObjectStore
 
-from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.errors import StoreError, StoreUnreachable
+from tiekd.pipeline.files import os_reason
 from tiekd.pipeline.store.formats import damaged_frame
 from tiekd.pipeline.store.reader import FrameReader, is_tiekd_layout
 from tiekd.pipeline.store.remote import lost_connection
@@ -82,11 +83,16 @@ class ShardCache:
             os.utime(path)  # a hit: most recently used
             return path, False
         data = fetch()
-        self.folder.mkdir(parents=True, exist_ok=True)
         temporary = self.folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             temporary.write_bytes(data)
             os.replace(temporary, path)
+        except OSError as e:  # read-only, full, no permission: say which setting picks the folder
+            raise StoreUnreachable(
+                f"the local shard cache {self.folder} cannot be written ({os_reason(e)}); set {FOLDER_VARIABLE} to a "
+                f"writable folder with room, or {SIZE_VARIABLE}=0 to read without a cache"
+            ) from e
         finally:
             temporary.unlink(missing_ok=True)
         self._evict(keep=path)

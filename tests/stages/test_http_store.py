@@ -18,6 +18,7 @@ from support.http_server import (
     PlainHandler,
     serving,
 )
+from support.mounts import read_only_folder
 
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
@@ -109,6 +110,14 @@ def test_a_lost_connection_is_not_called_damage(sample, folder, tmp_path, cli, m
                      error_line(cli("cache", "verify", url))]  # fmt: skip
         for line in lines:
             assert "the connection to its server was lost" in line and "damaged" not in line.split("lost")[0], line
+
+
+def test_an_unwritable_shard_cache_names_its_setting_not_damage(sample, folder, tmp_path, cli, monkeypatch):
+    with read_only_folder(tmp_path / "ro") as read_only, serving(folder) as base:
+        monkeypatch.setenv("TIEKD_SHARD_CACHE", str(read_only / "shards"))
+        line = error_line(cli("cache", "verify", f"{base}/s.zarr"))
+    assert f"the local shard cache {read_only / 'shards'} cannot be written (" in line and "TIEKD_SHARD_CACHE_GB=0" in line
+    assert "damaged" not in line and "problem" not in line
 
 
 def decompression_bomb(depth_dir, frames_per_shard: int, claimed: int = 1 << 30) -> None:
