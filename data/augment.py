@@ -1,4 +1,4 @@
-"""Training augmentation for KITTI / NYU samples (method.md section 6), in NumPy and PIL.
+"""Training augmentation for KITTI / NYU samples (method.md section 6), in NumPy and numba.
 
 One call of :func:`augment` transforms an image and any number of aligned depth maps (teacher
 depth, LiDAR ground truth) with the SAME geometry, in the order of BTS / AdaBins / TIE-KD:
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from PIL import Image
 
+from tiekd.data.rotate import rotated_crop
 from tiekd.pipeline.errors import ConfigError, DataError
 
 # Name of the teacher map in the ``maps`` dict; the only map ``rotate_teacher=False`` leaves alone.
@@ -146,13 +146,6 @@ def _check_shapes(image: np.ndarray, maps: dict[str, np.ndarray], crop: tuple[in
         )
 
 
-def _rotate(image: np.ndarray, angle: float, resample: Image.Resampling) -> np.ndarray:
-    """Rotate a uint8 HxWx3 image or float32 HxW map about its centre, angle in degrees
-    counter-clockwise; pixels from outside the input become 0."""
-    rotated = Image.fromarray(image).rotate(angle, resample=resample, fillcolor=0)
-    return np.asarray(rotated, dtype=image.dtype)
-
-
 def _crop_box(shape: tuple[int, int], draws: AugmentDraws, cfg: AugmentConfig) -> tuple[int, int]:
     """Top-left corner (top, left) of the training crop."""
     height, width = shape
@@ -162,16 +155,15 @@ def _crop_box(shape: tuple[int, int], draws: AugmentDraws, cfg: AugmentConfig) -
     return top, left
 
 
-def _geometry(
-    array: np.ndarray, draws: AugmentDraws, cfg: AugmentConfig, *, rotate: bool, resample: Image.Resampling
-) -> np.ndarray:
-    """Rotation, flip and crop of one image or map, with the sample's draws."""
+def _geometry(array: np.ndarray, draws: AugmentDraws, cfg: AugmentConfig, *, rotate: bool, bilinear: bool) -> np.ndarray:
+    """Rotation (the image bilinear, maps nearest), flip and crop of one image or map, with the
+    sample's draws; a rotation computes only the pixels the crop keeps (data/rotate.py)."""
+    corner = _crop_box(array.shape[:2], draws, cfg)
     if rotate and draws.rotate:
-        array = _rotate(array, draws.angle, resample)
+        return rotated_crop(array, draws.angle, corner, cfg.crop, flip=draws.flip, bilinear=bilinear)
     if draws.flip:
         array = array[:, ::-1]
-    top, left = _crop_box(array.shape[:2], draws, cfg)
-    crop_h, crop_w = cfg.crop
+    (top, left), (crop_h, crop_w) = corner, cfg.crop
     return np.ascontiguousarray(array[top : top + crop_h, left : left + crop_w])
 
 
@@ -198,30 +190,33 @@ LEVELS = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None], (256, N_CHANNE
 
 @numba.njit(nogil=True)
 def _look_up(image, table, out):
-    """``out[y, x, c] = table[image[y, x, c], c]``: uint8 (H, W, 3) through a float32 (256, 3) table."""
+    """``out[c, y, x] = table[image[y, x, c], c]``: uint8 (H, W, 3) through a float32 (256, 3) table
+    into channel-first float32 (3, H, W), the layout the student takes."""
     height, width, channels = image.shape
-    for y in range(height):
-        for x in range(width):
-            for c in range(channels):
-                out[y, x, c] = table[image[y, x, c], c]
+    for c in range(channels):
+        for y in range(height):
+            for x in range(width):
+                out[c, y, x] = table[image[y, x, c], c]
 
 
 def _colour(image: np.ndarray, draws: AugmentDraws, form: str) -> np.ndarray:
     """The colour augmentation of a uint8 HxWx3 RGB image in ``form`` (:data:`COLOUR_AUGS`), or
-    none when the draws say so; float32 HxWx3 in [0, 1].
+    none when the draws say so; float32 HxWx3 in [0, 1], a view of channel-first memory, so the
+    move to the student's (3, H, W) layout copies nothing.
 
     A uint8 image has 256 levels a channel, so the transform runs on those 256 x 3 values and the
     image looks its result up: the same elementwise operations on the same inputs give the same
     bits as on the whole image (tests/data/test_augment.py), at a fraction of the time (the power
     function dominated the data path: bench/bench_data.py)."""
-    if not draws.colour:
-        return eval_image(image)
-    if form not in COLOUR_AUGS:
+    if draws.colour and form not in COLOUR_AUGS:
         raise ConfigError(f"--colour-aug {form!r} is not one of {', '.join(COLOUR_AUGS)}")
-    table = (_colour_released if form == "released" else _colour_bts)(LEVELS, draws)
-    out = np.empty(image.shape, np.float32)
+    if not draws.colour:
+        table = eval_image(LEVELS)
+    else:
+        table = (_colour_released if form == "released" else _colour_bts)(LEVELS, draws)
+    out = np.empty((image.shape[2], *image.shape[:2]), np.float32)
     _look_up(np.ascontiguousarray(image), np.ascontiguousarray(table), out)
-    return out
+    return out.transpose(1, 2, 0)
 
 
 def apply_augmentation(
@@ -234,11 +229,9 @@ def apply_augmentation(
     image = np.asarray(image, dtype=np.uint8)
     maps = {name: np.asarray(depth, dtype=np.float32) for name, depth in maps.items()}
     _check_shapes(image, maps, cfg.crop)
-    out_image = _geometry(image, draws, cfg, rotate=True, resample=Image.Resampling.BILINEAR)
+    out_image = _geometry(image, draws, cfg, rotate=True, bilinear=True)
     out_maps = {
-        name: _geometry(
-            depth, draws, cfg, rotate=cfg.rotate_teacher or name != TEACHER_KEY, resample=Image.Resampling.NEAREST
-        )
+        name: _geometry(depth, draws, cfg, rotate=cfg.rotate_teacher or name != TEACHER_KEY, bilinear=False)
         for name, depth in maps.items()
     }
     return _colour(out_image, draws, cfg.colour_aug), out_maps
