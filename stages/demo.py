@@ -4,7 +4,9 @@ No KITTI and no pretrained weights can be downloaded, so the demo makes its own 
 procedural sample data, and a teacher it trains on the sample's dense GT. Then, with the very
 stages a user runs on KITTI (at a reduced resolution and length): cache the teacher, distil
 MobileNetV2 students by TIE-KD and by response KD, train the supervised baseline on the sparse
-GT, evaluate all under one protocol. Every step reuses what an earlier run already finished.
+GT, evaluate all under one protocol. The teacher pass packs the splits' images and GT into the
+store (``--with-inputs``), and the students and the evaluation read them from there, as a lab
+node without the dataset's files would. Every step reuses what an earlier run already finished.
 """
 
 from __future__ import annotations
@@ -128,11 +130,15 @@ def _cache(cfg: DemoConfig, size: DemoSize, sample, teacher_ckpt: Path) -> str:
     store = str(cfg.out / "teacher-cache.zarr")
     height, width = get_dataset(cfg.dataset).cache_crop
     teacher_input = (round(height * size.scale), round(width * size.scale))
-    for split, data_root in ((sample.train_split, sample.data_root), (sample.test_split, sample.eval_data_root)):
+    splits = ((sample.train_split, sample.data_root, sample.gt_root),
+              (sample.test_split, sample.eval_data_root, sample.eval_gt_root))  # fmt: skip
+    for split, data_root, gt_root in splits:
         result = cache_teacher.run(
             cache_teacher.CacheTeacherConfig(
                 teacher=f"checkpoint:{teacher_ckpt}",
                 data_root=data_root,
+                gt_root=gt_root,
+                with_inputs=True,
                 split=split,
                 out=store,
                 name="teacher",
@@ -147,11 +153,13 @@ def _cache(cfg: DemoConfig, size: DemoSize, sample, teacher_ckpt: Path) -> str:
     return store
 
 
-def _evaluate(cfg: DemoConfig, sample, **source) -> evaluate.EvaluationResult:
+def _evaluate(cfg: DemoConfig, sample, store: str, **source) -> evaluate.EvaluationResult:
+    """Evaluate a checkpoint or the cached teacher on the test split packed in ``store``."""
     result = evaluate.run(
         evaluate.EvaluateConfig(
-            data_root=sample.eval_data_root,
-            gt_root=sample.eval_gt_root,
+            data_root=None,
+            gt_root=None,
+            inputs=store,
             split=sample.test_split,
             device=cfg.device,
             workers=cfg.workers,
@@ -194,8 +202,8 @@ def _students(cfg: DemoConfig, size: DemoSize, sample, store: str, steps: int) -
             cfg,
             size,
             runs[method],
-            data_root=sample.data_root,
-            gt_root=sample.gt_root,
+            data_root=None,
+            inputs=store,
             split=sample.train_split,
             cache=None if method == "supervised" else store,
             teacher="teacher",
@@ -219,12 +227,12 @@ def _run(cfg: DemoConfig, settings: str) -> Path:
     student_steps = cfg.steps or size.student_steps
     sample = _sample(cfg, size)
     teacher_dir = _teacher(cfg, size, sample)
-    _say("3/6 cache-teacher over the train and test splits")
+    _say("3/6 cache-teacher over the train and test splits, packing their images and GT beside the maps")
     store = _cache(cfg, size, sample, teacher_dir / "last.pt")
     runs = _students(cfg, size, sample, store, student_steps)
     _say("5/6 evaluate the teacher (from its cache) and every student, one protocol")
-    results = {"teacher": _evaluate(cfg, sample, cache=store, teacher="teacher")}
-    results |= {method: _evaluate(cfg, sample, checkpoint=run_dir / "last.pt") for method, run_dir in runs.items()}
+    results = {"teacher": _evaluate(cfg, sample, store, cache=store, teacher="teacher")}
+    results |= {method: _evaluate(cfg, sample, store, checkpoint=run_dir / "last.pt") for method, run_dir in runs.items()}
     _say("6/6 table and pictures")
     runs = {"teacher": teacher_dir, **runs}
     checkpoints = {name: run_dir / "last.pt" for name, run_dir in runs.items()}

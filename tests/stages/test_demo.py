@@ -1,6 +1,7 @@
 """`tiekd demo --quick` end to end, as a newcomer runs it, a second run reusing the first, and a
 fresh run elsewhere repeating every figure."""
 
+import json
 import re
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from PIL import Image
 
 from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.pipeline.store.inputs import PackedInputs
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +39,10 @@ def test_quick_demo_runs_everything_then_reuses_it(tmp_path, cli):
         assert picture.width > 4 * 600 and picture.height > 3 * 176
     for split in ("train", "test"):
         assert TeacherCache.open(out / "teacher-cache.zarr", "teacher", split).complete
+        assert PackedInputs.open(str(out / "teacher-cache.zarr"), split).done.all()
+    for method in ("tiekd", "supervised"):  # the students read the packed split, not the files
+        run = json.loads((out / "students" / method / "run.json").read_text())
+        assert run["data_root"] is None and run["inputs"] == str(out / "teacher-cache.zarr")
     second = cli("demo", "--quick", "--out", out, "--device", "cpu")
     assert second.exit_code == 0, second.output
     assert second.output.count("already trained") == 4 and "already there, reused" in second.output
