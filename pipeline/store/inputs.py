@@ -40,6 +40,8 @@ from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, contiguous_runs, genera
 from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name, damaged_frame, open_member
 from tiekd.pipeline.store.lease import creation_lock, hold_group
 from tiekd.pipeline.store.reader import FrameReader
+from tiekd.pipeline.store.remote import lost_connection
+from tiekd.pipeline.store.shard_cache import CachedFrameReader, cached_reader
 from tiekd.pipeline.store.writer import _check_writable, _remove_group  # the store's plumbing
 
 INPUTS_GROUP = "_inputs"
@@ -120,6 +122,14 @@ class PlainFrameReader(FrameReader):
         return out
 
 
+class CachedPlainFrameReader(CachedFrameReader, PlainFrameReader):
+    """Frames of a remote packed array read from local copies of its settled shards (the shard
+    cache, pipeline/store/shard_cache.py), checked and decoded as :class:`PlainFrameReader` does."""
+
+    def frame(self, i: int, dtype: np.dtype) -> np.ndarray:
+        return self._from_copy(i, lambda: PlainFrameReader.frame(self, i, dtype))
+
+
 class PackedInputs:
     """Read-only view of one packed split (see the module docstring)."""
 
@@ -137,12 +147,14 @@ class PackedInputs:
         self.done = member["done"][:]
         self.full_size, self.box = member["full_size"][:], member["box"][:]
         self.gt_scale = float(self.attrs["gt_scale"])
-        self._readers = {name: self._reader(member[name]) for name in ("image", "gt")}
         self.generation = generation(self.attrs)
+        self._readers = {name: self._reader(member[name]) for name in ("image", "gt")}
 
     def _reader(self, array: zarr.Array) -> PlainFrameReader | None:
-        """Direct reads of a local store; None = through zarr-python."""
-        return PlainFrameReader.for_array(array, done=self.done, location=self.location)
+        """Direct reads of a local store, or of a remote one's local shard copies; None = through zarr-python."""
+        return PlainFrameReader.for_array(array, done=self.done, location=self.location) or cached_reader(
+            array, done=self.done, location=self.location, generation=self.generation, kind=CachedPlainFrameReader
+        )
 
     @classmethod
     def open(cls, path: str, split: str) -> PackedInputs:
@@ -173,12 +185,15 @@ class PackedInputs:
                              "`tiekd cache pack`")  # fmt: skip
         reader = self._readers[name]
         array = self._image if name == "image" else self._gt
-        if reader is not None:
+        if reader is not None and (not isinstance(reader, CachedFrameReader) or reader.settled(i)):
             return reader.frame(i, array.dtype)
         try:
             return array[i]
-        except Exception as e:  # zarr's codecs fail in many ways on damaged bytes
-            raise damaged_frame(self.location, i, f"{self.location}/{name}", f"{type(e).__name__}: {e}") from e
+        except StoreError:
+            raise
+        except Exception as e:  # a lost connection, or zarr's codecs failing in many ways on damaged bytes
+            lost = lost_connection(self.location, e)
+            raise lost or damaged_frame(self.location, i, f"{self.location}/{name}", f"{type(e).__name__}: {e}") from e
 
     def image(self, i: int) -> np.ndarray:
         """uint8 (H, W, 3) image of frame ``i`` at the cache crop."""

@@ -36,7 +36,7 @@ from zarr.storage import FsspecStore, LocalStore, ObjectStore
 from tiekd.pipeline.errors import StoreError, StoreUnreachable
 from tiekd.pipeline.files import os_reason
 from tiekd.pipeline.store.formats import damaged_frame
-from tiekd.pipeline.store.reader import FrameReader, is_tiekd_layout
+from tiekd.pipeline.store.reader import FrameReader
 from tiekd.pipeline.store.remote import lost_connection
 
 FOLDER_VARIABLE = "TIEKD_SHARD_CACHE"
@@ -134,16 +134,19 @@ def _remote(store) -> bool:
     return isinstance(store, FsspecStore) and not NOT_REMOTE & set(np.atleast_1d(store.fs.protocol))
 
 
-def cached_reader(array: zarr.Array, *, done: np.ndarray, location: str, generation: str) -> CachedFrameReader | None:
-    """A reader of a remote tiekd depth array through the shard cache; None where the array is local,
-    not tiekd's layout, or the cache is off (``TIEKD_SHARD_CACHE_GB=0``)."""
-    if isinstance(array.store, LocalStore) or not _remote(array.store) or not is_tiekd_layout(array):
+def cached_reader(array: zarr.Array, *, done: np.ndarray, location: str, generation: str,
+                  kind: type[CachedFrameReader] | None = None) -> CachedFrameReader | None:  # fmt: skip
+    """A reader of a remote tiekd array through the shard cache (``kind``: a depth array's
+    :class:`CachedFrameReader` by default); None where the array is local, not the layout ``kind``
+    reads, or the cache is off (``TIEKD_SHARD_CACHE_GB=0``)."""
+    kind = kind or CachedFrameReader
+    if isinstance(array.store, LocalStore) or not _remote(array.store) or not kind.reads(array):
         return None
     max_bytes = cache_bytes()
     if max_bytes == 0:
         return None
     cache = ShardCache(cache_folder(), max_bytes)
-    return CachedFrameReader(array, done=done, location=location, generation=generation, cache=cache)
+    return kind(array, done=done, location=location, generation=generation, cache=cache)
 
 
 class CachedFrameReader(FrameReader):
@@ -162,7 +165,7 @@ class CachedFrameReader(FrameReader):
         """Whether the last copy opened was fetched just now (then a failed check is the remote object's)."""
 
     def _key(self, shard: int) -> str:
-        return f"{self._array.path}/{self._array.metadata.encode_chunk_key((shard, 0, 0))}"
+        return f"{self._array.path}/{self._array.metadata.encode_chunk_key((shard,) + (0,) * (self._array.ndim - 1))}"
 
     def _name(self, shard: int) -> str:
         identity = f"{self._location}\n{self._generation}\n{self._key(shard)}"
@@ -185,19 +188,28 @@ class CachedFrameReader(FrameReader):
         path, self._fresh = self._cache.file(self._name(shard), lambda: self._fetch(shard))
         return path
 
-    def _decoded(self, i: int, scale, *, stored: bool) -> np.ndarray:
-        shard = (i % self.frames) // self.frames_per_shard
-        if not self._settled[shard]:
-            return self._through_zarr(i % self.frames, scale, stored=stored)
+    def settled(self, i: int) -> bool:
+        """Whether frame ``i``'s shard was settled when the reader was made (then it reads from a copy)."""
+        return bool(self._settled[(i % self.frames) // self.frames_per_shard])
+
+    def _from_copy(self, i: int, read):
+        """``read()`` of frame ``i`` from its shard's local copy; a copy that fails its checks is
+        fetched again once, unless it was fetched just now (then the remote object is damaged)."""
         self._fresh = False
         try:
-            return super()._decoded(i, scale, stored=stored)
+            return read()
         except StoreError:
             if self._fresh:
-                raise  # the copy just fetched fails: the remote object is damaged
+                raise
+        shard = (i % self.frames) // self.frames_per_shard
         self._cache.drop(self._name(shard))  # damaged on disk, or evicted under us: fetch it again
         self._indices.pop(shard, None)
-        return super()._decoded(i, scale, stored=stored)
+        return read()
+
+    def _decoded(self, i: int, scale, *, stored: bool) -> np.ndarray:
+        if not self.settled(i):
+            return self._through_zarr(i % self.frames, scale, stored=stored)
+        return self._from_copy(i, lambda: FrameReader._decoded(self, i, scale, stored=stored))
 
     def _through_zarr(self, i: int, scale, *, stored: bool) -> np.ndarray:
         """Frame ``i`` of a shard still being written, read through zarr (checked by its CRC32C codec)."""
@@ -212,7 +224,6 @@ class CachedFrameReader(FrameReader):
         return np.multiply(values, scale, dtype=scale.dtype)
 
     def _damaged(self, i: int, why: str) -> StoreError:
-        shard_file = (
-            f"{self._location}/depth/{self._array.metadata.encode_chunk_key((i // self.frames_per_shard, 0, 0))}"
-        )
+        key = self._array.metadata.encode_chunk_key((i // self.frames_per_shard,) + (0,) * (self._array.ndim - 1))
+        shard_file = f"{self._location}/{self._array.basename}/{key}"
         return damaged_frame(self._location, i, shard_file, why)

@@ -41,15 +41,15 @@ def evaluation(cli, sample, tmp_path, store, name, *extra):
     return json.loads((tmp_path / name).read_text())
 
 
-def training(cli, sample, tmp_path, store, name, workers, *extra):
+def training(cli, sample, tmp_path, store, name, workers, *extra, files=True):
+    """Losses of a 2-step run from ``store``; ``files=False``: images and GT from the store's packed split."""
     args = [
         "train-student",
         "--cache",
         store,
         "--split-name",
         "train",
-        "--data-root",
-        sample.data_root,
+        *(("--data-root", sample.data_root) if files else ()),
         "--split",
         sample.train_split,
         "--student",
@@ -163,3 +163,20 @@ def test_faults_are_one_line(sample, s3, cli, tmp_path, monkeypatch):
     assert "the bucket of s3://no-such-bucket/s.zarr" in line and "does not exist" in line
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     assert "S3 refused the credentials" in error_line(cli("cache", "info", url))
+
+
+def test_the_lab_workflow_pack_once_put_it_on_s3_train_anywhere(sample, s3, tmp_path, cli):
+    """The teacher pass packs the split beside its maps on S3; a node without the files trains from
+    there as from the local store (forked loader workers), and a second run reads every frame from
+    the node's shard cache: the server sends metadata only."""
+    url, local = new_url(), tmp_path / "local.zarr"
+    for out in (url, local):
+        result = cli(*cache_args(sample, out, None, "--gt-root", sample.gt_root, "--with-inputs"))
+        assert result.exit_code == 0 and "packed" in result.output, result.output
+    remote = training(cli, sample, tmp_path, url, "remote", 2, files=False)
+    assert remote == training(cli, sample, tmp_path, local, "local", 0, files=False)
+    shards = [p.stat().st_size for p in (tmp_path / "shard-cache").iterdir() if p.suffix == ".shard"]
+    assert len(shards) >= 8, "the images, GT and maps were not read through the shard cache"
+    before = s3.sent_bytes()
+    assert training(cli, sample, tmp_path, url, "again", 0, files=False) == remote
+    assert s3.sent_bytes() - before < min(shards), "a frame was fetched from the server again"
