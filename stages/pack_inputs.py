@@ -23,7 +23,7 @@ from tiekd.pipeline.store.formats import split_group_name
 from tiekd.pipeline.store.inputs import InputsWriter
 from tiekd.pipeline.store.lease import shard_lease
 from tiekd.stages.caching.config import check_split_files
-from tiekd.stages.caching.worker import _store_errors
+from tiekd.stages.caching.worker import store_errors
 from tiekd.stages.runtime import Rate, progress
 
 
@@ -112,7 +112,7 @@ def pack_frames(cfg: PackConfig, writer: InputsWriter, records: list[Record], fr
     how many. Each write marks its frames done, so a killed run loses at most one write."""
     dataset = get_dataset(cfg.dataset)
     shards = {frame // writer.frames_per_shard for frame in frames}
-    with _store_errors(writer.location), shard_lease(writer.location, shards):
+    with store_errors(writer.location), shard_lease(writer.location, shards):
         for start in range(0, len(frames), writer.frames_per_shard):
             indices = frames[start : start + writer.frames_per_shard]
             writer.write(indices, [pack_record(dataset, cfg.data_root, cfg.gt_root, records[i]) for i in indices])

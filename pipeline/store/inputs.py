@@ -42,7 +42,7 @@ from tiekd.pipeline.store.lease import creation_lock, hold_group
 from tiekd.pipeline.store.reader import FrameReader
 from tiekd.pipeline.store.remote import lost_connection
 from tiekd.pipeline.store.shard_cache import CachedFrameReader, cached_reader
-from tiekd.pipeline.store.writer import _check_writable, _remove_group  # the store's plumbing
+from tiekd.pipeline.store.writer import check_writable, remove_group
 
 INPUTS_GROUP = "_inputs"
 """The root's group of packed splits (a name no teacher group can have)."""
@@ -253,13 +253,13 @@ class InputsWriter:
         gt_scale) must match an existing group's, unless ``overwrite``, which replaces it."""
         path = plain_path(path)
         check_group_name(split, flag="--split-name")
-        _check_writable(path)
+        check_writable(path)
         with creation_lock(path):
             root = open_root(path, mode="a", attributes={"tiekd_store_format": STORE_FORMAT})
             parent = root.require_group(INPUTS_GROUP)
             location = inputs_location(path, split)
             if split in parent and overwrite:
-                _remove_group(parent, split, location=location)
+                remove_group(parent, split, location=location)
             group = parent.require_group(split)
             if "created" in group.attrs:
                 _check_same(dict(group.attrs), attrs, location=location)

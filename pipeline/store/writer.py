@@ -53,7 +53,7 @@ Creation is idempotent, so the process that loses a race retries and opens what 
 CREATE_BACKOFF_SECONDS = 0.1
 
 
-def _check_writable(path: str) -> None:
+def check_writable(path: str) -> None:
     """Refuse a local target that cannot be written, before anything is touched."""
     if "://" in path:
         return
@@ -67,7 +67,7 @@ def _check_writable(path: str) -> None:
         raise StoreError(f"cannot write to --out {path} ({e.strerror}); choose a writable location") from e
 
 
-def _remove_group(parent: zarr.Group, name: str, *, location: str) -> None:
+def remove_group(parent: zarr.Group, name: str, *, location: str) -> None:
     """Delete group ``name`` of ``parent`` (--overwrite), refused while another process writes it.
     In a local store its folder is first renamed aside, so a reader sees it gone at once, never half
     deleted (a frame of it would read as damaged rather than removed)."""
@@ -207,7 +207,7 @@ class CacheWriter:
         check_group_name(teacher, flag="--name")
         check_group_name(split, flag="--split-name")
         check_readable_format(store_format, location="store_format")
-        _check_writable(path)
+        check_writable(path)
         with creation_lock(path):
             return cls._create_or_resume_retrying(
                 path, teacher=teacher, split=split, spec=spec, ids=ids, extra_attrs=extra_attrs,
@@ -281,7 +281,7 @@ class CacheWriter:
     ) -> None:
         attrs = dict(parent[split].attrs)
         if overwrite:
-            _remove_group(parent, split, location=location)
+            remove_group(parent, split, location=location)
             return
         if "created" not in attrs:
             return  # an earlier run stopped while creating it: creation is idempotent
@@ -290,7 +290,7 @@ class CacheWriter:
             differences.insert(0, f"store format {attrs.get('tiekd_store_format')!r} vs {STORE_FORMAT}")
         if differences and _holds_no_frame(parent[split]):
             with contextlib.suppress(StoreError):  # while another run writes it, refused as below
-                _remove_group(parent, split, location=location)  # a failed first run's group: nothing lost
+                remove_group(parent, split, location=location)  # a failed first run's group: nothing lost
                 return
         if differences:
             raise StoreError(
@@ -326,7 +326,7 @@ class CacheWriter:
         parent_path, _, name = self._group.path.rpartition("/")
         try:
             parent = zarr.open_group(store=self._group.store, path=parent_path, mode="r+", zarr_format=3)
-            _remove_group(parent, name, location=self.location)
+            remove_group(parent, name, location=self.location)
         except StoreError:
             return False  # another writer holds it: it is theirs to fill
         return True

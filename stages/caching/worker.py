@@ -134,7 +134,7 @@ def open_writer(
     ``notes``: more attributes a new group records (the leakage guard's check)."""
     name = cfg.name or teacher.default_name
     dataset = get_dataset(cfg.dataset)
-    with _store_errors(f"{cfg.out}/{name}"):
+    with store_errors(f"{cfg.out}/{name}"):
         return CacheWriter.create_or_resume(
             cfg.out,
             teacher=name,
@@ -170,12 +170,12 @@ def _maps_text(cfg: CacheTeacherConfig, dataset) -> str:
 
 def finish(writer: CacheWriter) -> bool:
     """Record completion where every frame is stored; True if complete."""
-    with _store_errors(writer.location):
+    with store_errors(writer.location):
         return writer.finish()
 
 
 @contextlib.contextmanager
-def _store_errors(location: str):
+def store_errors(location: str):
     """A failed write (disk full, permissions) as one line; frames already marked done stay."""
     try:
         yield
@@ -209,7 +209,7 @@ def fill_frames(
     written = 0
     shards = {frame // writer.frames_per_shard for frame in frames}
     try:
-        with _store_errors(writer.location), shard_lease(writer.location, shards), BackgroundWriter(writer) as background:
+        with store_errors(writer.location), shard_lease(writer.location, shards), BackgroundWriter(writer) as background:
             for indices, image in _teacher_batches(cfg, records, frames, device):
                 batch_ids = [ids[i] for i in indices]
                 depth, extras = teacher_depth(cfg, teacher, image, batch_ids, amp=amp), None
