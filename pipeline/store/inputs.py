@@ -37,13 +37,18 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 import tiekd
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, contiguous_runs, generation, open_root, plain_path, utc_now
-from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name, damaged_frame, open_member
+from tiekd.pipeline.store.formats import (
+    INPUTS_GROUP,
+    STORE_FORMAT,
+    check_group_name,
+    damaged_frame,
+    open_member,
+    read_whole,
+)
 from tiekd.pipeline.store.lease import creation_lock, hold_group
 from tiekd.pipeline.store.reader import FrameReader
 from tiekd.pipeline.store.writer import _check_writable, _remove_group  # the store's plumbing
 
-INPUTS_GROUP = "_inputs"
-"""The root's group of packed splits (a name no teacher group can have)."""
 INPUTS_FORMAT = 1
 """Version of the layout above, attribute ``tiekd_inputs_format`` of each packed split."""
 INPUTS_CODECS = (ZstdCodec(level=9), Crc32cCodec())
@@ -131,11 +136,11 @@ class PackedInputs:
                              f"this tiekd reads {INPUTS_FORMAT}; pack the split again with `tiekd cache pack`")  # fmt: skip
         member = {name: open_member(group, name, location=location) for name in (*PER_FRAME, "done", "ids", "gt_ids")}
         self._image, self._gt = member["image"], member["gt"]
-        self.ids = [str(s) for s in member["ids"][:]]
-        self.gt_ids = [str(s) for s in member["gt_ids"][:]]
+        self.ids = [str(s) for s in read_whole(group, "ids", location=location)]
+        self.gt_ids = [str(s) for s in read_whole(group, "gt_ids", location=location)]
         self.index = {sample_id: i for i, sample_id in enumerate(self.ids)}
-        self.done = member["done"][:]
-        self.full_size, self.box = member["full_size"][:], member["box"][:]
+        self.done = read_whole(group, "done", location=location)
+        self.full_size, self.box = (read_whole(group, name, location=location) for name in ("full_size", "box"))
         self.gt_scale = float(self.attrs["gt_scale"])
         self._readers = {name: self._reader(member[name]) for name in ("image", "gt")}
         self.generation = generation(self.attrs)
@@ -167,17 +172,33 @@ class PackedInputs:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def require_unchanged(self, expected: str | None = None) -> None:
+        """Refuse, in one line, a packed split removed (``cache rm``) or packed again in its place (``cache pack
+        --overwrite``) since it was opened (or since generation ``expected``): its frames are gone or others."""
+        try:
+            fresh = zarr.open_group(store=self._group.store, path=self._group.path, mode="r", zarr_format=3)
+            now = generation(dict(fresh.attrs))
+        except (FileNotFoundError, KeyError, ValueError, OSError, zarr.errors.GroupNotFoundError):
+            raise StoreError(f"{self.location} was removed while in use (cache rm or cache pack --overwrite); pack "
+                             "it again, then start the run again") from None  # fmt: skip
+        if now != (expected or self.generation):
+            raise StoreError(f"{self.location} was packed again while in use (cache pack --overwrite): its frames are "
+                             "not the ones this run started with; keep a packed split unchanged while a run reads it")  # fmt: skip
+
     def _frame(self, name: str, i: int) -> np.ndarray:
         if not self.done[i]:
             raise StoreError(f"{self.location} has not packed frame {i} ({self.ids[i]}) yet; finish it with "
                              "`tiekd cache pack`")  # fmt: skip
         reader = self._readers[name]
         array = self._image if name == "image" else self._gt
-        if reader is not None:
-            return reader.frame(i, array.dtype)
+        if name == "gt" and not (self.attrs.get("with_gt") and self.gt_ids[i]):
+            return np.zeros(array.shape[1:], array.dtype)  # packed without GT: older packs stored no bytes
         try:
-            return array[i]
+            return reader.frame(i, array.dtype) if reader is not None else array[i]
         except Exception as e:  # zarr's codecs fail in many ways on damaged bytes
+            self.require_unchanged()  # a removed or replaced split is that, not a damaged frame
+            if isinstance(e, StoreError):
+                raise
             raise damaged_frame(self.location, i, f"{self.location}/{name}", f"{type(e).__name__}: {e}") from e
 
     def image(self, i: int) -> np.ndarray:
@@ -220,6 +241,8 @@ class InputsWriter:
         self._group, self.location = group, location
         self._lease = hold_group(location)  # shared while packing: never removed or replaced under it
         self._arrays = {name: open_member(group, name, location=location) for name in (*PER_FRAME, "done")}
+        for name in ("image", "gt"):  # an all-zero frame (black, or GT without a measurement) is stored too
+            self._arrays[name] = self._arrays[name].with_config({"write_empty_chunks": True})
         self.frames_per_shard = int(self._arrays["image"].shards[0])
 
     @classmethod
