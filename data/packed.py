@@ -128,6 +128,10 @@ def check_packed(path: str, split: str, records: list[Record], *, dataset: Datas
     if inputs.attrs.get("dataset") != dataset.name:
         raise StoreError(f"{inputs.location} holds {inputs.attrs.get('dataset')} inputs, this run is --dataset "
                          f"{dataset.name}; pass --dataset {inputs.attrs.get('dataset')} or pack this dataset")  # fmt: skip
+    if dataset.name in GT_SCALES and inputs.gt_scale != GT_SCALES[dataset.name]:
+        raise StoreError(f"{inputs.location} records GT scale {inputs.gt_scale:g}, but {dataset.name} GT is "
+                         f"{GT_SCALES[dataset.name]:g} per metre: its record was edited; pack the split again with "
+                         "--overwrite")  # fmt: skip
     inputs.require_packed([r.rgb for r in records], what=what)
     for record in records:
         if inputs.gt_ids[inputs.index[record.rgb]] != (record.gt or ""):

@@ -105,6 +105,11 @@ def expected_metadata(attrs: dict) -> dict[str, dict]:
     (``n_frames``, ``crop``, ``frames_per_shard``, ``tiekd_store_format``)."""
     specs = array_specs(int(attrs["n_frames"]), tuple(attrs["crop"]), int(attrs["frames_per_shard"]),
                         int(attrs["tiekd_store_format"]))  # fmt: skip
+    return specified_metadata(specs)
+
+
+def specified_metadata(specs: dict[str, dict]) -> dict[str, dict]:
+    """Array name -> the METADATA_KEYS of the array ``create_array(**spec)`` makes (in memory)."""
     template = zarr.open_group(MemoryStore(), mode="w", zarr_format=3)
     return {name: _comparable(template.create_array(name, **spec)) for name, spec in specs.items()}
 

@@ -44,6 +44,8 @@ from tiekd.pipeline.store.formats import (
     damaged_frame,
     open_member,
     read_whole,
+    specified_metadata,
+    unsound_metadata,
 )
 from tiekd.pipeline.store.lease import creation_lock, hold_group
 from tiekd.pipeline.store.reader import FrameReader
@@ -74,6 +76,20 @@ def array_specs(n: int, crop: tuple[int, int], frames_per_shard: int) -> dict[st
         "ids": dict(shape=(n,), dtype=str, chunks=(n,)),
         "gt_ids": dict(shape=(n,), dtype=str, chunks=(n,)),
     }  # fmt: skip
+
+
+def _check_metadata(group: zarr.Group, attrs: dict, *, location: str) -> None:
+    """Refuse, in one line, a packed split whose arrays are not as its record defines them: an edited byte order
+    or data type would read every frame wrongly without a checksum failing."""
+    try:
+        specs = array_specs(int(attrs["n_frames"]), tuple(attrs["crop"]), int(attrs["frames_per_shard"]))
+        expected = specified_metadata(specs)
+    except (KeyError, TypeError, ValueError):
+        raise StoreError(f"{location}/zarr.json is damaged: its record lacks or garbles n_frames, crop or "
+                         "frames_per_shard; pack the split again with `tiekd cache pack --overwrite`") from None  # fmt: skip
+    for name, why in unsound_metadata(group, expected).items():
+        raise StoreError(f"{location}/{name}/zarr.json is {why}; pack the split again with "
+                         "`tiekd cache pack --overwrite`")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,7 @@ class PackedInputs:
         if self.attrs.get("tiekd_inputs_format") != INPUTS_FORMAT:
             raise StoreError(f"{location} has packed-inputs format {self.attrs.get('tiekd_inputs_format')!r}, "
                              f"this tiekd reads {INPUTS_FORMAT}; pack the split again with `tiekd cache pack`")  # fmt: skip
+        _check_metadata(group, self.attrs, location=location)
         member = {name: open_member(group, name, location=location) for name in (*PER_FRAME, "done", "ids", "gt_ids")}
         self._image, self._gt = member["image"], member["gt"]
         self.ids = [str(s) for s in read_whole(group, "ids", location=location)]

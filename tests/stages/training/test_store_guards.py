@@ -3,7 +3,9 @@ packed split are checked before each training step (and the packed split before 
 result); packed again, overwritten or removed, the run stops in one line. Mixture weights that are no
 positive finite numbers are refused in one line."""
 
+import json
 import re
+import shutil
 import subprocess
 import time
 
@@ -117,3 +119,28 @@ def test_a_split_packed_without_gt_or_with_a_record_without_gt_verifies_clean(sa
     for path, frames in ((store, 28), (no_gt, 4)):  # teachers 8 + 8, packed 8 + 4; test record 1 has no GT
         result = cli("cache", "verify", path)
         assert result.exit_code == 0 and f"{frames} stored frames read, no problems" in result.output, result.output
+
+
+def edit(path, change) -> None:
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+def big_endian(document):
+    document["codecs"][0]["configuration"]["codecs"][0]["configuration"]["endian"] = "big"
+
+
+@pytest.mark.parametrize("tamper", ["gt byte order", "gt scale"])
+def test_tampered_packed_metadata_is_one_line_not_wrong_gt(tamper, sample, store, tmp_path, cli):
+    # Both read every GT wrongly (byte order: 255 m instead of 79.6 m) while `cache verify` found no problem.
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(store, copy)
+    evaluation = ("evaluate", "--cache", copy, "--teacher", "a", "--split", sample.train_split, "--device", "cpu")
+    assert cli(*evaluation).exit_code == 0
+    if tamper == "gt byte order":
+        edit(copy / "_inputs/train/gt/zarr.json", big_endian)
+        assert "_inputs/train/gt/zarr.json is edited: its codecs differ" in error_line(cli("cache", "verify", copy))
+    else:
+        edit(copy / "_inputs/train/zarr.json", lambda document: document["attributes"].update(gt_scale=100))
+    assert re.search("gt/zarr.json is edited|records GT scale 100", error_line(cli(*evaluation)))
