@@ -38,8 +38,10 @@ import tiekd
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, contiguous_runs, generation, open_root, plain_path, utc_now
 from tiekd.pipeline.store.formats import (
+    GROUP_NAME,
     INPUTS_GROUP,
     STORE_FORMAT,
+    _listed,
     check_group_name,
     damaged_frame,
     open_member,
@@ -86,7 +88,7 @@ def _check_metadata(group: zarr.Group, attrs: dict, *, location: str) -> None:
         expected = specified_metadata(specs)
     except (KeyError, TypeError, ValueError):
         raise StoreError(f"{location}/zarr.json is damaged: its record lacks or garbles n_frames, crop or "
-                         "frames_per_shard; pack the split again with `tiekd cache pack --overwrite`") from None  # fmt: skip
+                         "frames_per_shard; pack the split again with `tiekd cache pack --overwrite`") from None
     for name, why in unsound_metadata(group, expected).items():
         raise StoreError(f"{location}/{name}/zarr.json is {why}; pack the split again with "
                          "`tiekd cache pack --overwrite`")  # fmt: skip
@@ -176,6 +178,8 @@ class PackedInputs:
         except KeyError:
             raise StoreError(f"{path} holds no packed inputs of split {split!r}; pack them with `tiekd cache pack "
                              f"--out {path}` or pass --data-root and --gt-root") from None  # fmt: skip
+        except (ValueError, TypeError) as e:  # a zarr.json that is not JSON, or not group metadata
+            raise _corrupt(location, e) from None
         return cls(group, location=location)
 
     @staticmethod
@@ -189,18 +193,18 @@ class PackedInputs:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def require_unchanged(self, expected: str | None = None) -> None:
-        """Refuse, in one line, a packed split removed (``cache rm``) or packed again in its place (``cache pack
-        --overwrite``) since it was opened (or since generation ``expected``): its frames are gone or others."""
+    def require_unchanged(self) -> None:
+        """Refuse, in one line, a packed split removed or packed again in its place (``cache pack --overwrite``)
+        since it was opened: its frames are gone or others."""
         try:
             fresh = zarr.open_group(store=self._group.store, path=self._group.path, mode="r", zarr_format=3)
             now = generation(dict(fresh.attrs))
         except (FileNotFoundError, KeyError, ValueError, OSError, zarr.errors.GroupNotFoundError):
-            raise StoreError(f"{self.location} was removed while in use (cache rm or cache pack --overwrite); pack "
-                             "it again, then start the run again") from None  # fmt: skip
-        if now != (expected or self.generation):
-            raise StoreError(f"{self.location} was packed again while in use (cache pack --overwrite): its frames are "
-                             "not the ones this run started with; keep a packed split unchanged while a run reads it")  # fmt: skip
+            raise StoreError(f"{self.location} was removed while in use (deleted, or cache pack --overwrite); "
+                             "pack it again, then start the run again") from None
+        if now != self.generation:
+            raise StoreError(f"{self.location} was packed again while in use (cache pack --overwrite): its frames "
+                             "are not the ones this run started with; keep a packed split unchanged while runs read it")
 
     def _frame(self, name: str, i: int) -> np.ndarray:
         if not self.done[i]:
@@ -339,7 +343,16 @@ def _plain(value):
 def packed_splits(path: str) -> dict[str, PackedInputs]:
     """Name -> every packed split of the store at ``path``, in name order."""
     root = open_root(str(path), mode="r")
-    if INPUTS_GROUP not in root:
-        return {}
-    names = sorted(name for name, member in root[INPUTS_GROUP].members() if isinstance(member, zarr.Group))
+    try:
+        if INPUTS_GROUP not in root:
+            return {}
+        parent = root[INPUTS_GROUP]
+    except (ValueError, TypeError) as e:  # a zarr.json that is not JSON, or not group metadata
+        raise _corrupt(f"{path}/{INPUTS_GROUP}", e) from None
+    names = sorted(name for name in _listed(parent, location=f"{path}/{INPUTS_GROUP}") if GROUP_NAME.fullmatch(name))
     return {name: PackedInputs.open(str(path), name) for name in names}
+
+
+def _corrupt(location: str, e: Exception) -> StoreError:
+    return StoreError(f"{location}/zarr.json is corrupt ({type(e).__name__}: {e}); restore it from a backup, or "
+                      f"delete the folder {location} and pack what it held again with `tiekd cache pack`")  # fmt: skip

@@ -71,8 +71,9 @@ def wait_for_steps(out, n, process):
 def test_a_group_changed_under_a_running_mixture_from_a_packed_split_stops_it(change, sample, store, tmp_path, cli,
                                                                              subprocess_env):  # fmt: skip
     out = tmp_path / "run"
-    training = subprocess.Popen(tiekd_command("--threads", 1, *mix_args(sample, store, out, "--epochs", 500)),
-                                env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    command = tiekd_command("--threads", 1, *mix_args(sample, store, out, "--epochs", 500))
+    training = subprocess.Popen(command, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
     try:
         wait_for_steps(out, 2, training)
         if change == "second teacher overwritten":
@@ -131,7 +132,7 @@ def big_endian(document):
     document["codecs"][0]["configuration"]["codecs"][0]["configuration"]["endian"] = "big"
 
 
-@pytest.mark.parametrize("tamper", ["gt byte order", "gt scale"])
+@pytest.mark.parametrize("tamper", ["gt byte order", "gt scale", "record not JSON"])
 def test_tampered_packed_metadata_is_one_line_not_wrong_gt(tamper, sample, store, tmp_path, cli):
     # Both read every GT wrongly (byte order: 255 m instead of 79.6 m) while `cache verify` found no problem.
     copy = tmp_path / "s.zarr"
@@ -141,6 +142,10 @@ def test_tampered_packed_metadata_is_one_line_not_wrong_gt(tamper, sample, store
     if tamper == "gt byte order":
         edit(copy / "_inputs/train/gt/zarr.json", big_endian)
         assert "_inputs/train/gt/zarr.json is edited: its codecs differ" in error_line(cli("cache", "verify", copy))
-    else:
+    elif tamper == "gt scale":
         edit(copy / "_inputs/train/zarr.json", lambda document: document["attributes"].update(gt_scale=100))
-    assert re.search("gt/zarr.json is edited|records GT scale 100", error_line(cli(*evaluation)))
+    else:  # was a JSONDecodeError traceback from cache verify and cache info
+        (copy / "_inputs/train/zarr.json").write_text("{not json")
+        assert "_inputs/train/zarr.json is corrupt (JSONDecodeError" in error_line(cli("cache", "info", copy))
+    refused = error_line(cli(*evaluation))
+    assert re.search("gt/zarr.json is edited|records GT scale 100|train/zarr.json is corrupt", refused)
