@@ -265,6 +265,11 @@ def check_metadata(group: zarr.Group, *, location: str) -> None:
 
 
 def lost_metadata(location: str, name: str) -> StoreError:
+    """The one line for an array whose zarr.json is lost: a teacher group's is rebuilt by ``verify --repair``,
+    a packed split's by packing it again."""
+    if f"/{INPUTS_GROUP}/" in location:
+        return StoreError(f"{location}/{name}/zarr.json is missing or corrupt; pack the split again with "
+                          "`tiekd cache pack --overwrite`")  # fmt: skip
     return StoreError(
         f"{location}/{name}/zarr.json is missing or corrupt; run `tiekd cache verify --repair {store_of(location)}` "
         "to rebuild it from the group's attributes"

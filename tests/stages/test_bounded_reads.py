@@ -79,4 +79,6 @@ def test_a_frame_that_claims_a_gibibyte_is_refused_on_every_read_path(case, fold
             tracemalloc.stop()
     error_line(result)  # exit 1, one Error: line, no traceback
     assert named in result.output and "does not decode" in result.output, result.output
+    again = "`tiekd cache pack` again to pack it" if "packed" in case else "`tiekd cache-teacher` again"
+    assert case == "ids text array" or again in result.output, result.output
     assert peak < BOUNDED, f"{case}: {peak / 2**20:.0f} MiB allocated"
