@@ -77,6 +77,8 @@ class PackedSource:
         self.ref = ref
         self.with_gt = with_gt
         self._inputs = None
+        self._watched = None
+        """The split as first checked by :meth:`require_unchanged` (in the process that checks, never a worker)."""
 
     @property
     def inputs(self) -> PackedInputs:
@@ -85,7 +87,14 @@ class PackedSource:
         return self._inputs
 
     def __getstate__(self) -> dict:
-        return self.__dict__ | {"_inputs": None}
+        return self.__dict__ | {"_inputs": None, "_watched": None}
+
+    def require_unchanged(self) -> None:
+        """Refuse, in one line, a packed split removed or packed again since this method was first called:
+        a run calls it when it starts and before each step or result, as it does for its teacher groups."""
+        if self._watched is None:
+            self._watched = PackedInputs.open(*self.ref)
+        self._watched.require_unchanged()
 
     def _index(self, record: Record) -> int:
         try:
@@ -119,6 +128,10 @@ def check_packed(path: str, split: str, records: list[Record], *, dataset: Datas
     if inputs.attrs.get("dataset") != dataset.name:
         raise StoreError(f"{inputs.location} holds {inputs.attrs.get('dataset')} inputs, this run is --dataset "
                          f"{dataset.name}; pass --dataset {inputs.attrs.get('dataset')} or pack this dataset")  # fmt: skip
+    if dataset.name in GT_SCALES and inputs.gt_scale != GT_SCALES[dataset.name]:
+        raise StoreError(f"{inputs.location} records GT scale {inputs.gt_scale:g}, but {dataset.name} GT is "
+                         f"{GT_SCALES[dataset.name]:g} per metre: its record was edited; pack the split again with "
+                         "--overwrite")  # fmt: skip
     inputs.require_packed([r.rgb for r in records], what=what)
     for record in records:
         if inputs.gt_ids[inputs.index[record.rgb]] != (record.gt or ""):

@@ -223,7 +223,7 @@ def report_verification(store: str, result: Verification) -> str:
     if result.problems and not result.repair:
         raise StoreError(
             f"{store}: {len(result.problems)} problem(s) in {result.frames} stored frames; "
-            f"run `tiekd cache verify --repair {store}`, then cache-teacher again"
+            f"run `tiekd cache verify --repair {store}`, then cache-teacher (or cache pack, for packed inputs) again"
         )
     found = f"{len(result.problems)} problem(s), repaired" if result.problems else "no problems"
     return f"{store}: {result.frames} stored frames read, {found}"

@@ -136,7 +136,10 @@ def evaluate(
         max_depth=dataset.max_depth if max_depth is None else max_depth,
     )
     indices = range(shard[0], len(samples), shard[1])
-    scores = gather(_scores(predict, samples, indices, protocol, device, workers, on_image, show_progress))
+    scores = _scores(predict, samples, indices, protocol, device, workers, on_image, show_progress)
+    if samples.packed is not None:
+        samples.packed.require_unchanged()  # no result of frames packed again while they were read
+    scores = gather(scores)
     return _summary(sorted(scores, key=lambda score: score[0]), len(samples.records), protocol)
 
 

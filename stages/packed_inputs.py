@@ -44,6 +44,7 @@ def checked_source(
     source = packed_source(store, split, split_name, with_gt=with_gt)
     if source is not None:
         check_packed(*source.ref, records, dataset=dataset, with_gt=with_gt, what=what)
+        source.require_unchanged()  # the split as checked: a run refuses it packed again later
     return source
 
 

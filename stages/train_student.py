@@ -195,6 +195,18 @@ def training_samples(cfg: TrainStudentConfig, records, cache_ref) -> Distillatio
     return DistillationSamples(records, cfg.data_root, gt_root=gt_root, packed=packed, **common)
 
 
+def watched_groups(cfg: TrainStudentConfig, cache_ref) -> tuple:
+    """The store groups the run reads, as they are now: each teacher of a mixture, and the split packed in a
+    store; the loop refuses to take a step once one of them is removed or replaced."""
+    teachers = [cache_ref[1], *list(mixture_weights(cfg))[1:]] if cache_ref else []
+    groups = [TeacherCache.open(cache_ref[0], teacher, cache_ref[2]) for teacher in teachers]
+    packed = packed_source(training_store(cfg) if cfg.split else None, cfg.split, cfg.split_name, with_gt=False)
+    if packed is not None:
+        packed.require_unchanged()
+        groups.append(packed)
+    return tuple(groups)
+
+
 def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -> DataLoader:
     """The training DataLoader, continuing at the trainer's step with the same data order."""
     samples = training_samples(cfg, records, cache_ref)
@@ -289,7 +301,7 @@ def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes
             frames = mixed_epoch_frames(cfg, len(records), cache_ref, global_batch)
         trainer = build_trainer(cfg, frames, device, processes)
         trainer.cache = cache
-        trainer.store = TeacherCache.open(*cache_ref) if cache_ref else None
+        trainer.watched = watched_groups(cfg, cache_ref)
         if processes.is_writer:
             note_global_batch(cfg, trainer.global_batch)
         if state is not None:

@@ -69,8 +69,23 @@ def _is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
+def _is(path: Path, kind: str) -> bool:
+    """``path.is_file()`` (``kind`` "file") or ``is_dir()``; False where the name cannot be looked up at all
+    (longer than the system allows, a symlink loop): no such file, as far as a user can tell."""
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except OSError:
+        return False
+
+
+def _shown(path) -> str:
+    """A path for a message: whole, or its start and length where it is too long to read."""
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:120]}... ({len(text)} characters)"
+
+
 def _media(paths) -> list[Path]:
-    return sorted(p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    return sorted(p for p in paths if _is(p, "file") and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
 
 
 def _from_list(path: Path) -> list[Path]:
@@ -80,27 +95,29 @@ def _from_list(path: Path) -> list[Path]:
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"list file {path} cannot be read ({e})") from None
     files = [(path.parent / line).resolve() for line in lines if line and not line.startswith("#")]
-    missing = [f for f in files if not f.is_file()]
+    missing = [f for f in files if not _is(f, "file")]
     if missing:
-        raise DataError(f"list file {path} names {len(missing)} missing file(s) (first: {missing[0]}); fix the list")
+        first = _shown(missing[0])
+        raise DataError(f"list file {path} names {len(missing)} missing file(s) (first: {first}); fix the list")
     return files
 
 
 def input_files(text: str) -> list[Path]:
     """The image and video files of one input (see the module docstring), in order."""
     path = Path(text).expanduser()
-    if path.is_dir():
+    if _is(path, "dir"):
         files = _media(path.rglob("*"))
-    elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+    elif _is(path, "file") and path.suffix.lower() in LIST_SUFFIXES:
         files = _from_list(path)
-    elif path.is_file():
+    elif _is(path, "file"):
         files = [path]
     elif any(c in text for c in "*?["):
         files = _media(Path(p) for p in glob.glob(text, recursive=True))
     else:
-        raise DataError(f"--images {text} is no folder, file or matching pattern; check the path")
+        raise DataError(f"--images {_shown(text)} is no folder, file or matching pattern; check the path")
     if not files:
-        raise DataError(f"--images {text} holds no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+        suffixes = ", ".join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+        raise DataError(f"--images {_shown(text)} holds no images or videos ({suffixes})")
     return [f.resolve() for f in files]
 
 
@@ -114,8 +131,10 @@ def _video_frames(path: Path, *, every: int, start: float, end: float | None) ->
     for index, pts, seconds, image in decoded_frames(path, every=every, start=start, end=end):
         frame = SourceFrame(id=f"{path}#{index}", path=str(path), size=image.shape[:2], sha256=content_sha256(image))
         frames.append(dataclasses.replace(frame, frame=index, pts=pts, seconds=seconds))
-    if not frames:
+    if not frames and (start or end is not None):
         raise DataError(f"video {path} has no frame in the asked time range; check --start / --end")
+    if not frames:
+        raise DataError(f"video {path} decodes to no frame: it is cut short or damaged; re-encode or replace it")
     return frames
 
 

@@ -46,8 +46,9 @@ def decoded_frames(
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        taken = 0
+        taken, decoded = 0, 0
         for index, frame in enumerate(container.decode(stream)):
+            decoded = index + 1
             seconds = float(frame.time or 0.0)
             if seconds < start:
                 continue
@@ -56,10 +57,32 @@ def decoded_frames(
             if taken % every == 0:
                 yield index, int(frame.pts), seconds, frame.to_ndarray(format="rgb24")
             taken += 1
+        else:
+            _require_whole(path, decoded, declared_frames(container, stream))
     except av.error.FFmpegError as e:
         raise DataError(f"video {path} cannot be decoded ({type(e).__name__}: {e}); re-encode or drop it") from None
     finally:
         container.close()
+
+
+def declared_frames(container, stream) -> int | None:
+    """The frames a video's container says it holds: its frame count (MP4, AVI), else its duration x frame rate
+    (Matroska, WebM); None where it says neither."""
+    if stream.frames:
+        return int(stream.frames)
+    if container.duration and stream.average_rate:
+        return round(container.duration / 1e6 * float(stream.average_rate))
+    return None
+
+
+def _require_whole(path: Path, decoded: int, declared: int | None) -> None:
+    """Refuse a video whose stream ends early: FFmpeg skips or stops at damaged data without an error, so a
+    file cut short or damaged mid-way would give fewer frames without a word (one frame of slack: rounding)."""
+    if declared is not None and decoded < declared - 1:
+        raise DataError(
+            f"video {path} decodes to {decoded} of the {declared} frames its container declares: it is cut short "
+            "or damaged mid-way; re-encode or replace it (or drop it from --images)"
+        )
 
 
 class VideoReader:

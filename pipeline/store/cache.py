@@ -43,6 +43,7 @@ from tiekd.pipeline.store.formats import (
     child_groups,
     damaged_frame,
     open_member,
+    read_whole,
     split_group_name,
 )
 from tiekd.pipeline.store.reader import FrameReader
@@ -200,7 +201,7 @@ class TeacherCache:
         """``STORE/teacher/split``, for messages."""
         check_metadata(group, location=location)
         self._depth = open_member(group, "depth", location=location)
-        self.ids: list[str] = [str(s) for s in open_member(group, "ids", location=location)[:]]
+        self.ids: list[str] = [str(s) for s in read_whole(group, "ids", location=location)]
         """Sample ids (RGB paths relative to the KITTI raw root) in split order."""
         self.index = {sample_id: i for i, sample_id in enumerate(self.ids)}
         """Sample id -> frame index."""
@@ -262,7 +263,7 @@ class TeacherCache:
     @property
     def done(self) -> np.ndarray:
         """(N,) bool: frames whose maps are stored."""
-        return open_member(self._group, "done", location=self.location)[:]
+        return read_whole(self._group, "done", location=self.location)
 
     @property
     def complete(self) -> bool:
@@ -275,16 +276,16 @@ class TeacherCache:
         ``sha256`` of its pixels); None for a group of a split file."""
         if "sources" not in self._group:
             return None
-        return [json.loads(str(text)) for text in open_member(self._group, "sources", location=self.location)[:]]
+        return [json.loads(str(text)) for text in read_whole(self._group, "sources", location=self.location)]
 
     def per_frame(self, name: str) -> np.ndarray:
         """(N,) values of a per-frame array, e.g. an aligned group's ``align_scale``."""
-        return open_member(self._group, name, location=self.location)[:]
+        return read_whole(self._group, name, location=self.location)
 
     @property
     def clipped(self) -> np.ndarray:
         """(N,) int32: pixels per frame that were clipped into [min_depth, max_depth]."""
-        return open_member(self._group, "clipped", location=self.location)[:]
+        return read_whole(self._group, "clipped", location=self.location)
 
     def require_unchanged(self) -> None:
         """Refuse, in one line, a group removed (``cache rm``) or made again in its place

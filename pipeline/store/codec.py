@@ -17,17 +17,26 @@ refuses to import a cached function where it finds no writable cache folder).
 The codec is registered with zarr-python when this module is imported (``tiekd.pipeline.store.cache``
 does) and through the ``zarr.codecs`` entry point in setup.cfg, so any zarr-python with tiekd
 installed reads a tiekd store without importing tiekd.
+
+Importing this module also makes :class:`BoundedZstd` zarr-python's ``zstd`` codec in this process: every
+zstd frame zarr decodes for tiekd is decoded into at most the bytes its chunk holds, so a crafted frame that
+claims a gibibyte is refused before a byte of it is inflated, on every read path (remote stores without the
+shard cache, shards still being written, packed inputs). ``FrameReader`` bounds its own reads the same way.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import imagecodecs
 import numba
 import numpy as np
+import zarr
 from zarr.abc.codec import ArrayArrayCodec
+from zarr.codecs import ZstdCodec
 from zarr.core.common import parse_named_configuration
+from zarr.core.dtype.common import HasItemSize
 from zarr.registry import register_codec
 
 CODEC_NAME = "tiekd.predict_2d"
@@ -121,3 +130,36 @@ class Predict2D(ArrayArrayCodec):
 
 
 register_codec(CODEC_NAME, Predict2D)
+
+
+MAX_TEXT_BYTES = 16 * 1024
+"""Most bytes of one element of a text array (ids, source records; a Linux path is at most 4096): the bound
+on a zstd-compressed text chunk, whose elements have no fixed size."""
+
+
+def decoded_bound(chunk_spec) -> int:
+    """The most bytes a chunk of ``chunk_spec`` (shape, data type) decodes to: its exact size for a
+    fixed-size type; for text (zarr's ``vlen-utf8``: a count, then a length and the bytes of each
+    element) MAX_TEXT_BYTES an element."""
+    elements = math.prod(chunk_spec.shape)
+    if isinstance(chunk_spec.dtype, HasItemSize):
+        return elements * chunk_spec.dtype.item_size
+    return 4 + elements * (4 + MAX_TEXT_BYTES)
+
+
+class BoundedZstd(ZstdCodec):
+    """zarr-python's ``zstd`` codec, decoding each frame into at most :func:`decoded_bound` bytes: a frame
+    that claims more (or inflates to more without saying so) is a ValueError before it is inflated. Encodes,
+    and names itself in metadata, exactly as ``ZstdCodec``."""
+
+    def _decode_sync(self, chunk_bytes, chunk_spec):
+        bound = decoded_bound(chunk_spec)
+        try:
+            decoded = imagecodecs.zstd_decode(chunk_bytes.as_numpy_array(), out=bound)
+        except imagecodecs.ZstdError as e:
+            raise ValueError(f"its zstd frame does not decode into the {bound} bytes its chunk holds ({e})") from None
+        return chunk_spec.prototype.buffer.from_bytes(decoded)
+
+
+register_codec("zstd", BoundedZstd)
+zarr.config.set({"codecs.zstd": f"{BoundedZstd.__module__}.{BoundedZstd.__qualname__}"})

@@ -33,6 +33,7 @@ from zarr.storage import LocalStore, MemoryStore
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.codec import Predict2D
+from tiekd.pipeline.store.remote import lost_connection
 
 STORE_FORMAT = 4
 """The format new groups are written in (see the table above)."""
@@ -104,6 +105,11 @@ def expected_metadata(attrs: dict) -> dict[str, dict]:
     (``n_frames``, ``crop``, ``frames_per_shard``, ``tiekd_store_format``)."""
     specs = array_specs(int(attrs["n_frames"]), tuple(attrs["crop"]), int(attrs["frames_per_shard"]),
                         int(attrs["tiekd_store_format"]))  # fmt: skip
+    return specified_metadata(specs)
+
+
+def specified_metadata(specs: dict[str, dict]) -> dict[str, dict]:
+    """Array name -> the METADATA_KEYS of the array ``create_array(**spec)`` makes (in memory)."""
     template = zarr.open_group(MemoryStore(), mode="w", zarr_format=3)
     return {name: _comparable(template.create_array(name, **spec)) for name, spec in specs.items()}
 
@@ -174,11 +180,20 @@ def store_of(location: str) -> str:
     return location.rsplit("/", 2)[0]
 
 
+INPUTS_GROUP = "_inputs"
+"""The root's group of packed splits (pipeline/store/inputs.py; a name no teacher group can have)."""
+
+
 def damaged_frame(location: str, frame: int, shard_file: str, why) -> StoreError:
-    """The one line for a frame whose stored bytes cannot be trusted."""
+    """The one line for a frame whose stored bytes cannot be trusted (of a teacher group or a packed split)."""
+    again = (
+        "`tiekd cache pack` again to pack it"
+        if f"/{INPUTS_GROUP}/" in location
+        else "`tiekd cache-teacher` again to recompute it"
+    )
     return StoreError(
         f"frame {frame} of {location} is damaged ({why}; shard file {shard_file}); run "
-        f"`tiekd cache verify --repair {store_of(location)}` and then `tiekd cache-teacher` again to recompute it"
+        f"`tiekd cache verify --repair {store_of(location)}` and then {again}"
     )
 
 
@@ -191,6 +206,19 @@ def open_member(group: zarr.Group, name: str, *, location: str) -> zarr.Array:
     if not isinstance(array, zarr.Array):
         raise lost_metadata(location, name)
     return array
+
+
+def read_whole(group: zarr.Group, name: str, *, location: str):
+    """All of array ``name`` of a group (ids, done, ...): a one-line ``StoreError`` where its metadata is
+    lost, its bytes are damaged (zarr's codecs fail in many ways) or the connection to the store is lost."""
+    array = open_member(group, name, location=location)
+    try:
+        return array[:]
+    except Exception as e:
+        raise lost_connection(location, e) or StoreError(
+            f"{location}/{name} is damaged ({type(e).__name__}: {e}); restore it from a backup, or remove the "
+            "group with `tiekd cache rm` and make it again"
+        ) from e
 
 
 def unsound_array(location: str, name: str, why: str) -> StoreError:
@@ -237,6 +265,11 @@ def check_metadata(group: zarr.Group, *, location: str) -> None:
 
 
 def lost_metadata(location: str, name: str) -> StoreError:
+    """The one line for an array whose zarr.json is lost: a teacher group's is rebuilt by ``verify --repair``,
+    a packed split's by packing it again."""
+    if f"/{INPUTS_GROUP}/" in location:
+        return StoreError(f"{location}/{name}/zarr.json is missing or corrupt; pack the split again with "
+                          "`tiekd cache pack --overwrite`")  # fmt: skip
     return StoreError(
         f"{location}/{name}/zarr.json is missing or corrupt; run `tiekd cache verify --repair {store_of(location)}` "
         "to rebuild it from the group's attributes"

@@ -35,17 +35,26 @@ import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 
 import tiekd
-from tiekd.pipeline.errors import StoreError
+from tiekd.pipeline.errors import StoreError, StoreUnreachable
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, contiguous_runs, generation, open_root, plain_path, utc_now
-from tiekd.pipeline.store.formats import STORE_FORMAT, check_group_name, damaged_frame, open_member
+from tiekd.pipeline.store.formats import (
+    GROUP_NAME,
+    INPUTS_GROUP,
+    STORE_FORMAT,
+    _listed,
+    check_group_name,
+    damaged_frame,
+    open_member,
+    read_whole,
+    specified_metadata,
+    unsound_metadata,
+)
 from tiekd.pipeline.store.lease import creation_lock, hold_group
 from tiekd.pipeline.store.reader import FrameReader
 from tiekd.pipeline.store.remote import lost_connection
 from tiekd.pipeline.store.shard_cache import CachedFrameReader, cached_reader
 from tiekd.pipeline.store.writer import check_writable, remove_group
 
-INPUTS_GROUP = "_inputs"
-"""The root's group of packed splits (a name no teacher group can have)."""
 INPUTS_FORMAT = 1
 """Version of the layout above, attribute ``tiekd_inputs_format`` of each packed split."""
 INPUTS_CODECS = (ZstdCodec(level=9), Crc32cCodec())
@@ -71,6 +80,20 @@ def array_specs(n: int, crop: tuple[int, int], frames_per_shard: int) -> dict[st
         "ids": dict(shape=(n,), dtype=str, chunks=(n,)),
         "gt_ids": dict(shape=(n,), dtype=str, chunks=(n,)),
     }  # fmt: skip
+
+
+def _check_metadata(group: zarr.Group, attrs: dict, *, location: str) -> None:
+    """Refuse, in one line, a packed split whose arrays are not as its record defines them: an edited byte order
+    or data type would read every frame wrongly without a checksum failing."""
+    try:
+        specs = array_specs(int(attrs["n_frames"]), tuple(attrs["crop"]), int(attrs["frames_per_shard"]))
+        expected = specified_metadata(specs)
+    except (KeyError, TypeError, ValueError):
+        raise StoreError(f"{location}/zarr.json is damaged: its record lacks or garbles n_frames, crop or "
+                         "frames_per_shard; pack the split again with `tiekd cache pack --overwrite`") from None
+    for name, why in unsound_metadata(group, expected).items():
+        raise StoreError(f"{location}/{name}/zarr.json is {why}; pack the split again with "
+                         "`tiekd cache pack --overwrite`")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -139,13 +162,14 @@ class PackedInputs:
         if self.attrs.get("tiekd_inputs_format") != INPUTS_FORMAT:
             raise StoreError(f"{location} has packed-inputs format {self.attrs.get('tiekd_inputs_format')!r}, "
                              f"this tiekd reads {INPUTS_FORMAT}; pack the split again with `tiekd cache pack`")  # fmt: skip
+        _check_metadata(group, self.attrs, location=location)
         member = {name: open_member(group, name, location=location) for name in (*PER_FRAME, "done", "ids", "gt_ids")}
         self._image, self._gt = member["image"], member["gt"]
-        self.ids = [str(s) for s in member["ids"][:]]
-        self.gt_ids = [str(s) for s in member["gt_ids"][:]]
+        self.ids = [str(s) for s in read_whole(group, "ids", location=location)]
+        self.gt_ids = [str(s) for s in read_whole(group, "gt_ids", location=location)]
         self.index = {sample_id: i for i, sample_id in enumerate(self.ids)}
-        self.done = member["done"][:]
-        self.full_size, self.box = member["full_size"][:], member["box"][:]
+        self.done = read_whole(group, "done", location=location)
+        self.full_size, self.box = (read_whole(group, name, location=location) for name in ("full_size", "box"))
         self.gt_scale = float(self.attrs["gt_scale"])
         self.generation = generation(self.attrs)
         self._readers = {name: self._reader(member[name]) for name in ("image", "gt")}
@@ -166,6 +190,8 @@ class PackedInputs:
         except KeyError:
             raise StoreError(f"{path} holds no packed inputs of split {split!r}; pack them with `tiekd cache pack "
                              f"--out {path}` or pass --data-root and --gt-root") from None  # fmt: skip
+        except (ValueError, TypeError) as e:  # a zarr.json that is not JSON, or not group metadata
+            raise _corrupt(location, e) from None
         return cls(group, location=location)
 
     @staticmethod
@@ -179,21 +205,41 @@ class PackedInputs:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def require_unchanged(self) -> None:
+        """Refuse, in one line, a packed split removed or packed again in its place (``cache pack --overwrite``)
+        since it was opened: its frames are gone or others."""
+        try:
+            fresh = zarr.open_group(store=self._group.store, path=self._group.path, mode="r", zarr_format=3)
+            now = generation(dict(fresh.attrs))
+        except (FileNotFoundError, KeyError, ValueError, OSError, zarr.errors.GroupNotFoundError):
+            raise StoreError(f"{self.location} was removed while in use (deleted, or cache pack --overwrite); "
+                             "pack it again, then start the run again") from None
+        if now != self.generation:
+            raise StoreError(f"{self.location} was packed again while in use (cache pack --overwrite): its frames "
+                             "are not the ones this run started with; keep a packed split unchanged while runs read it")
+
     def _frame(self, name: str, i: int) -> np.ndarray:
         if not self.done[i]:
             raise StoreError(f"{self.location} has not packed frame {i} ({self.ids[i]}) yet; finish it with "
                              "`tiekd cache pack`")  # fmt: skip
         reader = self._readers[name]
         array = self._image if name == "image" else self._gt
-        if reader is not None and (not isinstance(reader, CachedFrameReader) or reader.settled(i)):
-            return reader.frame(i, array.dtype)
+        if name == "gt" and not (self.attrs.get("with_gt") and self.gt_ids[i]):
+            return np.zeros(array.shape[1:], array.dtype)  # packed without GT: older packs stored no bytes
         try:
+            if reader is not None and (not isinstance(reader, CachedFrameReader) or reader.settled(i)):
+                return reader.frame(i, array.dtype)
             return array[i]
-        except StoreError:
+        except StoreUnreachable:
             raise
         except Exception as e:  # a lost connection, or zarr's codecs failing in many ways on damaged bytes
-            lost = lost_connection(self.location, e)
-            raise lost or damaged_frame(self.location, i, f"{self.location}/{name}", f"{type(e).__name__}: {e}") from e
+            lost = None if isinstance(e, StoreError) else lost_connection(self.location, e)
+            if lost is not None:
+                raise lost from e
+            self.require_unchanged()  # a removed or replaced split is that, not a damaged frame
+            if isinstance(e, StoreError):
+                raise
+            raise damaged_frame(self.location, i, f"{self.location}/{name}", f"{type(e).__name__}: {e}") from e
 
     def image(self, i: int) -> np.ndarray:
         """uint8 (H, W, 3) image of frame ``i`` at the cache crop."""
@@ -235,6 +281,8 @@ class InputsWriter:
         self._group, self.location = group, location
         self._lease = hold_group(location)  # shared while packing: never removed or replaced under it
         self._arrays = {name: open_member(group, name, location=location) for name in (*PER_FRAME, "done")}
+        for name in ("image", "gt"):  # an all-zero frame (black, or GT without a measurement) is stored too
+            self._arrays[name] = self._arrays[name].with_config({"write_empty_chunks": True})
         self.frames_per_shard = int(self._arrays["image"].shards[0])
 
     @classmethod
@@ -314,7 +362,16 @@ def _plain(value):
 def packed_splits(path: str) -> dict[str, PackedInputs]:
     """Name -> every packed split of the store at ``path``, in name order."""
     root = open_root(str(path), mode="r")
-    if INPUTS_GROUP not in root:
-        return {}
-    names = sorted(name for name, member in root[INPUTS_GROUP].members() if isinstance(member, zarr.Group))
+    try:
+        if INPUTS_GROUP not in root:
+            return {}
+        parent = root[INPUTS_GROUP]
+    except (ValueError, TypeError) as e:  # a zarr.json that is not JSON, or not group metadata
+        raise _corrupt(f"{path}/{INPUTS_GROUP}", e) from None
+    names = sorted(name for name in _listed(parent, location=f"{path}/{INPUTS_GROUP}") if GROUP_NAME.fullmatch(name))
     return {name: PackedInputs.open(str(path), name) for name in names}
+
+
+def _corrupt(location: str, e: Exception) -> StoreError:
+    return StoreError(f"{location}/zarr.json is corrupt ({type(e).__name__}: {e}); restore it from a backup, or "
+                      f"delete the folder {location} and pack what it held again with `tiekd cache pack`")  # fmt: skip

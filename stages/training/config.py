@@ -6,6 +6,7 @@ going back up to the command module.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -221,8 +222,11 @@ def mixture_weights(cfg: TrainStudentConfig) -> dict[str, float]:
             weights[name] = float(weight)
         except ValueError:
             raise ConfigError(f"--teacher-mix {text!r} is not TEACHER=WEIGHT, e.g. zoedepth=0.5") from None
-        if not weights[name] > 0:
-            raise ConfigError(f"--teacher-mix {text!r}: a weight must be positive")
+        if not 0 < weights[name] < math.inf:
+            raise ConfigError(f"--teacher-mix {text!r}: a weight must be a positive finite number")
+    if not sum(weights.values()) < math.inf:
+        raise ConfigError(f"--teacher-mix weights {', '.join(cfg.teacher_mix)} sum to more than a float holds; "
+                          "scale them down (only their ratios matter)")  # fmt: skip
     return weights
 
 

@@ -115,8 +115,8 @@ def train(trainer: Trainer, cfg: TrainStudentConfig, loader: DataLoader, log: Ru
         for micro_batches in _steps(loader, cfg.accumulate):
             wait = time.perf_counter() - tick
             waited += wait
-            if trainer.store is not None:
-                trainer.store.require_unchanged()  # no step on another teacher's maps
+            for group in trainer.watched:
+                group.require_unchanged()  # no step on another teacher's maps or other packed frames
             lr = trainer.scheduler.get_last_lr()[0]
             loss, terms = trainer.train_step(micro_batches)
             step_time = time.perf_counter() - tick

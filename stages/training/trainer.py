@@ -12,7 +12,6 @@ import torch
 
 from tiekd.pipeline.errors import CheckpointError, TrainingError
 from tiekd.pipeline.methods import Objective
-from tiekd.pipeline.store.cache import TeacherCache
 from tiekd.stages.training.config import TrainStudentConfig
 from tiekd.stages.training.distributed import SINGLE, Processes, accumulating, mean_over_processes
 
@@ -66,8 +65,9 @@ class Trainer:
     step: int = 0
     cache: dict | None = None
     """Identity of the teacher cache the run trains from (stages/training/identity.py), kept in checkpoints."""
-    store: TeacherCache | None = None
-    """The teacher group the run reads, checked before every step: removed or replaced, the run stops."""
+    watched: tuple = ()
+    """The store groups the run reads (every teacher of a mixture, a packed split), each checked before every
+    step with its ``require_unchanged()``: removed or replaced, the run stops."""
     processes: Processes = SINGLE
     replica: torch.nn.Module | None = None
     """The module the step runs: DDP around ``model`` in a process group, else ``model`` itself."""

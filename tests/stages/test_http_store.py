@@ -1,14 +1,9 @@
 """A store served over HTTP by a real local server: trained and evaluated from, read-only, through
 fsspec, with the same results as from the folder itself; a server without byte ranges refused."""
 
-import contextlib
 import json
 import shutil
-import subprocess
-import time
 
-import numpy as np
-import psutil
 import pytest
 from support.commands import TEACHER, error_line, evaluate_args, tiekd_command
 from support.http_server import (
@@ -19,17 +14,13 @@ from support.http_server import (
     serving,
 )
 from support.mounts import read_only_folder
+from support.store_damage import BOUNDED_RSS, decompression_bomb, peak_rss
 
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.cache_teacher import run as cache_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-EMPTY = 2**64 - 1
-"""Index entry of a frame never written (Zarr v3 sharding)."""
-BOUNDED_RSS = 1 << 30
-"""A ``cache verify`` that never inflates the crafted frame stays far below this (torch and zarr
-loaded: about 0.5 GiB); inflating it costs more than 1 GiB on its own."""
 
 
 @pytest.fixture(scope="module")
@@ -120,47 +111,12 @@ def test_an_unwritable_shard_cache_names_its_setting_not_damage(sample, folder, 
     assert "damaged" not in line and "problem" not in line
 
 
-def decompression_bomb(depth_dir, frames_per_shard: int, claimed: int = 1 << 30) -> None:
-    """Replace frame 0 of shard 0 by a valid zstd frame of ``claimed`` zero bytes (40 kB stored)
-    with a valid CRC32C, and rewrite the shard's index and its CRC32C to match."""
-    import google_crc32c
-    from numcodecs import Zstd
-    from support.store_damage import CHECKSUM_BYTES, INDEX_ENTRY_BYTES
-
-    shard = depth_dir / "c/0/0/0"
-    raw = shard.read_bytes()
-    size = frames_per_shard * INDEX_ENTRY_BYTES + CHECKSUM_BYTES
-    index = np.frombuffer(raw[-size:-CHECKSUM_BYTES], "<u8").reshape(-1, 2).copy()
-    written = [i for i, (offset, _) in enumerate(index) if offset != EMPTY]
-    frames = {i: raw[int(index[i, 0]) : int(index[i, 0] + index[i, 1])] for i in written}
-    payload = Zstd(level=1).encode(np.zeros(claimed, np.uint8))
-    frames[0] = payload + google_crc32c.value(payload).to_bytes(CHECKSUM_BYTES, "little")
-    offset = 0
-    for i in written:
-        index[i] = offset, len(frames[i])
-        offset += len(frames[i])
-    table = index.astype("<u8").tobytes()
-    body = b"".join(frames[i] for i in written)
-    shard.write_bytes(body + table + google_crc32c.value(table).to_bytes(CHECKSUM_BYTES, "little"))
-
-
-def peak_rss(command, env) -> tuple[subprocess.CompletedProcess, int]:
-    """Run ``command``; its result and the largest resident size seen, polled every 20 ms."""
-    process = psutil.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
-    while process.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            peak = max(peak, process.memory_info().rss)
-        time.sleep(0.02)
-    return subprocess.CompletedProcess(command, process.returncode, process.stdout.read()), peak
-
-
 def test_a_frame_that_claims_a_gibibyte_is_refused_without_decompressing_it(folder, tmp_path, subprocess_env):
     """A crafted frame, valid zstd and CRC32C, that inflates to 1 GiB: refused from the frame size
     the array defines, over HTTP as on disk (it peaked at 2.8 GB before)."""
     bombed = tmp_path / "served"
     shutil.copytree(folder, bombed)
-    decompression_bomb(bombed / "s.zarr/row_prior/test/depth", frames_per_shard=32)
+    decompression_bomb(bombed / "s.zarr/row_prior/test/depth/c/0/0/0", frames_per_shard=32)
     env = dict(subprocess_env, TIEKD_SHARD_CACHE=str(tmp_path / "shards"))
     with serving(bombed) as base:
         for store in (f"{base}/s.zarr", bombed / "s.zarr"):

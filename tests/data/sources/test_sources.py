@@ -89,3 +89,42 @@ def test_crop_fit_takes_the_datasets_placement():
     region = image[720 - 371 :, :]
     expected = np.asarray(Image.fromarray(np.ascontiguousarray(region)).resize((1216, 352), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(fitted, expected)
+
+
+def damaged_video(path, *, cut: bool) -> None:
+    """A 30-frame video, cut at 60 % (the container's header intact) or 3000 bytes overwritten mid-way."""
+    write_video(path, 30)
+    data = bytearray(path.read_bytes())
+    if cut:
+        del data[int(len(data) * 0.6) :]
+    else:
+        data[len(data) // 2 : len(data) // 2 + 3000] = np.random.default_rng(0).bytes(3000)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        # FFmpeg conceals damage: the stream just ends early, so 1 or 28 of 30 frames came back without a word
+        (lambda d: damaged_video(d / "v.mkv", cut=False), "decodes to 1 of the 30 frames its container declares"),
+        (lambda d: damaged_video(d / "v.avi", cut=False), "decodes to 28 of the 30 frames its container declares"),
+        (lambda d: damaged_video(d / "v.mkv", cut=True), "decodes to 0 of the 30 frames its container declares"),
+        (lambda d: (d / "zero.png").write_bytes(b""), "zero.png is not a readable image"),
+        # a 5,000-character name: a traceback (OSError: File name too long) from the list and from --images
+        (lambda d: (d / "l.txt").write_text("a" * 5000 + ".png\n"), r"names 1 missing file\(s\) .*\(\d+ characters\)"),
+        (lambda d: None, r"--images /b{119}\.\.\. \(5005 characters\) is no folder, file or matching pattern"),
+    ],
+)
+def test_damaged_videos_empty_images_and_overlong_names_are_one_data_error(tmp_path, make, message):
+    make(tmp_path)
+    target = next(tmp_path.iterdir(), None) if "names" in message or "video" in message else tmp_path
+    target = "/" + "b" * 5000 + ".png" if message.startswith("--images") else target
+    with pytest.raises(DataError, match=message):
+        list_sources([str(target)])
+
+
+def test_a_symlink_loop_in_a_folder_lists_each_image_once(tmp_path):
+    write_images(tmp_path, [0, 1])
+    (tmp_path / "up").symlink_to("..")  # a folder that holds itself
+    (tmp_path / "self").symlink_to("self")  # a link to itself
+    assert [frame.path for frame in list_sources([str(tmp_path)])] == [str(tmp_path / f"00{k}.png") for k in (0, 1)]
