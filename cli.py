@@ -80,17 +80,25 @@ def main(ctx: click.Context, verbose: bool, threads: int | None) -> None:
 @click.argument("out", type=FOLDER)
 @click.option("--train", "n_train", default=32, show_default=True, help="Training frames.")
 @click.option("--test", "n_test", default=8, show_default=True, help="Test frames.")
+@click.option("--unlabelled", "n_unlabelled", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Extra images without GT, of scenes of their own (for cache-teacher --images).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, help="Random seed; the same seed gives identical files.")
 @shared.dataset
-def sample_data(out: Path, n_train: int, n_test: int, seed: int, dataset: str) -> None:
+def sample_data(out: Path, n_train: int, n_test: int, n_unlabelled: int, seed: int, dataset: str) -> None:
     """Write a small procedural dataset in the dataset's layout to OUT (KITTI: streets; NYU: rooms)."""
     require_writable_folder(out, flag="OUT")
     with writing_to(out):
-        paths = get_dataset(dataset).write_sample(out, n_train=n_train, n_test=n_test, seed=seed)
-    click.echo(f"wrote {n_train} train and {n_test} test frames to {out}")
+        paths = get_dataset(dataset).write_sample(
+            out, n_train=n_train, n_test=n_test, seed=seed, n_unlabelled=n_unlabelled
+        )
+    unlabelled = f" and {n_unlabelled} unlabelled images" if n_unlabelled else ""
+    click.echo(f"wrote {n_train} train and {n_test} test frames{unlabelled} to {out}")
     click.echo(f"  train: --data-root {paths.data_root} --gt-root {paths.gt_root} --split {paths.train_split}")
     click.echo(f"  test:  --data-root {paths.eval_data_root} --gt-root {paths.eval_gt_root} --split {paths.test_split}")
     click.echo(f"  (dense GT: {paths.dense_gt_root})")
+    if n_unlabelled:
+        fit = " --fit crop" if dataset == "kitti" else ""
+        click.echo(f"  unlabelled (no GT): cache-teacher --images {paths.unlabelled}{fit}")
 
 
 @main.command("cache-teacher")

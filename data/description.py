@@ -175,10 +175,11 @@ class DatasetDescription:
         """Where the procedural sample lives under ``out`` (a SampleDataset; nothing is written)."""
         return self._sample().sample_paths(out)
 
-    def write_sample(self, out: Path, *, n_train: int, n_test: int, seed: int):
-        """Write the procedural sample under ``out``; returns its SampleDataset."""
+    def write_sample(self, out: Path, *, n_train: int, n_test: int, seed: int, n_unlabelled: int = 0):
+        """Write the procedural sample under ``out`` (and ``n_unlabelled`` images without GT); returns
+        its SampleDataset."""
         module = self._sample()
-        return module.write_sample_dataset(out, n_train=n_train, n_test=n_test, seed=seed)
+        return module.write_sample_dataset(out, n_train=n_train, n_test=n_test, seed=seed, n_unlabelled=n_unlabelled)
 
     def crop_to_train_region(self, array: np.ndarray) -> np.ndarray:
         """The train region of an array aligned with the cache crop."""

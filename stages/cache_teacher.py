@@ -48,13 +48,13 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
     records = frames_of(cfg)
     check_inputs(cfg, records)
     guard = leakage_guard(cfg, records, what="frames")
+    references = References(cfg, records) if cfg.teacher_output != "metric" else None
+    notes = {"leakage_guard": guard, "alignment": references and references.describe()}
     if cfg.cluster:
-        return _run_on_cluster(cfg, records)
+        return _run_on_cluster(cfg, records, notes)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
     amp = use_amp(cfg.amp, device)
-    references = References(cfg, records) if cfg.teacher_output != "metric" else None
-    notes = {"leakage_guard": guard, "alignment": references and references.describe()}
     writer = open_writer(cfg, teacher, records, amp=amp, notes=notes)
     todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
@@ -81,10 +81,10 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
     )
 
 
-def _run_on_cluster(cfg: CacheTeacherConfig, records: list[Record]) -> CacheSummary:
+def _run_on_cluster(cfg: CacheTeacherConfig, records: list[Record], notes: dict) -> CacheSummary:
     """The shards mapped over a dask cluster's workers, one worker a shard at a time."""
     with cluster_client(cfg.cluster) as client:
-        location, written, seconds, complete = run_shards(absolute(cfg), client)
+        location, written, seconds, complete = run_shards(absolute(cfg), client, records, notes)
         packed = pack_inputs.run_on_cluster(inputs_config(absolute(cfg)), client) if cfg.with_inputs else None
     return CacheSummary(
         packed=packed,

@@ -38,7 +38,7 @@ from tiekd.stages.training.config import (
     with_earlier_defaults,
 )
 from tiekd.stages.training.distributed import SINGLE, Processes, join, leave, processes_from_env, replicate
-from tiekd.stages.training.identity import cache_differences, cache_identity
+from tiekd.stages.training.identity import cache_differences, cache_identity, read_groups
 from tiekd.stages.training.log import RunLog, forget_run_locks, one_run
 from tiekd.stages.training.loop import TrainSummary, train
 from tiekd.stages.training.mixture import mixed_epoch_frames, mixed_loader_parts, unlabelled_sets
@@ -291,7 +291,7 @@ def run(cfg: TrainStudentConfig) -> TrainSummary:
 
 def _run(cfg: TrainStudentConfig, records: list, cache_ref, processes: Processes) -> TrainSummary:
     """The run itself, once its records are read and (in the writer) its directory is held."""
-    cache = cache_identity(cache_ref)
+    cache = cache_identity(cache_ref, read_groups(cfg, cache_ref))
     device = join(processes, resolve_device(cfg.device))
     try:
         state = _resume_state(cfg, processes.world_size, cache)

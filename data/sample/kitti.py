@@ -8,6 +8,11 @@ them exactly where the real readers look (see :mod:`tiekd.data.kitti`)::
                                                               sparse LiDAR-like depth (uint16)
     OUT/dense/<date>_drive_<NNNN>_sync/proj_depth/groundtruth/image_02/<frame>.png  dense depth
     OUT/splits/train.txt, OUT/splits/test.txt     ``RGB_REL GT_REL|None FOCAL`` records
+    OUT/unlabelled/<date>/<date>_drive_<NNNN>_sync/image_02/data/<frame>.png   images without GT
+    OUT/splits/unlabelled.txt                     their list file (``cache-teacher --images``)
+
+The unlabelled frames (``n_unlabelled``) are scenes of their own seed stream and drives, never
+the training or test scenes; no depth is written for them.
 
 The scenes and their depth cues are drawn by :mod:`tiekd.data.sample.street` and rendered by
 :mod:`tiekd.data.sample.render`; this module plans the frames and writes the files. The same
@@ -16,6 +21,7 @@ seed gives byte-identical files.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +47,7 @@ DATES = tuple(IMAGE_SIZES)
 # Frames cycle over the dates, then over DRIVES_PER_DATE drives of each; test frames come from
 # other drives than training frames, as in the Eigen split.
 DRIVES_PER_DATE = 2
-FIRST_DRIVE = {"train": 1, "test": 11}
+FIRST_DRIVE = {"train": 1, "test": 11, "unlabelled": 21}
 # Frame numbers of a sparse subsample of the drives; KITTI's first annotated frame is 5.
 FIRST_FRAME = 5
 FRAME_STEP = 10
@@ -53,7 +59,7 @@ MIN_TEST = 2
 # data_depth_annotated is downloaded as train/ and val/ folders.
 GT_FOLDER = {"train": "train", "test": "val"}
 # Seed stream of each split, so that train and test frames never share a scene.
-SPLIT_STREAM = {"train": 0, "test": 1}
+SPLIT_STREAM = {"train": 0, "test": 1, "unlabelled": 2}
 # zlib level of the RGB PNGs: level 1 writes these textured images about three times faster
 # than the default 6, for files about 20 % larger.
 RGB_PNG_COMPRESSION = 1
@@ -76,6 +82,10 @@ class SampleDataset:
     """Images of the test split where they are not under data_root (NYU: the labeled .mat)."""
     test_gt_root: Path | None = None
     """GT of the test split where it is not under gt_root."""
+    unlabelled: Path | None = None
+    """List file of the images without GT (``cache-teacher --images``), written where some are asked for."""
+    unlabelled_root: Path | None = None
+    """Folder of the images without GT."""
 
     @property
     def eval_data_root(self) -> Path:
@@ -93,7 +103,7 @@ class FramePlan:
     """One frame to generate: its split record and its seed."""
 
     split: str
-    """"train" or "test"."""
+    """"train", "test" or "unlabelled"."""
     index: int
     """Position in its split file (0-based)."""
     date: str
@@ -123,7 +133,7 @@ def plan_frames(split: str, count: int) -> list[FramePlan]:
     plans = []
     for index in range(count):
         drive = FIRST_DRIVE[split] + (index // len(DATES)) % DRIVES_PER_DATE
-        has_gt = split == "train" or index % NO_GT_PERIOD != NO_GT_OFFSET
+        has_gt = split == "train" or (split == "test" and index % NO_GT_PERIOD != NO_GT_OFFSET)
         frame = FIRST_FRAME + FRAME_STEP * index
         plans.append(FramePlan(split, index, DATES[index % len(DATES)], drive, frame, has_gt))
     return plans
@@ -142,7 +152,7 @@ def write_frame(dataset: SampleDataset, plan: FramePlan, *, seed: int) -> None:
     height, width = IMAGE_SIZES[plan.date]
     camera = sample_camera(rng, height=height, width=width, focal=FOCALS[plan.date])
     rgb, dense, sparse = render_frame(sample_scene(rng), camera, rng)
-    rgb_file = dataset.data_root / plan.rgb_rel
+    rgb_file = (dataset.unlabelled_root if plan.split == "unlabelled" else dataset.data_root) / plan.rgb_rel
     rgb_file.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb).save(rgb_file, compress_level=RGB_PNG_COMPRESSION)
     if plan.has_gt:
@@ -159,11 +169,22 @@ def sample_paths(out: Path) -> SampleDataset:
         dense_gt_root=out / "dense",
         train_split=out / "splits" / "train.txt",
         test_split=out / "splits" / "test.txt",
+        unlabelled=out / "splits" / "unlabelled.txt",
+        unlabelled_root=out / "unlabelled",
     )
 
 
-def write_sample_dataset(out: Path, *, n_train: int = 32, n_test: int = 8, seed: int = 0) -> SampleDataset:
-    """Write a procedural KITTI-format dataset of n_train + n_test frames under ``out``.
+def write_unlabelled_list(path: Path, images: list[Path]) -> None:
+    """The list file of the unlabelled images: one path a line, relative to its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{os.path.relpath(image, path.parent)}\n" for image in images))
+
+
+def write_sample_dataset(
+    out: Path, *, n_train: int = 32, n_test: int = 8, seed: int = 0, n_unlabelled: int = 0
+) -> SampleDataset:
+    """Write a procedural KITTI-format dataset of n_train + n_test (+ n_unlabelled images without
+    GT) frames under ``out``.
 
     Files already there are overwritten; the same arguments give byte-identical files.
     """
@@ -176,10 +197,15 @@ def write_sample_dataset(out: Path, *, n_train: int = 32, n_test: int = 8, seed:
         )
     if seed < 0:
         raise ConfigError(f"--seed {seed}: pass a seed of 0 or more")
+    if n_unlabelled < 0:
+        raise ConfigError(f"--unlabelled {n_unlabelled}: pass a number of frames of 0 or more")
     dataset = sample_paths(out)
     train, test = plan_frames("train", n_train), plan_frames("test", n_test)
-    for plan in train + test:
+    unlabelled = plan_frames("unlabelled", n_unlabelled)
+    for plan in train + test + unlabelled:
         write_frame(dataset, plan, seed=seed)
     write_split(dataset.train_split, train, final_newline=True)
     write_split(dataset.test_split, test, final_newline=False)
+    if unlabelled:
+        write_unlabelled_list(dataset.unlabelled, [dataset.unlabelled_root / plan.rgb_rel for plan in unlabelled])
     return dataset

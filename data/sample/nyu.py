@@ -5,6 +5,7 @@
     OUT/nyu_depth_v2_labeled.mat                                 MATLAB v7.3 labeled file (h5py)
     OUT/splits/train.txt    "/scene/rgb_XXXXX.jpg /scene/sync_depth_XXXXX.png FOCAL", leading "/"
     OUT/splits/test.txt     "scene/rgb_XXXXX.jpg scene/sync_depth_XXXXX.png FOCAL", no final newline
+    OUT/unlabelled/<scene>/rgb_XXXXX.jpg, OUT/splits/unlabelled.txt   images without depth, their list
 
 Rooms are drawn by :mod:`tiekd.data.sample.room`. As in the real data, training depth PNGs have
 holes (0 = no measurement), the labeled file's ``depths`` are dense and its ``rawDepths`` have
@@ -25,7 +26,7 @@ from PIL import Image
 from tiekd.data.images import write_depth_png
 from tiekd.data.nyu import EXTRACTED_REGION, GT_SCALE, IMAGE_SIZE
 from tiekd.data.nyu_mat import depth_png_values, with_black_border, write_labeled_file
-from tiekd.data.sample.kitti import SampleDataset
+from tiekd.data.sample.kitti import SampleDataset, write_unlabelled_list
 from tiekd.data.sample.room import FOCAL_X, render_room
 from tiekd.pipeline.errors import ConfigError
 
@@ -41,8 +42,8 @@ HOLE_SHARE = 0.02
 RAW_HOLES_STREAM = 2
 """Seed stream of the holes of the labeled file's raw depths."""
 JPEG_QUALITY = 95
-SPLIT_STREAM = {"train": 0, "labeled": 1}
-"""Seed stream of each kind of frame, so that no two frames share a room."""
+SPLIT_STREAM = {"train": 0, "labeled": 1, "unlabelled": 3}
+"""Seed stream of each kind of frame, so that no two frames share a room (2 is the raw holes')."""
 MAT_NAME = "nyu_depth_v2_labeled.mat"
 
 
@@ -75,6 +76,8 @@ def sample_paths(out: Path) -> SampleDataset:
         test_split=out / "splits" / "test.txt",
         test_data_root=out / MAT_NAME,
         test_gt_root=out / MAT_NAME,
+        unlabelled=out / "splits" / "unlabelled.txt",
+        unlabelled_root=out / "unlabelled",
     )
 
 
@@ -90,6 +93,10 @@ def _train_frame(index: int) -> IndoorFrame:
 
 def _test_frame(index: int) -> IndoorFrame:
     return IndoorFrame(SCENE_KINDS[index % len(SCENE_KINDS)], LABELED_PER_TEST * index + 1)
+
+
+def _unlabelled_frame(index: int) -> IndoorFrame:
+    return IndoorFrame(f"unlabelled_{index // FRAMES_PER_SCENE:04d}", FIRST_FRAME + FRAME_STEP * index)
 
 
 def render(seed: int, stream: str, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +126,17 @@ def raw_depth(seed: int, index: int, depth: np.ndarray) -> np.ndarray:
     return np.where(holes, np.float32(0), depth).astype(np.float32)
 
 
+def _write_unlabelled(paths: SampleDataset, n_unlabelled: int, seed: int) -> None:
+    """Images of rooms of their own seed stream, without depth, and their list file."""
+    frames = [_unlabelled_frame(i) for i in range(n_unlabelled)]
+    for i, frame in enumerate(frames):
+        image, _ = render(seed, "unlabelled", i)
+        (paths.unlabelled_root / frame.rgb).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(paths.unlabelled_root / frame.rgb, quality=JPEG_QUALITY)
+    if frames:
+        write_unlabelled_list(paths.unlabelled, [paths.unlabelled_root / frame.rgb for frame in frames])
+
+
 def _write_extracted(root: Path, frame: IndoorFrame, image: np.ndarray, raw: np.ndarray) -> None:
     """A frame as BTS's extraction writes it: black-bordered JPEG, truncated millimetre PNG."""
     (root / frame.rgb).parent.mkdir(parents=True, exist_ok=True)
@@ -143,14 +161,20 @@ def _split_text(frames: list[IndoorFrame], *, rooted: bool) -> str:
     return "\n".join(f"{slash}{f.rgb} {slash}{f.depth} {FOCAL_X}" for f in frames)
 
 
-def write_sample_dataset(out: Path, *, n_train: int = 32, n_test: int = 8, seed: int = 0) -> SampleDataset:
-    """Write the procedural indoor dataset of n_train + n_test frames under ``out`` (both layouts)."""
+def write_sample_dataset(
+    out: Path, *, n_train: int = 32, n_test: int = 8, seed: int = 0, n_unlabelled: int = 0
+) -> SampleDataset:
+    """Write the procedural indoor dataset of n_train + n_test frames under ``out`` (both layouts),
+    and n_unlabelled images without depth."""
     if n_train < 1 or n_test < 1:
         raise ConfigError(f"--train {n_train} --test {n_test}: the NYU sample needs at least 1 frame of each")
     if seed < 0:
         raise ConfigError(f"--seed {seed}: pass a seed of 0 or more")
+    if n_unlabelled < 0:
+        raise ConfigError(f"--unlabelled {n_unlabelled}: pass a number of frames of 0 or more")
     paths = sample_paths(out)
     train, test = _write_train(Path(out), n_train, seed), _write_labeled(Path(out), n_test, seed)
+    _write_unlabelled(paths, n_unlabelled, seed)
     paths.train_split.parent.mkdir(parents=True, exist_ok=True)
     # The split files last: both present = the sample is complete (the demo reuses it).
     paths.train_split.write_text(_split_text(train, rooted=True) + "\n")

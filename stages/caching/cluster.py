@@ -113,11 +113,13 @@ def _probe_scheduler(address: str) -> None:
         ) from e
 
 
-def run_shards(cfg: CacheTeacherConfig, client: Client) -> tuple[str, int, float, bool]:
-    """Fill the store on the cluster; returns (location, frames written, seconds, complete)."""
-    location, todo = client.submit(prepare_store, cfg, tuple(cfg.shard), pure=False).result()
+def run_shards(cfg: CacheTeacherConfig, client: Client, records: list, notes: dict) -> tuple[str, int, float, bool]:
+    """Fill the store with the maps of ``records`` (listed once, here) on the cluster, ``notes``
+    recorded with a new group; returns (location, frames written, seconds, complete)."""
+    [records] = client.scatter([records], broadcast=True)  # sent to each worker once, not with every task
+    location, todo = client.submit(prepare_store, cfg, tuple(cfg.shard), records, notes, pure=False).result()
     rate = Rate()
-    futures = client.map(cache_shard, sorted(todo), cfg=cfg, retries=SHARD_RETRIES, pure=False)
+    futures = client.map(cache_shard, sorted(todo), cfg=cfg, records=records, retries=SHARD_RETRIES, pure=False)
     frames = {future.key: todo[shard] for future, shard in zip(futures, sorted(todo))}
     workers = len(client.scheduler_info()["workers"])
     label = f"caching {location} on {workers} worker{'s' if workers != 1 else ''}"
@@ -130,5 +132,5 @@ def run_shards(cfg: CacheTeacherConfig, client: Client) -> tuple[str, int, float
             client.cancel(futures)
             raise
     seconds = rate.seconds
-    complete = client.submit(finish_store, cfg, pure=False).result()
+    complete = client.submit(finish_store, cfg, records, pure=False).result()
     return location, rate.count, seconds, complete

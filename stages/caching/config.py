@@ -165,8 +165,6 @@ def _check_alignment(cfg: CacheTeacherConfig) -> None:
             "frame to: --gt-root (the split's GT) or --align-to STORE/TEACHER/SPLIT (a metric teacher's group of "
             "the same frames)"
         )
-    if relative and cfg.cluster:
-        raise ConfigError(f"--teacher-output {cfg.teacher_output} runs in one process, not yet with --cluster")
     if not relative and cfg.align_to:
         raise ConfigError("--align-to aligns a relative teacher; pass --teacher-output relative-inverse or relative-depth")
 
@@ -175,8 +173,6 @@ def _check_sources(cfg: CacheTeacherConfig, frames: list) -> None:
     """Refuse before the store is touched: a shape the fit cannot take, options of splits."""
     for frame in frames:
         check_fit(frame.size, cfg.crop, fit=cfg.fit, what=frame.id)
-    if cfg.cluster:
-        raise ConfigError("--images runs in one process (or with --shard I/N), not yet with --cluster")
     if cfg.gt_root is not None:
         raise ConfigError("--gt-root belongs to --split; image sources carry no GT")
 
@@ -217,5 +213,6 @@ def absolute(cfg: CacheTeacherConfig) -> CacheTeacherConfig:
         split_name=cfg.split_name or (split_group_name(cfg.split) if cfg.split else None),
         gt_root=cfg.gt_root.resolve() if cfg.gt_root else None,
         out=str(Path(cfg.out).resolve()) if local_out else cfg.out,
+        align_to=str(Path(cfg.align_to).resolve()) if cfg.align_to and "://" not in cfg.align_to else cfg.align_to,
         dataset=str(Path(cfg.dataset).resolve()) if is_description_file(cfg.dataset) else cfg.dataset,
     )

@@ -261,36 +261,39 @@ def _worker_amp(cfg: CacheTeacherConfig, device: torch.device) -> bool:
     return cfg.amp and device.type == "cuda"
 
 
-def prepare_store(cfg: CacheTeacherConfig, shards_of: tuple[int, int]) -> tuple[str, dict[int, int]]:
-    """Create or resume the store group (honouring ``cfg.overwrite``); returns its location and
-    the frames still missing per store shard among those of process ``shards_of`` = (I, N)."""
-    records = get_dataset(cfg.dataset).read_split(cfg.split)
+def prepare_store(
+    cfg: CacheTeacherConfig, shards_of: tuple[int, int], records: list, notes: dict
+) -> tuple[str, dict[int, int]]:
+    """Create or resume the store group (honouring ``cfg.overwrite``) of ``records`` (the client's
+    list: split records or source frames), with ``notes`` (the leakage guard's and alignment's
+    record); returns its location and the frames still missing per store shard among those of
+    process ``shards_of`` = (I, N)."""
     device = worker_device(cfg.device)
-    writer = open_writer(cfg, _worker_teacher(cfg, device), records, amp=_worker_amp(cfg, device))
+    writer = open_writer(cfg, _worker_teacher(cfg, device), records, amp=_worker_amp(cfg, device), notes=notes)
     fps, todo = writer.frames_per_shard, {}
     for frame in writer.pending(shard_frames(len(records), *shards_of, frames_per_shard=writer.frames_per_shard)):
         todo[frame // fps] = todo.get(frame // fps, 0) + 1
     return writer.location, todo
 
 
-def cache_shard(shard: int, cfg: CacheTeacherConfig) -> int:
+def cache_shard(shard: int, cfg: CacheTeacherConfig, records: list) -> int:
     """Store the missing maps of store shard ``shard``; returns the frames written. Idempotent:
-    frames already marked done are skipped, so a shard redone after a lost worker costs only the rest."""
-    records = get_dataset(cfg.dataset).read_split(cfg.split)
+    frames already marked done are skipped, so a shard redone after a lost worker costs only the
+    rest. A relative teacher's maps are aligned on the worker, to references it reads itself."""
     device = worker_device(cfg.device)
     teacher = _worker_teacher(cfg, device)
     amp = _worker_amp(cfg, device)
     writer = open_writer(dataclasses.replace(cfg, overwrite=False), teacher, records, amp=amp)
     frames = writer.pending(shard_range(shard, writer.frames_per_shard, len(records)))
+    references = References(cfg, records) if cfg.teacher_output != "metric" else None
     # dask's worker processes are daemons, which may not start DataLoader workers
     loader_workers = 0 if multiprocessing.current_process().daemon else cfg.workers
     run_cfg = dataclasses.replace(cfg, workers=loader_workers)
-    return fill_frames(run_cfg, teacher, writer, records, frames, device=device, amp=amp)
+    return fill_frames(run_cfg, teacher, writer, records, frames, device=device, amp=amp, references=references)
 
 
-def finish_store(cfg: CacheTeacherConfig) -> bool:
+def finish_store(cfg: CacheTeacherConfig, records: list) -> bool:
     """Record completion of the store group once every frame is stored; True if complete."""
-    records = get_dataset(cfg.dataset).read_split(cfg.split)
     device = worker_device(cfg.device)
     writer = open_writer(dataclasses.replace(cfg, overwrite=False), _worker_teacher(cfg, device), records, amp=False)
     return finish(writer)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 from support.commands import TEACHER, error_line, train_args
 from support.runs import build, train_config
 
+from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.pipeline.losses import tiekd_loss_terms
+from tiekd.pipeline.store.cache import TeacherCache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,3 +72,23 @@ def test_a_mixture_trains_and_other_frames_are_one_line(cli, sample, stores, tmp
     assert "--teacher-mix:" in line and "/rev/train holds other frames than" in line
     line = error_line(cli(*train_args(sample, stores, tmp_path / "t", "--teacher-mix", "a=1")))
     assert "--teacher-mix takes two or more different teacher groups" in line
+
+
+def test_every_teacher_of_a_mixture_is_recorded_and_a_replaced_one_refuses_the_resume(cli, sample, stores, tmp_path):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(stores, store)
+    args = train_args(sample, store, tmp_path / "r", "--epochs", 1, "--teacher-mix", "a=1", "--teacher-mix", "b=1")
+    assert cli(*args).exit_code == 0
+    identity = load_checkpoint(tmp_path / "r" / "last.pt")["cache"]
+    assert identity["group"] == "a/train" and [g["group"] for g in identity["groups"]] == ["b/train"]
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["cache_identity"] == identity
+    assert identity["groups"][0]["teacher_sha256"] == TeacherCache.open(store, "b", "train").spec.teacher_sha256
+    assert cli(*args, "--resume").exit_code == 0  # the same groups: it continues (here: nothing left to do)
+    # b replaced by another teacher (other weights) under the same name: the first teacher alone is unchanged
+    recache = ["cache-teacher", "--teacher", TEACHER, "--data-root", sample.data_root, "--split", sample.train_split,
+               "--out", store, "--name", "b", "--teacher-input", "88x304", "--workers", "0", "--teacher-arg", "seed=2",
+               "--overwrite"]  # fmt: skip
+    assert cli(*recache).exit_code == 0
+    line = error_line(cli(*args, "--resume"))
+    assert line.startswith(f"Error: --resume with another teacher cache than the run in {tmp_path / 'r'} (b/train ")
+    assert "teacher_sha256:" in line
