@@ -196,10 +196,10 @@ def training_samples(cfg: TrainStudentConfig, records, cache_ref) -> Distillatio
 
 
 def watched_groups(cfg: TrainStudentConfig, cache_ref) -> tuple:
-    """The store groups the run reads, as they are now: each teacher of a mixture, and the split packed in a
-    store; the loop refuses to take a step once one of them is removed or replaced."""
-    teachers = [cache_ref[1], *list(mixture_weights(cfg))[1:]] if cache_ref else []
-    groups = [TeacherCache.open(cache_ref[0], teacher, cache_ref[2]) for teacher in teachers]
+    """The store groups the run reads, as they are now: each teacher of a mixture, each --unlabelled group,
+    and the split packed in a store; the loop refuses to take a step once one of them is removed or replaced."""
+    refs = [cache_ref, *read_groups(cfg, cache_ref)] if cache_ref else []
+    groups = [TeacherCache.open(*ref) for ref in refs]
     packed = packed_source(training_store(cfg) if cfg.split else None, cfg.split, cfg.split_name, with_gt=False)
     if packed is not None:
         packed.require_unchanged()

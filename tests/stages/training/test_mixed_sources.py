@@ -80,3 +80,26 @@ def test_a_mixed_run_killed_and_resumed_equals_the_uninterrupted_one(
     assert [{k: v for k, v in s.items() if k not in timing} for s in read_jsonl(whole / "steps.jsonl")] == [
         {k: v for k, v in s.items() if k not in timing} for s in read_jsonl(killed / "steps.jsonl")
     ]
+
+
+def test_the_unlabelled_groups_are_watched_before_each_step(sample, mixed_store, tmp_path, cli):
+    """The loop checks each group a run reads before a step: an --unlabelled group cached again under
+    the run (another teacher) stops it, as a replaced split group does."""
+    from support.runs import train_config
+
+    from tiekd.pipeline.errors import StoreError
+    from tiekd.stages.train_student import watched_groups
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(mixed_store, store)
+    cfg = train_config(sample, store, tmp_path / "run", teacher="t", unlabelled=("extra=0.5",))
+    groups = watched_groups(cfg, (str(store), "t", "train"))
+    assert [g.location for g in groups] == [f"{store}/t/train", f"{store}/t/extra"]
+    images = [str(p) for p in sorted((mixed_store.parent / "images").iterdir())]
+    again = ["cache-teacher", "--teacher", TEACHER, "--teacher-arg", "seed=1", "--out", store, "--name", "t",
+             "--teacher-input", "88x304", "--workers", "0", "--images", *images[:1], "--images", *images[1:2],
+             "--fit", "crop", "--split-name", "extra", "--overwrite"]  # fmt: skip
+    assert cli(*again).exit_code == 0
+    groups[0].require_unchanged()
+    with pytest.raises(StoreError, match="t/extra was (replaced|removed) while in use"):
+        groups[1].require_unchanged()
