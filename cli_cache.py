@@ -50,14 +50,18 @@ def cache_verify(store: str, repair: bool) -> None:
 @cache.command("rm")
 @click.argument("store")
 @s3_endpoint
-@click.option("--teacher", required=True, help="Teacher group to remove (all its splits unless --split).")
+@click.option("--teacher", help="Teacher group to remove (all its splits unless --split).")
 @click.option("--split", help="Only this split group of the teacher.")
-@click.option("--force", is_flag=True, help="Also remove incomplete groups (when no cache-teacher writes them).")
-def cache_rm(store: str, teacher: str, split: str | None, force: bool) -> None:
-    """Remove one teacher's maps (or one split of them) from STORE."""
-    from tiekd.stages.cache_rm import remove  # lazy: see tiekd.cli
+@click.option("--inputs", metavar="SPLIT", help="Instead of a teacher's maps: the packed split SPLIT (cache pack).")
+@click.option("--force", is_flag=True, help="Also remove incomplete groups (when no cache-teacher or cache pack writes them).")
+def cache_rm(store: str, teacher: str | None, split: str | None, inputs: str | None, force: bool) -> None:
+    """Remove one teacher's maps (or one split of them), or one packed split, from STORE."""
+    from tiekd.stages.cache_rm import remove, remove_inputs  # lazy: see tiekd.cli
 
-    click.echo("\n".join(f"removed {location}" for location in remove(store, teacher=teacher, split=split, force=force)))
+    if (teacher is None) == (inputs is None) or (inputs is not None and split is not None):
+        raise click.UsageError("give --teacher T [--split S] (a teacher's maps) or --inputs SPLIT (a packed split)")
+    removed = remove_inputs(store, split=inputs, force=force) if inputs else remove(store, teacher=teacher, split=split, force=force)
+    click.echo("\n".join(f"removed {location}" for location in removed))
 
 
 @cache.command("pack")

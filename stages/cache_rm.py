@@ -1,4 +1,4 @@
-"""``tiekd cache rm``: remove one teacher's maps (all splits, or one) from a store, safely.
+"""``tiekd cache rm``: remove one teacher's maps (all splits, or one), or a packed split, from a store, safely.
 
 A group still being filled may belong to a running ``cache-teacher`` (or a dask cluster's
 workers): removing it under them would lose their work or leave half-written shards, so an
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import open_root
-from tiekd.pipeline.store.formats import check_group_name, child_groups
+from tiekd.pipeline.store.formats import INPUTS_GROUP, check_group_name, child_groups
 from tiekd.pipeline.store.lease import exclusive_group
 
 
@@ -31,14 +31,34 @@ def _incomplete(group) -> bool:
         return True
 
 
+def _store_root(path: str):
+    root = open_root(path, mode="r+")
+    if "tiekd_store_format" not in root.attrs:
+        raise StoreError(f"{path} is not a tiekd store; nothing removed")
+    return root
+
+
+def remove_inputs(path: str, *, split: str, force: bool = False) -> list[str]:
+    """Delete the packed split ``path/_inputs/split`` (``tiekd cache pack``); returns the group removed.
+    An incomplete one only with ``force``, and never while a ``cache pack`` holds its lease."""
+    check_group_name(split, flag="--inputs")
+    root = _store_root(path)
+    packed = child_groups(root[INPUTS_GROUP], location=f"{path}/{INPUTS_GROUP}") if INPUTS_GROUP in root else {}
+    if split not in packed:
+        raise StoreError(f"{path} holds no packed split {split!r} (it has: {', '.join(packed) or 'none'})")
+    if _incomplete(packed[split]) and not force:
+        raise StoreError(f"{path}/{INPUTS_GROUP}/{split} is incomplete and may still be being packed; "
+                         "pass --force once no cache pack writes to it")  # fmt: skip
+    _delete(path, root, INPUTS_GROUP, [split], last=len(packed) == 1)
+    return [f"{path}/{INPUTS_GROUP}/{split}"]
+
+
 def remove(path: str, *, teacher: str, split: str | None = None, force: bool = False) -> list[str]:
     """Delete ``path/teacher/split`` (every split of ``teacher`` when ``split`` is None); returns
     the groups removed. The teacher group goes with its last split."""
     check_group_name(teacher, flag="--teacher")
     check_group_name(split, flag="--split")
-    root = open_root(path, mode="r+")
-    if "tiekd_store_format" not in root.attrs:
-        raise StoreError(f"{path} is not a tiekd store; nothing removed")
+    root = _store_root(path)
     teachers = child_groups(root, location=path)
     if teacher not in teachers:
         raise StoreError(f"{path} holds no teacher {teacher!r} (it has: {', '.join(teachers) or 'none'})")

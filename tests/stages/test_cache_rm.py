@@ -87,3 +87,25 @@ def test_an_http_store_is_read_only_for_rm_and_repair(cli):
         result = cli(*args)
         assert result.exit_code == 1 and "is an HTTP store, which tiekd only reads" in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_packed_split_is_removed_with_inputs_and_nothing_else(tmp_path, cli, sample):
+    from support.commands import error_line
+
+    from tiekd.pipeline.store.inputs import PackedInputs
+    from tiekd.stages.pack_inputs import PackConfig
+    from tiekd.stages.pack_inputs import run as pack
+
+    path = a_store(tmp_path)
+    for split in (sample.train_split, sample.test_split):
+        pack(PackConfig(data_root=sample.data_root, gt_root=sample.gt_root, split=split, out=str(path)))
+    kept = files(path, "toy") | files(path, "other") | files(path, "_inputs/test")
+    result = cli("cache", "rm", path, "--inputs", "train")
+    assert result.exit_code == 0 and f"removed {path}/_inputs/train" in result.output, result.output
+    assert not PackedInputs.holds(str(path), "train") and PackedInputs.open(str(path), "test").done.all()
+    assert files(path, "toy") | files(path, "other") | files(path, "_inputs/test") == kept
+    assert cli("cache", "rm", path, "--inputs", "test").exit_code == 0
+    assert not (path / "_inputs").exists(), "the _inputs group goes with its last packed split"
+    assert "holds no packed split 'test' (it has: none)" in error_line(cli("cache", "rm", path, "--inputs", "test"))
+    both = cli("cache", "rm", path, "--inputs", "test", "--teacher", "toy")
+    assert both.exit_code == 2 and "give --teacher T [--split S] (a teacher's maps) or --inputs SPLIT" in both.output
