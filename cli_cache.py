@@ -53,14 +53,17 @@ def cache_verify(store: str, repair: bool) -> None:
 @click.option("--teacher", help="Teacher group to remove (all its splits unless --split).")
 @click.option("--split", help="Only this split group of the teacher.")
 @click.option("--inputs", metavar="SPLIT", help="Instead of a teacher's maps: the packed split SPLIT (cache pack).")
-@click.option("--force", is_flag=True, help="Also remove incomplete groups (when no cache-teacher or cache pack writes them).")
+@click.option("--force", is_flag=True, help="Also remove incomplete groups (when nothing writes them).")
 def cache_rm(store: str, teacher: str | None, split: str | None, inputs: str | None, force: bool) -> None:
     """Remove one teacher's maps (or one split of them), or one packed split, from STORE."""
     from tiekd.stages.cache_rm import remove, remove_inputs  # lazy: see tiekd.cli
 
     if (teacher is None) == (inputs is None) or (inputs is not None and split is not None):
         raise click.UsageError("give --teacher T [--split S] (a teacher's maps) or --inputs SPLIT (a packed split)")
-    removed = remove_inputs(store, split=inputs, force=force) if inputs else remove(store, teacher=teacher, split=split, force=force)
+    if inputs:
+        removed = remove_inputs(store, split=inputs, force=force)
+    else:
+        removed = remove(store, teacher=teacher, split=split, force=force)
     click.echo("\n".join(f"removed {location}" for location in removed))
 
 

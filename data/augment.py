@@ -155,7 +155,9 @@ def _crop_box(shape: tuple[int, int], draws: AugmentDraws, cfg: AugmentConfig) -
     return top, left
 
 
-def _geometry(array: np.ndarray, draws: AugmentDraws, cfg: AugmentConfig, *, rotate: bool, bilinear: bool) -> np.ndarray:
+def _geometry(
+    array: np.ndarray, draws: AugmentDraws, cfg: AugmentConfig, *, rotate: bool, bilinear: bool
+) -> np.ndarray:
     """Rotation (the image bilinear, maps nearest), flip and crop of one image or map, with the
     sample's draws; a rotation computes only the pixels the crop keeps (data/rotate.py)."""
     corner = _crop_box(array.shape[:2], draws, cfg)

@@ -232,7 +232,8 @@ def _run(cfg: DemoConfig, settings: str) -> Path:
     runs = _students(cfg, size, sample, store, student_steps)
     _say("5/6 evaluate the teacher (from its cache) and every student, one protocol")
     results = {"teacher": _evaluate(cfg, sample, store, cache=store, teacher="teacher")}
-    results |= {method: _evaluate(cfg, sample, store, checkpoint=run_dir / "last.pt") for method, run_dir in runs.items()}
+    for method, run_dir in runs.items():
+        results[method] = _evaluate(cfg, sample, store, checkpoint=run_dir / "last.pt")
     _say("6/6 table and pictures")
     runs = {"teacher": teacher_dir, **runs}
     checkpoints = {name: run_dir / "last.pt" for name, run_dir in runs.items()}
