@@ -113,10 +113,16 @@ def _probe_scheduler(address: str) -> None:
         ) from e
 
 
+def _the_records(records: list) -> list:
+    return records
+
+
 def run_shards(cfg: CacheTeacherConfig, client: Client, records: list, notes: dict) -> tuple[str, int, float, bool]:
     """Fill the store with the maps of ``records`` (listed once, here) on the cluster, ``notes``
     recorded with a new group; returns (location, frames written, seconds, complete)."""
-    [records] = client.scatter([records], broadcast=True)  # sent to each worker once, not with every task
+    # Sent once, as the result of a task rather than scattered: a worker killed while holding it
+    # costs a recomputation from the scheduler's copy, where scattered data would be lost for good.
+    records = client.submit(_the_records, records, pure=False)
     location, todo = client.submit(prepare_store, cfg, tuple(cfg.shard), records, notes, pure=False).result()
     rate = Rate()
     futures = client.map(cache_shard, sorted(todo), cfg=cfg, records=records, retries=SHARD_RETRIES, pure=False)
