@@ -190,7 +190,7 @@ LEVELS = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None], (256, N_CHANNE
 """Every uint8 level in every channel: (256, 3)."""
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def _look_up(image, table, out):
     """``out[c, y, x] = table[image[y, x, c], c]``: uint8 (H, W, 3) through a float32 (256, 3) table
     into channel-first float32 (3, H, W), the layout the student takes."""

@@ -59,7 +59,7 @@ def predict_2d_decode(residuals: np.ndarray, offset: int = 0) -> np.ndarray:
     return values
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def undo_prediction(low, high, offset, scale, out):
     """``out`` (H, W) = ``scale`` x the values whose residuals + ``offset`` have bytes ``low`` and
     ``high`` (each (H, W) uint8); ``out`` uint16 with ``scale`` 1, or float32 (metres in one pass).

@@ -67,27 +67,39 @@ def wait_for_steps(out, n, process):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("change", ["second teacher overwritten", "packed split packed again"])
-def test_a_group_changed_under_a_running_mixture_from_a_packed_split_stops_it(change, sample, store, tmp_path, cli,
-                                                                             subprocess_env):  # fmt: skip
+def test_a_split_packed_again_under_a_running_mixture_stops_it(sample, store, tmp_path, cli, subprocess_env):
+    """A real training process reading a mixture from a packed split; the split packed again under it."""
     out = tmp_path / "run"
     command = tiekd_command("--threads", 1, *mix_args(sample, store, out, "--epochs", 500))
     training = subprocess.Popen(command, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
     try:
         wait_for_steps(out, 2, training)
-        if change == "second teacher overwritten":
-            again = teacher_args(sample, store, "b", "--teacher-arg", "seed=2", "--overwrite")
-            expected = r"/b/train was (replaced|removed) while in use"
-        else:
-            again = pack_args(sample, store, sample.train_split, "--frames-per-shard", 3, "--overwrite")
-            expected = r"/_inputs/train was (packed again|removed) while in use"
+        again = pack_args(sample, store, sample.train_split, "--frames-per-shard", 3, "--overwrite")
         assert cli(*again).exit_code == 0
         output = training.communicate(timeout=120)[0]
     finally:
         training.kill()
     assert training.returncode == 1 and "Traceback" not in output, output
-    assert re.search(expected, output), output
+    assert re.search(r"/_inputs/train was (packed again|removed) while in use", output), output
+
+
+def test_each_teacher_of_a_mixture_is_watched(sample, store, tmp_path, cli):
+    """The loop checks each group of watched_groups before a step (the test above, in a real process):
+    the second teacher of the mixture is among them, and overwritten it stops the run."""
+    from support.runs import train_config
+
+    from tiekd.stages.train_student import watched_groups
+
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(store, copy)
+    cfg = train_config(sample, copy, tmp_path / "run", data_root=None, gt_root=None, teacher_mix=("a=1", "b=2"))
+    groups = watched_groups(cfg, (str(copy), "a", "train"))
+    assert [g.location for g in groups[:2]] == [f"{copy}/a/train", f"{copy}/b/train"] and len(groups) == 3
+    assert cli(*teacher_args(sample, copy, "b", "--teacher-arg", "seed=2", "--overwrite")).exit_code == 0
+    groups[0].require_unchanged()
+    with pytest.raises(StoreError, match=r"/b/train was (replaced|removed) while in use"):
+        groups[1].require_unchanged()
 
 
 def test_an_evaluation_of_a_split_packed_again_meanwhile_gives_no_result(sample, store, cli):
