@@ -66,8 +66,8 @@ class Trainer:
     cache: dict | None = None
     """Identity of the teacher cache the run trains from (stages/training/identity.py), kept in checkpoints."""
     watched: tuple = ()
-    """The store groups the run reads (every teacher of a mixture, a packed split), each checked before every
-    step with its ``require_unchanged()``: removed or replaced, the run stops."""
+    """The store groups the run reads (every teacher of a mixture, each --unlabelled group, a packed split),
+    each checked before every step with its ``require_unchanged()``: removed or replaced, the run stops."""
     processes: Processes = SINGLE
     replica: torch.nn.Module | None = None
     """The module the step runs: DDP around ``model`` in a process group, else ``model`` itself."""
