@@ -83,6 +83,7 @@ class SeaweedFS:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
         self._wait_bucket()
+        self._wait_volumes(data)
         return self
 
     def _wait_ready(self) -> None:
@@ -126,6 +127,25 @@ class SeaweedFS:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
+
+    def _wait_volumes(self, data: Path) -> None:
+        """Wait until the master knows every volume already on disk: after a restart the S3 port and the
+        bucket answer seconds before the volume server has reported its volumes, and until then reading an
+        object stored before the stop fails with HTTP 500 ("volume 1 not found" in the log)."""
+        ids = {path.stem.rpartition("_")[2] for path in data.glob("*.dat")}
+        deadline = time.monotonic() + START_SECONDS
+        while ids:
+            volume = next(iter(ids))
+            url = f"http://127.0.0.1:{self.ports['master.port']}/dir/lookup?volumeId={volume}"
+            try:
+                if json.loads(urllib.request.urlopen(url, timeout=5).read()).get("locations"):
+                    ids.discard(volume)
+                    continue
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"weed mini did not load volume {volume} within {START_SECONDS} s")
+            time.sleep(0.2)
 
     def start_if_stopped(self) -> None:
         """Start the server again on the same ports and data (after a test stopped it)."""
