@@ -22,6 +22,8 @@ Importing this module also makes :class:`BoundedZstd` zarr-python's ``zstd`` cod
 zstd frame zarr decodes for tiekd is decoded into at most the bytes its chunk holds, so a crafted frame that
 claims a gibibyte is refused before a byte of it is inflated, on every read path (remote stores without the
 shard cache, shards still being written, packed inputs). ``FrameReader`` bounds its own reads the same way.
+:class:`BoundedBlosc` does the same for ``blosc`` (the packed images' codec), and decodes in one thread: blosc's
+own default spreads one frame over every core, which a DataLoader worker (one core each) must not do.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numba
 import numpy as np
 import zarr
 from zarr.abc.codec import ArrayArrayCodec
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.core.common import parse_named_configuration
 from zarr.core.dtype.common import HasItemSize
 from zarr.registry import register_codec
@@ -161,5 +163,40 @@ class BoundedZstd(ZstdCodec):
         return chunk_spec.prototype.buffer.from_bytes(decoded)
 
 
+BLOSC_HEADER_BYTES = 16
+"""A blosc frame's header: version, versionlz, flags, typesize, then nbytes (uint32 LE), blocksize, cbytes."""
+
+
+def blosc_size(data) -> int:
+    """The bytes a blosc frame says it decodes to (ValueError for a frame shorter than its header)."""
+    header = bytes(memoryview(data)[:BLOSC_HEADER_BYTES])
+    if len(header) < BLOSC_HEADER_BYTES:
+        raise ValueError("its blosc frame is shorter than a blosc header")
+    return int.from_bytes(header[4:8], "little")
+
+
+def blosc_decoded(data, out: np.ndarray | int) -> np.ndarray:
+    """A blosc frame decoded, in one thread, into ``out`` (uint8, which it must fill exactly) or into a new
+    array of at most ``out`` bytes; ValueError before inflating a frame that claims another size."""
+    claimed, room = blosc_size(data), out if isinstance(out, int) else out.nbytes
+    if claimed > room or (not isinstance(out, int) and claimed != room):
+        raise ValueError(f"its blosc frame does not decode into the {room} bytes its chunk holds (it claims {claimed})")
+    try:
+        return imagecodecs.blosc_decode(data, numthreads=1, out=claimed if isinstance(out, int) else out)
+    except imagecodecs.BloscError as e:
+        raise ValueError(f"its blosc frame does not decode ({e})") from None
+
+
+class BoundedBlosc(BloscCodec):
+    """zarr-python's ``blosc`` codec, decoding each frame in one thread into at most :func:`decoded_bound`
+    bytes. Encodes, and names itself in metadata, exactly as ``BloscCodec``."""
+
+    def _decode_sync(self, chunk_bytes, chunk_spec):
+        decoded = blosc_decoded(chunk_bytes.as_numpy_array(), decoded_bound(chunk_spec))
+        return chunk_spec.prototype.buffer.from_bytes(decoded)
+
+
 register_codec("zstd", BoundedZstd)
-zarr.config.set({"codecs.zstd": f"{BoundedZstd.__module__}.{BoundedZstd.__qualname__}"})
+register_codec("blosc", BoundedBlosc)
+zarr.config.set({f"codecs.{name}": f"{codec.__module__}.{codec.__qualname__}"
+                 for name, codec in (("zstd", BoundedZstd), ("blosc", BoundedBlosc))})  # fmt: skip

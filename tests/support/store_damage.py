@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import google_crc32c
+import imagecodecs
 import numpy as np
 import psutil
 from numcodecs import Zstd
@@ -41,21 +42,26 @@ BOUNDED_RSS = 1 << 30
 about 0.5 GiB); inflating it costs more than 1 GiB on its own."""
 
 
-def bomb(claimed: int = 1 << 30) -> bytes:
-    """A valid zstd frame of ``claimed`` zero bytes (about 40 kB for 1 GiB) that says its size."""
+def bomb(claimed: int = 1 << 30, *, codec: str = "zstd") -> bytes:
+    """A valid zstd (about 40 kB for 1 GiB) or blosc (LZ4, 4.5 MB) frame of ``claimed`` zero bytes that
+    says its size."""
+    if codec == "blosc":
+        return imagecodecs.blosc_encode(np.zeros(claimed, np.uint8), level=1, compressor="lz4", shuffle=0,
+                                        typesize=1, numthreads=1)  # fmt: skip
     return Zstd(level=1).encode(np.zeros(claimed, np.uint8))
 
 
-def decompression_bomb(shard, frames_per_shard: int, claimed: int = 1 << 30) -> None:
-    """Replace frame 0 of the shard file ``shard`` (of a ``-> zstd -> crc32c`` array) by :func:`bomb`
-    with a valid CRC32C, and rewrite the shard's index and its CRC32C to match."""
+def decompression_bomb(shard, frames_per_shard: int, claimed: int = 1 << 30, *, codec: str = "zstd") -> None:
+    """Replace frame 0 of the shard file ``shard`` (of a ``-> zstd -> crc32c`` or ``-> blosc -> crc32c``
+    array, as ``codec`` says) by :func:`bomb` with a valid CRC32C, and rewrite the shard's index and its
+    CRC32C to match."""
     shard = Path(shard)
     raw = shard.read_bytes()
     size = frames_per_shard * INDEX_ENTRY_BYTES + CHECKSUM_BYTES
     index = np.frombuffer(raw[-size:-CHECKSUM_BYTES], "<u8").reshape(-1, 2).copy()
     written = [i for i, (offset, _) in enumerate(index) if offset != EMPTY]
     frames = {i: raw[int(index[i, 0]) : int(index[i, 0] + index[i, 1])] for i in written}
-    payload = bomb(claimed)
+    payload = bomb(claimed, codec=codec)
     frames[0] = payload + google_crc32c.value(payload).to_bytes(CHECKSUM_BYTES, "little")
     offset = 0
     for i in written:
