@@ -27,7 +27,7 @@ from tiekd.data.kitti import kb_crop, read_split, rgb_path
 from tiekd.data.sample.kitti import write_sample_dataset
 
 ZSTD_LEVEL = 9
-"""The level the packed store writes (inputs.INPUTS_CODECS)."""
+"""The level the packed store writes the GT with (inputs.GT_CODECS), and its images until format 2."""
 
 
 def planar(frame: np.ndarray) -> np.ndarray:
@@ -47,12 +47,23 @@ def _unzstd(encoded: bytes, shape, dtype=np.uint8) -> np.ndarray:
     return np.frombuffer(imagecodecs.zstd_decode(encoded), dtype).reshape(shape)
 
 
+def _blosc(data: np.ndarray, compressor: str, level: int) -> bytes:
+    return imagecodecs.blosc_encode(data.tobytes(), level=level, compressor=compressor, shuffle=0, typesize=1,
+                                    numthreads=1)  # fmt: skip
+
+
+def _unblosc(encoded: bytes, shape) -> np.ndarray:
+    return np.frombuffer(imagecodecs.blosc_decode(encoded, numthreads=1), np.uint8).reshape(shape)
+
+
 def codecs(shape) -> dict:
     """Name -> (encode(frame) -> bytes, decode(bytes) -> frame) of every codec compared."""
     height, width, _ = shape
     planes = (3, height, width)
     return {
-        "zstd (the packed store)": (_zstd, lambda b: _unzstd(b, shape)),
+        "blosc LZ4HC 9 (the packed store)": (lambda f: _blosc(f, "lz4hc", 9), lambda b: _unblosc(b, shape)),
+        "blosc LZ4 5": (lambda f: _blosc(f, "lz4", 5), lambda b: _unblosc(b, shape)),
+        "zstd 9 (packed format 1)": (_zstd, lambda b: _unzstd(b, shape)),
         "zstd, planar (shuffle)": (lambda f: _zstd(planar(f)), lambda b: _unplanar(_unzstd(b, planes))),
         "zstd, row delta": (lambda f: _zstd(imagecodecs.delta_encode(f, axis=1)),
                             lambda b: imagecodecs.delta_decode(_unzstd(b, shape).copy(), axis=1)),

@@ -99,6 +99,9 @@ class DatasetDescription:
     sigma: float
     """Std in metres of the paper-form teacher DPM, the --sigma default of that form (the code form
     keeps the released code's own value, see :func:`tiekd.pipeline.dpm.dpm_sigma`)."""
+    gt_scale: float
+    """Value per metre of the GT as its files store it (KITTI's 16-bit PNGs 256, NYU 1000); the packed
+    store keeps the GT in these values, so it packs exactly."""
     brightness_range: tuple[float, float]
     """(low, high) of the training augmentation's uniform brightness factor (gamma and colour
     factors are U(0.9, 1.1) on every dataset)."""

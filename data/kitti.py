@@ -153,6 +153,7 @@ KITTI = DatasetDescription(
     max_depth=MAX_DEPTH,
     n_bins=N_BINS,
     sigma=SIGMA,
+    gt_scale=GT_SCALE,
     brightness_range=BRIGHTNESS_RANGE,
     eval_crops={"garg": GARG_CROP, "eigen": EIGEN_CROP},
     eval_crop="garg",

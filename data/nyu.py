@@ -144,6 +144,7 @@ NYU = DatasetDescription(
     max_depth=MAX_DEPTH,
     n_bins=N_BINS,
     sigma=SIGMA,
+    gt_scale=GT_SCALE,
     brightness_range=BRIGHTNESS_RANGE,
     eval_crops={"eigen": EIGEN_CROP},
     eval_crop="eigen",

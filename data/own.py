@@ -201,6 +201,7 @@ def _described(path: Path, mtime_ns: int) -> DatasetDescription:
         n_bins=int(values["n_bins"]),
         sigma=float(values["sigma"]),
         brightness_range=tuple(float(v) for v in values["brightness_range"]),
+        gt_scale=float(values["gt_scale"]),
         eval_crops=_eval_crops(values, path),
         eval_crop=str(values["eval_crop"]),
         read_split=read_split,
@@ -208,7 +209,7 @@ def _described(path: Path, mtime_ns: int) -> DatasetDescription:
         check_image=check_image,
         check_gt=check_gt,
         read_image=read_image,
-        read_gt=functools.partial(read_gt, scale=float(values["gt_scale"])),
+        read_gt=functools.partial(read_gt, scale=float(values["gt_scale"])),  # the same value as gt_scale
         source=str(path),
         **_geometry(values, path),
     )

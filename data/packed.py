@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tiekd.data import kitti, nyu, nyu_mat
+from tiekd.data import kitti, nyu_mat
 from tiekd.data.description import DatasetDescription
 from tiekd.data.records import Record
 from tiekd.pipeline.errors import DataError, StoreError
 from tiekd.pipeline.files import file_sha256
 from tiekd.pipeline.store.inputs import PackedFrame, PackedInputs
 
-GT_SCALES = {"kitti": kitti.GT_SCALE, "nyu": nyu.GT_SCALE}
 """--dataset -> GT values per metre of its depth PNGs: the packed GT holds these integers."""
 
 
@@ -58,7 +57,7 @@ def pack_record(dataset: DatasetDescription, data_root: Path, gt_root: Path | No
     gt_file = kitti.gt_path(gt_root, record) if dataset.name == "kitti" and gt is not None else None
     return PackedFrame(
         image=dataset.crop_image_to_cache(full, record),
-        gt=gt_values(cropped_gt, GT_SCALES[dataset.name], record=record),
+        gt=gt_values(cropped_gt, dataset.gt_scale, record=record),
         full_size=tuple(full.shape[:2]),
         box=dataset.cache_crop_box(full.shape[:2]),
         image_sha256=_source_sha256(data_root, record.rgb, full),
@@ -128,9 +127,9 @@ def check_packed(path: str, split: str, records: list[Record], *, dataset: Datas
     if inputs.attrs.get("dataset") != dataset.name:
         raise StoreError(f"{inputs.location} holds {inputs.attrs.get('dataset')} inputs, this run is --dataset "
                          f"{dataset.name}; pass --dataset {inputs.attrs.get('dataset')} or pack this dataset")  # fmt: skip
-    if dataset.name in GT_SCALES and inputs.gt_scale != GT_SCALES[dataset.name]:
+    if inputs.gt_scale != dataset.gt_scale:
         raise StoreError(f"{inputs.location} records GT scale {inputs.gt_scale:g}, but {dataset.name} GT is "
-                         f"{GT_SCALES[dataset.name]:g} per metre: its record was edited; pack the split again with "
+                         f"{dataset.gt_scale:g} per metre: its record was edited; pack the split again with "
                          "--overwrite")  # fmt: skip
     inputs.require_packed([r.rgb for r in records], what=what)
     for record in records:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiekd.data.packed import GT_SCALES, pack_record
+from tiekd.data.packed import pack_record
 from tiekd.data.records import Record
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
 from tiekd.pipeline.errors import ConfigError
@@ -78,7 +78,7 @@ def open_inputs_writer(cfg: PackConfig, records: list[Record]) -> InputsWriter:
         "split_sha256": file_sha256(cfg.split),
         "split_file": str(cfg.split),
         "crop": list(dataset.cache_crop),
-        "gt_scale": GT_SCALES[dataset.name],
+        "gt_scale": dataset.gt_scale,
         "with_gt": cfg.gt_root is not None,
         "image": f"{dataset.cache_crop_title} of each {dataset.title} image, uint8 RGB",
     }

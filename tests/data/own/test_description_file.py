@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image
 from support.commands import error_line
 from support.own_images import write_description, write_images, write_split
 
+from tiekd.data.images import write_depth_png
 from tiekd.data.registry import get_dataset
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.pipeline.store.inputs import PackedInputs
 from tiekd.stages.cache_teacher import CacheTeacherConfig
 from tiekd.stages.training.config import TrainStudentConfig
 
@@ -72,3 +76,18 @@ def test_an_unknown_dataset_or_missing_file_is_one_line(tmp_path, cli):
     assert "no such description file" in line
     line = error_line(cli("sample-data", tmp_path / "x", "--dataset", write_description(tmp_path / "r.yaml")))
     assert "has no procedural sample" in line
+
+
+def test_a_described_dataset_packs_with_its_own_gt_scale(tmp_path, cli):
+    """``cache pack`` takes the GT's value per metre from the description (a YAML dataset has no built-in one)."""
+    description = write_description(tmp_path / "rover.yaml")  # gt_scale: 1000
+    images = write_images(tmp_path / "data" / "a", range(2))
+    depth = np.full((48, 64), 2.5, np.float32)
+    write_depth_png(tmp_path / "gt" / "a.png", depth, scale=1000.0)
+    split = write_split(tmp_path / "train.txt", images, tmp_path / "data", gt={images[0]: "a.png"})
+    result = cli("cache", "pack", "--data-root", tmp_path / "data", "--gt-root", tmp_path / "gt", "--split", split,
+                 "--dataset", description, "--out", tmp_path / "s.zarr")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    inputs = PackedInputs.open(str(tmp_path / "s.zarr"), "train")
+    assert inputs.gt_scale == 1000.0 and (inputs.gt(0) == 2.5).all() and not inputs.gt(1).any()
+    np.testing.assert_array_equal(inputs.image(1), np.asarray(Image.open(images[1]).convert("RGB")))
