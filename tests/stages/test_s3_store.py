@@ -159,6 +159,12 @@ def test_faults_are_one_line(sample, s3, cli, tmp_path, monkeypatch):
     assert "is damaged" in line and f"shard file {url}/row_prior/test/depth/c/1/0/0" in line
     verified = cli("cache", "verify", url)
     assert verified.exit_code != 0 and f"{url}/row_prior/test/depth/c/1/0/0" in verified.output
+    repaired = cli("cache", "verify", url, "--repair")  # marks the damaged frames not done, on the server
+    assert repaired.exit_code == 0 and "marked 1 damaged frame(s) not done" in repaired.output, repaired.output
+    again = cli(*cache_args(sample, url, sample.test_split))
+    assert again.exit_code == 0 and "store complete" in again.output, again.output
+    verified = cli("cache", "verify", url)  # read through this node's shard cache: no stale copy of the shard
+    assert verified.exit_code == 0 and "4 stored frames read, no problems" in verified.output, verified.output
     line = error_line(cli(*cache_args(sample, "s3://no-such-bucket/s.zarr", sample.test_split)))
     assert "the bucket of s3://no-such-bucket/s.zarr" in line and "does not exist" in line
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
