@@ -281,7 +281,7 @@ async def _names(store, prefix: str) -> set[str]:
     return {name.rstrip("/") async for name in store.list_dir(prefix)} - {"", "zarr.json"}
 
 
-def _listed(group: zarr.Group, *, location: str) -> set[str]:
+def listed_names(group: zarr.Group, *, location: str) -> set[str]:
     """The names in a group's folder. A web server that does not list folders (nginx's default)
     is one line: readers that are told the teacher and split never list."""
     try:
@@ -303,7 +303,7 @@ def child_groups(group: zarr.Group, *, location: str) -> dict[str, zarr.Group]:
     teacher or split group can have (the packed inputs' ``_inputs``, pipeline/store/inputs.py) are
     not listed."""
     children = {}
-    for name in sorted(_listed(group, location=location)):
+    for name in sorted(listed_names(group, location=location)):
         if not GROUP_NAME.fullmatch(name):
             continue
         try:

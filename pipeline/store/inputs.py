@@ -45,9 +45,9 @@ from tiekd.pipeline.store.formats import (
     GROUP_NAME,
     INPUTS_GROUP,
     STORE_FORMAT,
-    _listed,
     check_group_name,
     damaged_frame,
+    listed_names,
     open_member,
     read_whole,
     specified_metadata,
@@ -380,7 +380,7 @@ def packed_splits(path: str) -> dict[str, PackedInputs]:
         parent = root[INPUTS_GROUP]
     except (ValueError, TypeError) as e:  # a zarr.json that is not JSON, or not group metadata
         raise _corrupt(f"{path}/{INPUTS_GROUP}", e) from None
-    names = sorted(name for name in _listed(parent, location=f"{path}/{INPUTS_GROUP}") if GROUP_NAME.fullmatch(name))
+    names = sorted(name for name in listed_names(parent, location=f"{path}/{INPUTS_GROUP}") if GROUP_NAME.fullmatch(name))
     return {name: PackedInputs.open(str(path), name) for name in names}
 
 
