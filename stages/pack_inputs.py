@@ -21,7 +21,7 @@ from tiekd.pipeline.files import file_sha256
 from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, shard_frames
 from tiekd.pipeline.store.formats import split_group_name
 from tiekd.pipeline.store.inputs import InputsWriter
-from tiekd.pipeline.store.lease import shard_lease
+from tiekd.pipeline.store.lease import check_held, shard_lease
 from tiekd.stages.caching.config import check_split_files
 from tiekd.stages.caching.worker import store_errors
 from tiekd.stages.runtime import Rate, progress
@@ -115,6 +115,7 @@ def pack_frames(cfg: PackConfig, writer: InputsWriter, records: list[Record], fr
     with store_errors(writer.location), shard_lease(writer.location, shards):
         for start in range(0, len(frames), writer.frames_per_shard):
             indices = frames[start : start + writer.frames_per_shard]
+            check_held()  # a run whose S3 lease was taken over stops before writing
             writer.write(indices, [pack_record(dataset, cfg.data_root, cfg.gt_root, records[i]) for i in indices])
             on_batch(len(indices))
     return len(frames)
