@@ -137,7 +137,20 @@ def _hold_s3_group(group: str) -> s3_lease.S3Lease:
     if remover is not None and not remover.stale:
         writer.close()
         raise in_use(group, f"being replaced or removed (by {remover.owner})")
+    _live_writers(group)  # removes killed writers' objects
     return writer
+
+
+def _live_writers(group: str) -> list[str]:
+    """Who holds a writer object of the S3 group ``group`` (this process's own included); stale ones are deleted."""
+    owners = []
+    for url in s3_lease.listed(f"{group}/{WRITERS}"):
+        writer = s3_lease.read(url) if url.rpartition("/")[2].startswith("writer-") else None
+        if writer is not None and writer.stale:
+            s3_lease.remove_stale(url, writer)
+        elif writer is not None:
+            owners.append(writer.owner)
+    return owners
 
 
 def in_use(group: str, what: str) -> StoreError:
@@ -168,10 +181,9 @@ def _exclusive_s3_group(group: str) -> Iterator[None]:
     if isinstance(lease, s3_lease.Holder):
         raise in_use(group, f"being replaced or removed (by {lease.owner}, until {lease.until()} unless renewed)")
     try:
-        for url in s3_lease.listed(f"{group}/{WRITERS}"):
-            writer = s3_lease.read(url) if url.rpartition("/")[2].startswith("writer-") else None
-            if writer is not None and not writer.stale:
-                raise in_use(group, f"being written ({writer.owner})")
+        writers = _live_writers(group)
+        if writers:
+            raise in_use(group, f"being written ({writers[0]})")
         yield
     finally:
         lease.close()

@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from tiekd.pipeline.errors import StoreError
-from tiekd.pipeline.store.s3 import ATTEMPTS, CONNECT_SECONDS, bucket_and_prefix, endpoint, s3_error
+from tiekd.pipeline.store.s3 import ATTEMPTS, CONNECT_SECONDS, CREDENTIAL_OPTIONS, bucket_and_prefix, endpoint, s3_error
 
 LEASE_SECONDS = 60
 """How long a lease lasts without renewal: how long a writer killed on another host blocks its rerun."""
@@ -68,22 +68,22 @@ class Holder:
         return end.strftime("%H:%M:%S UTC")
 
 
-_CLIENTS: dict[int, object] = {}
+_CLIENTS: dict[tuple, object] = {}
 
 
 def client():
-    """This process's botocore S3 client (endpoint and credentials as boto3 reads them, s3.py)."""
-    if os.getpid() not in _CLIENTS:
+    """This process's botocore S3 client for the endpoint and credentials the environment names now (as
+    boto3 reads them, s3.py); a forked child makes its own."""
+    key = (os.getpid(), endpoint(), *(os.environ.get(name) for name in CREDENTIAL_OPTIONS))
+    if key not in _CLIENTS:
         import botocore.config
         import botocore.session
 
         config = botocore.config.Config(retries={"max_attempts": ATTEMPTS, "mode": "standard"},
                                         connect_timeout=CONNECT_SECONDS, max_pool_connections=PARALLEL)  # fmt: skip
-        _CLIENTS.clear()  # a forked child makes its own
-        _CLIENTS[os.getpid()] = botocore.session.get_session().create_client(
-            "s3", endpoint_url=endpoint(), config=config
-        )
-    return _CLIENTS[os.getpid()]
+        session = botocore.session.get_session()
+        _CLIENTS[key] = session.create_client("s3", endpoint_url=endpoint(), config=config)
+    return _CLIENTS[key]
 
 
 def _code(e: Exception) -> str:
@@ -253,6 +253,14 @@ def release_all(leases: list[S3Lease]) -> None:
 def new_key() -> str:
     """A name no other lease has (a writer's own object in the group's ``.writers/``)."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def remove_stale(url: str, holder: Holder) -> None:
+    """Delete the stale lease ``url`` that ``holder`` was read from (unless renewed or taken since)."""
+    from botocore.exceptions import ClientError
+
+    with contextlib.suppress(ClientError, StoreError):
+        _request(url, "delete_object", IfMatch=holder.etag)
 
 
 def listed(prefix_url: str) -> list[str]:
