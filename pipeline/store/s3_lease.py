@@ -17,11 +17,13 @@ How a lease works (what :mod:`tiekd.pipeline.store.lease` builds its S3 locks fr
 - **releasing** is ``DELETE`` with ``If-Match: <its ETag>``: never someone else's lease.
 
 Requests go through a botocore client of this process's own (not s3fs's event loop, which big transfers
-may keep busy past a heartbeat). AWS S3 honours ``If-None-Match: *`` and ``If-Match`` on PUT (since
-2024) and on DELETE; the test server (SeaweedFS ``weed mini``) honours all three, and of 16 concurrent
-conditional PUTs exactly one succeeded in each of 80 races (tests/pipeline/test_s3_lease.py repeats a
-smaller race). A server that ignored the conditions would let two writers in: these leases are as safe
-as the server's conditional writes.
+may keep busy past a heartbeat). AWS S3 documents ``If-None-Match: *`` and ``If-Match`` on PUT (since
+2024); a server that refuses the conditional DELETE leaves a released lease to end with its length (on
+this host at once, its holder being gone). The test server (SeaweedFS ``weed mini`` 4.48) honours all
+three, and of 16 concurrent conditional PUTs exactly one succeeded in each of 80 races (40 of
+``If-None-Match``, 40 of ``If-Match``; tests/pipeline/store/test_s3_lease.py repeats smaller races). A
+server that ignored the conditions would let two writers in: these leases are as safe as the server's
+conditional writes, and rest on S3's strong read-after-write and list-after-write consistency.
 """
 
 from __future__ import annotations
