@@ -44,7 +44,7 @@ from typing import IO
 
 from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store import s3_lease
-from tiekd.pipeline.store.s3 import is_s3
+from tiekd.pipeline.store.s3 import is_s3, open_s3
 
 WRITERS = ".writers"
 """Folder of a group's lease files."""
@@ -85,6 +85,7 @@ def creation_lock(path: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _s3_creation_lock(path: str) -> Iterator[None]:
     """The creation lock of an S3 store, waited for as ``flock`` is (a killed holder's until it is stale)."""
+    open_s3(path, read_only=True)  # the server, the credentials and the bucket, each one line
     while isinstance(lease := s3_lease.take(f"{path.rstrip('/')}/{WRITERS}/{CREATION_LEASE}"), s3_lease.Holder):
         time.sleep(WAIT_SECONDS)
     try:
