@@ -73,16 +73,18 @@ class Holder:
 _CLIENTS: dict[tuple, object] = {}
 
 
-def client():
+def client(*, once: bool = False):
     """This process's botocore S3 client for the endpoint and credentials the environment names now (as
-    boto3 reads them, s3.py); a forked child makes its own."""
-    key = (os.getpid(), endpoint(), *(os.environ.get(name) for name in CREDENTIAL_OPTIONS))
+    boto3 reads them, s3.py); a forked child makes its own. ``once``: one attempt, a short connection
+    timeout (releasing, which is best effort: a lease not released ends with its length)."""
+    key = (os.getpid(), once, endpoint(), *(os.environ.get(name) for name in CREDENTIAL_OPTIONS))
     if key not in _CLIENTS:
         import botocore.config
         import botocore.session
 
-        config = botocore.config.Config(retries={"max_attempts": ATTEMPTS, "mode": "standard"},
-                                        connect_timeout=CONNECT_SECONDS, max_pool_connections=PARALLEL)  # fmt: skip
+        attempts, connect = (1, 2) if once else (ATTEMPTS, CONNECT_SECONDS)
+        config = botocore.config.Config(retries={"max_attempts": attempts, "mode": "standard"},
+                                        connect_timeout=connect, max_pool_connections=PARALLEL)  # fmt: skip
         session = botocore.session.get_session()
         _CLIENTS[key] = session.create_client("s3", endpoint_url=endpoint(), config=config)
     return _CLIENTS[key]
@@ -92,13 +94,13 @@ def _code(e: Exception) -> str:
     return str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
 
 
-def _request(url: str, operation: str, **kwargs) -> dict:
+def _request(url: str, operation: str, *, once: bool = False, **kwargs) -> dict:
     """One S3 request on the object of ``url``; a failure other than a lost condition is one line."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = bucket_and_prefix(url)
     try:
-        return getattr(client(), operation)(Bucket=bucket, Key=key, **kwargs)
+        return getattr(client(once=once), operation)(Bucket=bucket, Key=key, **kwargs)
     except ClientError as e:
         if _code(e) in LOST_RACE or _code(e) in ("NoSuchKey", "404"):
             raise
@@ -198,7 +200,7 @@ class _Held:
                 return
             self.lost = "released"
             with contextlib.suppress(ClientError, StoreError):  # taken over, or the server is gone: it expires
-                _request(self.url, "delete_object", IfMatch=self.etag)
+                _request(self.url, "delete_object", once=True, IfMatch=self.etag)
 
 
 class S3Lease:
@@ -262,7 +264,7 @@ def remove_stale(url: str, holder: Holder) -> None:
     from botocore.exceptions import ClientError
 
     with contextlib.suppress(ClientError, StoreError):
-        _request(url, "delete_object", IfMatch=holder.etag)
+        _request(url, "delete_object", once=True, IfMatch=holder.etag)
 
 
 def listed(prefix_url: str) -> list[str]:
