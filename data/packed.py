@@ -65,6 +65,29 @@ def pack_record(dataset: DatasetDescription, data_root: Path, gt_root: Path | No
     )
 
 
+def source_files(dataset: DatasetDescription, data_root: Path, gt_root: Path | None, record: Record) -> list[Path]:
+    """The files a record is packed from, image first (NYU's labeled .mat: that one file of all frames)."""
+    files = [data_root if nyu_mat.is_labeled_file(data_root) else data_root / record.rgb]
+    if gt_root is not None and record.gt is not None:
+        if nyu_mat.is_labeled_file(gt_root):
+            files.append(gt_root)
+        else:
+            files.append(kitti.gt_path(gt_root, record) if dataset.name == "kitti" else gt_root / record.gt)
+    return files
+
+
+def source_hashes(
+    dataset: DatasetDescription, data_root: Path, gt_root: Path | None, record: Record
+) -> tuple[str, str]:
+    """(image, GT) SHA-256 of a record's sources as :func:`pack_record` records them, hashing the files
+    without decoding them (NYU's labeled .mat: its frames are decoded, as packing hashes them)."""
+    if nyu_mat.is_labeled_file(data_root) or (gt_root is not None and nyu_mat.is_labeled_file(gt_root)):
+        frame = pack_record(dataset, data_root, gt_root, record)
+        return frame.image_sha256, frame.gt_sha256
+    files = source_files(dataset, data_root, gt_root, record)
+    return file_sha256(files[0]), file_sha256(files[1]) if len(files) > 1 else ""
+
+
 class PackedSource:
     """The packed inputs of a split as the datasets read them, by record.
 

@@ -89,7 +89,8 @@ def _delete(path: str, root, teacher: str, splits: list[str], *, last: bool) -> 
     folder = _local_folder(path)
     if folder is None:
         for name in splits:
-            del root[teacher][name]
+            with exclusive_group(f"{path.rstrip('/')}/{teacher}/{name}"):  # S3: never under a writer
+                del root[teacher][name]
         if last:
             del root[teacher]
         return

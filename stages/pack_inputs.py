@@ -9,19 +9,22 @@ it again continues; ``--shard I/N`` processes fill disjoint store shards.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiekd.data.packed import pack_record
+import numpy as np
+
+from tiekd.data.packed import pack_record, source_files, source_hashes
 from tiekd.data.records import Record
 from tiekd.data.registry import DEFAULT_DATASET, get_dataset
-from tiekd.pipeline.errors import ConfigError
+from tiekd.pipeline.errors import ConfigError, StoreError
 from tiekd.pipeline.files import file_sha256
-from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, shard_frames
-from tiekd.pipeline.store.formats import split_group_name
+from tiekd.pipeline.store.cache import FRAMES_PER_SHARD, open_root, plain_path, shard_frames
+from tiekd.pipeline.store.formats import INPUTS_GROUP, split_group_name
 from tiekd.pipeline.store.inputs import InputsWriter
-from tiekd.pipeline.store.lease import shard_lease
+from tiekd.pipeline.store.lease import check_held, shard_lease
 from tiekd.stages.caching.config import check_split_files
 from tiekd.stages.caching.worker import store_errors
 from tiekd.stages.runtime import Rate, progress
@@ -71,7 +74,9 @@ def check_files(cfg: PackConfig, records: list[Record]) -> None:
                           "overwrite once with a single process, then start the shards")  # fmt: skip
 
 
-def open_inputs_writer(cfg: PackConfig, records: list[Record]) -> InputsWriter:
+def open_inputs_writer(cfg: PackConfig, records: list[Record], *, fingerprint: str | None = None) -> InputsWriter:
+    """The packed split opened for writing; ``fingerprint`` (:func:`sources_fingerprint`) is recorded in a
+    new one, and checked against a resumed one (:func:`check_sources`)."""
     dataset = get_dataset(cfg.dataset)
     attrs = {
         "dataset": dataset.name,
@@ -81,19 +86,58 @@ def open_inputs_writer(cfg: PackConfig, records: list[Record]) -> InputsWriter:
         "gt_scale": dataset.gt_scale,
         "with_gt": cfg.gt_root is not None,
         "image": f"{dataset.cache_crop_title} of each {dataset.title} image, uint8 RGB",
-    }
-    return InputsWriter.create_or_resume(
+    } | ({SOURCES_FINGERPRINT: fingerprint} if fingerprint else {})
+    writer = InputsWriter.create_or_resume(
         cfg.out, split=cfg.split_name or split_group_name(cfg.split), ids=[r.rgb for r in records],
         gt_ids=[r.gt or "" for r in records], attrs=attrs, overwrite=cfg.overwrite,
         frames_per_shard=cfg.frames_per_shard,
     )  # fmt: skip
+    if fingerprint:
+        check_sources(cfg, writer, records, fingerprint)
+    return writer
+
+
+SOURCES_FINGERPRINT = "sources_fingerprint"
+"""Attribute of a packed split: :func:`sources_fingerprint` of its sources when it was created."""
+
+
+def sources_fingerprint(cfg: PackConfig, records: list[Record]) -> str:
+    """SHA-256 of the path, size and modification time of every source file of ``records``: cheap (no file
+    is read), and changed by any edit of an image or GT file (also by a copy that does not keep times)."""
+    dataset, digest = get_dataset(cfg.dataset), hashlib.sha256()
+    files = (path for r in records for path in source_files(dataset, cfg.data_root, cfg.gt_root, r))
+    for path in dict.fromkeys(files):
+        stat = path.stat()
+        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def check_sources(cfg: PackConfig, writer: InputsWriter, records: list[Record], fingerprint: str) -> None:
+    """Refuse, in one line, to resume a packed split whose packed frames' source files changed since they
+    were packed (a resume would mix frames from before and after the edit). Where the sources' fingerprint
+    is the recorded one nothing is read; else the packed frames' sources are hashed again and compared
+    with the SHA-256 recorded with each frame (a touched or copied file that is unchanged passes)."""
+    split = cfg.split_name or split_group_name(cfg.split)
+    group = open_root(plain_path(cfg.out), mode="r")[f"{INPUTS_GROUP}/{split}"]
+    if group.attrs.get(SOURCES_FINGERPRINT) == fingerprint:
+        return
+    dataset, done = get_dataset(cfg.dataset), group["done"][:]
+    recorded = group["image_sha256"][:], group["gt_sha256"][:]
+    for i in np.flatnonzero(done).tolist():
+        image, gt = source_hashes(dataset, cfg.data_root, cfg.gt_root, records[i])
+        if image != recorded[0][i] or (cfg.gt_root is not None and gt != recorded[1][i]):
+            raise StoreError(
+                f"{writer.location}: the source files of packed frame {i} ({records[i].rgb}) changed since it was "
+                "packed, and resuming would mix frames from before and after the change; pack the split again "
+                "with `tiekd cache pack --overwrite`"
+            )
 
 
 def run(cfg: PackConfig) -> PackSummary:
     """Pack (or continue packing) the frames of ``cfg.shard`` into ``out/_inputs/split``."""
     records = get_dataset(cfg.dataset).read_split(cfg.split)
     check_files(cfg, records)
-    writer = open_inputs_writer(cfg, records)
+    writer = open_inputs_writer(cfg, records, fingerprint=sources_fingerprint(cfg, records))
     todo = writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=writer.frames_per_shard))
     rate = Rate()
     with progress(len(todo), f"packing {writer.location}") as bar:
@@ -115,6 +159,7 @@ def pack_frames(cfg: PackConfig, writer: InputsWriter, records: list[Record], fr
     with store_errors(writer.location), shard_lease(writer.location, shards):
         for start in range(0, len(frames), writer.frames_per_shard):
             indices = frames[start : start + writer.frames_per_shard]
+            check_held()  # a run whose S3 lease was taken over stops before writing
             writer.write(indices, [pack_record(dataset, cfg.data_root, cfg.gt_root, records[i]) for i in indices])
             on_batch(len(indices))
     return len(frames)
@@ -154,7 +199,7 @@ def run_on_cluster(cfg: PackConfig, client) -> PackSummary:
     from distributed import as_completed  # lazy, as the cluster itself
 
     records = get_dataset(cfg.dataset).read_split(cfg.split)
-    writer = open_inputs_writer(cfg, records)  # created here, once, before the tasks open it
+    writer = open_inputs_writer(cfg, records, fingerprint=sources_fingerprint(cfg, records))  # once, before the tasks
     fps = writer.frames_per_shard
     shards = sorted({i // fps for i in writer.pending(shard_frames(len(records), *cfg.shard, frames_per_shard=fps))})
     rate = Rate()

@@ -45,7 +45,7 @@ from tiekd.pipeline.store.formats import (
     lost_metadata,
     open_member,
 )
-from tiekd.pipeline.store.lease import creation_lock, exclusive_group, hold_group
+from tiekd.pipeline.store.lease import check_held, creation_lock, exclusive_group, hold_group
 
 CREATE_ATTEMPTS = 5
 """Processes that start on one new store at once (``--shard``) race to create its metadata.
@@ -73,7 +73,8 @@ def remove_group(parent: zarr.Group, name: str, *, location: str) -> None:
     deleted (a frame of it would read as damaged rather than removed)."""
     store = parent.store
     if not isinstance(store, LocalStore):
-        del parent[name]
+        with exclusive_group(location):  # S3's lease objects go with the group
+            del parent[name]
         return
     root = Path(store.root)
     aside = root / f".tiekd-removing-{uuid.uuid4().hex}"
@@ -306,6 +307,7 @@ class CacheWriter:
     def write(self, indices: list[int], depth: np.ndarray, clipped: np.ndarray, extras: dict | None = None) -> None:
         """Store maps of frames ``indices`` (sorted): depth (B, H, W) metres, clipped (B,) counts,
         ``extras``: (B,) values of the group's per-frame arrays by name."""
+        check_held()  # a run whose S3 lease was taken over stops before writing
         values = quantise(depth)
         for start, stop, offset in contiguous_runs(indices, frames_per_shard=self.frames_per_shard):
             rows = slice(offset, offset + stop - start)
