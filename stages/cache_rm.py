@@ -21,6 +21,7 @@ from tiekd.pipeline.errors import StoreError
 from tiekd.pipeline.store.cache import open_root
 from tiekd.pipeline.store.formats import INPUTS_GROUP, check_group_name, child_groups
 from tiekd.pipeline.store.lease import exclusive_group
+from tiekd.pipeline.store.writer import remove_group
 
 
 def _incomplete(group) -> bool:
@@ -88,9 +89,8 @@ def _delete(path: str, root, teacher: str, splits: list[str], *, last: bool) -> 
     """Delete the split groups (and the teacher group with its last split)."""
     folder = _local_folder(path)
     if folder is None:
-        for name in splits:
-            with exclusive_group(f"{path.rstrip('/')}/{teacher}/{name}"):  # S3: never under a writer
-                del root[teacher][name]
+        for name in splits:  # under the group's exclusive lease: never under a writer
+            remove_group(root[teacher], name, location=f"{path.rstrip('/')}/{teacher}/{name}")
         if last:
             del root[teacher]
         return
