@@ -109,17 +109,7 @@ def sample_data(out: Path, n_train: int, n_test: int, n_unlabelled: int, seed: i
 )
 @shared.data_root(required=False)
 @shared.split_option(required=False)
-@click.option("--images", multiple=True, metavar="PATH|GLOB",
-              help="Images to cache instead of a split: a folder (recursive), a glob, a list file or a video "
-              "(repeatable).")  # fmt: skip
-@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Take every N-th frame of a video.")  # fmt: skip
-@click.option("--start", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="Take video frames from this time (seconds).")  # fmt: skip
-@click.option("--end", type=float, help="Take video frames before this time (seconds) [default: to the end].")
-@click.option("--fit", default="whole", show_default=True, type=click.Choice(["whole", "crop"]),
-              help="How an image becomes a map of the dataset's size: whole (resized, refused if its shape differs) "
-              "or crop (the largest region of the map's shape, placed as the dataset's crop, resized).")  # fmt: skip
+@shared.image_sources
 @click.option("--teacher-output", default="metric", show_default=True,
               type=click.Choice(["metric", "relative-depth", "relative-inverse"]),
               help="What the teacher predicts: metric depth, or depth / inverse depth (disparity) up to scale and "

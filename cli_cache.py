@@ -68,8 +68,9 @@ def cache_rm(store: str, teacher: str | None, split: str | None, inputs: str | N
 
 
 @cache.command("pack")
-@shared.data_root
-@shared.split
+@shared.data_root(required=False)
+@shared.split_option(required=False)
+@shared.image_sources
 @click.option("--out", required=True, help="Store path to pack into (beside its teacher groups).")
 @s3_endpoint
 @shared.gt_root(
@@ -86,8 +87,10 @@ def cache_rm(store: str, teacher: str | None, split: str | None, inputs: str | N
     help="Frames per shard file of a new packed split (a resumed one keeps its own).",
 )  # fmt: skip
 @shared.dataset
-def cache_pack(shard: str, **options) -> None:
-    """Pack a split's images and ground truth into STORE, so nodes train and evaluate without the files."""
+def cache_pack(shard: str, images, **options) -> None:
+    """Pack a split's images and ground truth, or image sources, into STORE, so nodes train and evaluate
+    without the files."""
     from tiekd.stages import pack_inputs as stage  # lazy: see tiekd.cli
 
-    click.echo(stage.report(stage.run(stage.PackConfig(shard=shared.shard(shard), **options))))
+    cfg = stage.PackConfig(shard=shared.shard(shard), images=tuple(images), **options)
+    click.echo(stage.report(stage.run(cfg)))

@@ -83,6 +83,27 @@ def split_option(*, required: bool):
     )
 
 
+def image_sources(function):
+    """``--images`` (repeatable) and how their frames are taken (``--every``, ``--start``, ``--end``) and
+    fitted to the dataset's size (``--fit``): what stage one and ``cache pack`` read instead of a split."""
+    options = [
+        click.option("--images", multiple=True, metavar="PATH|GLOB",
+                     help="Images instead of a split: a folder (recursive), a glob, a list file or a video "
+                     "(repeatable)."),
+        click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Take every N-th frame of a video."),
+        click.option("--start", default=0.0, show_default=True, type=click.FloatRange(min=0),
+                     help="Take video frames from this time (seconds)."),
+        click.option("--end", type=float, help="Take video frames before this time (seconds) [default: to the end]."),
+        click.option("--fit", default="whole", show_default=True, type=click.Choice(["whole", "crop"]),
+                     help="How an image becomes a map of the dataset's size: whole (resized, refused if its shape "
+                     "differs) or crop (the largest region of the map's shape, placed as the dataset's crop, resized)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def _set_s3_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     from tiekd.pipeline.store.s3 import set_endpoint  # lazy: zarr's import is not needed for --help
 

@@ -20,10 +20,7 @@ from tiekd.data.description import DatasetDescription
 from tiekd.data.records import Record
 from tiekd.pipeline.errors import DataError, StoreError
 from tiekd.pipeline.files import file_sha256
-from tiekd.pipeline.store.inputs import PackedFrame, PackedInputs
-
-"""--dataset -> GT values per metre of its depth PNGs: the packed GT holds these integers."""
-
+from tiekd.pipeline.store.inputs import PackedFrame, PackedInputs, inputs_location
 
 def _source_sha256(root: Path, relative: str | None, decoded: np.ndarray, *, gt_file=None) -> str:
     """SHA-256 of a record's source file's bytes; of the decoded frame for NYU's labeled .mat (one
@@ -110,6 +107,11 @@ class PackedSource:
 
     def __getstate__(self) -> dict:
         return self.__dict__ | {"_inputs": None, "_watched": None}
+
+    @property
+    def location(self) -> str:
+        """``STORE/_inputs/<split>``, as messages name it."""
+        return inputs_location(*self.ref)
 
     def require_unchanged(self) -> None:
         """Refuse, in one line, a packed split removed or packed again since this method was first called:

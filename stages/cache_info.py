@@ -103,7 +103,7 @@ def _packed_entry(split: str, inputs: PackedInputs) -> dict:
     return {
         "split": split, "frames": len(inputs), "done": done, "complete": done == len(inputs),
         "dataset": inputs.attrs.get("dataset"), "with_gt": inputs.attrs.get("with_gt"), "bytes": size,
-        "bytes_per_frame": round(size / done) if size and done else None,
+        "bytes_per_frame": round(size / done) if size and done else None, "sources": inputs.attrs.get("sources"),
     }  # fmt: skip
 
 
@@ -139,8 +139,9 @@ def format_info(summary: dict) -> str:
         lines.append("  (no caches)")
     for e in summary.get("inputs", []):
         size = f", {e['bytes'] / 1e6:.1f} MB" if e["bytes"] is not None else ""
+        sources = f", image sources fitted ({e['sources']['fit']})" if e.get("sources") else ""
         lines.append(f"  packed inputs {e['split']}: {e['done']}/{e['frames']} frames "
-                     f"({'complete' if e['complete'] else 'incomplete'}), {e['dataset']}, "
+                     f"({'complete' if e['complete'] else 'incomplete'}), {e['dataset']}{sources}, "
                      f"{'with' if e['with_gt'] else 'without'} GT{size}")  # fmt: skip
     return "\n".join(lines)
 

@@ -68,7 +68,7 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
             cfg, teacher, writer, records, todo, device=device, amp=amp, on_batch=on_batch, references=references
         )
     complete = finish(writer)
-    packed = pack_inputs.run(inputs_config(cfg)) if cfg.with_inputs else None
+    packed = pack_inputs.run(inputs_config(cfg), records) if cfg.with_inputs else None
     return CacheSummary(
         packed=packed,
         location=writer.location,
@@ -85,7 +85,7 @@ def _run_on_cluster(cfg: CacheTeacherConfig, records: list[Record], notes: dict)
     """The shards mapped over a dask cluster's workers, one worker a shard at a time."""
     with cluster_client(cfg.cluster) as client:
         location, written, seconds, complete = run_shards(absolute(cfg), client, records, notes)
-        packed = pack_inputs.run_on_cluster(inputs_config(absolute(cfg)), client) if cfg.with_inputs else None
+        packed = pack_inputs.run_on_cluster(inputs_config(absolute(cfg)), client, records) if cfg.with_inputs else None
     return CacheSummary(
         packed=packed,
         location=location,

@@ -46,6 +46,7 @@ from tiekd.stages.training.sampler import EpochSampler, check_cache, seed_everyt
 from tiekd.stages.training.sources import (
     check_same_frames,
     group_frames,
+    source_packed,
     start_architecture_weights,
     start_from_checkpoint,
 )
@@ -188,8 +189,9 @@ def training_samples(cfg: TrainStudentConfig, records, cache_ref) -> Distillatio
     more = tuple((cache_ref[0], name, cache_ref[2]) for name in list(mixture_weights(cfg))[1:])
     common = {"dataset": get_dataset(cfg.dataset), "augment_cfg": augment_config(cfg), "seed": cfg.seed,
               "scale": cfg.scale, "cache_ref": cache_ref, "more_teachers": more}  # fmt: skip
-    if cfg.split is None:
-        return SourceSamples(records, fit=group_frames(TeacherCache.open(*cache_ref))[1], **common)
+    if cfg.split is None:  # a group of image sources: read packed where the store packs them
+        fit = group_frames(TeacherCache.open(*cache_ref))[1]
+        return SourceSamples(records, fit=fit, packed=source_packed(cfg, cache_ref, records, fit), **common)
     gt_root = cfg.gt_root if needs_gt(cfg.method) else None
     packed = packed_source(training_store(cfg), cfg.split, cfg.split_name, with_gt=needs_gt(cfg.method))
     return DistillationSamples(records, cfg.data_root, gt_root=gt_root, packed=packed, **common)
@@ -197,13 +199,19 @@ def training_samples(cfg: TrainStudentConfig, records, cache_ref) -> Distillatio
 
 def watched_groups(cfg: TrainStudentConfig, cache_ref) -> tuple:
     """The store groups the run reads, as they are now: each teacher of a mixture, each --unlabelled group,
-    and the split packed in a store; the loop refuses to take a step once one of them is removed or replaced."""
+    and the split or image sources packed in a store; the loop refuses to take a step once one of them is
+    removed or replaced."""
     refs = [cache_ref, *read_groups(cfg, cache_ref)] if cache_ref else []
     groups = [TeacherCache.open(*ref) for ref in refs]
-    packed = packed_source(training_store(cfg) if cfg.split else None, cfg.split, cfg.split_name, with_gt=False)
-    if packed is not None:
-        packed.require_unchanged()
-        groups.append(packed)
+    packed = [packed_source(training_store(cfg) if cfg.split else None, cfg.split, cfg.split_name, with_gt=False)]
+    sources = unlabelled_sets(cfg, cache_ref) if cfg.unlabelled else []
+    if cfg.split is None and cache_ref:
+        frames, fit = group_frames(TeacherCache.open(*cache_ref))
+        sources.append((frames, cache_ref, fit))
+    packed += [source_packed(cfg, ref, frames, fit) for frames, ref, fit in sources]
+    for source in filter(None, packed):
+        source.require_unchanged()
+        groups.append(source)
     return tuple(groups)
 
 
@@ -224,7 +232,8 @@ def make_loader(cfg: TrainStudentConfig, records, cache_ref, trainer: Trainer) -
 
         def make_source(frames, ref, fit, seed):
             common = {"dataset": samples.dataset, "augment_cfg": samples.augment_cfg, "scale": cfg.scale}
-            return SourceSamples(frames, fit=fit, cache_ref=ref, seed=seed, **common)
+            packed = source_packed(cfg, ref, frames, fit)
+            return SourceSamples(frames, fit=fit, cache_ref=ref, seed=seed, packed=packed, **common)
 
         samples, sampler = mixed_loader_parts(cfg, samples, cache_ref, trainer, make_source)
     return DataLoader(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -150,3 +151,13 @@ def list_sources(
     for f in files:
         frames.extend(_video_frames(f, every=every, start=start, end=end) if _is_video(f) else [by_path[f]])
     return frames
+
+
+def frames_identity(frames: list[SourceFrame], fit: str) -> str:
+    """SHA-256 that identifies listed frames as a store group makes maps of them: their ids and content
+    hashes and the fit (another image set, another order or another fit makes other maps). A teacher
+    group and a packed split of image sources record it as ``split_sha256``."""
+    digest = hashlib.sha256(f"fit={fit}\n".encode())
+    for frame in frames:
+        digest.update(f"{frame.id} {frame.sha256}\n".encode())
+    return digest.hexdigest()

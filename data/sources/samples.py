@@ -77,17 +77,18 @@ class SourceImages(Dataset):
 
 
 class SourceSamples(DistillationSamples):
-    """Training samples of image-source frames: the frame fitted as stage one fitted it, with its
-    teacher map (no GT), cut to the dataset's train region, then augmented as a labelled frame
-    (:class:`~tiekd.data.datasets.DistillationSamples`: same crop, same (seed, epoch, frame) draws)."""
+    """Training samples of image-source frames: the frame fitted as stage one fitted it (decoded from its
+    file, or read from its packed split with ``packed``), with its teacher map (no GT), cut to the dataset's
+    train region, then augmented as a labelled frame (:class:`~tiekd.data.datasets.DistillationSamples`:
+    same crop, same (seed, epoch, frame) draws)."""
 
     def __init__(self, frames: list[SourceFrame], *, fit: str, **options):
         super().__init__(frames, Path("."), gt_root=None, **options)
         self.fit = fit
         self.decoder = FrameDecoder()
 
-    def _region(self, record: SourceFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _cache_crops(self, record: SourceFrame) -> tuple[np.ndarray, None]:
+        if self.packed is not None:
+            return self.packed.training_region(record)
         dataset = self.dataset
-        image = self.decoder.fitted(record, dataset.cache_crop, fit=self.fit, place=dataset.cache_box)
-        maps = self.teacher_maps(record.id)
-        return dataset.crop_to_train_region(image), {k: dataset.crop_to_train_region(v) for k, v in maps.items()}
+        return self.decoder.fitted(record, dataset.cache_crop, fit=self.fit, place=dataset.cache_box), None

@@ -117,12 +117,17 @@ def _the_records(records: list) -> list:
     return records
 
 
+def sent_once(client: Client, records: list):
+    """``records`` held by the cluster, for tasks to take as an argument: sent once, as the result of a task
+    rather than scattered, so a worker killed while holding them costs a recomputation from the scheduler's
+    copy, where scattered data would be lost for good."""
+    return client.submit(_the_records, records, pure=False)
+
+
 def run_shards(cfg: CacheTeacherConfig, client: Client, records: list, notes: dict) -> tuple[str, int, float, bool]:
     """Fill the store with the maps of ``records`` (listed once, here) on the cluster, ``notes``
     recorded with a new group; returns (location, frames written, seconds, complete)."""
-    # Sent once, as the result of a task rather than scattered: a worker killed while holding it
-    # costs a recomputation from the scheduler's copy, where scattered data would be lost for good.
-    records = client.submit(_the_records, records, pure=False)
+    records = sent_once(client, records)
     location, todo = client.submit(prepare_store, cfg, tuple(cfg.shard), records, notes, pure=False).result()
     rate = Rate()
     futures = client.map(cache_shard, sorted(todo), cfg=cfg, records=records, retries=SHARD_RETRIES, pure=False)

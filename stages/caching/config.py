@@ -90,7 +90,7 @@ class CacheTeacherConfig:
     max_clipped_share: float = MAX_CLIPPED_SHARE
     """Stop when more than this share of a frame's pixels lies outside the dataset's depth range."""
     images: tuple[str, ...] = ()
-    """Images to cache instead of a split: a folder (recursive), a glob, a list file or a video (repeatable)."""
+    """Images instead of a split: a folder (recursive), a glob, a list file or a video (repeatable)."""
     every: int = 1
     """Take every N-th frame of a video."""
     start: float = 0.0

@@ -6,14 +6,13 @@ records of them (``sources`` array, :class:`~tiekd.data.sources.listing.SourceFr
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
 from tiekd.data.datasets import CroppedImages
 from tiekd.data.registry import get_dataset
-from tiekd.data.sources.listing import list_sources
+from tiekd.data.sources.listing import frames_identity, list_sources
 from tiekd.data.sources.samples import SourceImages
 from tiekd.pipeline.files import file_sha256
 from tiekd.pipeline.store.formats import split_group_name
@@ -38,12 +37,7 @@ def teacher_inputs(cfg: CacheTeacherConfig, frames: list, indices: list[int]) ->
 def frames_sha256(cfg: CacheTeacherConfig, frames: list) -> str:
     """What identifies the frames: the split file's SHA-256, or one over the source frames' ids and
     content hashes and the fit (another image set, or another fit, makes other maps)."""
-    if not cfg.images:
-        return file_sha256(cfg.split)
-    digest = hashlib.sha256(f"fit={cfg.fit}\n".encode())
-    for frame in frames:
-        digest.update(f"{frame.id} {frame.sha256}\n".encode())
-    return digest.hexdigest()
+    return frames_identity(frames, cfg.fit) if cfg.images else file_sha256(cfg.split)
 
 
 def group_name(cfg: CacheTeacherConfig) -> str:

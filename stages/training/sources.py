@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
+from tiekd.data.packed import PackedSource
+from tiekd.data.registry import get_dataset
 from tiekd.data.sources.listing import SourceFrame
+from tiekd.data.sources.packed import packed_sources
 from tiekd.pipeline.checkpoint import load_checkpoint
 from tiekd.pipeline.errors import CheckpointError, StoreError
 from tiekd.pipeline.files import file_sha256
@@ -23,6 +26,13 @@ def group_frames(cache: TeacherCache) -> tuple[list[SourceFrame], str]:
         )
     frames = [SourceFrame(**(r | {"size": tuple(r["size"])})) for r in recorded]
     return frames, (cache.attrs.get("sources") or {}).get("fit", "whole")
+
+
+def source_packed(cfg, ref: tuple[str, str, str], frames: list[SourceFrame], fit: str) -> PackedSource | None:
+    """The packed frames of image-source group ``ref`` (``_inputs/<split>`` of --inputs, else of the --cache
+    store), checked against the group's frames; None where the store packs none: the files are read."""
+    store = cfg.inputs or ref[0]
+    return packed_sources(store, ref[2], frames, fit=fit, dataset=get_dataset(cfg.dataset), group="/".join(ref))
 
 
 ARCH_KEYS = ("encoder", "head", "n_bins", "min_depth", "max_depth", "decoder")

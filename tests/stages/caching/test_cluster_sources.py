@@ -1,5 +1,6 @@
-"""cache-teacher --cluster over image sources (--images) and with a relative teacher aligned to a
-metric group (--align-to): a cluster of 2 worker processes stores what one process stores. Both
+"""cache-teacher --cluster over image sources (--images, packed with --with-inputs) and with a relative
+teacher aligned to a metric group (--align-to): a cluster of 2 worker processes stores what one process
+stores. Both
 runs share one cluster (``--cluster tcp://...``; ``local:N`` differs only in starting its own, see
 test_cluster.py)."""
 
@@ -10,6 +11,7 @@ from support.commands import TEACHER
 
 from tiekd.data.sample.kitti import write_sample_dataset
 from tiekd.pipeline.store.cache import TeacherCache
+from tiekd.pipeline.store.inputs import PackedInputs
 from tiekd.stages.caching.cluster import environment_kept
 
 pytestmark = pytest.mark.slow
@@ -23,10 +25,11 @@ def _environment_kept():
 
 
 def cache_both(cli, images, store, *extra) -> None:
-    """The toy teacher over ``images`` (group m) and its inverse aligned to group m (group r)."""
+    """The toy teacher over ``images`` (group m, the images packed in the same run) and its inverse aligned
+    to group m (group r)."""
     common = ["--images", images, "--fit", "crop", "--out", store, "--workers", "0", "--batch-size", "1",
               "--frames-per-shard", "2", "--teacher-input", "88x304", "--no-flip-tta", *extra]  # fmt: skip
-    metric = cli("cache-teacher", "--teacher", TEACHER, "--name", "m", *common)
+    metric = cli("cache-teacher", "--teacher", TEACHER, "--name", "m", "--with-inputs", *common)
     assert metric.exit_code == 0, metric.output
     relative = cli("cache-teacher", "--teacher", "python:toy_teachers:row_prior_inverse", "--name", "r",
                    "--teacher-output", "relative-inverse", "--align-to", f"{store}/m/unlabelled", *common)  # fmt: skip
@@ -45,6 +48,10 @@ def test_images_and_an_aligned_relative_teacher_on_a_local_cluster_equal_one_pro
         assert len(two) == 4 and two.complete and two.ids == one.ids and two.sources == one.sources
         for array in ("depth", "done", "clipped"):  # bit for bit
             np.testing.assert_array_equal(two._group[array][:], one._group[array][:], err_msg=f"{name} {array}")
+    one, two = (PackedInputs.open(str(tmp_path / f"{s}.zarr"), "unlabelled") for s in ("one", "two"))
+    assert two.ids == one.ids and two.done.all() and two.attrs["split_sha256"] == one.attrs["split_sha256"]
+    for i in range(len(one)):
+        np.testing.assert_array_equal(two.image(i), one.image(i))
     one, two = (TeacherCache.open(tmp_path / f"{s}.zarr", "r") for s in ("one", "two"))
     assert two.attrs["alignment"]["reference"] == f"{tmp_path / 'two.zarr'}/m/unlabelled"
     for key in ("teacher_output", "space", "fit"):

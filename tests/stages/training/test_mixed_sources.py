@@ -103,3 +103,35 @@ def test_the_unlabelled_groups_are_watched_before_each_step(sample, mixed_store,
     groups[0].require_unchanged()
     with pytest.raises(StoreError, match="t/extra was (replaced|removed) while in use"):
         groups[1].require_unchanged()
+
+
+def test_a_packed_unlabelled_group_trains_without_its_files_as_from_them(sample, mixed_store, tmp_path, cli):
+    """``cache pack --images`` of the 'extra' group's images: the mixed run reads them from the store
+    (and watches the packed split), step for step as it reads the files."""
+    from support.runs import train_config
+
+    from tiekd.stages.train_student import watched_groups
+
+    store, images = tmp_path / "s.zarr", mixed_store.parent / "images"
+    shutil.copytree(mixed_store, store)
+    packed = cli("cache", "pack", "--images", images, "--fit", "crop", "--split-name", "extra", "--out", store)
+    assert packed.exit_code == 0, packed.output
+    cfg = train_config(sample, store, tmp_path / "run", teacher="t", unlabelled=("extra=0.5",))
+    groups = watched_groups(cfg, (str(store), "t", "train"))
+    assert [g.location for g in groups] == [f"{store}/t/train", f"{store}/t/extra", f"{store}/_inputs/extra"]
+
+    def mixed_run(source, out):
+        args = [a for a in train_args(sample, source, out, "--max-steps", 3, "--unlabelled", "extra=0.5")
+                if a not in ("--gt-root", sample.gt_root)]  # fmt: skip
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        timing = ("step_seconds", "data_seconds")
+        return [{k: v for k, v in s.items() if k not in timing} for s in read_jsonl(out / "steps.jsonl")]
+
+    from_files = mixed_run(mixed_store, tmp_path / "files")
+    shutil.move(images, tmp_path / "away")
+    try:
+        from_store = mixed_run(store, tmp_path / "packed")
+    finally:
+        shutil.move(tmp_path / "away", images)
+    assert from_store == from_files and len(from_files) == 3
