@@ -1,5 +1,6 @@
-"""`tiekd demo --quick` end to end, as a newcomer runs it, a second run reusing the first, and a
-fresh run elsewhere repeating every figure."""
+"""`tiekd demo --quick` end to end, as a newcomer runs it, and a second run reusing the first.
+(A fresh run elsewhere repeated every figure when this test still ran one; the suite leaves it out for
+time: training's determinism is tested run against run in tests/stages/training.)"""
 
 import json
 import re
@@ -14,11 +15,6 @@ from tiekd.pipeline.store.inputs import PackedInputs
 pytestmark = pytest.mark.slow
 
 ROWS = ("teacher (supervised on dense GT", "TIE-KD (DPM + SSIM", "response KD, SSIM", "supervised baseline")
-
-
-def metric_rows(results: str) -> list[list[str]]:
-    """The table's rows without their last cell (training seconds, a timing)."""
-    return [line.split("|")[1:-2] for line in results.splitlines() if line.startswith("| ")]
 
 
 def test_quick_demo_runs_everything_then_reuses_it(tmp_path, cli):
@@ -51,6 +47,3 @@ def test_quick_demo_runs_everything_then_reuses_it(tmp_path, cli):
     # What the figures depend on is in the table's header, and they repeat in a fresh run.
     assert f"torch {torch.__version__}, 1 CPU thread, CPU instructions " in results
     assert "deterministic algorithms on" in results
-    fresh = cli("demo", "--quick", "--out", tmp_path / "again", "--device", "cpu")
-    assert fresh.exit_code == 0, fresh.output
-    assert metric_rows((tmp_path / "again" / "results.md").read_text()) == metric_rows(results)
