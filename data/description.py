@@ -120,6 +120,9 @@ class DatasetDescription:
     sample_module: str | None = None
     """Module of the procedural sample (``sample_paths(out)``, ``write_sample_dataset(out, ...)``),
     imported on use: the sample generators import the readers, not the other way round."""
+    gt_file: Callable | None = None
+    """``(gt_root, record) -> Path`` of a record's GT file where it is not ``gt_root / record.gt``
+    (KITTI: merged or in the download's train/ and val/ folders)."""
     source: str | None = None
     """The description file a lab's own dataset was read from (:mod:`tiekd.data.own`); None if built in."""
 
@@ -183,6 +186,12 @@ class DatasetDescription:
         its SampleDataset."""
         module = self._sample()
         return module.write_sample_dataset(out, n_train=n_train, n_test=n_test, seed=seed, n_unlabelled=n_unlabelled)
+
+    def gt_path(self, gt_root: Path, record) -> Path | None:
+        """The file a record's GT is read from; None for a record without GT."""
+        if record.gt is None:
+            return None
+        return self.gt_file(gt_root, record) if self.gt_file is not None else gt_root / record.gt
 
     def crop_to_train_region(self, array: np.ndarray) -> np.ndarray:
         """The train region of an array aligned with the cache crop."""

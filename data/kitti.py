@@ -163,6 +163,7 @@ KITTI = DatasetDescription(
     check_gt=check_gt,
     read_image=read_image,
     read_gt=read_gt,
+    gt_file=gt_path,
     sample_module="tiekd.data.sample.kitti",
 )
 """KITTI with the Eigen split, as the authors train and evaluate on it."""

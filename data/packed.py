@@ -15,21 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
-from tiekd.data import kitti, nyu_mat
+from tiekd.data import nyu_mat
 from tiekd.data.description import DatasetDescription
 from tiekd.data.records import Record
 from tiekd.pipeline.errors import DataError, StoreError
 from tiekd.pipeline.files import file_sha256
 from tiekd.pipeline.store.inputs import PackedFrame, PackedInputs, inputs_location
 
-def _source_sha256(root: Path, relative: str | None, decoded: np.ndarray, *, gt_file=None) -> str:
+
+def _source_sha256(root: Path, relative: str | None, decoded: np.ndarray, *, path: Path | None = None) -> str:
     """SHA-256 of a record's source file's bytes; of the decoded frame for NYU's labeled .mat (one
     file of all frames); "" where the record has none."""
     if relative is None:
         return ""
     if nyu_mat.is_labeled_file(root):
         return hashlib.sha256(np.ascontiguousarray(decoded).tobytes()).hexdigest()
-    return file_sha256(gt_file or root / relative)
+    return file_sha256(path or root / relative)
 
 
 def gt_values(gt: np.ndarray, scale: float, *, record: Record) -> np.ndarray:
@@ -51,14 +52,14 @@ def pack_record(dataset: DatasetDescription, data_root: Path, gt_root: Path | No
     full = dataset.read_full_image(data_root, record)
     gt = dataset.read_aligned_gt(gt_root, record, full.shape[:2]) if gt_root is not None else None
     cropped_gt = np.zeros(dataset.cache_crop, np.float32) if gt is None else dataset.crop_to_cache(gt)
-    gt_file = kitti.gt_path(gt_root, record) if dataset.name == "kitti" and gt is not None else None
+    gt_sha256 = "" if gt is None else _source_sha256(gt_root, record.gt, gt, path=dataset.gt_path(gt_root, record))
     return PackedFrame(
         image=dataset.crop_image_to_cache(full, record),
         gt=gt_values(cropped_gt, dataset.gt_scale, record=record),
         full_size=tuple(full.shape[:2]),
         box=dataset.cache_crop_box(full.shape[:2]),
         image_sha256=_source_sha256(data_root, record.rgb, full),
-        gt_sha256=_source_sha256(gt_root, record.gt, gt, gt_file=gt_file) if gt is not None else "",
+        gt_sha256=gt_sha256,
     )
 
 
@@ -69,7 +70,7 @@ def source_files(dataset: DatasetDescription, data_root: Path, gt_root: Path | N
         if nyu_mat.is_labeled_file(gt_root):
             files.append(gt_root)
         else:
-            files.append(kitti.gt_path(gt_root, record) if dataset.name == "kitti" else gt_root / record.gt)
+            files.append(dataset.gt_path(gt_root, record))
     return files
 
 

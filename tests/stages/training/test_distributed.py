@@ -12,6 +12,7 @@ so a wrong gradient (or BatchNorm) shows as a clear difference: the run without 
 by 500x the tolerance the equal runs meet.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -64,15 +65,18 @@ def runs(sample, store, tmp_path_factory, env, one_torch_thread):  # noqa: F811
     in-process runs (60 s -> 41 s on 2 cores): start-up and rendezvous are mostly waiting."""
     root = tmp_path_factory.mktemp("ddp")
     common = dict(OPTIONS, val_split=sample.test_split)
-    launched = {  # the two torchruns beside the in-process runs: their start-up is mostly waiting
-        name: subprocess.Popen(torchrun(sample, store, root / name, *extra), env=env, stdout=subprocess.DEVNULL,
-                               stderr=(root / f"{name}.log").open("w"))  # fmt: skip
-        for name, extra in (("two_b2_sync", ["--sync-bn"]), ("two_b2", []))
-    }
-    run(train_config(sample, store, root / "one_b4", batch_size=4, **common))
-    run(train_config(sample, store, root / "one_b2_k2", batch_size=2, accumulate=2, **common))
+    with contextlib.ExitStack() as logs:
+        launched = {  # the two torchruns beside the in-process runs: their start-up is mostly waiting
+            name: subprocess.Popen(torchrun(sample, store, root / name, *extra), env=env, stdout=subprocess.DEVNULL,
+                                   stderr=logs.enter_context((root / f"{name}.log").open("w")))  # fmt: skip
+            for name, extra in (("two_b2_sync", ["--sync-bn"]), ("two_b2", []))
+        }
+        run(train_config(sample, store, root / "one_b4", batch_size=4, **common))
+        run(train_config(sample, store, root / "one_b2_k2", batch_size=2, accumulate=2, **common))
+        for launcher in launched.values():
+            launcher.wait(timeout=SECONDS)
     for name, launcher in launched.items():
-        assert launcher.wait(timeout=SECONDS) == 0, (root / f"{name}.log").read_text()[-3000:]
+        assert launcher.returncode == 0, (root / f"{name}.log").read_text()[-3000:]
     return root
 
 
@@ -192,10 +196,18 @@ def wait_for_steps(folder, n: int, launcher: subprocess.Popen) -> None:
     raise AssertionError(f"the run stopped or took too long before step {n}")
 
 
+@pytest.fixture
+def log(tmp_path):
+    """torchrun's output, tmp_path/torchrun.log, closed after the test."""
+    with (tmp_path / "torchrun.log").open("w") as file:
+        yield file
+
+
 class TestFaults:
-    def test_kill_9_stops_the_group_and_resume_continues_exactly(self, runs, sample, store, tmp_path, env):  # noqa: F811
+    def test_kill_9_stops_the_group_and_resume_continues_exactly(
+        self, runs, sample, store, tmp_path, env, log  # noqa: F811
+    ):
         killed = tmp_path / "killed"
-        log = (tmp_path / "torchrun.log").open("w")
         launcher = subprocess.Popen(torchrun(sample, store, killed), env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for_steps(killed, 3, launcher)
         ranks = [worker(launcher, 0), worker(launcher, 1)]
