@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tiekd.data.records import Record
 from tiekd.pipeline.store.cache import TeacherCache, shard_frames
 from tiekd.pipeline.teachers.load import load_teacher
 from tiekd.stages import pack_inputs
 from tiekd.stages.caching.align import References
-from tiekd.stages.caching.cluster import cluster_client, run_shards
+from tiekd.stages.caching.cluster import cluster_client, gathered_map, run_shards
 from tiekd.stages.caching.config import CacheTeacherConfig, absolute, check_frame_options, check_inputs
 from tiekd.stages.caching.sources import frames_of
 from tiekd.stages.caching.worker import fill_frames, finish, open_writer
@@ -45,13 +44,10 @@ class CacheSummary:
 def run(cfg: CacheTeacherConfig) -> CacheSummary:
     """Fill (or continue filling) ``out/name/split_name`` with the teacher's maps."""
     check_frame_options(cfg)
-    records = frames_of(cfg)
-    check_inputs(cfg, records)
-    guard = leakage_guard(cfg, records, what="frames")
-    references = References(cfg, records) if cfg.teacher_output != "metric" else None
-    notes = {"leakage_guard": guard, "alignment": references and references.describe()}
     if cfg.cluster:
-        return _run_on_cluster(cfg, records, notes)
+        with cluster_client(cfg.cluster) as client:
+            return _run_on_cluster(cfg, client)
+    records, references, notes = _frames(cfg)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, args=cfg.teacher_args, device=device)
     amp = use_amp(cfg.amp, device)
@@ -81,11 +77,22 @@ def run(cfg: CacheTeacherConfig) -> CacheSummary:
     )
 
 
-def _run_on_cluster(cfg: CacheTeacherConfig, records: list[Record], notes: dict) -> CacheSummary:
-    """The shards mapped over a dask cluster's workers, one worker a shard at a time."""
-    with cluster_client(cfg.cluster) as client:
-        location, written, seconds, complete = run_shards(absolute(cfg), client, records, notes)
-        packed = pack_inputs.run_on_cluster(inputs_config(absolute(cfg)), client, records) if cfg.with_inputs else None
+def _frames(cfg: CacheTeacherConfig, *, map=map) -> tuple[list, References | None, dict]:
+    """The frames to cache (``map`` lists image sources' parts), checked against the leakage guard, with
+    a relative teacher's alignment references and the notes a new group records."""
+    records = frames_of(cfg, map=map)
+    check_inputs(cfg, records)
+    guard = leakage_guard(cfg, records, what="frames")
+    references = References(cfg, records) if cfg.teacher_output != "metric" else None
+    return records, references, {"leakage_guard": guard, "alignment": references and references.describe()}
+
+
+def _run_on_cluster(cfg: CacheTeacherConfig, client) -> CacheSummary:
+    """The frames listed and the shards cached on a dask cluster's workers, one worker a task at a time."""
+    records, _, notes = _frames(cfg, map=gathered_map(client))
+    cfg = absolute(cfg)
+    location, written, seconds, complete = run_shards(cfg, client, records, notes)
+    packed = pack_inputs.run_on_cluster(inputs_config(cfg), client, records) if cfg.with_inputs else None
     return CacheSummary(
         packed=packed,
         location=location,

@@ -14,6 +14,7 @@ so the store says what each map was made from, and the leakage guard can compare
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -31,6 +32,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 LIST_SUFFIXES = (".txt", ".lst")
 HASH_THREADS = 4
 """Images decoded at once while listing (PIL releases the GIL while decoding)."""
+IMAGES_PER_PART = 256
+"""Images listed by one task of a listing spread over a cluster (:func:`list_sources` ``map``)."""
 
 
 @dataclass(frozen=True)
@@ -139,18 +142,34 @@ def _video_frames(path: Path, *, every: int, start: float, end: float | None) ->
     return frames
 
 
-def list_sources(
-    inputs: list[str], *, every: int = 1, start: float = 0.0, end: float | None = None
-) -> list[SourceFrame]:
-    """Every frame of ``inputs`` (a file named twice counts once), decoded once to record it."""
+def listing_parts(inputs: list[str]) -> list[list[Path]]:
+    """The files of ``inputs`` (a file named twice counts once) in parts listed one at a time, in order:
+    each video alone, consecutive images up to :data:`IMAGES_PER_PART` together."""
     files = list(dict.fromkeys(f for text in inputs for f in input_files(text)))
-    images = [f for f in files if not _is_video(f)]
-    with ThreadPoolExecutor(HASH_THREADS) as pool:
-        by_path = dict(zip(images, pool.map(_image_frame, images)))
-    frames = []
+    parts: list[list[Path]] = []
     for f in files:
-        frames.extend(_video_frames(f, every=every, start=start, end=end) if _is_video(f) else [by_path[f]])
-    return frames
+        if _is_video(f) or not parts or _is_video(parts[-1][0]) or len(parts[-1]) == IMAGES_PER_PART:
+            parts.append([f])
+        else:
+            parts[-1].append(f)
+    return parts
+
+
+def list_part(part: list[Path], *, every: int = 1, start: float = 0.0, end: float | None = None) -> list[SourceFrame]:
+    """The frames of one part of :func:`listing_parts`, each decoded once to record it."""
+    if _is_video(part[0]):
+        return _video_frames(part[0], every=every, start=start, end=end)
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        return list(pool.map(_image_frame, part))
+
+
+def list_sources(
+    inputs: list[str], *, every: int = 1, start: float = 0.0, end: float | None = None, map=map
+) -> list[SourceFrame]:
+    """Every frame of ``inputs``, decoded once to record it. ``map(function, parts)`` lists the parts
+    (the builtin here; a dask client's, gathered in order, spreads them over a cluster's workers)."""
+    listed = map(functools.partial(list_part, every=every, start=start, end=end), listing_parts(inputs))
+    return [frame for part in listed for frame in part]
 
 
 def frames_identity(frames: list[SourceFrame], fit: str) -> str:

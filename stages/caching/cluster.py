@@ -27,6 +27,11 @@ from tiekd.stages.runtime import Rate, progress
 SHARD_RETRIES = 2
 """Re-runs of a shard whose task raised (a flaky filesystem); a worker that dies (kill -9, lost
 node) is handled by the scheduler itself, which moves the task (``allowed-failures``)."""
+GLIBC_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+"""The workers of ``local:N`` keep glibc's own malloc settings. dask starts workers with
+MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's mmap threshold at 128 KiB: every frame-sized
+buffer is then mapped and faulted in afresh: 2 such workers listed 960 video frames in 3.75 s, 2 of
+these in 2.47 s (bench/bench_listing.py)."""
 CONNECT_TIMEOUT_S = 30.0
 """How long to wait for a ``tcp://`` scheduler's answer before saying it cannot be reached."""
 
@@ -47,7 +52,7 @@ def _local_cluster(n_workers: int) -> LocalCluster:
     The worker processes start with Ctrl-C ignored (a process inherits an ignored signal, and
     Python then leaves it ignored): Ctrl-C in the terminal reaches the whole process group, and
     each worker would print its own traceback. This process, interrupted, stops them itself."""
-    with dask.config.set({"distributed.worker.daemon": False}), _interrupts_ignored():
+    with dask.config.set({"distributed.worker.daemon": False, **GLIBC_MALLOC}), _interrupts_ignored():
         return LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
         )
@@ -122,6 +127,16 @@ def sent_once(client: Client, records: list):
     rather than scattered, so a worker killed while holding them costs a recomputation from the scheduler's
     copy, where scattered data would be lost for good."""
     return client.submit(_the_records, records, pure=False)
+
+
+def gathered_map(client: Client):
+    """``map(function, items)`` run as tasks on the cluster's workers (retried as shards are), the results
+    gathered in order: what :func:`~tiekd.data.sources.listing.list_sources` lists parts with."""
+
+    def mapped(function, items) -> list:
+        return client.gather(client.map(function, list(items), retries=SHARD_RETRIES, pure=False))
+
+    return mapped
 
 
 def run_shards(cfg: CacheTeacherConfig, client: Client, records: list, notes: dict) -> tuple[str, int, float, bool]:

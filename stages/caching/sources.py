@@ -19,10 +19,11 @@ from tiekd.pipeline.store.formats import split_group_name
 from tiekd.stages.caching.config import CacheTeacherConfig
 
 
-def frames_of(cfg: CacheTeacherConfig) -> list:
-    """The records of ``--split``, or the listed frames of ``--images`` (each decoded once)."""
+def frames_of(cfg: CacheTeacherConfig, *, map=map) -> list:
+    """The records of ``--split``, or the listed frames of ``--images`` (each decoded once; ``map`` lists
+    the parts of the listing, see :func:`~tiekd.data.sources.listing.list_sources`)."""
     if cfg.images:
-        return list_sources(list(cfg.images), every=cfg.every, start=cfg.start, end=cfg.end)
+        return list_sources(list(cfg.images), every=cfg.every, start=cfg.start, end=cfg.end, map=map)
     return get_dataset(cfg.dataset).read_split(cfg.split)
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 from support.own_images import picture, write_images, write_video
 
 from tiekd.data.kitti import kb_crop_box
+from tiekd.data.sources import listing
 from tiekd.data.sources.fit import content_sha256, fit_image
 from tiekd.data.sources.listing import list_sources
 from tiekd.data.sources.samples import FrameDecoder
@@ -36,6 +37,23 @@ def test_globs_and_list_files_name_the_same_images(tmp_path):
     (tmp_path / "list.txt").write_text("# a comment\nf/002.png\n\nf/000.png\n")
     assert [f.id for f in list_sources([str(tmp_path / "list.txt")])] == [str(paths[2]), str(paths[0])]
     assert [f.id for f in list_sources([str(tmp_path / "**" / "00[01].png")])] == [str(p) for p in paths[:2]]
+
+
+def test_a_listing_in_parts_is_the_listing_in_order(tmp_path, monkeypatch):
+    """Parts (what a cluster's workers list, one a task): each video alone, images in runs of at most
+    IMAGES_PER_PART; their frames concatenated in order are the listing, whatever runs the parts."""
+    monkeypatch.setattr(listing, "IMAGES_PER_PART", 2)
+    images = [p.resolve() for p in write_images(tmp_path / "f", range(5))]
+    write_video(tmp_path / "v.mp4", 3)
+    (tmp_path / "list.txt").write_text("f/000.png\nf/001.png\nf/002.png\nv.mp4\nf/003.png\nf/001.png\n")
+    inputs = [str(tmp_path / "list.txt"), str(tmp_path / "f" / "004.png")]
+    parts = listing.listing_parts(inputs)
+    video = (tmp_path / "v.mp4").resolve()
+    assert parts == [images[:2], images[2:3], [video], [images[3], images[4]]]
+    frames = list_sources(inputs, map=lambda function, items: [function(p) for p in reversed(items)][::-1])
+    assert [f.id for f in frames] == [str(p) for p in images[:3]] + [f"{video}#{i}" for i in range(3)] + [
+        str(images[3]), str(images[4])]  # fmt: skip
+    assert frames == list_sources(inputs)
 
 
 def test_video_frames_every_nth_in_a_time_range(tmp_path):

@@ -12,7 +12,7 @@ from support.runs import assert_same_store
 
 from tiekd.pipeline.errors import ConfigError
 from tiekd.pipeline.store.cache import TeacherCache
-from tiekd.stages.caching.cluster import environment_kept, parse_cluster
+from tiekd.stages.caching.cluster import cluster_client, environment_kept, parse_cluster
 
 
 @pytest.fixture(autouse=True)
@@ -153,3 +153,11 @@ def test_a_local_cluster_leaves_the_environment_as_it_was(sample, tmp_path, cli,
     result = cli(*cache_args(sample, tmp_path / "s.zarr", sample.test_split, "--cluster", "local:1"))
     assert result.exit_code == 0, result.output
     assert dict(os.environ) == before
+
+
+def test_local_cluster_workers_keep_glibc_malloc_settings(monkeypatch):
+    """Not dask's MALLOC_TRIM_THRESHOLD_=65536, under which a worker listed video 1.5x slower
+    (bench/bench_listing.py)."""
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with cluster_client("local:1") as client:
+        assert list(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == [None]

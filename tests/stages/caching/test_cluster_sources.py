@@ -7,6 +7,7 @@ test_cluster.py)."""
 import distributed
 import numpy as np
 import pytest
+from dask.utils import key_split
 from support.commands import TEACHER
 
 from tiekd.data.sample.kitti import write_sample_dataset
@@ -41,8 +42,14 @@ def cache_both(cli, images, store, *extra) -> None:
 def test_images_and_an_aligned_relative_teacher_on_a_local_cluster_equal_one_process(cli, tmp_path):
     sample = write_sample_dataset(tmp_path / "sample", n_train=1, n_test=2, n_unlabelled=4)
     cache_both(cli, sample.unlabelled, tmp_path / "one.zarr")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        cache_both(cli, sample.unlabelled, tmp_path / "two.zarr", "--cluster", cluster.scheduler_address)
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        with distributed.get_task_stream(client) as stream:  # every task the scheduler runs meanwhile
+            cache_both(cli, sample.unlabelled, tmp_path / "two.zarr", "--cluster", cluster.scheduler_address)
+    listed = [task for task in stream.data if key_split(task["key"]) == "list_part"]
+    assert len(listed) == 2, "each of the two runs lists its one part (4 images) on a worker"
     for name in ("m", "r"):
         one, two = (TeacherCache.open(tmp_path / f"{s}.zarr", name) for s in ("one", "two"))
         assert len(two) == 4 and two.complete and two.ids == one.ids and two.sources == one.sources
