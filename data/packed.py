@@ -23,14 +23,12 @@ from tiekd.pipeline.files import file_sha256
 from tiekd.pipeline.store.inputs import PackedFrame, PackedInputs, inputs_location
 
 
-def _source_sha256(root: Path, relative: str | None, decoded: np.ndarray, *, path: Path | None = None) -> str:
-    """SHA-256 of a record's source file's bytes; of the decoded frame for NYU's labeled .mat (one
-    file of all frames); "" where the record has none."""
-    if relative is None:
-        return ""
+def _source_sha256(root: Path, path: Path, decoded: np.ndarray) -> str:
+    """SHA-256 of a record's source file ``path`` (under ``root``); of the decoded frame for NYU's
+    labeled .mat (``root`` itself, one file of all frames)."""
     if nyu_mat.is_labeled_file(root):
         return hashlib.sha256(np.ascontiguousarray(decoded).tobytes()).hexdigest()
-    return file_sha256(path or root / relative)
+    return file_sha256(path)
 
 
 def gt_values(gt: np.ndarray, scale: float, *, record: Record) -> np.ndarray:
@@ -52,14 +50,14 @@ def pack_record(dataset: DatasetDescription, data_root: Path, gt_root: Path | No
     full = dataset.read_full_image(data_root, record)
     gt = dataset.read_aligned_gt(gt_root, record, full.shape[:2]) if gt_root is not None else None
     cropped_gt = np.zeros(dataset.cache_crop, np.float32) if gt is None else dataset.crop_to_cache(gt)
-    gt_sha256 = "" if gt is None else _source_sha256(gt_root, record.gt, gt, path=dataset.gt_path(gt_root, record))
+    gt_file = dataset.gt_path(gt_root, record) if gt is not None else None
     return PackedFrame(
         image=dataset.crop_image_to_cache(full, record),
         gt=gt_values(cropped_gt, dataset.gt_scale, record=record),
         full_size=tuple(full.shape[:2]),
         box=dataset.cache_crop_box(full.shape[:2]),
-        image_sha256=_source_sha256(data_root, record.rgb, full),
-        gt_sha256=gt_sha256,
+        image_sha256=_source_sha256(data_root, data_root / record.rgb, full),
+        gt_sha256=_source_sha256(gt_root, gt_file, gt) if gt_file is not None else "",
     )
 
 
